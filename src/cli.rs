@@ -1,0 +1,306 @@
+//! A shell line becomes a [`Command`] value: words split like a shell
+//! (quotes allowed), arguments checked (regexes compiled, dates read, names
+//! made safe), all without I/O. Also the help text.
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::names::clean_name;
+use crate::timestamp::parse_range;
+use crate::{Error, Result, bail};
+
+/// How a download travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Protocol {
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+}
+
+/// One parsed shell command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// An empty line or a comment.
+    Nothing,
+    IndexLonglist,
+    IndexShortlist {
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
+    IndexRegex(String),
+    HashVerify(String),
+    HashCheckall,
+    Download {
+        protocol: Protocol,
+        name: String,
+    },
+    Upload {
+        name: String,
+        force: bool,
+    },
+    History(Option<usize>),
+    Peers,
+    PeerUse(String),
+    Help(Option<String>),
+    Exit,
+}
+
+/// Every command word, for completion and help.
+pub const COMMANDS: &[&str] = &[
+    "index", "hash", "download", "upload", "history", "peers", "peer", "help", "exit", "quit",
+];
+
+/// Parse one shell line; naive timestamps are read in `tz`.
+pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with('#') {
+        return Ok(Command::Nothing);
+    }
+    if let Some(expr) = regex_argument(trimmed) {
+        regex::Regex::new(&expr).map_err(|e| {
+            Error::new(format!(
+                "bad regular expression {expr:?}: {}",
+                first_line(&e.to_string())
+            ))
+        })?;
+        return Ok(Command::IndexRegex(expr));
+    }
+    let words = shell_words::split(trimmed)
+        .map_err(|e| Error::new(format!("cannot split the line into words: {e}")))?;
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let usage = |cmd: &str| Error::new(format!("usage: {}", usage_of(cmd)));
+    match w.as_slice() {
+        ["index", "longlist"] => Ok(Command::IndexLonglist),
+        ["index", "shortlist", start, end] => {
+            let (start, end) = parse_range(start, end, tz)?;
+            Ok(Command::IndexShortlist { start, end })
+        }
+        ["index", ..] => Err(usage("index")),
+        ["hash", "verify", name] => Ok(Command::HashVerify(clean_name(name)?)),
+        ["hash", "checkall"] => Ok(Command::HashCheckall),
+        ["hash", ..] => Err(usage("hash")),
+        ["download", proto, name] => {
+            let protocol = match proto.to_ascii_uppercase().as_str() {
+                "TCP" => Protocol::Tcp,
+                "UDP" => Protocol::Udp,
+                _ => bail!(
+                    "unknown protocol {proto:?}; usage: {}",
+                    usage_of("download")
+                ),
+            };
+            Ok(Command::Download {
+                protocol,
+                name: clean_name(name)?,
+            })
+        }
+        ["download", ..] => Err(usage("download")),
+        ["upload", name] => Ok(Command::Upload {
+            name: clean_name(name)?,
+            force: false,
+        }),
+        ["upload", "--force", name] | ["upload", name, "--force"] => Ok(Command::Upload {
+            name: clean_name(name)?,
+            force: true,
+        }),
+        ["upload", ..] => Err(usage("upload")),
+        ["history"] => Ok(Command::History(None)),
+        ["history", n] => match n.parse::<usize>() {
+            Ok(n) => Ok(Command::History(Some(n))),
+            Err(_) => bail!(
+                "history takes a count, not {n:?}; usage: {}",
+                usage_of("history")
+            ),
+        },
+        ["history", ..] => Err(usage("history")),
+        ["peers"] => Ok(Command::Peers),
+        ["peer", "use", addr] => Ok(Command::PeerUse(addr.to_string())),
+        ["peer", ..] | ["peers", ..] => Err(usage("peer")),
+        ["help"] => Ok(Command::Help(None)),
+        ["help", topic] => Ok(Command::Help(Some(topic.to_string()))),
+        ["exit" | "quit"] => Ok(Command::Exit),
+        [other, ..] => bail!("unknown command {other:?}; type `help` for the list"),
+        [] => Ok(Command::Nothing),
+    }
+}
+
+/// The raw expression of `index regex <expr>`: backslashes are the regex's,
+/// not the shell's, so the rest of the line is taken as written (without
+/// the quotes when the whole expression is quoted).
+fn regex_argument(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("index")?;
+    let rest = rest.trim_start().strip_prefix("regex")?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let expr = rest.trim();
+    if expr.is_empty() {
+        return None;
+    }
+    for q in ['"', '\'', '`'] {
+        if expr.len() >= 2 && expr.starts_with(q) && expr.ends_with(q) {
+            return Some(expr[1..expr.len() - 1].to_string());
+        }
+    }
+    Some(expr.to_string())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .last()
+        .unwrap_or(s)
+        .trim()
+        .to_string()
+}
+
+/// The commands, their usage and what they do: (word, usage, summary).
+pub const HELP: &[(&str, &str, &str)] = &[
+    (
+        "index",
+        "index longlist | index shortlist <start> <end> | index regex <expr>",
+        "list the peer's shared folder: every entry, entries with start <= mtime <= end, or entries whose path matches a regex",
+    ),
+    (
+        "hash",
+        "hash verify <file> | hash checkall",
+        "MD5 and mtime of one file, or of every file, on the peer",
+    ),
+    (
+        "download",
+        "download TCP|UDP <file>",
+        "copy a file from the peer into the own folder, verified by MD5",
+    ),
+    (
+        "upload",
+        "upload [--force] <file>",
+        "send an own file to the peer (it must run with --allow-upload; --force replaces)",
+    ),
+    (
+        "history",
+        "history [N]",
+        "the last N requests made and served by this peer (default 20)",
+    ),
+    ("peers", "peers", "list the peers and whether they answer"),
+    (
+        "peer",
+        "peer use HOST:PORT",
+        "make HOST:PORT the current peer",
+    ),
+    (
+        "help",
+        "help [command]",
+        "this list, or one command in detail",
+    ),
+    ("exit", "exit | quit | Ctrl-D", "leave the shell"),
+];
+
+fn usage_of(cmd: &str) -> &'static str {
+    HELP.iter()
+        .find(|(w, _, _)| *w == cmd)
+        .map(|(_, u, _)| *u)
+        .unwrap_or("help")
+}
+
+/// Help for one command or all of them.
+pub fn help_text(topic: Option<&str>) -> Result<String> {
+    let topic = topic.map(|t| if t == "quit" { "exit" } else { t });
+    match topic {
+        None => {
+            let mut s = String::from("commands:\n");
+            for (_, usage, what) in HELP {
+                s.push_str(&format!("  {usage}\n      {what}\n"));
+            }
+            s.push_str(
+                "times for shortlist: RFC 3339, YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\", \
+                 YYYY-MM-DDTHH:MM[:SS] (local time) or unix seconds\n",
+            );
+            Ok(s)
+        }
+        Some(t) => match HELP.iter().find(|(w, _, _)| *w == t) {
+            Some((_, usage, what)) => Ok(format!("usage: {usage}\n  {what}\n")),
+            None => bail!("no command {t:?}; type `help` for the list"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn p(s: &str) -> Result<Command> {
+        parse_line(s, &Utc)
+    }
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(p("index longlist").unwrap(), Command::IndexLonglist);
+        assert_eq!(p("  ").unwrap(), Command::Nothing);
+        assert_eq!(p("# note").unwrap(), Command::Nothing);
+        assert_eq!(
+            p(r"index regex \.txt$").unwrap(),
+            Command::IndexRegex(r"\.txt$".into())
+        );
+        assert_eq!(
+            p(r"index regex '^a b\.md$'").unwrap(),
+            Command::IndexRegex(r"^a b\.md$".into())
+        );
+        assert!(matches!(p("index regex").unwrap_err().to_string(), m if m.contains("usage")));
+        assert_eq!(
+            p("download tcp \"my file.txt\"").unwrap(),
+            Command::Download {
+                protocol: Protocol::Tcp,
+                name: "my file.txt".into()
+            }
+        );
+        assert_eq!(
+            p("download UDP a/b").unwrap(),
+            Command::Download {
+                protocol: Protocol::Udp,
+                name: "a/b".into()
+            }
+        );
+        assert_eq!(
+            p("upload --force x").unwrap(),
+            Command::Upload {
+                name: "x".into(),
+                force: true
+            }
+        );
+        assert_eq!(p("history 5").unwrap(), Command::History(Some(5)));
+        assert_eq!(p("quit").unwrap(), Command::Exit);
+        assert_eq!(
+            p("peer use 127.0.0.1:9").unwrap(),
+            Command::PeerUse("127.0.0.1:9".into())
+        );
+        assert!(matches!(
+            p("index shortlist 2024-01-01 2024-02-01").unwrap(),
+            Command::IndexShortlist { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        let msg = |s: &str| p(s).unwrap_err().to_string();
+        assert!(msg("index regex (").contains("bad regular expression"));
+        assert!(msg("index shortlist nope 2024-01-01").contains("RFC 3339"));
+        assert!(msg("index shortlist 2024-02-01 2024-01-01").contains("after"));
+        assert!(msg("download FTP x").contains("unknown protocol"));
+        assert!(msg("download TCP ../x").contains("leaves the shared folder"));
+        assert!(msg("hash verify /etc/passwd").contains("absolute"));
+        assert!(msg("frobnicate").contains("unknown command"));
+        assert!(msg("index").contains("usage"));
+        assert!(msg("history x").contains("count"));
+        assert!(msg("download TCP \"unterminated").contains("split"));
+    }
+
+    #[test]
+    fn help_covers_every_command() {
+        let all = help_text(None).unwrap();
+        for (_, usage, _) in HELP {
+            assert!(all.contains(usage));
+        }
+        assert!(help_text(Some("download")).unwrap().contains("TCP|UDP"));
+        assert!(help_text(Some("nope")).is_err());
+    }
+}

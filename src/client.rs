@@ -1,0 +1,257 @@
+//! Talking to a peer over TCP: connect and handshake, then one method per
+//! request. Reads wait in short slices so that Ctrl-C (the cancel flag) ends
+//! a command at once and a peer that goes silent ends it in bounded time.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::folder::{Folder, Incoming};
+use crate::proto::{
+    Entry, FileMeta, Filter, HashEntry, Request, Response, check_version, read_hello, read_msg,
+    write_hello, write_msg,
+};
+use crate::stream::{receive_file, send_file};
+use crate::{Context, Error, Result, bail};
+
+/// How long to wait for a peer to accept a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a finished transfer reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferReport {
+    pub name: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub md5: String,
+    pub seconds: f64,
+    pub attempts: u32,
+    pub retransmissions: u64,
+}
+
+/// A read half that waits in slices, checking for cancellation and silence.
+struct Patient {
+    stream: TcpStream,
+    cancel: Arc<AtomicBool>,
+    silence: Duration,
+}
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let start = Instant::now();
+        loop {
+            if self.cancel.load(Ordering::SeqCst) {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            }
+            match self.stream.read(buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if start.elapsed() > self.silence {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the peer sent nothing for {} s", self.silence.as_secs()),
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+/// One connection to a peer.
+pub struct Client {
+    addr: String,
+    r: BufReader<Patient>,
+    w: BufWriter<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connect to `addr` and exchange handshakes.
+    pub fn connect(addr: &str, cancel: Arc<AtomicBool>, silence: Duration) -> Result<Client> {
+        let addrs: Vec<_> = addr
+            .to_socket_addrs()
+            .map_err(|e| Error::new(format!("cannot resolve peer {addr}: {e}")))?
+            .collect();
+        let mut last = None;
+        let mut stream = None;
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(stream) = stream else {
+            bail!(
+                "peer {addr} is unreachable: {}",
+                last.map(|e| e.to_string())
+                    .unwrap_or_else(|| "no address".into())
+            );
+        };
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        stream.set_write_timeout(Some(silence))?;
+        let read_half = stream.try_clone()?;
+        let mut c = Client {
+            addr: addr.to_string(),
+            r: BufReader::with_capacity(
+                1 << 20,
+                Patient {
+                    stream: read_half,
+                    cancel,
+                    silence,
+                },
+            ),
+            w: BufWriter::with_capacity(64 << 10, stream),
+            buf: Vec::new(),
+        };
+        write_hello(&mut c.w).context(format!("peer {addr}"))?;
+        let v = read_hello(&mut c.r).context(format!("peer {addr}"))?;
+        check_version(v)?;
+        Ok(c)
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn send(&mut self, req: &Request) -> Result<()> {
+        write_msg(&mut self.w, req)?;
+        self.w.flush().context(format!("sending to {}", self.addr))
+    }
+
+    fn recv(&mut self) -> Result<Response> {
+        match read_msg(&mut self.r, &mut self.buf) {
+            Ok(Response::Error { message }) => Err(Error::new(message)),
+            Ok(r) => Ok(r),
+            Err(e) if e.is_cancelled() => Err(e),
+            Err(e) => Err(e).context(format!("peer {}", self.addr)),
+        }
+    }
+
+    /// The peer's id and whether it takes uploads.
+    pub fn info(&mut self) -> Result<(String, bool)> {
+        self.send(&Request::Info)?;
+        match self.recv()? {
+            Response::Info {
+                peer_id,
+                allow_upload,
+            } => Ok((peer_id, allow_upload)),
+            other => bail!("unexpected answer to info: {other:?}"),
+        }
+    }
+
+    /// The peer's listing, filtered.
+    pub fn index(&mut self, filter: Filter) -> Result<Vec<Entry>> {
+        self.send(&Request::Index { filter })?;
+        let mut all = Vec::new();
+        loop {
+            match self.recv()? {
+                Response::Entries { entries } => all.extend(entries),
+                Response::End => return Ok(all),
+                other => bail!("unexpected answer to index: {other:?}"),
+            }
+        }
+    }
+
+    /// MD5s of one file or of all of them.
+    pub fn hashes(&mut self, name: Option<&str>) -> Result<Vec<HashEntry>> {
+        self.send(&Request::Hash {
+            name: name.map(str::to_string),
+        })?;
+        let mut all = Vec::new();
+        loop {
+            match self.recv()? {
+                Response::Hashes { files } => all.extend(files),
+                Response::End => return Ok(all),
+                other => bail!("unexpected answer to hash: {other:?}"),
+            }
+        }
+    }
+
+    /// Download `name` into `folder` at the same relative path.
+    pub fn download(
+        &mut self,
+        name: &str,
+        folder: &Folder,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<TransferReport> {
+        let start = Instant::now();
+        self.send(&Request::Download {
+            name: name.to_string(),
+        })?;
+        let meta = match self.recv()? {
+            Response::File { meta } => meta,
+            other => bail!("unexpected answer to download: {other:?}"),
+        };
+        if crate::names::clean_name(&meta.name)? != name {
+            bail!(
+                "the peer answered with another file ({}) than the one asked for",
+                meta.name
+            );
+        }
+        let mut incoming = Incoming::create(folder, &meta)?;
+        let size = meta.size;
+        let md5 = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
+            progress(n, size)
+        })?;
+        let md5 = incoming.finish(folder, &md5)?;
+        folder.save_cache();
+        Ok(TransferReport {
+            name: meta.name,
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+            md5,
+            seconds: start.elapsed().as_secs_f64(),
+            attempts: 1,
+            retransmissions: 0,
+        })
+    }
+
+    /// Upload the own file `name` to the peer.
+    pub fn upload(
+        &mut self,
+        name: &str,
+        folder: &Folder,
+        force: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<TransferReport> {
+        let start = Instant::now();
+        let (file, meta): (_, FileMeta) = folder.open_file(name)?;
+        self.send(&Request::Upload {
+            meta: meta.clone(),
+            force,
+        })?;
+        match self.recv()? {
+            Response::Ready => {}
+            other => bail!("unexpected answer to upload: {other:?}"),
+        }
+        let size = meta.size;
+        let md5 = send_file(&mut self.w, file, size, &mut |n| progress(n, size))
+            .context(format!("uploading {name}"))?;
+        match self.recv()? {
+            Response::Ok { .. } => {}
+            other => bail!("unexpected answer to upload: {other:?}"),
+        }
+        Ok(TransferReport {
+            name: meta.name,
+            size,
+            mtime_ns: meta.mtime_ns,
+            md5: crate::proto::hex(&md5),
+            seconds: start.elapsed().as_secs_f64(),
+            attempts: 1,
+            retransmissions: 0,
+        })
+    }
+}

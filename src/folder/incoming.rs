@@ -1,0 +1,188 @@
+//! A file being received: bytes go to a hidden temporary file beside the
+//! target while their MD5 is computed; only when size and MD5 match is the
+//! file given its mode and mtime and renamed over the real name. Dropping an
+//! unfinished `Incoming` removes the temporary file, so an interrupted
+//! transfer never leaves a half file under the real name nor harms the old one.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use filetime::FileTime;
+use md5::{Digest, Md5};
+use tempfile::NamedTempFile;
+
+use super::Folder;
+use crate::names::{PART_SUFFIX, clean_name};
+use crate::proto::{FileMeta, hex};
+use crate::{Context, Result, bail};
+
+pub struct Incoming {
+    meta: FileMeta,
+    target: PathBuf,
+    out: BufWriter<NamedTempFile>,
+    md5: Md5,
+    written: u64,
+}
+
+impl Incoming {
+    /// Prepare to receive `meta` into the folder (creating parent folders).
+    pub fn create(folder: &Folder, meta: &FileMeta) -> Result<Incoming> {
+        let name = clean_name(&meta.name)?;
+        let target = folder.target_path(&name)?;
+        let dir = target.parent().unwrap_or(folder.root()).to_path_buf();
+        fs::create_dir_all(&dir).context(format!("creating the folder for {name}"))?;
+        // Check again now that the folders exist: none may be a symlink out.
+        folder.target_path(&name)?;
+        let base = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file");
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{base}."))
+            .suffix(PART_SUFFIX)
+            .tempfile_in(&dir)
+            .context(format!("creating a temporary file for {name}"))?;
+        Ok(Incoming {
+            meta: FileMeta {
+                name,
+                ..meta.clone()
+            },
+            target,
+            out: BufWriter::with_capacity(256 << 10, tmp),
+            md5: Md5::new(),
+            written: 0,
+        })
+    }
+
+    pub fn meta(&self) -> &FileMeta {
+        &self.meta
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Append bytes; more bytes than announced is an error.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.written + data.len() as u64 > self.meta.size {
+            bail!(
+                "the peer sent more than the {} bytes it announced for {}",
+                self.meta.size,
+                self.meta.name
+            );
+        }
+        self.md5.update(data);
+        self.out
+            .write_all(data)
+            .context(format!("writing {}", self.meta.name))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// MD5 of the bytes written so far.
+    pub fn digest(&self) -> String {
+        hex(&self.md5.clone().finalize())
+    }
+
+    /// Verify size and MD5 against what the sender computed, then give the
+    /// file its mode and mtime and rename it into place. Returns the MD5.
+    pub fn finish(self, folder: &Folder, sender_md5: &str) -> Result<String> {
+        let name = self.meta.name.clone();
+        if self.written != self.meta.size {
+            bail!(
+                "the transfer of {name} ended after {} of {} bytes",
+                self.written,
+                self.meta.size
+            );
+        }
+        let md5: [u8; 16] = self.md5.finalize().into();
+        let ours = hex(&md5);
+        if !ours.eq_ignore_ascii_case(sender_md5) {
+            bail!("MD5 mismatch for {name}: received {ours}, the sender had {sender_md5}");
+        }
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context(format!("writing {name}"))?;
+        let file = tmp.as_file();
+        file.sync_data().ok();
+        let mtime = FileTime::from_unix_time(
+            self.meta.mtime_ns.div_euclid(1_000_000_000),
+            self.meta.mtime_ns.rem_euclid(1_000_000_000) as u32,
+        );
+        filetime::set_file_handle_times(file, None, Some(mtime))
+            .context(format!("setting the mtime of {name}"))?;
+        fs::set_permissions(
+            tmp.path(),
+            fs::Permissions::from_mode(self.meta.mode & 0o7777),
+        )
+        .context(format!("setting the permissions of {name}"))?;
+        let stat = file.metadata().context(&name)?;
+        tmp.persist(&self.target)
+            .map_err(|e| e.error)
+            .context(format!("renaming {name} into place"))?;
+        folder.remember(&name, &stat, md5);
+        Ok(ours)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, size: u64) -> FileMeta {
+        FileMeta {
+            name: name.into(),
+            size,
+            mtime_ns: 1_600_000_000_123_456_789,
+            mode: 0o640,
+        }
+    }
+
+    fn names_in(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".dropbox-shell")
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn verified_file_lands_with_mode_and_mtime() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let mut inc = Incoming::create(&f, &meta("x/y.txt", 3)).unwrap();
+        inc.write(b"abc").unwrap();
+        inc.finish(&f, "900150983cd24fb0d6963f7d28e17f72").unwrap();
+        let m = fs::metadata(d.path().join("x/y.txt")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        assert_eq!(super::super::mtime_ns(&m), 1_600_000_000_123_456_789);
+        assert_eq!(names_in(&d.path().join("x")), vec!["y.txt"]);
+    }
+
+    #[test]
+    fn mismatch_or_interruption_keeps_the_old_file() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("old"), b"precious").unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();
+        inc.write(b"abc").unwrap();
+        let e = inc
+            .finish(&f, "00000000000000000000000000000000")
+            .unwrap_err();
+        assert!(e.message().contains("MD5 mismatch"));
+        let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();
+        inc.write(b"ab").unwrap();
+        drop(inc);
+        let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();
+        assert!(inc.write(b"abcd").is_err());
+        drop(inc);
+        assert_eq!(fs::read(d.path().join("old")).unwrap(), b"precious");
+        assert_eq!(names_in(d.path()), vec!["old"]);
+    }
+}

@@ -1,0 +1,366 @@
+//! The shared folder on disk: listing it, resolving names so that nothing
+//! outside it is ever read or written, MD5s with a cache, and files written
+//! under a temporary name and renamed into place only when verified.
+//!
+//! Names reaching this module are already clean ([`crate::names`]); here the
+//! second guard runs: the real, symlink-resolved path must lie inside the
+//! folder and outside its private state folder.
+
+mod hashcache;
+mod incoming;
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use md5::{Digest, Md5};
+use rayon::prelude::*;
+
+pub use hashcache::HashCache;
+pub use incoming::Incoming;
+
+use crate::names::{STATE_DIR, clean_name, is_private};
+use crate::proto::{Entry, FileMeta, HashEntry, Kind, hex};
+use crate::{Context, Error, Result, bail};
+
+/// A shared folder and its private state folder.
+pub struct Folder {
+    root: PathBuf,
+    state: PathBuf,
+    cache: Mutex<HashCache>,
+}
+
+impl Folder {
+    /// Open (and create the state folder of) a shared folder.
+    pub fn open(dir: &Path) -> Result<Folder> {
+        let root = fs::canonicalize(dir).context(format!("shared folder {}", dir.display()))?;
+        if !root.is_dir() {
+            bail!("shared folder {} is not a directory", root.display());
+        }
+        let state = root.join(STATE_DIR);
+        fs::create_dir_all(&state).context(format!("creating {}", state.display()))?;
+        let cache = HashCache::load(state.join("md5-cache.json"));
+        Ok(Folder {
+            root,
+            state,
+            cache: Mutex::new(cache),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    fn inside(&self, real: &Path) -> bool {
+        real.starts_with(&self.root) && !real.starts_with(&self.state)
+    }
+
+    /// Where a file named `name` is to be written. Refuses a name whose
+    /// existing parent folders lead outside the shared folder via symlinks.
+    pub fn target_path(&self, name: &str) -> Result<PathBuf> {
+        let name = clean_name(name)?;
+        let path = self.root.join(&name);
+        let mut ancestor = path.parent();
+        while let Some(dir) = ancestor {
+            match fs::canonicalize(dir) {
+                Ok(real) => {
+                    if !self.inside(&real) && real != self.root {
+                        bail!("{name} leads outside the shared folder through a symlink");
+                    }
+                    break;
+                }
+                Err(_) => ancestor = dir.parent(),
+            }
+        }
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            bail!("{name} is a directory here; it cannot be replaced by a file");
+        }
+        Ok(path)
+    }
+
+    /// Open an existing file for reading, refusing anything that resolves
+    /// outside the shared folder.
+    pub fn open_file(&self, name: &str) -> Result<(File, FileMeta)> {
+        let name = clean_name(name)?;
+        let path = self.root.join(&name);
+        let real = match fs::canonicalize(&path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("no such file: {name}"),
+            Err(e) => return Err(e).context(&name),
+        };
+        if !self.inside(&real) {
+            bail!("{name} leads outside the shared folder; refused");
+        }
+        let file = File::open(&real).context(&name)?;
+        let meta = file.metadata().context(&name)?;
+        if meta.is_dir() {
+            bail!("{name} is a directory; name a file");
+        }
+        if !meta.is_file() {
+            bail!("{name} is not a regular file");
+        }
+        Ok((file, file_meta(name, &meta)))
+    }
+
+    /// Every entry of the folder, recursively, sorted by path; the state
+    /// folder, temporary files and symlinks that lead outside are left out.
+    pub fn walk(&self, mut each: impl FnMut(Entry)) {
+        let walker = walkdir::WalkDir::new(&self.root)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| !(e.depth() == 1 && e.file_name() == STATE_DIR));
+        for item in walker.flatten() {
+            let Some(rel) = self.relative(item.path()) else {
+                continue;
+            };
+            if is_private(&rel) {
+                continue;
+            }
+            let meta = if item.path_is_symlink() {
+                match fs::canonicalize(item.path()) {
+                    Ok(real) if self.inside(&real) => match fs::metadata(&real) {
+                        Ok(m) => m,
+                        Err(_) => continue,
+                    },
+                    _ => continue,
+                }
+            } else {
+                match item.metadata() {
+                    Ok(m) => m,
+                    Err(_) => continue,
+                }
+            };
+            let kind = if meta.is_dir() {
+                Kind::Dir
+            } else if meta.is_file() {
+                Kind::File
+            } else {
+                continue;
+            };
+            each(Entry {
+                size: if kind == Kind::Dir { 0 } else { meta.len() },
+                mtime_ns: mtime_ns(&meta),
+                mode: meta.permissions().mode() & 0o7777,
+                kind,
+                name: rel,
+            });
+        }
+    }
+
+    fn relative(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let s = rel.to_str()?;
+        Some(s.to_string())
+    }
+
+    /// MD5 of one file, from the cache when size, mtime and inode are unchanged.
+    pub fn hash_one(&self, name: &str) -> Result<HashEntry> {
+        let (file, meta) = self.open_file(name)?;
+        let stat = file.metadata().context(name)?;
+        let md5 = match self.cached(&meta.name, &stat) {
+            Some(md5) => md5,
+            None => {
+                let md5 = md5_reader(file).context(&meta.name)?;
+                self.remember(&meta.name, &stat, md5);
+                self.save_cache();
+                md5
+            }
+        };
+        Ok(HashEntry {
+            name: meta.name,
+            md5: Some(hex(&md5)),
+            mtime_ns: meta.mtime_ns,
+            error: None,
+        })
+    }
+
+    /// MD5 of every file: cached ones are not read again, the rest are hashed
+    /// on all cores. A file that cannot be read is reported and the rest go on.
+    pub fn hash_all(&self) -> Vec<HashEntry> {
+        let mut files = Vec::new();
+        self.walk(|e| {
+            if e.kind == Kind::File {
+                files.push(e.name)
+            }
+        });
+        let results: Vec<HashEntry> = files
+            .par_iter()
+            .map(|name| match self.open_file(name) {
+                Err(e) => failed(name, e),
+                Ok((file, meta)) => {
+                    let stat = match file.metadata() {
+                        Ok(s) => s,
+                        Err(e) => return failed(name, e.into()),
+                    };
+                    let md5 = match self.cached(name, &stat) {
+                        Some(m) => m,
+                        None => match md5_reader(file) {
+                            Ok(m) => {
+                                self.remember(name, &stat, m);
+                                m
+                            }
+                            Err(e) => return failed(name, e.into()),
+                        },
+                    };
+                    HashEntry {
+                        name: meta.name,
+                        md5: Some(hex(&md5)),
+                        mtime_ns: meta.mtime_ns,
+                        error: None,
+                    }
+                }
+            })
+            .collect();
+        self.save_cache();
+        results
+    }
+
+    fn cached(&self, name: &str, stat: &Metadata) -> Option<[u8; 16]> {
+        self.cache.lock().ok()?.get(name, stat)
+    }
+
+    /// Record the MD5 of a file whose metadata is `stat`.
+    pub fn remember(&self, name: &str, stat: &Metadata, md5: [u8; 16]) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(name, stat, md5);
+        }
+    }
+
+    /// Write the MD5 cache to disk if it changed.
+    pub fn save_cache(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.save();
+        }
+    }
+}
+
+fn failed(name: &str, e: Error) -> HashEntry {
+    HashEntry {
+        name: name.to_string(),
+        md5: None,
+        mtime_ns: 0,
+        error: Some(e.to_string()),
+    }
+}
+
+/// Modification time in nanoseconds since the epoch.
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// The transfer header for a file with this metadata.
+pub fn file_meta(name: String, meta: &Metadata) -> FileMeta {
+    FileMeta {
+        name,
+        size: meta.len(),
+        mtime_ns: mtime_ns(meta),
+        mode: meta.permissions().mode() & 0o7777,
+    }
+}
+
+/// MD5 of everything a reader yields.
+pub fn md5_reader(mut r: impl Read) -> io::Result<[u8; 16]> {
+    let mut h = Md5::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn walk_lists_recursively_and_hides_private_things() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("sub/empty")).unwrap();
+        fs::write(d.path().join("sub/a.txt"), b"hello").unwrap();
+        fs::write(d.path().join("sub/.a.txt.x.dbsh-part"), b"half").unwrap();
+        symlink("/etc/passwd", d.path().join("evil")).unwrap();
+        symlink("sub/a.txt", d.path().join("good")).unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let mut names = Vec::new();
+        f.walk(|e| names.push((e.name, e.kind, e.size)));
+        assert_eq!(
+            names,
+            vec![
+                ("good".into(), Kind::File, 5),
+                ("sub".into(), Kind::Dir, 0),
+                ("sub/a.txt".into(), Kind::File, 5),
+                ("sub/empty".into(), Kind::Dir, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn symlinks_out_of_the_folder_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        symlink("/etc", d.path().join("etc")).unwrap();
+        symlink("/etc/passwd", d.path().join("pw")).unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        assert!(f.open_file("pw").unwrap_err().message().contains("outside"));
+        assert!(
+            f.open_file("etc/passwd")
+                .unwrap_err()
+                .message()
+                .contains("outside")
+        );
+        assert!(
+            f.target_path("etc/x")
+                .unwrap_err()
+                .message()
+                .contains("outside")
+        );
+        assert!(
+            f.open_file("missing")
+                .unwrap_err()
+                .message()
+                .contains("no such file")
+        );
+    }
+
+    #[test]
+    fn hashes_come_from_the_cache_until_the_file_changes() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a"), b"abc").unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let h = f.hash_one("a").unwrap();
+        assert_eq!(h.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
+        // A planted wrong cache entry is trusted while the metadata matches ...
+        let stat = fs::metadata(d.path().join("a")).unwrap();
+        f.remember("a", &stat, [0; 16]);
+        assert_eq!(
+            f.hash_all()[0].md5.as_deref(),
+            Some("00000000000000000000000000000000")
+        );
+        // ... and ignored once the file changes.
+        fs::write(d.path().join("a"), b"abcd").unwrap();
+        assert_eq!(
+            f.hash_all()[0].md5.as_deref(),
+            Some("e2fc714c4727ee9395f324cd2e7f331f")
+        );
+        // The cache survives a restart.
+        drop(f);
+        let f = Folder::open(d.path()).unwrap();
+        let stat = fs::metadata(d.path().join("a")).unwrap();
+        assert!(f.cached("a", &stat).is_some());
+    }
+}

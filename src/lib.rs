@@ -1,0 +1,32 @@
+//! dropbox-shell: every process is a peer that shares a folder and talks to
+//! other peers.
+//!
+//! The crate is split the way the data flows. Pure parts take values and
+//! return values: [`names`] (safe relative names), [`timestamp`] (the time
+//! forms `index shortlist` accepts), [`cli`] (a shell line to a [`cli::Command`]),
+//! [`proto`] (TCP messages and framing), [`transfer`] (the UDP sender and
+//! receiver state machines). I/O parts drive them: [`folder`] (the shared folder
+//! on disk, MD5 cache, temp-then-rename writes), [`server`] (TCP and UDP
+//! listeners), [`client`] (requests to a peer), [`history`] (request log),
+//! [`peer`] (one running peer), [`session`] (commands run against peers),
+//! [`render`] (tables and JSON) and [`shell`] (the interactive loop).
+
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod folder;
+pub mod history;
+pub mod names;
+pub mod peer;
+pub mod proto;
+pub mod relay;
+pub mod render;
+pub mod server;
+pub mod session;
+pub mod shell;
+pub mod signals;
+pub mod stream;
+pub mod timestamp;
+pub mod transfer;
+
+pub use error::{Context, Error, Result};

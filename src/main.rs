@@ -1,0 +1,141 @@
+//! `dropbox-shell`: flags become a running peer; the exit status says how
+//! the commands went (0 all succeeded, 1 one failed, 2 bad flags).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use dropbox_shell::peer::{Peer, PeerConfig};
+use dropbox_shell::session::Session;
+use dropbox_shell::shell;
+use dropbox_shell::signals::SignalWatch;
+
+const EXAMPLES: &str = "\
+Examples:
+  dropbox-shell --listen 9000 --peer host:9001                 shell + server, shares the current directory
+  dropbox-shell --listen 9001 --dir ~/share --headless         server only, until SIGINT/SIGTERM
+  dropbox-shell --listen 0 --peer 127.0.0.1:9001 -c 'index longlist' --json
+  echo 'hash checkall' | dropbox-shell --peer 127.0.0.1:9001   commands from standard input
+
+Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
+  hash verify <file> | hash checkall | download TCP|UDP <file> | upload [--force] <file> |
+  history [N] | peers | peer use HOST:PORT | help [command] | exit";
+
+/// Share a folder with other peers and work on theirs: every process is a
+/// peer with a server (TCP and UDP on one port) and a shell.
+#[derive(Parser, Debug)]
+#[command(name = "dropbox-shell", version, after_help = EXAMPLES)]
+struct Args {
+    /// Serve on this TCP and UDP port (0 picks a free one), e.g. `--listen 9000` or `--listen 127.0.0.1:0`.
+    #[arg(long, value_name = "[ADDR:]PORT", default_value = "0")]
+    listen: String,
+    /// The peer that commands go to, e.g. `--peer 192.168.1.5:9001`; repeatable, the first is current.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// The shared folder, e.g. `--dir ~/share` (default: the current directory).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// No shell: serve until SIGINT or SIGTERM, then shut down cleanly.
+    #[arg(long)]
+    headless: bool,
+    /// Run this command (repeatable, in order), print, exit; e.g. `-c 'hash checkall'`.
+    #[arg(short = 'c', long = "command", value_name = "CMD")]
+    commands: Vec<String>,
+    /// Print each command's result as one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Accept uploads from peers (default: the folder is read-only to peers).
+    #[arg(long)]
+    allow_upload: bool,
+    /// Most connections served at once; more get a clear "busy" answer.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    max_connections: u32,
+    /// Seconds a connection may stay silent before it is closed (server) or given up (client).
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    io_timeout: u64,
+    /// UDP datagram payload in bytes (default: probe 64512, then jumbo 8948, then Ethernet 1448).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(16..=64512))]
+    udp_payload: Option<u32>,
+    /// Attempts of a UDP download before giving up when the MD5 does not match.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    udp_attempts: u32,
+    /// Seconds a UDP transfer waits on a silent peer before it fails.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    udp_timeout: u64,
+}
+
+fn main() {
+    let code = real_main();
+    std::process::exit(code);
+}
+
+fn real_main() -> i32 {
+    let args = Args::parse();
+    let signals = match SignalWatch::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dropbox-shell: cannot watch signals: {e}");
+            return 1;
+        }
+    };
+    let config = PeerConfig {
+        listen: args.listen.clone(),
+        dir: args.dir.clone(),
+        allow_upload: args.allow_upload,
+        max_connections: args.max_connections as usize,
+        io_timeout: Duration::from_secs(args.io_timeout),
+        udp_payload: args.udp_payload.map(|p| p as usize),
+        udp_attempts: args.udp_attempts,
+        udp_silence: Duration::from_secs(args.udp_timeout),
+    };
+    let peer = match Peer::start(config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dropbox-shell: {e}");
+            return 2;
+        }
+    };
+    eprintln!(
+        "dropbox-shell: sharing {} on {} (TCP+UDP), peer id {}",
+        peer.shared.folder.root().display(),
+        peer.local_addr(),
+        peer.shared.peer_id
+    );
+    if args.headless {
+        let code = signals.shutdown.recv().unwrap_or(0);
+        peer.shutdown();
+        return if code == 130 { 0 } else { code };
+    }
+    // A signal while idle (SIGTERM, or Ctrl-C outside a command) ends the process.
+    let shutdown = signals.shutdown.clone();
+    let _ = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            if let Ok(code) = shutdown.recv() {
+                std::process::exit(code);
+            }
+        });
+    let mut session = Session::new(
+        peer.shared.clone(),
+        args.peers.clone(),
+        signals.cancel.clone(),
+    );
+    session.silence = Duration::from_secs(args.io_timeout);
+    let code = if !args.commands.is_empty() {
+        shell::run_lines(
+            &mut session,
+            args.commands.clone().into_iter(),
+            args.json,
+            &signals,
+        )
+    } else if std::io::stdin().is_terminal() && !args.json {
+        shell::run_interactive(&mut session, &signals)
+    } else {
+        let lines = std::io::stdin().lock().lines().map_while(Result::ok);
+        shell::run_lines(&mut session, lines, args.json, &signals)
+    };
+    drop(session);
+    peer.shutdown();
+    code
+}

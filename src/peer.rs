@@ -1,0 +1,120 @@
+//! One running peer: its folder, history, identity and server threads.
+//! [`Peer::start`] binds TCP and UDP on the same port and starts serving;
+//! [`Peer::shutdown`] stops every thread and waits for them.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::folder::Folder;
+use crate::history::History;
+use crate::server::Server;
+use crate::{Context, Result};
+
+/// What a peer is started with (the flags, minus the shell's).
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub listen: String,
+    pub dir: PathBuf,
+    pub allow_upload: bool,
+    pub max_connections: usize,
+    /// How long a connection may stay silent before the server drops it.
+    pub io_timeout: Duration,
+    /// UDP payload size to ask for (`None`: probe).
+    pub udp_payload: Option<usize>,
+    /// How many times a UDP download is tried before giving up.
+    pub udp_attempts: u32,
+    /// How long a UDP transfer waits on a silent peer.
+    pub udp_silence: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            listen: "127.0.0.1:0".into(),
+            dir: PathBuf::from("."),
+            allow_upload: false,
+            max_connections: 64,
+            io_timeout: Duration::from_secs(30),
+            udp_payload: None,
+            udp_attempts: 3,
+            udp_silence: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State shared by the server threads and the shell.
+pub struct Shared {
+    pub folder: Folder,
+    pub history: History,
+    pub peer_id: String,
+    pub config: PeerConfig,
+    events_tx: Sender<String>,
+    events_rx: Receiver<String>,
+}
+
+impl Shared {
+    /// A one-line note from a server thread for the shell to print.
+    pub fn event(&self, msg: String) {
+        let _ = self.events_tx.try_send(msg);
+    }
+
+    /// Notes from the server threads, for the shell's printer.
+    pub fn events(&self) -> Receiver<String> {
+        self.events_rx.clone()
+    }
+}
+
+pub struct Peer {
+    pub shared: Arc<Shared>,
+    server: Server,
+}
+
+impl Peer {
+    pub fn start(config: PeerConfig) -> Result<Peer> {
+        let folder = Folder::open(&config.dir)?;
+        let history = History::open(folder.state_dir())?;
+        let peer_id = load_or_create_id(folder.state_dir())?;
+        let (events_tx, events_rx) = crossbeam_channel::bounded(256);
+        let shared = Arc::new(Shared {
+            folder,
+            history,
+            peer_id,
+            config,
+            events_tx,
+            events_rx,
+        });
+        let server = Server::start(shared.clone())?;
+        Ok(Peer { shared, server })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Stop serving and wait for every server thread.
+    pub fn shutdown(self) {
+        self.server.stop();
+        self.shared.folder.save_cache();
+    }
+}
+
+fn load_or_create_id(state: &std::path::Path) -> Result<String> {
+    let path = state.join("peer-id");
+    if let Ok(id) = fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Ok(id.to_string());
+        }
+    }
+    let id = format!("{:016x}", fastrand::u64(..));
+    fs::write(&path, format!("{id}\n")).context(format!("writing {}", path.display()))?;
+    Ok(id)
+}

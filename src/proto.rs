@@ -1,0 +1,320 @@
+//! The TCP wire: a versioned handshake, then length-prefixed frames.
+//!
+//! ```text
+//! handshake   "DBSH" + u32 version (big endian), each side sends its own
+//! frame       u32 length (big endian, counts kind + payload) + u8 kind + payload
+//! kind 0      a JSON message (Request or Response)
+//! kind 1      raw file bytes (a chunk of a transfer)
+//! ```
+//! A frame longer than [`MAX_FRAME`] is refused. Reading works on any
+//! [`Read`] and returns `Ok(None)` on a clean end of stream, so it is tested
+//! on byte slices.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, bail};
+
+pub const MAGIC: &[u8; 4] = b"DBSH";
+pub const VERSION: u32 = 1;
+/// Largest frame accepted from a peer.
+pub const MAX_FRAME: usize = 4 << 20;
+/// Size of a file chunk in a TCP transfer.
+pub const CHUNK: usize = 256 << 10;
+/// Entries per listing frame.
+pub const BATCH: usize = 2000;
+
+const KIND_MSG: u8 = 0;
+const KIND_DATA: u8 = 1;
+
+/// What an index request selects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum Filter {
+    All,
+    Between { start_ns: i64, end_ns: i64 },
+    Regex { expr: String },
+}
+
+/// A request from a client to a peer's server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "req", rename_all = "snake_case")]
+pub enum Request {
+    Info,
+    Index { filter: Filter },
+    Hash { name: Option<String> },
+    Download { name: String },
+    Upload { meta: FileMeta, force: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub kind: Kind,
+    pub mode: u32,
+}
+
+/// MD5 of one file, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashEntry {
+    pub name: String,
+    pub md5: Option<String>,
+    pub mtime_ns: i64,
+    pub error: Option<String>,
+}
+
+/// What travels ahead of a file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub name: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+}
+
+/// A peer's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "resp", rename_all = "snake_case")]
+pub enum Response {
+    Info {
+        peer_id: String,
+        allow_upload: bool,
+    },
+    Entries {
+        entries: Vec<Entry>,
+    },
+    Hashes {
+        files: Vec<HashEntry>,
+    },
+    /// End of a listing or hash batch stream.
+    End,
+    /// A file follows as data frames, then `Done`.
+    File {
+        meta: FileMeta,
+    },
+    /// End of a file's bytes, with the MD5 the sender computed as they flowed.
+    Done {
+        md5: String,
+    },
+    /// An upload is accepted: send the bytes.
+    Ready,
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// One frame read from the wire.
+#[derive(Debug, PartialEq)]
+pub enum Frame<'a> {
+    Msg(&'a [u8]),
+    Data(&'a [u8]),
+}
+
+/// Write our handshake.
+pub fn write_hello(w: &mut impl Write) -> io::Result<()> {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(MAGIC);
+    b[4..].copy_from_slice(&VERSION.to_be_bytes());
+    w.write_all(&b)?;
+    w.flush()
+}
+
+/// Read the other side's handshake: its protocol version, or a clear error
+/// when it does not speak ours at all.
+pub fn read_hello(r: &mut impl Read) -> Result<u32> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::new("the peer closed the connection during the handshake")
+        } else {
+            Error::from(e)
+        }
+    })?;
+    if &b[..4] != MAGIC {
+        bail!("the other side does not speak the dropbox-shell protocol");
+    }
+    Ok(u32::from_be_bytes([b[4], b[5], b[6], b[7]]))
+}
+
+/// Check a peer's version against ours.
+pub fn check_version(theirs: u32) -> Result<()> {
+    if theirs != VERSION {
+        bail!(
+            "the peer speaks protocol version {theirs}, this program speaks version {VERSION}; run the same version on both sides"
+        );
+    }
+    Ok(())
+}
+
+pub fn write_msg(w: &mut impl Write, msg: &impl Serialize) -> Result<()> {
+    let body = serde_json::to_vec(msg).map_err(|e| Error::new(e.to_string()))?;
+    write_frame(w, KIND_MSG, &body)?;
+    Ok(())
+}
+
+fn write_frame(w: &mut impl Write, kind: u8, body: &[u8]) -> io::Result<()> {
+    let len = (body.len() + 1) as u32;
+    let mut head = [0u8; 5];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = kind;
+    w.write_all(&head)?;
+    w.write_all(body)
+}
+
+/// Room to leave at the start of a data buffer for [`write_data_in_place`].
+pub const DATA_HEADROOM: usize = 5;
+
+/// Send `buf[DATA_HEADROOM..]` as a data frame with a single write: the
+/// header is filled into the first five bytes.
+pub fn write_data_in_place(w: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
+    let len = (buf.len() - DATA_HEADROOM + 1) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf[4] = KIND_DATA;
+    w.write_all(buf)
+}
+
+/// Read one frame into `buf`. `Ok(None)` on a clean end of stream before a
+/// frame starts; an error on a truncated or oversized frame.
+pub fn read_frame<'a>(r: &mut impl Read, buf: &'a mut Vec<u8>) -> Result<Option<Frame<'a>>> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => bail!("the connection closed in the middle of a message"),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && e.to_string() != "cancelled" => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if len == 0 || len > MAX_FRAME + 1 {
+        bail!("a frame of {len} bytes is outside the protocol's limits");
+    }
+    buf.resize(len - 1, 0);
+    r.read_exact(buf).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            Error::new("the connection closed in the middle of a message")
+        } else {
+            Error::from(e)
+        }
+    })?;
+    match head[4] {
+        KIND_MSG => Ok(Some(Frame::Msg(buf))),
+        KIND_DATA => Ok(Some(Frame::Data(buf))),
+        k => bail!("unknown frame kind {k}"),
+    }
+}
+
+/// Decode a JSON message frame.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::new(format!("malformed message from the peer: {e}")))
+}
+
+/// Read the next message, refusing data frames and end of stream.
+pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<T> {
+    match read_frame(r, buf)? {
+        Some(Frame::Msg(m)) => decode(m),
+        Some(Frame::Data(_)) => bail!("the peer sent file data where a message was expected"),
+        None => bail!("the peer closed the connection"),
+    }
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut wire = Vec::new();
+        write_msg(
+            &mut wire,
+            &Request::Download {
+                name: "a b.txt".into(),
+            },
+        )
+        .unwrap();
+        let mut data = vec![0u8; DATA_HEADROOM + 3];
+        data[DATA_HEADROOM..].copy_from_slice(b"xyz");
+        write_data_in_place(&mut wire, &mut data).unwrap();
+        let mut r = &wire[..];
+        let mut buf = Vec::new();
+        let req: Request = read_msg(&mut r, &mut buf).unwrap();
+        assert_eq!(
+            req,
+            Request::Download {
+                name: "a b.txt".into()
+            }
+        );
+        assert_eq!(
+            read_frame(&mut r, &mut buf).unwrap(),
+            Some(Frame::Data(b"xyz"))
+        );
+        assert_eq!(read_frame(&mut r, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn truncated_and_oversized_frames_are_errors() {
+        let mut wire = Vec::new();
+        write_msg(&mut wire, &Response::End).unwrap();
+        let cut = &wire[..wire.len() - 1];
+        let mut buf = Vec::new();
+        assert!(read_frame(&mut &cut[..], &mut buf).is_err());
+        let huge = [0xff, 0xff, 0xff, 0xff, 0];
+        let e = read_frame(&mut &huge[..], &mut buf).unwrap_err();
+        assert!(e.message().contains("limits"));
+        let zero = [0, 0, 0, 0, 0];
+        assert!(read_frame(&mut &zero[..], &mut buf).is_err());
+        let bad_kind = [0, 0, 0, 1, 9];
+        assert!(read_frame(&mut &bad_kind[..], &mut buf).is_err());
+    }
+
+    #[test]
+    fn handshake_detects_strangers_and_versions() {
+        let mut wire = Vec::new();
+        write_hello(&mut wire).unwrap();
+        assert_eq!(read_hello(&mut &wire[..]).unwrap(), VERSION);
+        assert!(
+            read_hello(&mut &b"HTTP/1.1"[..])
+                .unwrap_err()
+                .message()
+                .contains("does not speak")
+        );
+        assert!(read_hello(&mut &b"DB"[..]).is_err());
+        let e = check_version(VERSION + 1).unwrap_err();
+        assert!(e.message().contains("version"), "{e}");
+    }
+
+    #[test]
+    fn garbage_json_is_a_clear_error() {
+        let mut wire = Vec::new();
+        write_frame(&mut wire, KIND_MSG, b"{not json").unwrap();
+        let e = read_msg::<Request>(&mut &wire[..], &mut Vec::new()).unwrap_err();
+        assert!(e.message().contains("malformed"));
+    }
+}

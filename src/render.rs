@@ -1,0 +1,274 @@
+//! Turning an [`Output`] into what a person reads (comfy-table tables sized
+//! to the terminal) or what a script reads (one JSON document, snake_case
+//! keys, RFC 3339 times in UTC).
+
+use chrono::{DateTime, Local};
+use comfy_table::{ContentArrangement, Table};
+use serde_json::{Value, json};
+
+use crate::cli::Protocol;
+use crate::proto::{Entry, Kind};
+use crate::session::Output;
+use crate::timestamp::rfc3339;
+
+/// MIME type guessed from a name; directories say so.
+pub fn mime_of(e: &Entry) -> String {
+    match e.kind {
+        Kind::Dir => "directory".into(),
+        Kind::File => mime_guess::from_path(&e.name)
+            .first_raw()
+            .unwrap_or("application/octet-stream")
+            .to_string(),
+    }
+}
+
+fn local_time(nanos: i64) -> String {
+    DateTime::from_timestamp_nanos(nanos)
+        .with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// 1536 -> "1.5 KiB".
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn table(header: &[&str], width: Option<u16>) -> Table {
+    let mut t = Table::new();
+    t.set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header);
+    if let Some(w) = width {
+        t.set_width(w);
+    }
+    t
+}
+
+/// Text for a person; `width` is the terminal's, if known.
+pub fn text(out: &Output, width: Option<u16>) -> String {
+    match out {
+        Output::Nothing | Output::Exit => String::new(),
+        Output::Text(s) => s.trim_end().to_string(),
+        Output::Listing { peer, entries } => {
+            let mut t = table(&["Name", "Size", "Modified", "Type", "Mode"], width);
+            for e in entries {
+                let size = if e.kind == Kind::Dir {
+                    "-".into()
+                } else {
+                    human_size(e.size)
+                };
+                t.add_row(vec![
+                    e.name.clone(),
+                    size,
+                    local_time(e.mtime_ns),
+                    mime_of(e),
+                    format!("{:04o}", e.mode),
+                ]);
+            }
+            format!("{t}\n{} entries on {peer}", entries.len())
+        }
+        Output::Hashes { peer, files } => {
+            let mut t = table(&["Name", "MD5", "Modified"], width);
+            for f in files {
+                let md5 = match (&f.md5, &f.error) {
+                    (Some(m), _) => m.clone(),
+                    (None, Some(e)) => format!("error: {e}"),
+                    (None, None) => "-".into(),
+                };
+                t.add_row(vec![f.name.clone(), md5, local_time(f.mtime_ns)]);
+            }
+            format!("{t}\n{} files on {peer}", files.len())
+        }
+        Output::Transfer {
+            report: r,
+            protocol,
+            upload,
+        } => {
+            let verb = if *upload { "uploaded" } else { "downloaded" };
+            let proto = match protocol {
+                Protocol::Tcp => "TCP",
+                Protocol::Udp => "UDP",
+            };
+            let mut t = table(&["Field", "Value"], width);
+            t.add_row(vec!["name".into(), r.name.clone()]);
+            t.add_row(vec![
+                "size".into(),
+                format!("{} ({} bytes)", human_size(r.size), r.size),
+            ]);
+            t.add_row(vec!["mtime".into(), local_time(r.mtime_ns)]);
+            t.add_row(vec!["md5".into(), r.md5.clone()]);
+            t.add_row(vec!["protocol".to_string(), proto.to_string()]);
+            if *protocol == Protocol::Udp {
+                t.add_row(vec!["attempts".into(), r.attempts.to_string()]);
+                t.add_row(vec![
+                    "retransmissions".into(),
+                    r.retransmissions.to_string(),
+                ]);
+            }
+            let rate = r.size as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
+            t.add_row(vec![
+                "seconds".into(),
+                format!("{:.3} ({rate:.1} MiB/s)", r.seconds),
+            ]);
+            format!("{verb} {}\n{t}", r.name)
+        }
+        Output::History(recs) => {
+            let mut t = table(
+                &["Time", "Direction", "Peer", "Command", "Outcome", "Bytes"],
+                width,
+            );
+            for r in recs {
+                let time = DateTime::parse_from_rfc3339(&r.time)
+                    .map(|d| {
+                        d.with_timezone(&Local)
+                            .format("%Y-%m-%d %H:%M:%S")
+                            .to_string()
+                    })
+                    .unwrap_or_else(|_| r.time.clone());
+                let dir = serde_json::to_value(r.direction)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                t.add_row(vec![
+                    time,
+                    dir,
+                    r.peer.clone(),
+                    r.command.clone(),
+                    r.outcome.clone(),
+                    r.bytes.to_string(),
+                ]);
+            }
+            t.to_string()
+        }
+        Output::Peers(ps) => {
+            let mut t = table(&["", "Peer", "Status", "Peer id", "Uploads"], width);
+            for p in ps {
+                let status = if p.reachable {
+                    "reachable".to_string()
+                } else {
+                    format!("unreachable: {}", p.error.clone().unwrap_or_default())
+                };
+                let uploads = match p.accepts_uploads {
+                    Some(true) => "accepted",
+                    Some(false) => "refused",
+                    None => "-",
+                };
+                t.add_row(vec![
+                    if p.current { "*".into() } else { String::new() },
+                    p.address.clone(),
+                    status,
+                    p.peer_id.clone().unwrap_or_else(|| "-".into()),
+                    uploads.into(),
+                ]);
+            }
+            t.to_string()
+        }
+    }
+}
+
+/// One JSON document for a script.
+pub fn json(out: &Output) -> Value {
+    match out {
+        Output::Nothing | Output::Exit => json!({}),
+        Output::Text(s) => json!({ "message": s.trim_end() }),
+        Output::Listing { peer, entries } => json!({
+            "peer": peer,
+            "files": entries.iter().map(|e| json!({
+                "name": e.name,
+                "size": e.size,
+                "mtime": rfc3339(e.mtime_ns),
+                "type": mime_of(e),
+                "kind": e.kind,
+                "mode": format!("{:04o}", e.mode),
+            })).collect::<Vec<_>>(),
+        }),
+        Output::Hashes { peer, files } => json!({
+            "peer": peer,
+            "files": files.iter().map(|f| {
+                let mut v = json!({ "name": f.name, "md5": f.md5, "mtime": rfc3339(f.mtime_ns) });
+                if let Some(e) = &f.error {
+                    v["error"] = json!(e);
+                }
+                v
+            }).collect::<Vec<_>>(),
+        }),
+        Output::Transfer {
+            report: r,
+            protocol,
+            upload,
+        } => json!({
+            "name": r.name,
+            "size": r.size,
+            "mtime": rfc3339(r.mtime_ns),
+            "md5": r.md5,
+            "protocol": protocol,
+            "attempts": r.attempts,
+            "retransmissions": r.retransmissions,
+            "seconds": r.seconds,
+            "direction": if *upload { "upload" } else { "download" },
+        }),
+        Output::History(recs) => json!({ "history": recs }),
+        Output::Peers(ps) => json!({ "peers": ps }),
+    }
+}
+
+/// The JSON for an error.
+pub fn json_error(e: &crate::Error) -> Value {
+    json!({ "error": e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(0), "0 B");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(100 << 20), "100.0 MiB");
+    }
+
+    #[test]
+    fn listing_json_follows_the_contract() {
+        let out = Output::Listing {
+            peer: "p:1".into(),
+            entries: vec![
+                Entry {
+                    name: "a.txt".into(),
+                    size: 3,
+                    mtime_ns: 0,
+                    kind: Kind::File,
+                    mode: 0o644,
+                },
+                Entry {
+                    name: "d".into(),
+                    size: 0,
+                    mtime_ns: 0,
+                    kind: Kind::Dir,
+                    mode: 0o755,
+                },
+            ],
+        };
+        let v = json(&out);
+        assert_eq!(v["peer"], "p:1");
+        assert_eq!(v["files"][0]["type"], "text/plain");
+        assert_eq!(v["files"][0]["kind"], "file");
+        assert_eq!(v["files"][0]["mode"], "0644");
+        assert_eq!(v["files"][0]["mtime"], "1970-01-01T00:00:00Z");
+        assert_eq!(v["files"][1]["type"], "directory");
+        let t = text(&out, Some(80));
+        assert!(t.contains("a.txt") && t.contains("2 entries"));
+        assert!(t.lines().all(|l| l.chars().count() <= 80), "{t}");
+    }
+}

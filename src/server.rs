@@ -1,0 +1,408 @@
+//! The server side of a peer: a TCP accept loop with a thread per
+//! connection (capped; extra connections get a clear "busy" answer), I/O
+//! timeouts so a silent client cannot hold a thread, and a UDP thread on the
+//! same port number. A bad connection (garbage, oversized frames, another
+//! version, a hang-up) ends that connection only.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::folder::Incoming;
+use crate::history::{Direction, Record};
+use crate::names::clean_name;
+use crate::peer::Shared;
+use crate::proto::{
+    BATCH, Filter, Frame, Request, Response, VERSION, decode, read_frame, read_hello, write_hello,
+    write_msg,
+};
+use crate::stream::{receive_file, send_file};
+use crate::{Context, Error, Result, bail};
+
+pub struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Bind TCP and UDP on the same port; with port 0, retry until a port is
+/// free for both.
+fn bind_pair(listen: &str) -> Result<(TcpListener, UdpSocket)> {
+    let spec = if listen.contains(':') {
+        listen.to_string()
+    } else {
+        format!("0.0.0.0:{listen}")
+    };
+    let mut last = None;
+    for _ in 0..20 {
+        let tcp = TcpListener::bind(&spec).context(format!("cannot listen on {spec}"))?;
+        let addr = tcp.local_addr()?;
+        match UdpSocket::bind(addr) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) => last = Some(e),
+        }
+        if !spec.ends_with(":0") {
+            break;
+        }
+    }
+    Err(Error::new(format!(
+        "cannot listen for UDP on {spec}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+impl Server {
+    pub fn start(shared: Arc<Shared>) -> Result<Server> {
+        let (listener, udp) = bind_pair(&shared.config.listen)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(HashMap::new()));
+        let mut threads = Vec::new();
+        {
+            let (shared, stop, conns) = (shared.clone(), stop.clone(), conns.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name("tcp-accept".into())
+                    .spawn(move || accept_loop(listener, shared, stop, conns))?,
+            );
+        }
+        {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name("udp-serve".into())
+                    .spawn(move || crate::transfer::driver::serve(udp, shared, stop))?,
+            );
+        }
+        Ok(Server {
+            addr,
+            stop,
+            conns,
+            threads,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, close open connections and join every thread.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let wake = match self.addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            a => a,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Ok(conns) = self.conns.lock() {
+            for s in conns.values() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let next_id = AtomicU64::new(0);
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        workers.retain(|w| !w.is_finished());
+        let timeout = shared.config.io_timeout;
+        let _ = stream.set_read_timeout(Some(timeout));
+        let _ = stream.set_write_timeout(Some(timeout));
+        let _ = stream.set_nodelay(true);
+        if active.load(Ordering::SeqCst) >= shared.config.max_connections {
+            let _ = thread::Builder::new()
+                .name("tcp-busy".into())
+                .spawn(move || refuse_busy(stream));
+            continue;
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        if let (Ok(mut map), Ok(clone)) = (conns.lock(), stream.try_clone()) {
+            map.insert(id, clone);
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (shared, stop, conns, counter) =
+            (shared.clone(), stop.clone(), conns.clone(), active.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("tcp-conn-{id}"))
+            .spawn(move || {
+                serve_connection(stream, &shared, &stop);
+                if let Ok(mut map) = conns.lock() {
+                    map.remove(&id);
+                }
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(h) => workers.push(h),
+            Err(_) => {
+                // Could not spawn: the closure (and its stream) is gone; undo the count.
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+}
+
+fn refuse_busy(stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut w = BufWriter::new(&stream);
+    let _ = write_hello(&mut w);
+    let _ = read_hello(&mut &stream);
+    let _ = write_msg(
+        &mut w,
+        &Response::Error {
+            message: "the peer is busy (too many connections); try again shortly".into(),
+        },
+    );
+    let _ = w.flush();
+    let _ = stream.shutdown(Shutdown::Write);
+    // Drain what the client still sends so closing does not reset the connection.
+    let _ = std::io::copy(
+        &mut std::io::Read::take(&stream, 1 << 16),
+        &mut std::io::sink(),
+    );
+}
+
+fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut r = BufReader::with_capacity(1 << 20, read_half);
+    let mut w = BufWriter::with_capacity(64 << 10, stream);
+    if write_hello(&mut w).is_err() {
+        return;
+    }
+    match read_hello(&mut r) {
+        Ok(VERSION) => {}
+        _ => return,
+    }
+    let mut buf = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let req = match read_frame(&mut r, &mut buf) {
+            Ok(Some(Frame::Msg(m))) => match decode::<Request>(m) {
+                Ok(req) => req,
+                Err(e) => {
+                    let _ = write_msg(
+                        &mut w,
+                        &Response::Error {
+                            message: e.to_string(),
+                        },
+                    );
+                    let _ = w.flush();
+                    return;
+                }
+            },
+            _ => return,
+        };
+        let what = describe(&req);
+        let (outcome, bytes) = match handle(req, &mut r, &mut w, &mut buf, shared) {
+            Ok(bytes) => ("ok".to_string(), bytes),
+            Err(e) => {
+                let _ = write_msg(
+                    &mut w,
+                    &Response::Error {
+                        message: e.to_string(),
+                    },
+                );
+                (format!("error: {e}"), 0)
+            }
+        };
+        let flushed = w.flush().is_ok();
+        shared.history.log(&Record::now(
+            Direction::Served,
+            &peer,
+            &what,
+            &outcome,
+            bytes,
+        ));
+        shared.event(format!("served {what} to {peer}: {outcome}"));
+        if !flushed {
+            return;
+        }
+    }
+}
+
+/// A short description of a request for the history log.
+pub fn describe(req: &Request) -> String {
+    match req {
+        Request::Info => "info".into(),
+        Request::Index {
+            filter: Filter::All,
+        } => "index longlist".into(),
+        Request::Index {
+            filter: Filter::Between { start_ns, end_ns },
+        } => format!(
+            "index shortlist {} {}",
+            crate::timestamp::rfc3339(*start_ns),
+            crate::timestamp::rfc3339(*end_ns)
+        ),
+        Request::Index {
+            filter: Filter::Regex { expr },
+        } => format!("index regex {expr}"),
+        Request::Hash { name: Some(n) } => format!("hash verify {n}"),
+        Request::Hash { name: None } => "hash checkall".into(),
+        Request::Download { name } => format!("download TCP {name}"),
+        Request::Upload { meta, force } => {
+            format!(
+                "upload{} {}",
+                if *force { " --force" } else { "" },
+                meta.name
+            )
+        }
+    }
+}
+
+/// Serve one request; returns the number of file bytes moved.
+fn handle(
+    req: Request,
+    r: &mut impl std::io::Read,
+    w: &mut impl Write,
+    buf: &mut Vec<u8>,
+    shared: &Shared,
+) -> Result<u64> {
+    let folder = &shared.folder;
+    match req {
+        Request::Info => {
+            write_msg(
+                w,
+                &Response::Info {
+                    peer_id: shared.peer_id.clone(),
+                    allow_upload: shared.config.allow_upload,
+                },
+            )?;
+            Ok(0)
+        }
+        Request::Index { filter } => {
+            let keep = matcher(&filter)?;
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut failure: Option<Error> = None;
+            folder.walk(|e| {
+                if failure.is_some() || !keep(&e) {
+                    return;
+                }
+                batch.push(e);
+                if batch.len() == BATCH {
+                    let entries = std::mem::take(&mut batch);
+                    if let Err(e) = write_msg(w, &Response::Entries { entries }) {
+                        failure = Some(e);
+                    }
+                }
+            });
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if !batch.is_empty() {
+                write_msg(w, &Response::Entries { entries: batch })?;
+            }
+            write_msg(w, &Response::End)?;
+            Ok(0)
+        }
+        Request::Hash { name } => {
+            let files = match name {
+                Some(n) => vec![folder.hash_one(&n)?],
+                None => folder.hash_all(),
+            };
+            for chunk in files.chunks(BATCH) {
+                write_msg(
+                    w,
+                    &Response::Hashes {
+                        files: chunk.to_vec(),
+                    },
+                )?;
+            }
+            write_msg(w, &Response::End)?;
+            Ok(0)
+        }
+        Request::Download { name } => {
+            let (file, meta) = folder.open_file(&name)?;
+            let stat = file.metadata().context(&meta.name)?;
+            write_msg(w, &Response::File { meta: meta.clone() })?;
+            let md5 = send_file(w, file, meta.size, &mut |_| {})?;
+            // The bytes were hashed on the way out: remember it if the file held still.
+            if let Ok(now) = std::fs::metadata(folder.root().join(&meta.name))
+                && crate::folder::mtime_ns(&now) == crate::folder::mtime_ns(&stat)
+                && now.len() == stat.len()
+            {
+                folder.remember(&meta.name, &stat, md5);
+            }
+            Ok(meta.size)
+        }
+        Request::Upload { meta, force } => {
+            if !shared.config.allow_upload {
+                bail!("this peer does not accept uploads (start it with --allow-upload)");
+            }
+            let name = clean_name(&meta.name)?;
+            if !force && std::fs::symlink_metadata(folder.root().join(&name)).is_ok() {
+                bail!(
+                    "{name} already exists on the peer; use `upload --force {name}` to replace it"
+                );
+            }
+            let mut incoming = Incoming::create(folder, &meta)?;
+            write_msg(w, &Response::Ready)?;
+            w.flush()?;
+            let md5 = receive_file(r, buf, &mut incoming, &mut |_| {})?;
+            let size = incoming.written();
+            incoming.finish(folder, &md5)?;
+            folder.save_cache();
+            write_msg(
+                w,
+                &Response::Ok {
+                    message: format!("stored {name} ({size} bytes, MD5 {md5})"),
+                },
+            )?;
+            Ok(size)
+        }
+    }
+}
+
+/// The predicate an index filter stands for.
+pub fn matcher(filter: &Filter) -> Result<Box<dyn Fn(&crate::proto::Entry) -> bool>> {
+    Ok(match filter {
+        Filter::All => Box::new(|_| true),
+        Filter::Between { start_ns, end_ns } => {
+            let (a, b) = (*start_ns, *end_ns);
+            if a > b {
+                bail!("the start of the range is after its end");
+            }
+            Box::new(move |e| a <= e.mtime_ns && e.mtime_ns <= b)
+        }
+        Filter::Regex { expr } => {
+            let re = regex::Regex::new(expr)
+                .map_err(|e| Error::new(format!("bad regular expression: {e}")))?;
+            Box::new(move |e| re.is_match(&e.name))
+        }
+    })
+}

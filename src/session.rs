@@ -1,0 +1,263 @@
+//! Running commands: a [`Command`] goes to the current peer (or stays
+//! local: history, help, peers) and comes back as an [`Output`] value that
+//! [`crate::render`] turns into a table or JSON. Every request made is
+//! logged to the history. No terminal I/O happens here.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::cli::{Command, Protocol, help_text};
+use crate::client::{Client, TransferReport};
+use crate::history::{Direction, Record};
+use crate::peer::Shared;
+use crate::proto::{Entry, Filter, HashEntry};
+use crate::timestamp::to_nanos;
+use crate::transfer::driver::{self, UdpOptions};
+use crate::{Error, Result, bail};
+
+/// A command's result, ready to be rendered.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Nothing,
+    Exit,
+    Text(String),
+    Listing {
+        peer: String,
+        entries: Vec<Entry>,
+    },
+    Hashes {
+        peer: String,
+        files: Vec<HashEntry>,
+    },
+    Transfer {
+        report: TransferReport,
+        protocol: Protocol,
+        upload: bool,
+    },
+    History(Vec<crate::history::Record>),
+    Peers(Vec<PeerStatus>),
+}
+
+/// One row of `peers`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    pub address: String,
+    pub current: bool,
+    pub reachable: bool,
+    pub peer_id: Option<String>,
+    pub accepts_uploads: Option<bool>,
+    pub error: Option<String>,
+}
+
+/// Commands from one user against a list of peers.
+pub struct Session {
+    shared: Arc<Shared>,
+    peers: Vec<String>,
+    current: usize,
+    cancel: Arc<AtomicBool>,
+    /// How long a peer may stay silent before a command gives up.
+    pub silence: Duration,
+}
+
+/// Progress of a transfer: (bytes done, bytes in all).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, peers: Vec<String>, cancel: Arc<AtomicBool>) -> Session {
+        Session {
+            shared,
+            peers,
+            current: 0,
+            cancel,
+            silence: Duration::from_secs(30),
+        }
+    }
+
+    pub fn current_peer(&self) -> Option<&str> {
+        self.peers.get(self.current).map(String::as_str)
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    fn peer(&self) -> Result<String> {
+        match self.current_peer() {
+            Some(p) => Ok(p.to_string()),
+            None => {
+                bail!("no peer to ask; start with --peer HOST:PORT or type `peer use HOST:PORT`")
+            }
+        }
+    }
+
+    fn connect(&self, addr: &str) -> Result<Client> {
+        Client::connect(addr, self.cancel.clone(), self.silence)
+    }
+
+    /// Run one command. `line` is what the user typed (for the history).
+    pub fn run(&mut self, cmd: Command, line: &str, progress: Progress) -> Result<Output> {
+        self.cancel.store(false, Ordering::SeqCst);
+        let remote = matches!(
+            cmd,
+            Command::IndexLonglist
+                | Command::IndexShortlist { .. }
+                | Command::IndexRegex(_)
+                | Command::HashVerify(_)
+                | Command::HashCheckall
+                | Command::Download { .. }
+                | Command::Upload { .. }
+        );
+        let result = self.execute(cmd, progress);
+        if remote {
+            let peer = self.current_peer().unwrap_or("-").to_string();
+            let (outcome, bytes) = match &result {
+                Ok(Output::Transfer { report, .. }) => ("ok".to_string(), report.size),
+                Ok(_) => ("ok".to_string(), 0),
+                Err(e) => (format!("error: {e}"), 0),
+            };
+            self.shared.history.log(&Record::now(
+                Direction::Made,
+                &peer,
+                line.trim(),
+                &outcome,
+                bytes,
+            ));
+        }
+        result
+    }
+
+    fn execute(&mut self, cmd: Command, progress: Progress) -> Result<Output> {
+        match cmd {
+            Command::Nothing => Ok(Output::Nothing),
+            Command::Exit => Ok(Output::Exit),
+            Command::Help(topic) => Ok(Output::Text(help_text(topic.as_deref())?)),
+            Command::IndexLonglist => self.listing(Filter::All),
+            Command::IndexShortlist { start, end } => self.listing(Filter::Between {
+                start_ns: to_nanos(start),
+                end_ns: to_nanos(end),
+            }),
+            Command::IndexRegex(expr) => self.listing(Filter::Regex { expr }),
+            Command::HashVerify(name) => self.hashes(Some(&name)),
+            Command::HashCheckall => self.hashes(None),
+            Command::Download {
+                protocol: Protocol::Tcp,
+                name,
+            } => {
+                let peer = self.peer()?;
+                let report = self
+                    .connect(&peer)?
+                    .download(&name, &self.shared.folder, progress)?;
+                Ok(Output::Transfer {
+                    report,
+                    protocol: Protocol::Tcp,
+                    upload: false,
+                })
+            }
+            Command::Download {
+                protocol: Protocol::Udp,
+                name,
+            } => {
+                let peer = self.peer()?;
+                let cfg = &self.shared.config;
+                let opts = UdpOptions {
+                    payload: cfg.udp_payload.map(|p| p as u32),
+                    attempts: cfg.udp_attempts,
+                    silence: cfg.udp_silence,
+                };
+                let report = driver::download(
+                    &peer,
+                    &name,
+                    &self.shared.folder,
+                    &opts,
+                    &self.cancel,
+                    progress,
+                )?;
+                Ok(Output::Transfer {
+                    report,
+                    protocol: Protocol::Udp,
+                    upload: false,
+                })
+            }
+            Command::Upload { name, force } => {
+                let peer = self.peer()?;
+                let report =
+                    self.connect(&peer)?
+                        .upload(&name, &self.shared.folder, force, progress)?;
+                Ok(Output::Transfer {
+                    report,
+                    protocol: Protocol::Tcp,
+                    upload: true,
+                })
+            }
+            Command::History(n) => Ok(Output::History(self.shared.history.last(n.unwrap_or(20))?)),
+            Command::Peers => Ok(Output::Peers(self.peer_statuses())),
+            Command::PeerUse(addr) => {
+                use std::net::ToSocketAddrs;
+                addr.to_socket_addrs()
+                    .map_err(|e| Error::new(format!("cannot use {addr} as a peer: {e}")))?;
+                match self.peers.iter().position(|p| *p == addr) {
+                    Some(i) => self.current = i,
+                    None => {
+                        self.peers.push(addr.clone());
+                        self.current = self.peers.len() - 1;
+                    }
+                }
+                Ok(Output::Text(format!("current peer: {addr}")))
+            }
+        }
+    }
+
+    fn listing(&self, filter: Filter) -> Result<Output> {
+        let peer = self.peer()?;
+        let entries = self.connect(&peer)?.index(filter)?;
+        Ok(Output::Listing { peer, entries })
+    }
+
+    fn hashes(&self, name: Option<&str>) -> Result<Output> {
+        let peer = self.peer()?;
+        let files = self.connect(&peer)?.hashes(name)?;
+        Ok(Output::Hashes { peer, files })
+    }
+
+    fn peer_statuses(&self) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let probe = Client::connect(addr, self.cancel.clone(), Duration::from_secs(2))
+                    .and_then(|mut c| c.info());
+                let (reachable, peer_id, accepts_uploads, error) = match probe {
+                    Ok((id, up)) => (true, Some(id), Some(up), None),
+                    Err(e) => (false, None, None, Some(e.to_string())),
+                };
+                PeerStatus {
+                    address: addr.clone(),
+                    current: i == self.current,
+                    reachable,
+                    peer_id,
+                    accepts_uploads,
+                    error,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Files in a peer's folder (for completion); a peer that does not answer
+/// within two seconds gives none.
+pub fn remote_files(addr: &str) -> Vec<String> {
+    Client::connect(
+        addr,
+        Arc::new(AtomicBool::new(false)),
+        Duration::from_secs(2),
+    )
+    .and_then(|mut c| c.index(Filter::All))
+    .map(|es| {
+        es.into_iter()
+            .filter(|e| e.kind == crate::proto::Kind::File)
+            .map(|e| e.name)
+            .collect()
+    })
+    .unwrap_or_default()
+}

@@ -1,0 +1,43 @@
+//! Reliable file transfer over UDP.
+//!
+//! [`sender`] and [`receiver`] are state machines that never touch a socket
+//! or the clock: time is an argument, inputs are `handle_*`, outputs are
+//! `poll_*` (after quinn-proto). [`wire`] encodes and checks datagrams.
+//! [`driver`] binds the machines to a `UdpSocket`, a file and the clock;
+//! [`sim`] runs them over a simulated network that loses, duplicates,
+//! reorders and corrupts datagrams by seed, with a virtual clock.
+//!
+//! The protocol in brief: the receiver asks for a file with a `Request`
+//! (padded to the datagram size it wants, which probes the path); the sender
+//! answers `Meta` and streams `Data` datagrams, each with a sequence number;
+//! the receiver acknowledges with a cumulative sequence number plus ranges it
+//! holds beyond it (selective acknowledgement) and a window (how far ahead
+//! it can buffer). The sender retransmits only what is reported missing or
+//! times out, adapts its congestion window to the loss it sees, and ends
+//! with `Fin` carrying the MD5 it computed while reading the file. The
+//! receiver hashes the bytes as they land in order; a mismatch starts a new
+//! attempt under a new transfer id.
+
+pub mod driver;
+pub mod receiver;
+pub mod sender;
+pub mod sim;
+pub mod wire;
+
+/// Largest data payload: fits a 64 KiB datagram on loopback or jumbo paths.
+pub const MAX_PAYLOAD: u32 = 64512;
+/// Data payload that fits a 1500-byte Ethernet MTU (IPv4 + UDP + our header).
+pub const MTU_PAYLOAD: u32 = 1500 - 20 - 8 - wire::DATA_OVERHEAD as u32;
+/// Memory the receiver may use for out-of-order data.
+pub const REORDER_BYTES: u64 = 8 << 20;
+
+/// Number of chunks a file of `size` bytes splits into.
+pub fn chunk_count(size: u64, payload: u32) -> u64 {
+    size.div_ceil(payload as u64)
+}
+
+/// Length of chunk `seq` of a file of `size` bytes.
+pub fn chunk_len(size: u64, payload: u32, seq: u64) -> usize {
+    let start = seq * payload as u64;
+    (size.saturating_sub(start)).min(payload as u64) as usize
+}

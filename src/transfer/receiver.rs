@@ -1,0 +1,492 @@
+//! The receiving side of a UDP transfer, as a state machine without I/O.
+//!
+//! It asks for the file (repeating the request, and stepping down through
+//! smaller datagram sizes when a large one gets no answer: a path probe),
+//! takes `Data` in any order, hands out bytes strictly in order through
+//! [`Receiver::poll_deliver`] (out-of-order chunks wait in a bounded buffer
+//! that the advertised window protects), acknowledges with a cumulative
+//! number plus the ranges it holds, and reports the sender's MD5 once every
+//! byte is delivered. Datagrams of other transfers never reach it (the
+//! driver matches transfer ids); duplicates and out-of-range chunks are
+//! dropped. A silent sender ends the transfer with a clear error.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::wire::MAX_RANGES;
+
+/// What the receiver wants to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvOp {
+    Request {
+        payload: u32,
+        window: u32,
+    },
+    Ack {
+        cum: u64,
+        window: u32,
+        ranges: Vec<(u64, u64)>,
+    },
+    Done,
+}
+
+/// The file being received, as the sender described it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaInfo {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub payload: u32,
+}
+
+/// Milestones for the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvEvent {
+    Meta(MetaInfo),
+    /// Every byte was delivered; the sender's MD5 to compare with.
+    Finished {
+        md5: [u8; 16],
+        retransmissions: u64,
+    },
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Datagram payload sizes to try, largest first.
+    pub payloads: Vec<u32>,
+    /// Requests sent at one size before stepping down.
+    pub tries_per_size: u32,
+    pub request_interval: Duration,
+    pub ack_delay: Duration,
+    pub keepalive: Duration,
+    pub silence: Duration,
+    /// Most chunks buffered ahead of the next expected one.
+    pub window: u32,
+    /// Bytes the receiving socket can queue (0: no limit); the window is
+    /// kept within it so a burst never overflows the socket.
+    pub socket_buffer: u64,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            payloads: vec![super::MTU_PAYLOAD],
+            tries_per_size: 2,
+            request_interval: Duration::from_millis(250),
+            ack_delay: Duration::from_millis(1),
+            keepalive: Duration::from_millis(100),
+            silence: Duration::from_secs(5),
+            window: 1024,
+            socket_buffer: 0,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum State {
+    AwaitMeta,
+    Receiving,
+    Complete,
+    Failed,
+}
+
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    state: State,
+    meta: Option<MetaInfo>,
+    chunks: u64,
+    cum: u64,
+    buffered: BTreeMap<u64, Vec<u8>>,
+    ready: VecDeque<Vec<u8>>,
+    events: VecDeque<RecvEvent>,
+    size_index: usize,
+    requests_sent: u32,
+    next_request: Instant,
+    ack_now: bool,
+    in_order_unacked: u32,
+    ack_deadline: Option<Instant>,
+    last_ack: Instant,
+    last_heard: Instant,
+    sender_md5: Option<([u8; 16], u64)>,
+    finished_reported: bool,
+    done_pending: bool,
+    window: u32,
+}
+
+impl Receiver {
+    pub fn new(now: Instant, cfg: ReceiverConfig) -> Receiver {
+        let window = cfg.window.max(1);
+        Receiver {
+            state: State::AwaitMeta,
+            meta: None,
+            chunks: 0,
+            cum: 0,
+            buffered: BTreeMap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            size_index: 0,
+            requests_sent: 0,
+            next_request: now,
+            ack_now: false,
+            in_order_unacked: 0,
+            ack_deadline: None,
+            last_ack: now,
+            last_heard: now,
+            sender_md5: None,
+            finished_reported: false,
+            done_pending: false,
+            window,
+            cfg,
+        }
+    }
+
+    pub fn meta(&self) -> Option<MetaInfo> {
+        self.meta
+    }
+
+    /// Bytes handed out in order so far, plus those waiting to be taken.
+    pub fn received(&self) -> u64 {
+        match self.meta {
+            Some(m) => (self.cum * m.payload as u64).min(m.size),
+            None => 0,
+        }
+    }
+
+    fn fail(&mut self, msg: String) {
+        if self.state != State::Failed {
+            self.state = State::Failed;
+            self.events.push_back(RecvEvent::Failed(msg));
+        }
+    }
+
+    pub fn handle_meta(&mut self, now: Instant, meta: MetaInfo) {
+        self.last_heard = now;
+        if self.state != State::AwaitMeta {
+            return;
+        }
+        let asked = self.current_payload();
+        if meta.payload == 0 || meta.payload > asked.max(super::MTU_PAYLOAD) {
+            self.fail(format!(
+                "the sender chose a datagram size ({}) that was not offered",
+                meta.payload
+            ));
+            return;
+        }
+        self.meta = Some(meta);
+        self.chunks = super::chunk_count(meta.size, meta.payload);
+        self.state = State::Receiving;
+        let per_chunk = meta.payload as u64 + 512;
+        let mut fit = super::REORDER_BYTES / meta.payload as u64;
+        if self.cfg.socket_buffer > 0 {
+            fit = fit.min(self.cfg.socket_buffer / per_chunk);
+        }
+        self.window = self.window.min(fit.max(4) as u32);
+        self.events.push_back(RecvEvent::Meta(meta));
+        self.ack_now = true;
+        self.check_complete();
+    }
+
+    pub fn handle_data(&mut self, now: Instant, seq: u64, bytes: &[u8]) {
+        match self.state {
+            State::AwaitMeta => {
+                // Our request was answered but the meta got lost: ask again now.
+                self.next_request = now;
+                return;
+            }
+            State::Receiving | State::Complete => {}
+            State::Failed => return,
+        }
+        let Some(meta) = self.meta else { return };
+        if seq >= self.chunks || bytes.len() != super::chunk_len(meta.size, meta.payload, seq) {
+            return;
+        }
+        self.last_heard = now;
+        if seq < self.cum
+            || self.buffered.contains_key(&seq)
+            || seq >= self.cum + self.window as u64
+        {
+            self.ack_now = true;
+            return;
+        }
+        if seq == self.cum {
+            self.ready.push_back(bytes.to_vec());
+            self.cum += 1;
+            while let Some(b) = self.buffered.remove(&self.cum) {
+                self.ready.push_back(b);
+                self.cum += 1;
+            }
+            self.in_order_unacked += 1;
+            if !self.buffered.is_empty() || self.in_order_unacked >= 2 || self.cum == self.chunks {
+                self.ack_now = true;
+            } else if self.ack_deadline.is_none() {
+                self.ack_deadline = Some(now + self.cfg.ack_delay);
+            }
+        } else {
+            self.buffered.insert(seq, bytes.to_vec());
+            self.ack_now = true;
+        }
+        self.check_complete();
+    }
+
+    pub fn handle_fin(&mut self, now: Instant, md5: [u8; 16], retransmissions: u64) {
+        if self.state == State::Failed || self.state == State::AwaitMeta {
+            return;
+        }
+        self.last_heard = now;
+        self.sender_md5 = Some((md5, retransmissions));
+        self.ack_now = true;
+        if self.state == State::Complete {
+            self.done_pending = true;
+        }
+        self.check_complete();
+    }
+
+    /// The last request was too large to leave this host: try the next size.
+    pub fn handle_too_big(&mut self, now: Instant) {
+        if self.state == State::AwaitMeta && self.size_index + 1 < self.cfg.payloads.len() {
+            self.size_index += 1;
+            self.requests_sent = 0;
+            self.next_request = now;
+        }
+    }
+
+    pub fn handle_error(&mut self, message: &str) {
+        self.fail(format!("the peer refused: {message}"));
+    }
+
+    fn check_complete(&mut self) {
+        if self.state == State::Receiving && self.cum == self.chunks && self.sender_md5.is_some() {
+            self.state = State::Complete;
+            self.done_pending = true;
+        }
+    }
+
+    /// Time-driven work: a silent sender fails the transfer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, State::Failed) {
+            return;
+        }
+        if now.saturating_duration_since(self.last_heard) >= self.cfg.silence {
+            let what = if self.state == State::AwaitMeta {
+                "did not answer"
+            } else {
+                "went silent"
+            };
+            self.fail(format!(
+                "the peer {what} over UDP for {:.1} s",
+                self.cfg.silence.as_secs_f64()
+            ));
+        }
+    }
+
+    fn current_payload(&self) -> u32 {
+        let i = self
+            .size_index
+            .min(self.cfg.payloads.len().saturating_sub(1));
+        self.cfg
+            .payloads
+            .get(i)
+            .copied()
+            .unwrap_or(super::MTU_PAYLOAD)
+    }
+
+    fn ranges(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for &seq in self.buffered.keys() {
+            match out.last_mut() {
+                Some((_, end)) if *end == seq => *end += 1,
+                _ => {
+                    if out.len() == MAX_RANGES {
+                        break;
+                    }
+                    out.push((seq, seq + 1));
+                }
+            }
+        }
+        out
+    }
+
+    /// The next datagram to send, if any; confirm with [`Receiver::on_sent`].
+    pub fn poll_transmit(&self, now: Instant) -> Option<RecvOp> {
+        match self.state {
+            State::Failed => None,
+            State::AwaitMeta => (now >= self.next_request).then(|| RecvOp::Request {
+                payload: self.current_payload(),
+                window: self.window,
+            }),
+            State::Complete if self.done_pending => Some(RecvOp::Done),
+            State::Receiving | State::Complete => {
+                let due = self.ack_now
+                    || self.ack_deadline.is_some_and(|d| now >= d)
+                    || now.saturating_duration_since(self.last_ack) >= self.cfg.keepalive;
+                due.then(|| RecvOp::Ack {
+                    cum: self.cum,
+                    window: self.window,
+                    ranges: self.ranges(),
+                })
+            }
+        }
+    }
+
+    pub fn on_sent(&mut self, op: &RecvOp, now: Instant) {
+        match op {
+            RecvOp::Request { .. } => {
+                self.requests_sent += 1;
+                if self
+                    .requests_sent
+                    .is_multiple_of(self.cfg.tries_per_size.max(1))
+                    && self.size_index + 1 < self.cfg.payloads.len()
+                {
+                    self.size_index += 1;
+                }
+                self.next_request = now + self.cfg.request_interval;
+            }
+            RecvOp::Ack { .. } => {
+                self.ack_now = false;
+                self.in_order_unacked = 0;
+                self.ack_deadline = None;
+                self.last_ack = now;
+            }
+            RecvOp::Done => self.done_pending = false,
+        }
+    }
+
+    /// The next in-order chunk of the file, if any.
+    pub fn poll_deliver(&mut self) -> Option<Vec<u8>> {
+        self.ready.pop_front()
+    }
+
+    /// The next milestone, if any. `Finished` comes only after every chunk
+    /// was taken with [`Receiver::poll_deliver`].
+    pub fn poll_event(&mut self) -> Option<RecvEvent> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        if self.state == State::Complete && !self.finished_reported && self.ready.is_empty() {
+            self.finished_reported = true;
+            let (md5, retransmissions) = self.sender_md5?;
+            return Some(RecvEvent::Finished {
+                md5,
+                retransmissions,
+            });
+        }
+        None
+    }
+
+    /// When [`Receiver::handle_timeout`] or a delayed datagram is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Failed {
+            return None;
+        }
+        let mut t = self.last_heard + self.cfg.silence;
+        match self.state {
+            State::AwaitMeta => t = t.min(self.next_request),
+            _ => {
+                t = t.min(self.last_ack + self.cfg.keepalive);
+                if let Some(d) = self.ack_deadline {
+                    t = t.min(d);
+                }
+            }
+        }
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(size: u64) -> MetaInfo {
+        MetaInfo {
+            size,
+            mtime_ns: 0,
+            mode: 0o644,
+            payload: 4,
+        }
+    }
+
+    fn started(size: u64) -> (Receiver, Instant) {
+        let t0 = Instant::now();
+        let cfg = ReceiverConfig {
+            payloads: vec![4],
+            ..Default::default()
+        };
+        let mut r = Receiver::new(t0, cfg);
+        assert!(matches!(
+            r.poll_transmit(t0),
+            Some(RecvOp::Request { payload: 4, .. })
+        ));
+        r.handle_meta(t0, meta(size));
+        assert_eq!(r.poll_event(), Some(RecvEvent::Meta(meta(size))));
+        (r, t0)
+    }
+
+    #[test]
+    fn delivers_in_order_whatever_the_arrival_order() {
+        let (mut r, t0) = started(10);
+        r.handle_data(t0, 2, b"89");
+        r.handle_data(t0, 0, b"0123");
+        r.handle_data(t0, 0, b"0123");
+        match r.poll_transmit(t0) {
+            Some(RecvOp::Ack { cum: 1, ranges, .. }) => assert_eq!(ranges, vec![(2, 3)]),
+            other => panic!("{other:?}"),
+        }
+        r.handle_data(t0, 1, b"4567");
+        let mut got = Vec::new();
+        while let Some(c) = r.poll_deliver() {
+            got.extend(c);
+        }
+        assert_eq!(got, b"0123456789");
+        assert_eq!(r.poll_event(), None);
+        r.handle_fin(t0, [1; 16], 0);
+        assert_eq!(
+            r.poll_event(),
+            Some(RecvEvent::Finished {
+                md5: [1; 16],
+                retransmissions: 0
+            })
+        );
+        assert_eq!(r.poll_transmit(t0), Some(RecvOp::Done));
+    }
+
+    #[test]
+    fn wrong_sized_or_out_of_range_chunks_are_dropped() {
+        let (mut r, t0) = started(10);
+        r.handle_data(t0, 0, b"012");
+        r.handle_data(t0, 5, b"0123");
+        assert_eq!(r.poll_deliver(), None);
+    }
+
+    #[test]
+    fn steps_down_the_datagram_size_when_unanswered() {
+        let t0 = Instant::now();
+        let cfg = ReceiverConfig {
+            payloads: vec![64000, 1400],
+            tries_per_size: 2,
+            ..Default::default()
+        };
+        let mut r = Receiver::new(t0, cfg);
+        let mut sizes = Vec::new();
+        let mut now = t0;
+        for _ in 0..4 {
+            let op = r.poll_transmit(now).unwrap();
+            if let RecvOp::Request { payload, .. } = op {
+                sizes.push(payload);
+            }
+            r.on_sent(&op, now);
+            now = r.poll_timeout().unwrap();
+        }
+        assert_eq!(sizes, vec![64000, 64000, 1400, 1400]);
+    }
+
+    #[test]
+    fn silence_is_a_clear_failure() {
+        let (mut r, t0) = started(10);
+        r.handle_timeout(t0 + Duration::from_secs(6));
+        match r.poll_event() {
+            Some(RecvEvent::Failed(m)) => assert!(m.contains("silent"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! UDP datagrams: encoding, decoding and a CRC-32 over each one, so a
+//! corrupted, truncated or foreign datagram is dropped rather than trusted.
+//!
+//! ```text
+//! u16 magic 0xDB5A | u8 version | u8 kind | u64 transfer id | body | u32 crc32
+//! ```
+
+pub const MAGIC: u16 = 0xDB5A;
+pub const VERSION: u8 = 1;
+const HEADER: usize = 12;
+const TRAILER: usize = 4;
+/// Bytes a data datagram adds around its payload.
+pub const DATA_OVERHEAD: usize = HEADER + 8 + TRAILER;
+/// Most ranges an acknowledgement carries.
+pub const MAX_RANGES: usize = 64;
+
+const K_REQUEST: u8 = 1;
+const K_META: u8 = 2;
+const K_DATA: u8 = 3;
+const K_ACK: u8 = 4;
+const K_FIN: u8 = 5;
+const K_DONE: u8 = 6;
+const K_ERROR: u8 = 7;
+
+/// One datagram's meaning.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet<'a> {
+    /// Receiver asks for a file; `payload` is the data size it wants (the
+    /// datagram is padded to about that size, probing the path).
+    Request {
+        attempt: u32,
+        payload: u32,
+        window: u32,
+        name: &'a str,
+    },
+    Meta {
+        size: u64,
+        mtime_ns: i64,
+        mode: u32,
+        payload: u32,
+    },
+    Data {
+        seq: u64,
+        bytes: &'a [u8],
+    },
+    /// Everything below `cum` is held, and so are the `[start, end)` ranges.
+    Ack {
+        cum: u64,
+        window: u32,
+        ranges: Vec<(u64, u64)>,
+    },
+    Fin {
+        md5: [u8; 16],
+        retransmissions: u64,
+    },
+    Done,
+    Error {
+        message: &'a str,
+    },
+}
+
+fn header(out: &mut Vec<u8>, kind: u8, id: u64) {
+    out.clear();
+    out.extend_from_slice(&MAGIC.to_be_bytes());
+    out.push(VERSION);
+    out.push(kind);
+    out.extend_from_slice(&id.to_be_bytes());
+}
+
+fn seal(out: &mut Vec<u8>) {
+    let crc = crc32fast::hash(out);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// Encode `packet` of transfer `id` into `out`; a request is padded to
+/// `pad_to` bytes.
+pub fn encode(id: u64, packet: &Packet, out: &mut Vec<u8>, pad_to: usize) {
+    match packet {
+        Packet::Request {
+            attempt,
+            payload,
+            window,
+            name,
+        } => {
+            header(out, K_REQUEST, id);
+            out.extend_from_slice(&attempt.to_be_bytes());
+            out.extend_from_slice(&payload.to_be_bytes());
+            out.extend_from_slice(&window.to_be_bytes());
+            let name = &name.as_bytes()[..name.len().min(4096)];
+            out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+            out.extend_from_slice(name);
+            if out.len() + TRAILER < pad_to {
+                out.resize(pad_to - TRAILER, 0);
+            }
+        }
+        Packet::Meta {
+            size,
+            mtime_ns,
+            mode,
+            payload,
+        } => {
+            header(out, K_META, id);
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(&mtime_ns.to_be_bytes());
+            out.extend_from_slice(&mode.to_be_bytes());
+            out.extend_from_slice(&payload.to_be_bytes());
+        }
+        Packet::Data { seq, bytes } => {
+            header(out, K_DATA, id);
+            out.extend_from_slice(&seq.to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+        Packet::Ack {
+            cum,
+            window,
+            ranges,
+        } => {
+            header(out, K_ACK, id);
+            out.extend_from_slice(&cum.to_be_bytes());
+            out.extend_from_slice(&window.to_be_bytes());
+            let n = ranges.len().min(MAX_RANGES);
+            out.push(n as u8);
+            for (a, b) in &ranges[..n] {
+                out.extend_from_slice(&a.to_be_bytes());
+                out.extend_from_slice(&b.to_be_bytes());
+            }
+        }
+        Packet::Fin {
+            md5,
+            retransmissions,
+        } => {
+            header(out, K_FIN, id);
+            out.extend_from_slice(md5);
+            out.extend_from_slice(&retransmissions.to_be_bytes());
+        }
+        Packet::Done => header(out, K_DONE, id),
+        Packet::Error { message } => {
+            header(out, K_ERROR, id);
+            out.extend_from_slice(&message.as_bytes()[..message.len().min(1024)]);
+        }
+    }
+    seal(out);
+}
+
+/// Start a data datagram in `out` whose payload the caller appends (for
+/// instance by reading a file straight into it), then [`seal_data`].
+pub fn begin_data(id: u64, seq: u64, out: &mut Vec<u8>) {
+    header(out, K_DATA, id);
+    out.extend_from_slice(&seq.to_be_bytes());
+}
+
+/// Finish a datagram started with [`begin_data`].
+pub fn seal_data(out: &mut Vec<u8>) {
+    seal(out)
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// Decode a datagram: `None` if it is corrupted, truncated or not ours.
+pub fn decode(bytes: &[u8]) -> Option<(u64, Packet<'_>)> {
+    if bytes.len() < HEADER + TRAILER {
+        return None;
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - TRAILER);
+    if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut c = Cursor(body);
+    if c.u16()? != MAGIC || c.u8()? != VERSION {
+        return None;
+    }
+    let kind = c.u8()?;
+    let id = c.u64()?;
+    let packet = match kind {
+        K_REQUEST => {
+            let attempt = c.u32()?;
+            let payload = c.u32()?;
+            let window = c.u32()?;
+            let len = c.u16()? as usize;
+            let name = std::str::from_utf8(c.take(len)?).ok()?;
+            Packet::Request {
+                attempt,
+                payload,
+                window,
+                name,
+            }
+        }
+        K_META => Packet::Meta {
+            size: c.u64()?,
+            mtime_ns: c.u64()? as i64,
+            mode: c.u32()?,
+            payload: c.u32()?,
+        },
+        K_DATA => {
+            let seq = c.u64()?;
+            Packet::Data { seq, bytes: c.0 }
+        }
+        K_ACK => {
+            let cum = c.u64()?;
+            let window = c.u32()?;
+            let n = c.u8()? as usize;
+            let mut ranges = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (a, b) = (c.u64()?, c.u64()?);
+                if a >= b || a < cum {
+                    return None;
+                }
+                ranges.push((a, b));
+            }
+            Packet::Ack {
+                cum,
+                window,
+                ranges,
+            }
+        }
+        K_FIN => Packet::Fin {
+            md5: c.take(16)?.try_into().ok()?,
+            retransmissions: c.u64()?,
+        },
+        K_DONE => Packet::Done,
+        K_ERROR => Packet::Error {
+            message: std::str::from_utf8(c.0).ok()?,
+        },
+        _ => return None,
+    };
+    Some((id, packet))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(p: Packet) {
+        let mut out = Vec::new();
+        encode(42, &p, &mut out, 0);
+        assert_eq!(decode(&out), Some((42, p)));
+    }
+
+    #[test]
+    fn every_packet_round_trips() {
+        round(Packet::Request {
+            attempt: 2,
+            payload: 1448,
+            window: 64,
+            name: "dir/ä b",
+        });
+        round(Packet::Meta {
+            size: 5,
+            mtime_ns: -3,
+            mode: 0o644,
+            payload: 1448,
+        });
+        round(Packet::Data {
+            seq: 9,
+            bytes: b"hello",
+        });
+        round(Packet::Ack {
+            cum: 3,
+            window: 10,
+            ranges: vec![(5, 7), (9, 10)],
+        });
+        round(Packet::Fin {
+            md5: [7; 16],
+            retransmissions: 3,
+        });
+        round(Packet::Done);
+        round(Packet::Error {
+            message: "no such file",
+        });
+    }
+
+    #[test]
+    fn requests_are_padded_to_probe_the_path() {
+        let mut out = Vec::new();
+        encode(
+            1,
+            &Packet::Request {
+                attempt: 1,
+                payload: 9000,
+                window: 1,
+                name: "x",
+            },
+            &mut out,
+            9000,
+        );
+        assert_eq!(out.len(), 9000);
+        assert!(matches!(
+            decode(&out),
+            Some((1, Packet::Request { name: "x", .. }))
+        ));
+    }
+
+    #[test]
+    fn any_flipped_bit_or_cut_is_dropped() {
+        let mut out = Vec::new();
+        encode(
+            7,
+            &Packet::Data {
+                seq: 1,
+                bytes: b"payload bytes",
+            },
+            &mut out,
+            0,
+        );
+        for i in 0..out.len() {
+            for bit in 0..8 {
+                let mut bad = out.clone();
+                bad[i] ^= 1 << bit;
+                assert_eq!(decode(&bad), None, "byte {i} bit {bit}");
+            }
+        }
+        for cut in 0..out.len() {
+            assert_eq!(decode(&out[..cut]), None);
+        }
+        assert_eq!(decode(b"garbage that is long enough"), None);
+    }
+
+    #[test]
+    fn begin_and_seal_equal_encode() {
+        let mut a = Vec::new();
+        encode(
+            3,
+            &Packet::Data {
+                seq: 4,
+                bytes: b"abc",
+            },
+            &mut a,
+            0,
+        );
+        let mut b = Vec::new();
+        begin_data(3, 4, &mut b);
+        b.extend_from_slice(b"abc");
+        seal_data(&mut b);
+        assert_eq!(a, b);
+    }
+}
