@@ -191,6 +191,11 @@ impl Folder {
                 files.push(e.name)
             }
         });
+        self.hash_files(&files)
+    }
+
+    /// MD5 of the named files; each failure is reported in its own entry.
+    pub fn hash_files(&self, files: &[String]) -> Vec<HashEntry> {
         let results: Vec<HashEntry> = files
             .par_iter()
             .map(|name| match self.open_file(name) {
@@ -334,6 +339,21 @@ mod tests {
                 .unwrap_err()
                 .message()
                 .contains("no such file")
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_reported_and_the_rest_hashed() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("ok"), b"abc").unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        // Listed, then gone before it was read (or unreadable): one entry says why.
+        let out = f.hash_files(&["gone".to_string(), "ok".to_string()]);
+        assert_eq!(out[0].md5, None);
+        assert!(out[0].error.as_deref().unwrap().contains("no such file"));
+        assert_eq!(
+            out[1].md5.as_deref(),
+            Some("900150983cd24fb0d6963f7d28e17f72")
         );
     }
 

@@ -275,55 +275,65 @@ fn attempt_once(
             }
         }
         rx.handle_timeout(now);
-        while let Some(chunk) = rx.poll_deliver() {
-            if let Some(inc) = incoming.as_mut() {
-                inc.write(&chunk)?;
-                progress(inc.written(), inc.meta().size);
-            }
-        }
-        while let Some(ev) = rx.poll_event() {
-            match ev {
-                RecvEvent::Meta(m) => {
-                    let meta = FileMeta {
-                        name: name.to_string(),
-                        size: m.size,
-                        mtime_ns: m.mtime_ns,
-                        mode: m.mode,
-                    };
-                    incoming = Some(Incoming::create(folder, &meta)?);
-                }
-                RecvEvent::Finished {
-                    md5,
-                    retransmissions,
-                } => {
-                    // Tell the sender we are done (twice, in case one is lost).
-                    encode(id, &Packet::Done, &mut sbuf, 0);
-                    let _ = sock.send(&sbuf);
-                    let _ = sock.send(&sbuf);
-                    let Some(inc) = incoming.take() else {
-                        bail!("the transfer ended before it began")
-                    };
-                    let theirs = hex(&md5);
-                    if inc.digest() != theirs {
-                        return Ok(Attempt::Mismatch { retransmissions });
+        // Events first (the meta creates the file), then the bytes, until
+        // neither moves: `Finished` only comes once every byte was taken.
+        loop {
+            let mut moved = false;
+            while let Some(ev) = rx.poll_event() {
+                moved = true;
+                match ev {
+                    RecvEvent::Meta(m) => {
+                        let meta = FileMeta {
+                            name: name.to_string(),
+                            size: m.size,
+                            mtime_ns: m.mtime_ns,
+                            mode: m.mode,
+                        };
+                        incoming = Some(Incoming::create(folder, &meta)?);
                     }
-                    let meta = rx
-                        .meta()
-                        .ok_or_else(|| Error::new("the transfer has no metadata"))?;
-                    let md5 = inc.finish(folder, &theirs)?;
-                    folder.save_cache();
-                    return Ok(Attempt::Verified {
-                        meta,
+                    RecvEvent::Finished {
                         md5,
                         retransmissions,
-                    });
-                }
-                RecvEvent::Failed(msg) => {
-                    if refused && msg.contains("did not answer") {
-                        bail!("the peer is not listening for UDP (port unreachable)");
+                    } => {
+                        // Tell the sender we are done (twice, in case one is lost).
+                        encode(id, &Packet::Done, &mut sbuf, 0);
+                        let _ = sock.send(&sbuf);
+                        let _ = sock.send(&sbuf);
+                        let Some(inc) = incoming.take() else {
+                            bail!("the transfer ended before it began")
+                        };
+                        let theirs = hex(&md5);
+                        if inc.digest() != theirs {
+                            return Ok(Attempt::Mismatch { retransmissions });
+                        }
+                        let meta = rx
+                            .meta()
+                            .ok_or_else(|| Error::new("the transfer has no metadata"))?;
+                        let md5 = inc.finish(folder, &theirs)?;
+                        folder.save_cache();
+                        return Ok(Attempt::Verified {
+                            meta,
+                            md5,
+                            retransmissions,
+                        });
                     }
-                    bail!("{msg}");
+                    RecvEvent::Failed(msg) => {
+                        if refused && msg.contains("did not answer") {
+                            bail!("the peer is not listening for UDP (port unreachable)");
+                        }
+                        bail!("{msg}");
+                    }
                 }
+            }
+            if let Some(inc) = incoming.as_mut() {
+                while let Some(chunk) = rx.poll_deliver() {
+                    moved = true;
+                    inc.write(&chunk)?;
+                    progress(inc.written(), inc.meta().size);
+                }
+            }
+            if !moved {
+                break;
             }
         }
         while let Some(op) = rx.poll_transmit(now) {

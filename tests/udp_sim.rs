@@ -1,0 +1,194 @@
+//! The UDP sender and receiver over a simulated network: no sockets, a
+//! virtual clock, loss, duplication, reordering and corruption by seed.
+//! Every run must end with the exact bytes or a clear error, never a wrong file.
+
+use std::time::Duration;
+
+use dropbox_shell::transfer::sim::{Network, SimOptions, run};
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..len).map(|_| rng.u8(..)).collect()
+}
+
+fn net(loss: f64) -> Network {
+    Network {
+        loss,
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    }
+}
+
+fn exact_over_seeds(network: &Network, seeds: std::ops::Range<u64>, len: usize) -> (u64, u32) {
+    let mut retrans = 0;
+    let mut max_attempts = 0;
+    for seed in seeds {
+        let d = data(seed, len);
+        let out = run(seed, &d, network, &SimOptions::default());
+        match out.result {
+            Ok(got) => assert!(got == d, "seed {seed}: wrong bytes delivered"),
+            Err(e) => panic!("seed {seed} with {network:?}: {e}"),
+        }
+        retrans += out.retransmissions;
+        max_attempts = max_attempts.max(out.attempts);
+    }
+    (retrans, max_attempts)
+}
+
+#[test]
+fn lossless_needs_no_retransmission() {
+    let (retrans, attempts) = exact_over_seeds(&net(0.0), 0..20, 150_000);
+    assert_eq!(retrans, 0);
+    assert_eq!(attempts, 1);
+}
+
+#[test]
+fn one_percent_loss() {
+    let (retrans, _) = exact_over_seeds(&net(0.01), 0..30, 150_000);
+    assert!(
+        retrans > 0,
+        "losses must have been repaired by retransmission"
+    );
+}
+
+#[test]
+fn ten_percent_loss() {
+    exact_over_seeds(&net(0.10), 100..130, 150_000);
+}
+
+#[test]
+fn thirty_percent_loss() {
+    exact_over_seeds(&net(0.30), 200..230, 100_000);
+}
+
+#[test]
+fn duplication_and_reordering() {
+    let n = Network {
+        duplicate: 0.2,
+        reorder: 0.3,
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    };
+    exact_over_seeds(&n, 300..330, 150_000);
+}
+
+#[test]
+fn corrupted_datagrams_are_dropped_and_repaired() {
+    let n = Network {
+        corrupt: 0.1,
+        loss: 0.05,
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let (retrans, attempts) = exact_over_seeds(&n, 400..430, 150_000);
+    assert!(retrans > 0);
+    assert_eq!(
+        attempts, 1,
+        "the CRC catches corruption before the MD5 has to"
+    );
+}
+
+#[test]
+fn everything_at_once() {
+    let n = Network {
+        loss: 0.1,
+        duplicate: 0.1,
+        reorder: 0.2,
+        corrupt: 0.05,
+        delay: Duration::from_millis(2),
+        ..Default::default()
+    };
+    exact_over_seeds(&n, 500..530, 120_000);
+}
+
+#[test]
+fn edge_sizes() {
+    for len in [0, 1, 999, 1000, 1001, 3000] {
+        exact_over_seeds(&net(0.2), 600..610, len);
+    }
+}
+
+#[test]
+fn forged_payload_is_caught_by_md5_and_the_transfer_repeats() {
+    // Every data datagram of the first attempt is altered with a valid CRC.
+    let n = Network {
+        forge: 1.0,
+        forge_attempts: 1,
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    };
+    for seed in 700..705 {
+        let d = data(seed, 50_000);
+        let out = run(seed, &d, &n, &SimOptions::default());
+        assert_eq!(out.result.expect("second attempt succeeds"), d);
+        assert_eq!(out.attempts, 2);
+    }
+}
+
+#[test]
+fn forged_payload_on_every_attempt_is_a_clear_error() {
+    let n = Network {
+        forge: 1.0,
+        forge_attempts: 99,
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let out = run(7, &data(7, 20_000), &n, &SimOptions::default());
+    let e = out.result.unwrap_err();
+    assert!(e.contains("did not match after 3 attempts"), "{e}");
+}
+
+#[test]
+fn a_silent_sender_ends_in_bounded_time_with_a_clear_error() {
+    for dies_after in [0, 1, 5, 50] {
+        let opts = SimOptions {
+            sender_dies_after: Some(dies_after),
+            silence: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let out = run(dies_after, &data(1, 200_000), &net(0.0), &opts);
+        let e = out.result.unwrap_err();
+        assert!(
+            e.contains("did not answer") || e.contains("went silent"),
+            "{e}"
+        );
+        assert!(
+            out.elapsed <= Duration::from_secs(3),
+            "virtual time {:?}",
+            out.elapsed
+        );
+    }
+}
+
+#[test]
+fn same_seed_same_run() {
+    let n = Network {
+        loss: 0.2,
+        reorder: 0.2,
+        duplicate: 0.1,
+        delay: Duration::from_millis(1),
+        ..Default::default()
+    };
+    let d = data(9, 80_000);
+    let a = run(9, &d, &n, &SimOptions::default());
+    let b = run(9, &d, &n, &SimOptions::default());
+    assert_eq!(
+        (a.retransmissions, a.datagrams, a.elapsed),
+        (b.retransmissions, b.datagrams, b.elapsed)
+    );
+}
+
+#[test]
+fn retransmits_only_what_is_missing() {
+    // At 10% loss, retransmissions stay near the number of lost chunks rather
+    // than resending whole windows.
+    let d = data(3, 500_000);
+    let out = run(3, &d, &net(0.10), &SimOptions::default());
+    assert_eq!(out.result.unwrap(), d);
+    let chunks = 500;
+    assert!(
+        out.retransmissions < chunks / 4,
+        "{} retransmissions for {chunks} chunks",
+        out.retransmissions
+    );
+}
