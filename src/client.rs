@@ -43,7 +43,7 @@ impl Read for Patient {
         let start = Instant::now();
         loop {
             if self.cancel.load(Ordering::SeqCst) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+                return Err(crate::error::cancelled_io());
             }
             match self.stream.read(buf) {
                 Err(e)

@@ -48,9 +48,27 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The marker inside an `io::Error` that a read was cancelled by Ctrl-C.
+/// (Not `ErrorKind::Interrupted`: `read_exact` and friends retry those.)
+#[derive(Debug)]
+pub struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}
+
+/// An `io::Error` that says the operation was cancelled.
+pub fn cancelled_io() -> std::io::Error {
+    std::io::Error::other(Cancelled)
+}
+
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
-        if e.kind() == std::io::ErrorKind::Interrupted && e.to_string() == "cancelled" {
+        if e.get_ref().is_some_and(|inner| inner.is::<Cancelled>()) {
             return Error::cancelled();
         }
         Error::new(e.to_string())

@@ -197,7 +197,7 @@ pub fn read_frame<'a>(r: &mut impl Read, buf: &'a mut Vec<u8>) -> Result<Option<
             Ok(0) if got == 0 => return Ok(None),
             Ok(0) => bail!("the connection closed in the middle of a message"),
             Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted && e.to_string() != "cancelled" => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -88,20 +88,9 @@ fn run(front: UdpSocket, target: SocketAddr, imp: Impairment, stop: Arc<AtomicBo
         // Client -> server.
         while let Ok((n, client)) = front.recv_from(&mut buf) {
             moved = true;
-            if !ups.contains_key(&client) {
-                let local = if target.is_ipv6() {
-                    "[::1]:0"
-                } else {
-                    "127.0.0.1:0"
-                };
-                let Ok(up) = UdpSocket::bind(local) else {
-                    continue;
-                };
-                size_buffers(&up);
-                if up.connect(target).is_err() || up.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                ups.insert(client, up);
+            if let std::collections::hash_map::Entry::Vacant(slot) = ups.entry(client) {
+                let Some(up) = upstream(target) else { continue };
+                slot.insert(up);
             }
             impair(&imp, &mut rng, &buf[..n], Some(client), client, &mut held);
         }
@@ -135,6 +124,20 @@ fn run(front: UdpSocket, target: SocketAddr, imp: Impairment, stop: Arc<AtomicBo
             wait(&front, false, next.min(Duration::from_millis(1)));
         }
     }
+}
+
+/// A socket toward the target for one client.
+fn upstream(target: SocketAddr) -> Option<UdpSocket> {
+    let local = if target.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let up = UdpSocket::bind(local).ok()?;
+    size_buffers(&up);
+    up.connect(target).ok()?;
+    up.set_nonblocking(true).ok()?;
+    Some(up)
 }
 
 /// Decide the fate of one datagram: dropped, corrupted, duplicated, delayed.

@@ -388,8 +388,11 @@ fn handle(
     }
 }
 
+/// A test on a listing entry.
+pub type EntryTest = Box<dyn Fn(&crate::proto::Entry) -> bool>;
+
 /// The predicate an index filter stands for.
-pub fn matcher(filter: &Filter) -> Result<Box<dyn Fn(&crate::proto::Entry) -> bool>> {
+pub fn matcher(filter: &Filter) -> Result<EntryTest> {
     Ok(match filter {
         Filter::All => Box::new(|_| true),
         Filter::Between { start_ns, end_ns } => {

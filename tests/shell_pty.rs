@@ -1,0 +1,129 @@
+//! The interactive shell through a real pseudo-terminal: prompt, tables,
+//! tab completion of the peer's names, Ctrl-C during a download, server
+//! messages above the prompt, history across sessions, Ctrl-D to leave.
+
+mod util;
+
+use std::process::Command;
+use std::time::Duration;
+
+use rexpect::session::PtySession;
+use util::*;
+
+/// The binary in a pseudo-terminal of 100 x 40 (a fresh pty has no size).
+fn in_pty(args: &str) -> PtySession {
+    let mut c = Command::new("sh");
+    c.args(["-c", &format!("stty cols 100 rows 40; exec {BIN} {args}")]);
+    c.env("TERM", "xterm");
+    rexpect::session::spawn_command(c, Some(20_000)).unwrap()
+}
+
+fn shell(dir: &std::path::Path, peer: &str) -> PtySession {
+    let mut s = in_pty(&format!(
+        "--listen 127.0.0.1:0 --io-timeout 30 --dir {} --peer {peer}",
+        dir.display()
+    ));
+    s.exp_string("type `help`").unwrap();
+    s.exp_string("> ").unwrap();
+    s
+}
+
+#[test]
+fn prompt_table_completion_and_history() {
+    let server = Peer::start(&[]);
+    server.write("my file.txt", b"remote bytes");
+    server.write("other.bin", b"x");
+    let me = tempfile::tempdir().unwrap();
+    let mut s = shell(me.path(), &server.addr);
+
+    s.send_line("index longlist").unwrap();
+    s.exp_string("my file.txt").unwrap();
+    s.exp_string("2 entries").unwrap();
+
+    // Tab completes the remote name, quoted because of its space.
+    s.send("download TCP my").unwrap();
+    s.send("\t").unwrap();
+    s.flush().unwrap();
+    s.exp_string("'my file.txt'").unwrap();
+    s.send_line("").unwrap();
+    s.exp_string("downloaded my file.txt").unwrap();
+    s.exp_string("md5").unwrap();
+
+    // Command words complete too.
+    s.send("hash chec").unwrap();
+    s.send("\t").unwrap();
+    s.flush().unwrap();
+    s.exp_string("checkall").unwrap();
+    s.send_line("").unwrap();
+    s.exp_string("2 files").unwrap();
+
+    // A bad command is one clear line and the shell goes on.
+    s.send_line("index regex (").unwrap();
+    s.exp_string("bad regular expression").unwrap();
+
+    // Ctrl-C at the prompt does not leave; Ctrl-D does.
+    s.exp_string("> ").unwrap();
+    s.send_control('c').unwrap();
+    s.exp_string("> ").unwrap();
+    s.send_line("help download").unwrap();
+    s.exp_string("usage: download").unwrap();
+    s.send_control('d').unwrap();
+    s.exp_eof().unwrap();
+    assert_eq!(
+        std::fs::read(me.path().join("my file.txt")).unwrap(),
+        b"remote bytes"
+    );
+
+    // History survives into the next session: Up brings back the last line.
+    let mut s = shell(me.path(), &server.addr);
+    s.send("\x1b[A").unwrap();
+    s.flush().unwrap();
+    s.exp_string("help download").unwrap();
+    s.send_line("").unwrap();
+    s.exp_string("usage: download").unwrap();
+    s.send_line("exit").unwrap();
+    s.exp_eof().unwrap();
+}
+
+#[test]
+fn ctrl_c_cancels_a_download_not_the_shell() {
+    let server = Peer::start(&[]);
+    server.write("big.bin", &random_bytes(1, 32 << 20));
+    let me = tempfile::tempdir().unwrap();
+    std::fs::write(me.path().join("big.bin"), b"old").unwrap();
+    let mut s = shell(me.path(), &server.addr);
+    // A frozen server: the download waits until Ctrl-C.
+    server.signal("-STOP");
+    s.send_line("download TCP big.bin").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.send_control('c').unwrap();
+    s.exp_string("cancelled").unwrap();
+    server.signal("-CONT");
+    s.send_line("index longlist").unwrap();
+    s.exp_string("1 entries").unwrap();
+    s.send_line("quit").unwrap();
+    s.exp_eof().unwrap();
+    assert_eq!(std::fs::read(me.path().join("big.bin")).unwrap(), b"old");
+    assert_eq!(visible_files(me.path()), vec!["big.bin"]);
+}
+
+#[test]
+fn server_messages_appear_above_the_prompt() {
+    let other = Peer::start(&[]);
+    let me = tempfile::tempdir().unwrap();
+    std::fs::write(me.path().join("mine.txt"), b"m").unwrap();
+    let mut s = in_pty(&format!(
+        "--listen 127.0.0.1:0 --dir {} --peer {}",
+        me.path().display(),
+        other.addr
+    ));
+    let (_, addr) = s.exp_regex(r"127\.0\.0\.1:\d+").unwrap();
+    s.exp_string("> ").unwrap();
+    // Another peer asks this one for its listing.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = run(elsewhere.path(), &addr, &["index longlist"], &[]);
+    assert!(out.status.success());
+    s.exp_string("[server] served index longlist").unwrap();
+    s.send_line("exit").unwrap();
+    s.exp_eof().unwrap();
+}

@@ -1,0 +1,187 @@
+//! `download UDP` between real peers, directly and through a relay that
+//! loses, duplicates, reorders and corrupts datagrams.
+
+mod util;
+
+use std::fs;
+use std::net::ToSocketAddrs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dropbox_shell::relay::{Impairment, Relay};
+use util::*;
+
+fn through_relay(loss: f64, seed: u64) {
+    let server = Peer::start(&[]);
+    let data = random_bytes(seed, 64 << 20);
+    server.write("big.bin", &data);
+    let target = server.addr.to_socket_addrs().unwrap().next().unwrap();
+    let imp = Impairment {
+        loss,
+        duplicate: loss / 5.0,
+        reorder: loss / 2.0,
+        corrupt: loss / 10.0,
+        seed,
+    };
+    let relay = Relay::start("127.0.0.1:0", target, imp).unwrap();
+    let me = tempfile::tempdir().unwrap();
+    let (code, docs, err) = run_json(
+        me.path(),
+        &relay.local_addr().to_string(),
+        &["download UDP big.bin"],
+    );
+    assert_eq!(code, 0, "{docs:?} {err}");
+    let d = &docs[0];
+    assert_eq!(d["protocol"], "UDP");
+    assert_eq!(d["md5"], md5_hex(&data).as_str());
+    assert!(d["attempts"].as_u64().unwrap() >= 1);
+    if loss > 0.0 {
+        assert!(d["retransmissions"].as_u64().unwrap() > 0, "{d}");
+    }
+    assert!(fs::read(me.path().join("big.bin")).unwrap() == data);
+    assert_eq!(visible_files(me.path()), vec!["big.bin"]);
+}
+
+#[test]
+fn sixty_four_mib_through_a_clean_relay() {
+    through_relay(0.0, 1);
+}
+
+#[test]
+fn sixty_four_mib_at_ten_percent_loss() {
+    through_relay(0.10, 2);
+}
+
+#[test]
+fn sixty_four_mib_at_thirty_percent_loss() {
+    through_relay(0.30, 3);
+}
+
+#[test]
+fn direct_download_keeps_mode_and_mtime_and_small_payloads_work() {
+    let server = Peer::start(&[]);
+    let data = random_bytes(4, 3 << 20);
+    server.write("d/x.bin", &data);
+    server.write("empty", b"");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(server.path("d/x.bin"), fs::Permissions::from_mode(0o751)).unwrap();
+    let when = filetime::FileTime::from_unix_time(1_234_567_890, 5);
+    filetime::set_file_mtime(server.path("d/x.bin"), when).unwrap();
+    for payload in [None, Some("1448"), Some("512")] {
+        let me = tempfile::tempdir().unwrap();
+        let mut extra = vec!["--json"];
+        if let Some(p) = payload {
+            extra.extend(["--udp-payload", p]);
+        }
+        let out = run(
+            me.path(),
+            &server.addr,
+            &["download UDP d/x.bin", "download udp empty"],
+            &extra,
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(fs::read(me.path().join("d/x.bin")).unwrap() == data);
+        assert_eq!(fs::read(me.path().join("empty")).unwrap(), b"");
+        let m = fs::metadata(me.path().join("d/x.bin")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o751);
+        assert_eq!(filetime::FileTime::from_last_modification_time(&m), when);
+    }
+}
+
+#[test]
+fn a_killed_server_ends_the_transfer_in_bounded_time_and_keeps_the_old_copy() {
+    let server = Peer::start(&[]);
+    server.write("big.bin", &random_bytes(5, 64 << 20));
+    let target = server.addr.to_socket_addrs().unwrap().next().unwrap();
+    // A lossy relay slows the transfer so the kill lands in the middle.
+    let relay = Relay::start(
+        "127.0.0.1:0",
+        target,
+        Impairment {
+            loss: 0.3,
+            seed: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let me = tempfile::tempdir().unwrap();
+    fs::write(me.path().join("big.bin"), b"precious old copy").unwrap();
+    let start = Instant::now();
+    let client = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+            "--udp-timeout",
+            "2",
+            "--dir",
+        ])
+        .arg(me.path())
+        .args([
+            "--peer",
+            &relay.local_addr().to_string(),
+            "-c",
+            "download UDP big.bin",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the server once the transfer is under way (its temporary file exists).
+    let started = wait_for(Duration::from_secs(20), || {
+        fs::read_dir(me.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
+    });
+    assert!(started, "the transfer never started");
+    server.signal("-KILL");
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("silent"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        fs::read(me.path().join("big.bin")).unwrap(),
+        b"precious old copy"
+    );
+    assert_eq!(
+        visible_files(me.path()),
+        vec!["big.bin"],
+        "no half file under a visible name"
+    );
+}
+
+#[test]
+fn a_peer_that_does_not_answer_udp_is_a_clear_error() {
+    // A UDP port nobody listens on: the request goes unanswered.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    let me = tempfile::tempdir().unwrap();
+    let out = run(
+        me.path(),
+        &addr,
+        &["download UDP x"],
+        &["--json", "--udp-timeout", "1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("did not answer"), "{text}");
+    drop(sock);
+    let out = run(
+        me.path(),
+        &addr,
+        &["download UDP x"],
+        &["--json", "--udp-timeout", "1"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("not listening") || text.contains("did not answer"),
+        "{text}"
+    );
+}
