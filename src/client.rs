@@ -69,6 +69,7 @@ impl Read for Patient {
 /// One connection to a peer.
 pub struct Client {
     addr: String,
+    cancel: Arc<AtomicBool>,
     r: BufReader<Patient>,
     w: BufWriter<TcpStream>,
     buf: Vec<u8>,
@@ -105,6 +106,7 @@ impl Client {
         let read_half = stream.try_clone()?;
         let mut c = Client {
             addr: addr.to_string(),
+            cancel: cancel.clone(),
             r: BufReader::with_capacity(
                 1 << 20,
                 Patient {
@@ -206,7 +208,7 @@ impl Client {
         let md5 = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
             progress(n, size)
         })?;
-        let md5 = incoming.finish(folder, &md5)?;
+        let md5 = incoming.finish_verified(folder, &md5)?;
         folder.save_cache();
         Ok(TransferReport {
             name: meta.name,
@@ -229,6 +231,10 @@ impl Client {
     ) -> Result<TransferReport> {
         let start = Instant::now();
         let (file, meta): (_, FileMeta) = folder.open_file(name)?;
+        let known = file
+            .metadata()
+            .ok()
+            .and_then(|st| folder.cached(&meta.name, &st));
         self.send(&Request::Upload {
             meta: meta.clone(),
             force,
@@ -238,8 +244,10 @@ impl Client {
             other => bail!("unexpected answer to upload: {other:?}"),
         }
         let size = meta.size;
-        let md5 = send_file(&mut self.w, file, size, &mut |n| progress(n, size))
-            .context(format!("uploading {name}"))?;
+        let md5 = send_file(&mut self.w, file, size, known, &self.cancel, &mut |n| {
+            progress(n, size)
+        })
+        .context(format!("uploading {name}"))?;
         match self.recv()? {
             Response::Ok { .. } => {}
             other => bail!("unexpected answer to upload: {other:?}"),

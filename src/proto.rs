@@ -4,8 +4,9 @@
 //! handshake   "DBSH" + u32 version (big endian), each side sends its own
 //! frame       u32 length (big endian, counts kind + payload) + u8 kind + payload
 //! kind 0      a JSON message (Request or Response)
-//! kind 1      raw file bytes (a chunk of a transfer)
 //! ```
+//! A file travels as a `File` (or `Upload`) message, then exactly `size`
+//! raw bytes outside any frame, then a `Done{md5}` message.
 //! A frame longer than [`MAX_FRAME`] is refused. Reading works on any
 //! [`Read`] and returns `Ok(None)` on a clean end of stream, so it is tested
 //! on byte slices.
@@ -20,13 +21,12 @@ pub const MAGIC: &[u8; 4] = b"DBSH";
 pub const VERSION: u32 = 1;
 /// Largest frame accepted from a peer.
 pub const MAX_FRAME: usize = 4 << 20;
-/// Size of a file chunk in a TCP transfer.
+/// Size of the chunks a TCP transfer reads and writes.
 pub const CHUNK: usize = 256 << 10;
 /// Entries per listing frame.
 pub const BATCH: usize = 2000;
 
 const KIND_MSG: u8 = 0;
-const KIND_DATA: u8 = 1;
 
 /// What an index request selects.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,7 +99,7 @@ pub enum Response {
     },
     /// End of a listing or hash batch stream.
     End,
-    /// A file follows as data frames, then `Done`.
+    /// A file follows: `size` raw bytes, then `Done`.
     File {
         meta: FileMeta,
     },
@@ -115,13 +115,6 @@ pub enum Response {
     Error {
         message: String,
     },
-}
-
-/// One frame read from the wire.
-#[derive(Debug, PartialEq)]
-pub enum Frame<'a> {
-    Msg(&'a [u8]),
-    Data(&'a [u8]),
 }
 
 /// Write our handshake.
@@ -175,21 +168,9 @@ fn write_frame(w: &mut impl Write, kind: u8, body: &[u8]) -> io::Result<()> {
     w.write_all(body)
 }
 
-/// Room to leave at the start of a data buffer for [`write_data_in_place`].
-pub const DATA_HEADROOM: usize = 5;
-
-/// Send `buf[DATA_HEADROOM..]` as a data frame with a single write: the
-/// header is filled into the first five bytes.
-pub fn write_data_in_place(w: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
-    let len = (buf.len() - DATA_HEADROOM + 1) as u32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    buf[4] = KIND_DATA;
-    w.write_all(buf)
-}
-
-/// Read one frame into `buf`. `Ok(None)` on a clean end of stream before a
-/// frame starts; an error on a truncated or oversized frame.
-pub fn read_frame<'a>(r: &mut impl Read, buf: &'a mut Vec<u8>) -> Result<Option<Frame<'a>>> {
+/// Read one message frame into `buf`. `Ok(None)` on a clean end of stream
+/// before a frame starts; an error on a truncated or oversized frame.
+pub fn read_frame<'a>(r: &mut impl Read, buf: &'a mut Vec<u8>) -> Result<Option<&'a [u8]>> {
     let mut head = [0u8; 5];
     let mut got = 0;
     while got < head.len() {
@@ -214,8 +195,7 @@ pub fn read_frame<'a>(r: &mut impl Read, buf: &'a mut Vec<u8>) -> Result<Option<
         }
     })?;
     match head[4] {
-        KIND_MSG => Ok(Some(Frame::Msg(buf))),
-        KIND_DATA => Ok(Some(Frame::Data(buf))),
+        KIND_MSG => Ok(Some(buf)),
         k => bail!("unknown frame kind {k}"),
     }
 }
@@ -226,11 +206,10 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
         .map_err(|e| Error::new(format!("malformed message from the peer: {e}")))
 }
 
-/// Read the next message, refusing data frames and end of stream.
+/// Read the next message; the end of the stream is an error here.
 pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<T> {
     match read_frame(r, buf)? {
-        Some(Frame::Msg(m)) => decode(m),
-        Some(Frame::Data(_)) => bail!("the peer sent file data where a message was expected"),
+        Some(m) => decode(m),
         None => bail!("the peer closed the connection"),
     }
 }
@@ -259,9 +238,7 @@ mod tests {
             },
         )
         .unwrap();
-        let mut data = vec![0u8; DATA_HEADROOM + 3];
-        data[DATA_HEADROOM..].copy_from_slice(b"xyz");
-        write_data_in_place(&mut wire, &mut data).unwrap();
+        write_msg(&mut wire, &Response::End).unwrap();
         let mut r = &wire[..];
         let mut buf = Vec::new();
         let req: Request = read_msg(&mut r, &mut buf).unwrap();
@@ -272,8 +249,8 @@ mod tests {
             }
         );
         assert_eq!(
-            read_frame(&mut r, &mut buf).unwrap(),
-            Some(Frame::Data(b"xyz"))
+            read_msg::<Response>(&mut r, &mut buf).unwrap(),
+            Response::End
         );
         assert_eq!(read_frame(&mut r, &mut buf).unwrap(), None);
     }

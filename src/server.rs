@@ -17,7 +17,7 @@ use crate::history::{Direction, Record};
 use crate::names::clean_name;
 use crate::peer::Shared;
 use crate::proto::{
-    BATCH, Filter, Frame, Request, Response, VERSION, decode, read_frame, read_hello, write_hello,
+    BATCH, Filter, Request, Response, VERSION, decode, read_frame, read_hello, write_hello,
     write_msg,
 };
 use crate::stream::{receive_file, send_file};
@@ -200,7 +200,8 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut r = BufReader::with_capacity(1 << 20, read_half);
+    // A small read buffer: bulk reads of file bytes bypass it.
+    let mut r = BufReader::with_capacity(64 << 10, read_half);
     let mut w = BufWriter::with_capacity(64 << 10, stream);
     if write_hello(&mut w).is_err() {
         return;
@@ -212,7 +213,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool) {
     let mut buf = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let req = match read_frame(&mut r, &mut buf) {
-            Ok(Some(Frame::Msg(m))) => match decode::<Request>(m) {
+            Ok(Some(m)) => match decode::<Request>(m) {
                 Ok(req) => req,
                 Err(e) => {
                     let _ = write_msg(
@@ -289,7 +290,7 @@ pub fn describe(req: &Request) -> String {
 fn handle(
     req: Request,
     r: &mut impl std::io::Read,
-    w: &mut impl Write,
+    w: &mut BufWriter<TcpStream>,
     buf: &mut Vec<u8>,
     shared: &Shared,
 ) -> Result<u64> {
@@ -349,8 +350,16 @@ fn handle(
         Request::Download { name } => {
             let (file, meta) = folder.open_file(&name)?;
             let stat = file.metadata().context(&meta.name)?;
+            let known = folder.cached(&meta.name, &stat);
             write_msg(w, &Response::File { meta: meta.clone() })?;
-            let md5 = send_file(w, file, meta.size, &mut |_| {})?;
+            let md5 = send_file(
+                w,
+                file,
+                meta.size,
+                known,
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )?;
             // The bytes were hashed on the way out: remember it if the file held still.
             if let Ok(now) = std::fs::metadata(folder.root().join(&meta.name))
                 && crate::folder::mtime_ns(&now) == crate::folder::mtime_ns(&stat)
@@ -375,7 +384,7 @@ fn handle(
             w.flush()?;
             let md5 = receive_file(r, buf, &mut incoming, &mut |_| {})?;
             let size = incoming.written();
-            incoming.finish(folder, &md5)?;
+            incoming.finish_verified(folder, &md5)?;
             folder.save_cache();
             write_msg(
                 w,

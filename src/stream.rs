@@ -1,82 +1,132 @@
-//! A file's bytes over a framed TCP stream, both ways: the sender reads,
-//! hashes and sends in one pass and ends with the MD5 it computed; the
-//! receiver writes into an [`Incoming`] (which hashes as the bytes land) and
-//! returns the sender's MD5 for the final check. Memory stays at one chunk.
+//! A file's bytes over a TCP connection, both ways. After the `File` (or
+//! `Upload`) header, exactly `size` raw bytes follow, then a `Done{md5}`
+//! message with the MD5 the sender computed as the bytes left.
+//!
+//! The sender hashes on a second core while it reads and sends; when its
+//! MD5 cache already vouches for the unchanged file it sends with
+//! `sendfile(2)`, without copying the bytes through user space (the
+//! receiver's check still catches a file that changed anyway). The receiver
+//! writes into an [`Incoming`], which hashes as the bytes land, and returns
+//! the sender's MD5 for the final comparison. Memory stays at a few chunks.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use md5::{Digest, Md5};
+use crate::folder::{Incoming, Md5Pipe};
+use crate::proto::{CHUNK, Response, hex, read_msg, write_msg};
+use crate::{Context, Error, Result, bail};
 
-use crate::folder::Incoming;
-use crate::proto::{
-    CHUNK, DATA_HEADROOM, Frame, Response, decode, hex, read_frame, write_data_in_place, write_msg,
-};
-use crate::{Context, Result, bail};
+/// Bytes handed to one `sendfile` call (between progress reports).
+const SENDFILE_STEP: usize = 8 << 20;
 
-/// Send `size` bytes of `file` as data frames followed by `Done{md5}`.
-/// Returns the MD5 of what was sent.
+/// Send `size` bytes of `file`, then `Done{md5}`. `known_md5` is the
+/// cached MD5 of the unchanged file, if any. Returns the MD5 sent.
 pub fn send_file(
-    w: &mut impl Write,
+    w: &mut BufWriter<TcpStream>,
     mut file: File,
     size: u64,
+    known_md5: Option<[u8; 16]>,
+    cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<[u8; 16]> {
-    let mut md5 = Md5::new();
-    let mut buf = vec![0u8; DATA_HEADROOM + CHUNK];
-    let mut sent = 0u64;
-    while sent < size {
-        let want = CHUNK.min((size - sent) as usize);
-        let n = match file.read(&mut buf[DATA_HEADROOM..DATA_HEADROOM + want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let message = format!("reading the file failed: {e}");
-                write_msg(
-                    w,
-                    &Response::Error {
-                        message: message.clone(),
-                    },
-                )?;
-                bail!("{message}");
+    let digest = match known_md5 {
+        Some(md5) => {
+            w.flush().context("sending file data")?;
+            send_with_sendfile(w.get_ref(), &file, size, cancel, progress)?;
+            md5
+        }
+        None => {
+            let mut md5 = Md5Pipe::new(size);
+            let mut buf = vec![0u8; CHUNK];
+            let mut sent = 0u64;
+            while sent < size {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(Error::cancelled());
+                }
+                let want = CHUNK.min((size - sent) as usize);
+                let n = match file.read(&mut buf[..want]) {
+                    Ok(0) => bail!("the file shrank while it was being sent"),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => bail!("reading the file failed: {e}"),
+                };
+                md5.update(&buf[..n]);
+                w.write_all(&buf[..n]).context("sending file data")?;
+                sent += n as u64;
+                progress(sent);
             }
-        };
-        md5.update(&buf[DATA_HEADROOM..DATA_HEADROOM + n]);
-        write_data_in_place(w, &mut buf[..DATA_HEADROOM + n]).context("sending file data")?;
-        sent += n as u64;
-        progress(sent);
-    }
-    let digest: [u8; 16] = md5.finalize().into();
+            md5.finish()?
+        }
+    };
     write_msg(w, &Response::Done { md5: hex(&digest) })?;
     w.flush().context("sending file data")?;
     Ok(digest)
 }
 
-/// Receive data frames into `incoming` until `Done{md5}`; returns that MD5.
+fn send_with_sendfile(
+    sock: &TcpStream,
+    file: &File,
+    size: u64,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut offset: libc::off_t = 0;
+    while (offset as u64) < size {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::cancelled());
+        }
+        let count = SENDFILE_STEP.min((size - offset as u64) as usize);
+        // SAFETY: both fds are open for the duration of the call and `offset` is a valid pointer.
+        let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    bail!("the peer stopped taking data")
+                }
+                _ => return Err(e).context("sending file data"),
+            }
+        }
+        if n == 0 {
+            bail!("the file shrank while it was being sent");
+        }
+        progress(offset as u64);
+    }
+    Ok(())
+}
+
+/// Receive exactly the announced number of bytes into `incoming`, then the
+/// `Done{md5}` message; returns that MD5.
 pub fn receive_file(
     r: &mut impl Read,
     buf: &mut Vec<u8>,
     incoming: &mut Incoming,
     progress: &mut dyn FnMut(u64),
 ) -> Result<String> {
-    loop {
-        match read_frame(r, buf)? {
-            Some(Frame::Data(d)) => {
-                incoming.write(d)?;
-                progress(incoming.written());
-            }
-            Some(Frame::Msg(m)) => match decode::<Response>(m)? {
-                Response::Done { md5 } => return Ok(md5),
-                Response::Error { message } => bail!("{message}"),
-                other => bail!("unexpected message during a transfer: {other:?}"),
-            },
-            None => bail!(
-                "the connection closed after {} of {} bytes of {}",
+    let size = incoming.meta().size;
+    let mut chunk = vec![0u8; CHUNK];
+    while incoming.written() < size {
+        let want = CHUNK.min((size - incoming.written()) as usize);
+        let n = match r.read(&mut chunk[..want]) {
+            Ok(0) => bail!(
+                "the connection closed after {} of {size} bytes of {}",
                 incoming.written(),
-                incoming.meta().size,
                 incoming.meta().name
             ),
-        }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        incoming.write(&chunk[..n])?;
+        progress(incoming.written());
+    }
+    match read_msg::<Response>(r, buf)? {
+        Response::Done { md5 } => Ok(md5),
+        Response::Error { message } => bail!("{message}"),
+        other => bail!("unexpected message after a file's bytes: {other:?}"),
     }
 }

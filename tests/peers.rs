@@ -648,3 +648,49 @@ fn a_peer_that_stops_mid_transfer_leaves_the_old_file_intact() {
         "no half file under a visible name"
     );
 }
+
+#[test]
+fn a_wrong_md5_from_the_sender_never_replaces_the_local_file() {
+    // The sender's cache vouches for a wrong MD5 (as if the file changed
+    // without its metadata changing): the receiver's own check refuses it.
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("f.bin"), random_bytes(7, 100_000)).unwrap();
+    let m = fs::metadata(dir.path().join("f.bin")).unwrap();
+    fs::create_dir_all(dir.path().join(".dropbox-shell")).unwrap();
+    let cache = serde_json::json!({ "f.bin": {
+        "size": m.len(),
+        "mtime_ns": m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        "ino": m.ino(),
+        "md5": vec![0u8; 16],
+    }});
+    fs::write(
+        dir.path().join(".dropbox-shell/md5-cache.json"),
+        cache.to_string(),
+    )
+    .unwrap();
+    let server = Peer::start_in(dir, &[]);
+    let me = tempfile::tempdir().unwrap();
+    fs::write(me.path().join("f.bin"), b"old").unwrap();
+    let (code, docs, _) = run_json(
+        me.path(),
+        &server.addr,
+        &["download TCP f.bin", "download UDP f.bin"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        docs[0]["error"].as_str().unwrap().contains("MD5 mismatch"),
+        "{}",
+        docs[0]
+    );
+    assert!(
+        docs[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not match after 3 attempts"),
+        "{}",
+        docs[1]
+    );
+    assert_eq!(fs::read(me.path().join("f.bin")).unwrap(), b"old");
+    assert_eq!(visible_files(me.path()), vec!["f.bin"]);
+}

@@ -10,10 +10,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use filetime::FileTime;
-use md5::{Digest, Md5};
 use tempfile::NamedTempFile;
 
-use super::Folder;
+use super::{Folder, Md5Pipe};
 use crate::names::{PART_SUFFIX, clean_name};
 use crate::proto::{FileMeta, hex};
 use crate::{Context, Result, bail};
@@ -22,7 +21,7 @@ pub struct Incoming {
     meta: FileMeta,
     target: PathBuf,
     out: BufWriter<NamedTempFile>,
-    md5: Md5,
+    md5: Md5Pipe,
     written: u64,
 }
 
@@ -51,7 +50,7 @@ impl Incoming {
             },
             target,
             out: BufWriter::with_capacity(256 << 10, tmp),
-            md5: Md5::new(),
+            md5: Md5Pipe::new(meta.size),
             written: 0,
         })
     }
@@ -81,14 +80,10 @@ impl Incoming {
         Ok(())
     }
 
-    /// MD5 of the bytes written so far.
-    pub fn digest(&self) -> String {
-        hex(&self.md5.clone().finalize())
-    }
-
-    /// Verify size and MD5 against what the sender computed, then give the
-    /// file its mode and mtime and rename it into place. Returns the MD5.
-    pub fn finish(self, folder: &Folder, sender_md5: &str) -> Result<String> {
+    /// Check the size, then the MD5 against what the sender computed; on a
+    /// match give the file its mode and mtime and rename it into place.
+    /// A mismatch leaves everything as it was and says so.
+    pub fn finish(self, folder: &Folder, sender_md5: &str) -> Result<Finish> {
         let name = self.meta.name.clone();
         if self.written != self.meta.size {
             bail!(
@@ -97,18 +92,17 @@ impl Incoming {
                 self.meta.size
             );
         }
-        let md5: [u8; 16] = self.md5.finalize().into();
-        let ours = hex(&md5);
-        if !ours.eq_ignore_ascii_case(sender_md5) {
-            bail!("MD5 mismatch for {name}: received {ours}, the sender had {sender_md5}");
-        }
         let tmp = self
             .out
             .into_inner()
             .map_err(|e| e.into_error())
             .context(format!("writing {name}"))?;
+        let md5 = self.md5.finish()?;
+        let ours = hex(&md5);
+        if !ours.eq_ignore_ascii_case(sender_md5) {
+            return Ok(Finish::Mismatch { ours });
+        }
         let file = tmp.as_file();
-        file.sync_data().ok();
         let mtime = FileTime::from_unix_time(
             self.meta.mtime_ns.div_euclid(1_000_000_000),
             self.meta.mtime_ns.rem_euclid(1_000_000_000) as u32,
@@ -125,8 +119,30 @@ impl Incoming {
             .map_err(|e| e.error)
             .context(format!("renaming {name} into place"))?;
         folder.remember(&name, &stat, md5);
-        Ok(ours)
+        Ok(Finish::Done(ours))
     }
+
+    /// [`Incoming::finish`] where a mismatch is an error.
+    pub fn finish_verified(self, folder: &Folder, sender_md5: &str) -> Result<String> {
+        let name = self.meta.name.clone();
+        match self.finish(folder, sender_md5)? {
+            Finish::Done(md5) => Ok(md5),
+            Finish::Mismatch { ours } => {
+                bail!(
+                    "MD5 mismatch for {name}: received {ours}, the sender had {sender_md5}; the old file is untouched"
+                )
+            }
+        }
+    }
+}
+
+/// How a verified receive ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// Renamed into place; the MD5.
+    Done(String),
+    /// The bytes did not match the sender's MD5; nothing was changed.
+    Mismatch { ours: String },
 }
 
 #[cfg(test)]
@@ -158,7 +174,8 @@ mod tests {
         let f = Folder::open(d.path()).unwrap();
         let mut inc = Incoming::create(&f, &meta("x/y.txt", 3)).unwrap();
         inc.write(b"abc").unwrap();
-        inc.finish(&f, "900150983cd24fb0d6963f7d28e17f72").unwrap();
+        inc.finish_verified(&f, "900150983cd24fb0d6963f7d28e17f72")
+            .unwrap();
         let m = fs::metadata(d.path().join("x/y.txt")).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o640);
         assert_eq!(super::super::mtime_ns(&m), 1_600_000_000_123_456_789);
@@ -173,7 +190,7 @@ mod tests {
         let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();
         inc.write(b"abc").unwrap();
         let e = inc
-            .finish(&f, "00000000000000000000000000000000")
+            .finish_verified(&f, "00000000000000000000000000000000")
             .unwrap_err();
         assert!(e.message().contains("MD5 mismatch"));
         let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();

@@ -8,6 +8,7 @@
 
 mod hashcache;
 mod incoming;
+mod md5pipe;
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
@@ -19,7 +20,8 @@ use md5::{Digest, Md5};
 use rayon::prelude::*;
 
 pub use hashcache::HashCache;
-pub use incoming::Incoming;
+pub use incoming::{Finish, Incoming};
+pub use md5pipe::Md5Pipe;
 
 use crate::names::{STATE_DIR, clean_name, is_private};
 use crate::proto::{Entry, FileMeta, HashEntry, Kind, hex};
@@ -228,7 +230,8 @@ impl Folder {
         results
     }
 
-    fn cached(&self, name: &str, stat: &Metadata) -> Option<[u8; 16]> {
+    /// The cached MD5 of a file whose metadata is `stat`, if still valid.
+    pub fn cached(&self, name: &str, stat: &Metadata) -> Option<[u8; 16]> {
         self.cache.lock().ok()?.get(name, stat)
     }
 

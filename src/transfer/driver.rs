@@ -23,7 +23,7 @@ use super::sender::{SendOp, Sender, SenderConfig};
 use super::wire::{Packet, begin_data, decode, encode, seal_data};
 use super::{MAX_PAYLOAD, MTU_PAYLOAD, chunk_len};
 use crate::client::TransferReport;
-use crate::folder::{Folder, Incoming};
+use crate::folder::{Finish, Folder, Incoming};
 use crate::history::{Direction, Record};
 use crate::peer::Shared;
 use crate::proto::{FileMeta, hex};
@@ -302,19 +302,19 @@ fn attempt_once(
                         let Some(inc) = incoming.take() else {
                             bail!("the transfer ended before it began")
                         };
-                        let theirs = hex(&md5);
-                        if inc.digest() != theirs {
-                            return Ok(Attempt::Mismatch { retransmissions });
-                        }
                         let meta = rx
                             .meta()
                             .ok_or_else(|| Error::new("the transfer has no metadata"))?;
-                        let md5 = inc.finish(folder, &theirs)?;
-                        folder.save_cache();
-                        return Ok(Attempt::Verified {
-                            meta,
-                            md5,
-                            retransmissions,
+                        return Ok(match inc.finish(folder, &hex(&md5))? {
+                            Finish::Done(md5) => {
+                                folder.save_cache();
+                                Attempt::Verified {
+                                    meta,
+                                    md5,
+                                    retransmissions,
+                                }
+                            }
+                            Finish::Mismatch { .. } => Attempt::Mismatch { retransmissions },
                         });
                     }
                     RecvEvent::Failed(msg) => {
@@ -567,13 +567,17 @@ fn open_session(
         bail!("the peer is busy (too many UDP transfers); try again shortly");
     }
     let (file, meta) = shared.folder.open_file(name)?;
+    let known = file
+        .metadata()
+        .ok()
+        .and_then(|st| shared.folder.cached(&meta.name, &st));
     let payload = payload.clamp(16, MAX_PAYLOAD);
     let cfg = SenderConfig {
         silence,
         ..Default::default()
     };
     Ok(Session {
-        sender: Sender::new(now, meta.size, payload, window, cfg),
+        sender: Sender::new(now, meta.size, payload, window, known, cfg),
         file,
         meta,
         peer,

@@ -94,13 +94,22 @@ pub struct Sender {
 
 impl Sender {
     /// A sender for a file of `size` bytes in chunks of `payload`, for a
-    /// receiver that buffers `window` chunks ahead.
-    pub fn new(now: Instant, size: u64, payload: u32, window: u32, cfg: SenderConfig) -> Sender {
+    /// receiver that buffers `window` chunks ahead. `known_md5` is the
+    /// file's MD5 when a cache vouches for it; otherwise the chunks are
+    /// hashed as they are first sent.
+    pub fn new(
+        now: Instant,
+        size: u64,
+        payload: u32,
+        window: u32,
+        known_md5: Option<[u8; 16]>,
+        cfg: SenderConfig,
+    ) -> Sender {
         let chunks = super::chunk_count(size, payload.max(1));
-        let (md5, hasher) = if chunks == 0 {
-            (Some(Md5::new().finalize().into()), None)
-        } else {
-            (None, Some(Md5::new()))
+        let (md5, hasher) = match known_md5 {
+            Some(m) => (Some(m), None),
+            None if chunks == 0 => (Some(Md5::new().finalize().into()), None),
+            None => (None, Some(Md5::new())),
         };
         Sender {
             size,
@@ -402,7 +411,7 @@ mod tests {
     #[test]
     fn sends_meta_then_data_within_the_window_then_fin() {
         let t0 = Instant::now();
-        let mut s = Sender::new(t0, 10, 4, 100, SenderConfig::default());
+        let mut s = Sender::new(t0, 10, 4, 100, None, SenderConfig::default());
         assert_eq!(s.poll_transmit(t0), Some(SendOp::Meta));
         s.on_sent(SendOp::Meta, t0, &[]);
         let data = b"0123456789";
@@ -421,7 +430,7 @@ mod tests {
     #[test]
     fn selective_ack_retransmits_only_the_gap() {
         let t0 = Instant::now();
-        let mut s = Sender::new(t0, 100, 10, 100, SenderConfig::default());
+        let mut s = Sender::new(t0, 100, 10, 100, None, SenderConfig::default());
         s.on_sent(SendOp::Meta, t0, &[]);
         for seq in 0..8 {
             s.on_sent(SendOp::Data(seq), t0, &[0; 10]);
@@ -437,7 +446,7 @@ mod tests {
     #[test]
     fn respects_the_receiver_window() {
         let t0 = Instant::now();
-        let mut s = Sender::new(t0, 1000, 10, 2, SenderConfig::default());
+        let mut s = Sender::new(t0, 1000, 10, 2, None, SenderConfig::default());
         s.on_sent(SendOp::Meta, t0, &[]);
         s.on_sent(SendOp::Data(0), t0, &[0; 10]);
         s.on_sent(SendOp::Data(1), t0, &[0; 10]);
@@ -449,7 +458,7 @@ mod tests {
     #[test]
     fn a_silent_receiver_fails_the_transfer() {
         let t0 = Instant::now();
-        let mut s = Sender::new(t0, 100, 10, 10, SenderConfig::default());
+        let mut s = Sender::new(t0, 100, 10, 10, None, SenderConfig::default());
         s.on_sent(SendOp::Meta, t0, &[]);
         let later = s.poll_timeout().unwrap();
         assert!(later <= t0 + Duration::from_secs(5));
@@ -461,7 +470,7 @@ mod tests {
     #[test]
     fn an_empty_file_goes_straight_to_fin() {
         let t0 = Instant::now();
-        let mut s = Sender::new(t0, 0, 10, 10, SenderConfig::default());
+        let mut s = Sender::new(t0, 0, 10, 10, None, SenderConfig::default());
         s.on_sent(SendOp::Meta, t0, &[]);
         assert_eq!(s.poll_transmit(t0), Some(SendOp::Fin));
     }

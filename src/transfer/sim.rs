@@ -240,8 +240,14 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                                 silence: opts.silence,
                                 ..Default::default()
                             };
-                            sender =
-                                Some(Sender::new(now, data.len() as u64, payload, window, cfg));
+                            sender = Some(Sender::new(
+                                now,
+                                data.len() as u64,
+                                payload,
+                                window,
+                                None,
+                                cfg,
+                            ));
                         }
                     },
                     Packet::Ack {

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# End-to-end: two real peers on loopback, commands piped into the shell's
+# standard input, outputs and files checked. Prints "e2e: N passed, 0 failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet
+BIN=$PWD/target/debug/dropbox-shell
+work=$(mktemp -d)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+passed=0; failed=0
+check() { # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "e2e: FAILED: $name" >&2; fi
+}
+
+mkdir -p "$work/a/docs/deep" "$work/a/empty dir" "$work/b"
+echo "hello from a" > "$work/a/docs/readme.txt"
+echo "ünïcödé" > "$work/a/docs/deep/ñame with space.md"
+head -c 3000000 /dev/urandom > "$work/a/photo.jpg"
+chmod 600 "$work/a/photo.jpg"
+echo "mine" > "$work/b/mine.txt"
+
+start_peer() { # start_peer DIR LOG EXTRA... ; sets $addr and $pid
+  local dir=$1 log=$2; shift 2
+  "$BIN" --listen 127.0.0.1:0 --dir "$dir" --headless "$@" > /dev/null 2> "$log" &
+  pid=$!
+  for _ in $(seq 200); do
+    addr=$(grep -o '127\.0\.0\.1:[0-9]*' "$log" | head -1 || true)
+    [ -n "$addr" ] && return
+    sleep 0.05
+  done
+  echo "peer did not start: $(cat "$log")" >&2; exit 1
+}
+start_peer "$work/a" "$work/a.log" --allow-upload
+A=$addr A_PID=$pid
+
+printf '%s\n' \
+  'index longlist' \
+  'index regex \.md$' \
+  'index shortlist 2000-01-01 2999-12-31' \
+  'hash checkall' \
+  'hash verify docs/readme.txt' \
+  'download TCP docs/readme.txt' \
+  'download UDP photo.jpg' \
+  'download tcp "docs/deep/ñame with space.md"' \
+  'upload mine.txt' \
+  'download TCP ../etc/passwd' \
+  'history 4' \
+  | "$BIN" --listen 127.0.0.1:0 --dir "$work/b" --peer "$A" --json > "$work/out.jsonl" 2> "$work/b.err" && status=0 || status=$?
+
+check "exit status is 1 (one command was refused)" [ "$status" = 1 ]
+check "one JSON line per command" [ "$(wc -l < "$work/out.jsonl")" = 11 ]
+line() { sed -n "${1}p" "$work/out.jsonl"; }
+check "longlist is recursive with dirs" grep -q '"name":"docs/deep","size":0,"type":"directory"' <(line 1 | sed 's/"kind":"dir","mode":"[0-9]*","mtime":"[^"]*",//')
+check "longlist has 6 entries" [ "$(line 1 | grep -o '"name"' | wc -l)" = 6 ]
+check "regex matches the .md file only" [ "$(line 2 | grep -o '"name":"[^"]*"')" = '"name":"docs/deep/ñame with space.md"' ]
+check "shortlist with a wide range lists everything" [ "$(line 3 | grep -o '"name"' | wc -l)" = 6 ]
+want=$(md5sum "$work/a/photo.jpg" | cut -d' ' -f1)
+check "checkall has the photo's md5" grep -q "$want" <(line 4)
+check "verify has the readme's md5" grep -q "$(md5sum "$work/a/docs/readme.txt" | cut -d' ' -f1)" <(line 5)
+check "TCP download is byte-identical" cmp -s "$work/a/docs/readme.txt" "$work/b/docs/readme.txt"
+check "UDP download is byte-identical" cmp -s "$work/a/photo.jpg" "$work/b/photo.jpg"
+check "UDP reports attempts" grep -q '"attempts":1' <(line 7)
+check "mode travels" [ "$(stat -c %a "$work/b/photo.jpg")" = 600 ]
+check "mtime travels" [ "$(stat -c %Y "$work/a/photo.jpg")" = "$(stat -c %Y "$work/b/photo.jpg")" ]
+check "quoted non-ASCII name downloads" cmp -s "$work/a/docs/deep/ñame with space.md" "$work/b/docs/deep/ñame with space.md"
+check "upload landed" cmp -s "$work/b/mine.txt" "$work/a/mine.txt"
+check "hostile name refused with a JSON error" grep -q '"error":".*leaves the shared folder' <(line 10)
+check "history shows the upload" grep -q '"command":"upload mine.txt"' <(line 11)
+check "no temporary files left" [ -z "$(find "$work/a" "$work/b" -name '*.dbsh-part')" ]
+check "served requests logged on a" [ "$(grep -c '"direction":"served"' "$work/a/.dropbox-shell/history.log")" -ge 8 ]
+
+# The second peer down: commands say so, the process goes on, exit status 1.
+kill "$A_PID"; wait "$A_PID" 2>/dev/null || true
+out=$("$BIN" --listen 127.0.0.1:0 --dir "$work/b" --peer "$A" -c 'index longlist' -c 'help index' 2>&1) && status=0 || status=$?
+check "a dead peer is a clear error" grep -q "unreachable" <<< "$out"
+check "later commands still run" grep -q "usage: index" <<< "$out"
+check "and the exit status is 1" [ "$status" = 1 ]
+
+echo "e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# All the tests: formatting, lints, unit + integration + simulation tests
+# (cargo test starts real peers on loopback), then the scripted end-to-end run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo test --quiet
+bash scripts/e2e.sh
