@@ -182,17 +182,7 @@ pub fn json(out: &Output) -> Value {
     match out {
         Output::Nothing | Output::Exit => json!({}),
         Output::Text(s) => json!({ "message": s.trim_end() }),
-        Output::Listing { peer, entries } => json!({
-            "peer": peer,
-            "files": entries.iter().map(|e| json!({
-                "name": e.name,
-                "size": e.size,
-                "mtime": rfc3339(e.mtime_ns),
-                "type": mime_of(e),
-                "kind": e.kind,
-                "mode": format!("{:04o}", e.mode),
-            })).collect::<Vec<_>>(),
-        }),
+        Output::Listing { .. } => serde_json::from_slice(&json_bytes(out)).unwrap_or_default(),
         Output::Hashes { peer, files } => json!({
             "peer": peer,
             "files": files.iter().map(|f| {
@@ -220,6 +210,51 @@ pub fn json(out: &Output) -> Value {
         }),
         Output::History(recs) => json!({ "history": recs }),
         Output::Peers(ps) => json!({ "peers": ps }),
+    }
+}
+
+/// One listing row as the JSON contract has it.
+#[derive(serde::Serialize)]
+struct JsonEntry<'a> {
+    name: &'a str,
+    size: u64,
+    mtime: String,
+    #[serde(rename = "type")]
+    mime: &'a str,
+    kind: crate::proto::Kind,
+    mode: String,
+}
+
+#[derive(serde::Serialize)]
+struct JsonListing<'a, I: serde::Serialize> {
+    peer: &'a str,
+    files: I,
+}
+
+/// The JSON document as bytes; big listings are serialized row by row
+/// without building a document tree first.
+pub fn json_bytes(out: &Output) -> Vec<u8> {
+    match out {
+        Output::Listing { peer, entries } => {
+            let rows: Vec<JsonEntry> = entries
+                .iter()
+                .map(|e| JsonEntry {
+                    name: &e.name,
+                    size: e.size,
+                    mtime: rfc3339(e.mtime_ns),
+                    mime: match e.kind {
+                        Kind::Dir => "directory",
+                        Kind::File => mime_guess::from_path(&e.name)
+                            .first_raw()
+                            .unwrap_or("application/octet-stream"),
+                    },
+                    kind: e.kind,
+                    mode: format!("{:04o}", e.mode),
+                })
+                .collect();
+            serde_json::to_vec(&JsonListing { peer, files: rows }).unwrap_or_default()
+        }
+        other => json(other).to_string().into_bytes(),
     }
 }
 

@@ -104,6 +104,15 @@ impl Server {
             a => a,
         };
         let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        // Wake the UDP thread from its wait with an empty datagram.
+        let local: SocketAddr = if wake.is_ipv6() {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        };
+        if let Ok(s) = UdpSocket::bind(local) {
+            let _ = s.send_to(&[], wake);
+        }
         if let Ok(conns) = self.conns.lock() {
             for s in conns.values() {
                 let _ = s.shutdown(Shutdown::Both);

@@ -79,7 +79,7 @@ fn run_line(
         Ok(out) => {
             if json {
                 if !matches!(out, Output::Nothing) {
-                    print_out(&render::json(&out).to_string());
+                    print_out(&String::from_utf8_lossy(&render::json_bytes(&out)));
                 }
             } else {
                 print_out(&render::text(&out, None));

@@ -40,21 +40,23 @@ pub fn send_file(
         }
         None => {
             let mut md5 = Md5Pipe::new(size);
-            let mut buf = vec![0u8; CHUNK];
             let mut sent = 0u64;
             while sent < size {
                 if cancel.load(Ordering::SeqCst) {
                     return Err(Error::cancelled());
                 }
                 let want = CHUNK.min((size - sent) as usize);
-                let n = match file.read(&mut buf[..want]) {
-                    Ok(0) => bail!("the file shrank while it was being sent"),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => bail!("reading the file failed: {e}"),
+                let mut buf = md5.buffer(want);
+                let n = loop {
+                    match file.read(&mut buf[..want]) {
+                        Ok(0) => bail!("the file shrank while it was being sent"),
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => bail!("reading the file failed: {e}"),
+                    }
                 };
-                md5.update(&buf[..n]);
                 w.write_all(&buf[..n]).context("sending file data")?;
+                md5.consume(buf, n);
                 sent += n as u64;
                 progress(sent);
             }
@@ -108,20 +110,21 @@ pub fn receive_file(
     progress: &mut dyn FnMut(u64),
 ) -> Result<String> {
     let size = incoming.meta().size;
-    let mut chunk = vec![0u8; CHUNK];
     while incoming.written() < size {
         let want = CHUNK.min((size - incoming.written()) as usize);
-        let n = match r.read(&mut chunk[..want]) {
-            Ok(0) => bail!(
-                "the connection closed after {} of {size} bytes of {}",
-                incoming.written(),
-                incoming.meta().name
-            ),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        incoming.write(&chunk[..n])?;
+        let mut chunk = incoming.buffer(want);
+        // Whole chunks: fewer writes and hand-overs than socket-sized reads.
+        if let Err(e) = r.read_exact(&mut chunk[..want]) {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                bail!(
+                    "the connection closed after about {} of {size} bytes of {}",
+                    incoming.written(),
+                    incoming.meta().name
+                );
+            }
+            return Err(e.into());
+        }
+        incoming.write_owned(chunk, want)?;
         progress(incoming.written());
     }
     match read_msg::<Response>(r, buf)? {

@@ -65,18 +65,31 @@ impl Incoming {
 
     /// Append bytes; more bytes than announced is an error.
     pub fn write(&mut self, data: &[u8]) -> Result<()> {
-        if self.written + data.len() as u64 > self.meta.size {
+        let mut buf = self.buffer(data.len());
+        buf[..data.len()].copy_from_slice(data);
+        self.write_owned(buf, data.len())
+    }
+
+    /// A buffer of at least `len` bytes to fill and pass to [`Incoming::write_owned`].
+    pub fn buffer(&mut self, len: usize) -> Vec<u8> {
+        self.md5.buffer(len)
+    }
+
+    /// Append the first `used` bytes of `buf` (which then goes to the
+    /// hashing thread); more bytes than announced is an error.
+    pub fn write_owned(&mut self, buf: Vec<u8>, used: usize) -> Result<()> {
+        if self.written + used as u64 > self.meta.size {
             bail!(
                 "the peer sent more than the {} bytes it announced for {}",
                 self.meta.size,
                 self.meta.name
             );
         }
-        self.md5.update(data);
         self.out
-            .write_all(data)
+            .write_all(&buf[..used])
             .context(format!("writing {}", self.meta.name))?;
-        self.written += data.len() as u64;
+        self.written += used as u64;
+        self.md5.consume(buf, used);
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! MD5 on a second core. The thread that moves a file's bytes (socket to
-//! disk, or disk to socket) hands a copy of each chunk to a hashing thread
-//! through a small pool of recycled buffers, so moving and hashing overlap
-//! and memory stays at a few chunks. Small files are hashed inline.
+//! disk, or disk to socket) fills a buffer from a small recycled pool,
+//! writes it out, and hands it over to a hashing thread (no copy), so moving
+//! and hashing overlap and memory stays at a few chunks. Small files are
+//! hashed inline.
 
 use std::thread::{self, JoinHandle};
 
@@ -19,9 +20,9 @@ pub struct Md5Pipe {
 }
 
 enum Inner {
-    Inline(Md5),
+    Inline(Md5, Option<Vec<u8>>),
     Thread {
-        tx: Sender<Vec<u8>>,
+        tx: Sender<(Vec<u8>, usize)>,
         back: Receiver<Vec<u8>>,
         allocated: usize,
         handle: JoinHandle<Md5>,
@@ -33,15 +34,15 @@ impl Md5Pipe {
     pub fn new(size: u64) -> Md5Pipe {
         if size < THREAD_THRESHOLD {
             return Md5Pipe {
-                inner: Inner::Inline(Md5::new()),
+                inner: Inner::Inline(Md5::new(), None),
             };
         }
-        let (tx, rx) = bounded::<Vec<u8>>(POOL);
+        let (tx, rx) = bounded::<(Vec<u8>, usize)>(POOL);
         let (back_tx, back) = bounded::<Vec<u8>>(POOL);
         let spawned = thread::Builder::new().name("md5".into()).spawn(move || {
             let mut h = Md5::new();
-            for buf in rx {
-                h.update(&buf);
+            for (buf, used) in rx {
+                h.update(&buf[..used]);
                 let _ = back_tx.try_send(buf);
             }
             h
@@ -56,39 +57,62 @@ impl Md5Pipe {
                 },
             },
             Err(_) => Md5Pipe {
-                inner: Inner::Inline(Md5::new()),
+                inner: Inner::Inline(Md5::new(), None),
             },
         }
     }
 
-    pub fn update(&mut self, data: &[u8]) {
-        match &mut self.inner {
-            Inner::Inline(h) => h.update(data),
+    /// A buffer of at least `len` bytes to fill, recycled when possible (not
+    /// cleared); give it back with [`Md5Pipe::consume`].
+    pub fn buffer(&mut self, len: usize) -> Vec<u8> {
+        let mut buf = match &mut self.inner {
+            Inner::Inline(_, spare) => spare.take().unwrap_or_default(),
             Inner::Thread {
-                tx,
-                back,
-                allocated,
-                ..
-            } => {
-                let mut buf = match back.try_recv() {
-                    Ok(b) => b,
-                    Err(_) if *allocated < POOL => {
-                        *allocated += 1;
-                        Vec::with_capacity(data.len())
-                    }
-                    Err(_) => back.recv().unwrap_or_default(),
-                };
-                buf.clear();
-                buf.extend_from_slice(data);
-                let _ = tx.send(buf);
+                back, allocated, ..
+            } => match back.try_recv() {
+                Ok(b) => b,
+                Err(_) if *allocated < POOL => {
+                    *allocated += 1;
+                    Vec::with_capacity(len)
+                }
+                Err(_) => back.recv().unwrap_or_default(),
+            },
+        };
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    /// Hash the first `used` bytes of `buf`; the buffer goes to the hashing
+    /// thread and comes back to the pool.
+    pub fn consume(&mut self, buf: Vec<u8>, used: usize) {
+        match &mut self.inner {
+            Inner::Inline(h, spare) => {
+                h.update(&buf[..used]);
+                *spare = Some(buf);
+            }
+            Inner::Thread { tx, .. } => {
+                let _ = tx.send((buf, used));
             }
         }
+    }
+
+    /// Hash a copy of `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        if let Inner::Inline(h, _) = &mut self.inner {
+            h.update(data);
+            return;
+        }
+        let mut buf = self.buffer(data.len());
+        buf[..data.len()].copy_from_slice(data);
+        self.consume(buf, data.len());
     }
 
     /// The digest of everything fed in.
     pub fn finish(self) -> Result<[u8; 16]> {
         match self.inner {
-            Inner::Inline(h) => Ok(h.finalize().into()),
+            Inner::Inline(h, _) => Ok(h.finalize().into()),
             Inner::Thread { tx, handle, .. } => {
                 drop(tx);
                 let h = handle
@@ -112,6 +136,13 @@ mod tests {
             let mut p = Md5Pipe::new(size);
             for chunk in data.chunks(100_003) {
                 p.update(chunk);
+            }
+            assert_eq!(p.finish().unwrap(), want);
+            let mut p = Md5Pipe::new(size);
+            for chunk in data.chunks(65_536) {
+                let mut buf = p.buffer(chunk.len());
+                buf[..chunk.len()].copy_from_slice(chunk);
+                p.consume(buf, chunk.len());
             }
             assert_eq!(p.finish().unwrap(), want);
         }

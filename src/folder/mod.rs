@@ -113,6 +113,12 @@ impl Folder {
     /// Every entry of the folder, recursively, sorted by path; the state
     /// folder, temporary files and symlinks that lead outside are left out.
     pub fn walk(&self, mut each: impl FnMut(Entry)) {
+        self.walk_with_meta(|e, _| each(e))
+    }
+
+    /// [`Folder::walk`], with each entry's metadata (host-local: inode and
+    /// all) beside it.
+    fn walk_with_meta(&self, mut each: impl FnMut(Entry, &Metadata)) {
         let walker = walkdir::WalkDir::new(&self.root)
             .min_depth(1)
             .follow_links(false)
@@ -147,13 +153,14 @@ impl Folder {
             } else {
                 continue;
             };
-            each(Entry {
+            let entry = Entry {
                 size: if kind == Kind::Dir { 0 } else { meta.len() },
                 mtime_ns: mtime_ns(&meta),
                 mode: meta.permissions().mode() & 0o7777,
                 kind,
                 name: rel,
-            });
+            };
+            each(entry, &meta);
         }
     }
 
@@ -187,13 +194,27 @@ impl Folder {
     /// MD5 of every file: cached ones are not read again, the rest are hashed
     /// on all cores. A file that cannot be read is reported and the rest go on.
     pub fn hash_all(&self) -> Vec<HashEntry> {
-        let mut files = Vec::new();
-        self.walk(|e| {
-            if e.kind == Kind::File {
-                files.push(e.name)
+        // Cache hits are answered from the walk's metadata, without opening
+        // the file; only the rest are opened (safely) and hashed.
+        let mut done = Vec::new();
+        let mut todo = Vec::new();
+        self.walk_with_meta(|e, meta| {
+            if e.kind != Kind::File {
+                return;
+            }
+            match self.cached(&e.name, meta) {
+                Some(md5) => done.push(HashEntry {
+                    md5: Some(hex(&md5)),
+                    mtime_ns: e.mtime_ns,
+                    error: None,
+                    name: e.name,
+                }),
+                None => todo.push(e.name),
             }
         });
-        self.hash_files(&files)
+        done.extend(self.hash_files(&todo));
+        done.sort_by(|a, b| a.name.cmp(&b.name));
+        done
     }
 
     /// MD5 of the named files; each failure is reported in its own entry.

@@ -328,7 +328,8 @@ fn attempt_once(
             if let Some(inc) = incoming.as_mut() {
                 while let Some(chunk) = rx.poll_deliver() {
                     moved = true;
-                    inc.write(&chunk)?;
+                    let used = chunk.len();
+                    inc.write_owned(chunk, used)?;
                     progress(inc.written(), inc.meta().size);
                 }
             }

@@ -165,8 +165,16 @@ impl Receiver {
         if self.state != State::AwaitMeta {
             return;
         }
-        let asked = self.current_payload();
-        if meta.payload == 0 || meta.payload > asked.max(super::MTU_PAYLOAD) {
+        // Any size offered so far will do: a late answer to a larger probe
+        // proves the path carries it.
+        let largest = self.cfg.payloads[..=self
+            .size_index
+            .min(self.cfg.payloads.len().saturating_sub(1))]
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(super::MTU_PAYLOAD);
+        if meta.payload == 0 || meta.payload > largest.max(super::MTU_PAYLOAD) {
             self.fail(format!(
                 "the sender chose a datagram size ({}) that was not offered",
                 meta.payload
@@ -478,6 +486,51 @@ mod tests {
             now = r.poll_timeout().unwrap();
         }
         assert_eq!(sizes, vec![64000, 64000, 1400, 1400]);
+    }
+
+    #[test]
+    fn a_late_answer_to_a_larger_probe_is_accepted() {
+        let t0 = Instant::now();
+        let cfg = ReceiverConfig {
+            payloads: vec![64000, 1400],
+            tries_per_size: 1,
+            ..Default::default()
+        };
+        let mut r = Receiver::new(t0, cfg);
+        let op = r.poll_transmit(t0).unwrap();
+        r.on_sent(&op, t0);
+        assert!(matches!(
+            r.poll_transmit(t0 + Duration::from_secs(1)),
+            Some(RecvOp::Request { payload: 1400, .. })
+        ));
+        r.handle_meta(
+            t0,
+            MetaInfo {
+                size: 10,
+                mtime_ns: 0,
+                mode: 0,
+                payload: 64000,
+            },
+        );
+        assert!(matches!(r.poll_event(), Some(RecvEvent::Meta(_))));
+        // But never a size nobody offered.
+        let mut r = Receiver::new(
+            t0,
+            ReceiverConfig {
+                payloads: vec![1400],
+                ..Default::default()
+            },
+        );
+        r.handle_meta(
+            t0,
+            MetaInfo {
+                size: 10,
+                mtime_ns: 0,
+                mode: 0,
+                payload: 64000,
+            },
+        );
+        assert!(matches!(r.poll_event(), Some(RecvEvent::Failed(_))));
     }
 
     #[test]

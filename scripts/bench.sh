@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Benchmarks: dropbox-shell against rsync, nc, md5sum and tftp on the same
+# files in the same run; prints medians and ratios.
+#
+#   bash scripts/bench.sh            # RUNS=3 runs of each, on tmpfs
+#   RUNS=5 BENCH_DIR=/tmp/b bash scripts/bench.sh
+#
+# Data lives on tmpfs (/dev/shm) so that the disk's write-back does not
+# decide the result (on this VM even nc writes a GiB at 200-300 MB/s to disk).
+# "cold" means our MD5 cache is empty (the server is restarted without it);
+# the page cache is warm for every tool alike.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-3}
+W=${BENCH_DIR:-/dev/shm/dropbox-shell-bench}
+
+need=()
+for c in rsync:rsync nc:netcat-openbsd tftp:tftp-hpa atftpd:atftpd atftp:atftp python3:python3 /usr/bin/time:time; do
+  command -v "${c%%:*}" >/dev/null 2>&1 || need+=("${c#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet --bins --examples
+BIN=$ROOT/target/release/dropbox-shell
+RELAY=$ROOT/target/release/examples/lossy_relay
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+mkdir -p "$W"
+RES=$W/results.tsv
+: > "$RES"
+
+# ---------------------------------------------------------------- data
+echo "preparing data in $W" >&2
+mkdir -p "$W/big" "$W/many" "$W/list" "$W/mid" "$W/dst"
+[ -s "$W/big/big.bin" ] || head -c $((1 << 30)) /dev/urandom > "$W/big/big.bin"
+[ -s "$W/mid/mid.bin" ] || head -c $((100 << 20)) "$W/big/big.bin" > "$W/mid/mid.bin"
+if [ "$(ls "$W/many" | wc -l)" -lt 2000 ]; then
+  for i in $(seq -w 1 2000); do
+    dd if="$W/big/big.bin" of="$W/many/f$i.bin" bs=512K count=1 skip=$((10#$i - 1)) status=none
+  done
+fi
+if [ "$(find "$W/list" -type f | wc -l)" -lt 100000 ]; then
+  python3 - "$W/list" <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in range(100):
+    p = os.path.join(root, f"dir{d:03}")
+    os.makedirs(p, exist_ok=True)
+    for f in range(1000):
+        with open(os.path.join(p, f"file{f:04}.txt"), "w") as fh:
+            fh.write("x")
+PY
+fi
+chmod -R a+rX "$W"
+
+# ---------------------------------------------------------------- helpers
+now_ns() { date +%s%N; }
+# measure NAME BYTES PREP CMD...: RUNS timed runs of CMD, PREP before each.
+measure() {
+  local name=$1 bytes=$2 prep=$3; shift 3
+  for _ in $(seq "$RUNS"); do
+    $prep
+    local t0 t1
+    t0=$(now_ns)
+    if ! "$@" > /dev/null 2> "$W/last.err"; then
+      echo "FAILED: $name: $(tail -3 "$W/last.err")" >&2
+      return 0
+    fi
+    t1=$(now_ns)
+    printf '%s\t%s\t%s\n' "$name" "$bytes" "$(( t1 - t0 ))" >> "$RES"
+  done
+}
+nothing() { :; }
+clean_dst() { rm -rf "$W/dst"; mkdir -p "$W/dst"; }
+
+# start_peer NAME DIR [--cold]: a headless peer serving DIR; sets ${NAME}_addr.
+start_peer() {
+  local name=$1 dir=$2 cold=${3:-}
+  local pidvar=${name}_pid
+  if [ -n "${!pidvar:-}" ]; then kill "${!pidvar}" 2>/dev/null || true; wait "${!pidvar}" 2>/dev/null || true; fi
+  [ "$cold" = --cold ] && rm -f "$dir/.dropbox-shell/md5-cache.json"
+  "$BIN" --listen 127.0.0.1:0 --dir "$dir" --headless > /dev/null 2> "$W/$name.log" &
+  local pid=$!
+  pids+=("$pid")
+  printf -v "$pidvar" '%s' "$pid"
+  for _ in $(seq 200); do
+    local a
+    a=$(grep -o '127\.0\.0\.1:[0-9]*' "$W/$name.log" | head -1 || true)
+    if [ -n "$a" ]; then printf -v "${name}_addr" '%s' "$a"; return; fi
+    sleep 0.02
+  done
+  echo "peer $name did not start" >&2; exit 1
+}
+ours() { # ours PEER_NAME CMD... (the address is looked up when it runs)
+  local v=${1}_addr; shift
+  local args=()
+  for c in "$@"; do
+    case $c in --*) args+=("$c") ;; *) args+=(-c "$c") ;; esac
+  done
+  "$BIN" --listen 127.0.0.1:0 --dir "$W/dst" --peer "${!v}" "${args[@]}"
+}
+
+# ---------------------------------------------------------------- rsync daemon
+cat > "$W/rsyncd.conf" <<CONF
+use chroot = no
+[big]
+  path = $W/big
+  read only = yes
+[list]
+  path = $W/list
+  read only = yes
+CONF
+RSYNC_PORT=$((20000 + RANDOM % 20000))
+rsync --daemon --no-detach --config="$W/rsyncd.conf" --port="$RSYNC_PORT" --address=127.0.0.1 --log-file=/dev/null &
+pids+=($!)
+sleep 0.5
+
+# ---------------------------------------------------------------- 1 GiB download
+echo "1 GiB download: ours (TCP, UDP) vs rsync -md5 vs nc" >&2
+GIB=$((1 << 30))
+cold_big() { clean_dst; start_peer big "$W/big" --cold; }
+measure "download TCP 1 GiB, cold cache" $GIB cold_big ours big "download TCP big.bin"
+start_peer big "$W/big"
+ours big "hash verify big.bin" > /dev/null
+measure "download TCP 1 GiB, MD5 cached" $GIB clean_dst ours big "download TCP big.bin"
+measure "download UDP 1 GiB, cold cache" $GIB cold_big ours big "download UDP big.bin"
+start_peer big "$W/big"
+ours big "hash verify big.bin" > /dev/null
+measure "download UDP 1 GiB, MD5 cached" $GIB clean_dst ours big "download UDP big.bin"
+measure "rsync --checksum-choice=md5 1 GiB" $GIB clean_dst \
+  rsync --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/big/big.bin" "$W/dst/"
+nc_get() {
+  local port=$((40000 + RANDOM % 20000))
+  nc -N -l 127.0.0.1 "$port" < "$W/big/big.bin" &
+  local p=$!
+  sleep 0.2
+  nc 127.0.0.1 "$port" > "$W/dst/nc.bin"
+  wait "$p" 2>/dev/null || true
+}
+measure "nc 1 GiB (no checksum)" $GIB clean_dst nc_get
+
+# Peak memory of the receiving process.
+clean_dst
+/usr/bin/time -v "$BIN" --listen 127.0.0.1:0 --dir "$W/dst" --peer "$big_addr" -c "download TCP big.bin" > /dev/null 2> "$W/mem-tcp.txt"
+clean_dst
+/usr/bin/time -v "$BIN" --listen 127.0.0.1:0 --dir "$W/dst" --peer "$big_addr" -c "download UDP big.bin" > /dev/null 2> "$W/mem-udp.txt"
+mem_tcp=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$W/mem-tcp.txt")
+mem_udp=$(awk -F: '/Maximum resident/ {gsub(/ /,"",$2); print $2}' "$W/mem-udp.txt")
+clean_dst
+
+# ---------------------------------------------------------------- checkall
+echo "hash checkall: 2,000 files x 512 KiB vs md5sum" >&2
+cold_many() { start_peer many "$W/many" --cold; }
+measure "hash checkall 2000 x 512 KiB, cold" $GIB cold_many ours many "hash checkall"
+measure "hash checkall 2000 x 512 KiB, warm" $GIB nothing ours many "hash checkall"
+md5sum_many() { md5sum "$W"/many/*.bin; }
+measure "md5sum 2000 x 512 KiB (sequential)" $GIB nothing md5sum_many
+
+# ---------------------------------------------------------------- listing
+echo "index longlist: 100,000 files vs rsync --list-only" >&2
+start_peer list "$W/list"
+measure "index longlist 100k files --json" 0 nothing ours list "index longlist" --json
+list_table() { ours list "index longlist"; }
+measure "index longlist 100k files, table" 0 nothing list_table
+measure "rsync --list-only -r 100k files" 0 nothing \
+  rsync --list-only -r "rsync://127.0.0.1:$RSYNC_PORT/list/"
+
+# ---------------------------------------------------------------- UDP vs tftp
+echo "100 MiB over UDP: ours vs atftpd with tftp-hpa and atftp" >&2
+MIB100=$((100 << 20))
+start_peer mid "$W/mid"
+ours mid "hash verify mid.bin" > /dev/null
+measure "download UDP 100 MiB" $MIB100 clean_dst ours mid "download UDP mid.bin"
+measure "download TCP 100 MiB" $MIB100 clean_dst ours mid "download TCP mid.bin"
+TFTP_PORT=$((20000 + RANDOM % 20000))
+atftpd --daemon --no-fork --logfile /dev/null --user root --group root --port "$TFTP_PORT" --bind-address 127.0.0.1 "$W/mid" &
+pids+=($!)
+sleep 0.3
+tftp_hpa() { tftp -m binary 127.0.0.1 "$TFTP_PORT" -c get mid.bin "$W/dst/mid.tftp"; cmp -s "$W/dst/mid.tftp" "$W/mid/mid.bin"; }
+atftp_64k() { atftp --option "blksize 65464" -g -r mid.bin -l "$W/dst/mid.atftp" 127.0.0.1 "$TFTP_PORT"; cmp -s "$W/dst/mid.atftp" "$W/mid/mid.bin"; }
+measure "tftp-hpa 100 MiB (512-byte blocks)" $MIB100 clean_dst tftp_hpa
+measure "atftp 100 MiB (blksize 65464)" $MIB100 clean_dst atftp_64k
+
+echo "100 MiB over UDP through a lossy relay" >&2
+mid_port=${mid_addr##*:}
+for loss in 0 0.01 0.05 0.20; do
+  rport=$((20000 + RANDOM % 20000))
+  "$RELAY" "127.0.0.1:$rport" "127.0.0.1:$mid_port" --loss "$loss" --seed 7 2> /dev/null &
+  rpid=$!
+  pids+=("$rpid")
+  sleep 0.2
+  relay_addr=127.0.0.1:$rport
+  measure "download UDP 100 MiB via relay, ${loss} loss" $MIB100 clean_dst ours relay "download UDP mid.bin"
+  kill "$rpid" 2>/dev/null || true
+done
+
+# ---------------------------------------------------------------- report
+python3 - "$RES" "$mem_tcp" "$mem_udp" <<'PY'
+import statistics, sys
+from collections import OrderedDict
+res, mem_tcp, mem_udp = sys.argv[1], sys.argv[2], sys.argv[3]
+runs = OrderedDict()
+size = {}
+for line in open(res):
+    name, nbytes, ns = line.rstrip("\n").split("\t")
+    runs.setdefault(name, []).append(int(ns) / 1e9)
+    size[name] = int(nbytes)
+med = {k: statistics.median(v) for k, v in runs.items()}
+print(f"{'benchmark':48} {'median s':>9} {'MiB/s':>8} {'runs':>5}")
+for k, v in med.items():
+    rate = f"{size[k] / v / 2**20:8.0f}" if size[k] else f"{'':>8}"
+    print(f"{k:48} {v:9.3f} {rate} {len(runs[k]):5}")
+print()
+def ratio(label, theirs, ours, goal=None):
+    if theirs in med and ours in med:
+        r = med[theirs] / med[ours]
+        g = f"  (goal {goal})" if goal else ""
+        print(f"{label:60} {r:6.2f}x{g}")
+ratio("download TCP vs rsync-md5, cold cache (higher is faster)", "rsync --checksum-choice=md5 1 GiB", "download TCP 1 GiB, cold cache", ">= 1.3x")
+ratio("download TCP vs rsync-md5, MD5 cached", "rsync --checksum-choice=md5 1 GiB", "download TCP 1 GiB, MD5 cached")
+ratio("download TCP vs nc (nc verifies nothing)", "nc 1 GiB (no checksum)", "download TCP 1 GiB, MD5 cached")
+ratio("download UDP vs our TCP, cold (throughput ratio)", "download TCP 1 GiB, cold cache", "download UDP 1 GiB, cold cache", ">= 0.7x")
+ratio("download UDP vs our TCP, MD5 cached", "download TCP 1 GiB, MD5 cached", "download UDP 1 GiB, MD5 cached")
+ratio("hash checkall cold vs sequential md5sum", "md5sum 2000 x 512 KiB (sequential)", "hash checkall 2000 x 512 KiB, cold", ">= 1.5x")
+ratio("hash checkall warm vs sequential md5sum", "md5sum 2000 x 512 KiB (sequential)", "hash checkall 2000 x 512 KiB, warm", ">= 20x")
+ratio("index longlist --json vs rsync --list-only", "rsync --list-only -r 100k files", "index longlist 100k files --json", ">= 1x")
+ratio("index longlist table vs rsync --list-only", "rsync --list-only -r 100k files", "index longlist 100k files, table")
+ratio("download UDP 100 MiB vs atftp blksize 65464", "atftp 100 MiB (blksize 65464)", "download UDP 100 MiB", "> 1x")
+ratio("download UDP 100 MiB vs tftp-hpa", "tftp-hpa 100 MiB (512-byte blocks)", "download UDP 100 MiB")
+ratio("UDP at 5% loss vs lossless relay (throughput ratio)", "download UDP 100 MiB via relay, 0 loss", "download UDP 100 MiB via relay, 0.05 loss", ">= 0.5x")
+ratio("UDP at 5% loss vs lossless direct (throughput ratio)", "download UDP 100 MiB", "download UDP 100 MiB via relay, 0.05 loss", ">= 0.5x")
+print()
+print(f"peak memory of the receiving peer, 1 GiB download: TCP {int(mem_tcp)/1024:.1f} MiB, UDP {int(mem_udp)/1024:.1f} MiB (goal < 64 MiB)")
+PY
