@@ -39,15 +39,26 @@ pub enum Command {
         force: bool,
     },
     History(Option<usize>),
+    /// `sync` (a round now), `sync status`, `sync confirm`.
+    Sync(SyncVerb),
     Peers,
     PeerUse(String),
     Help(Option<String>),
     Exit,
 }
 
+/// What `sync` was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncVerb {
+    Now,
+    Status,
+    Confirm,
+}
+
 /// Every command word, for completion and help.
 pub const COMMANDS: &[&str] = &[
-    "index", "hash", "download", "upload", "history", "peers", "peer", "help", "exit", "quit",
+    "index", "hash", "download", "upload", "sync", "history", "peers", "peer", "help", "exit",
+    "quit",
 ];
 
 /// Parse one shell line; naive timestamps are read in `tz`.
@@ -103,6 +114,10 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
             force: true,
         }),
         ["upload", ..] => Err(usage("upload")),
+        ["sync"] => Ok(Command::Sync(SyncVerb::Now)),
+        ["sync", "status"] => Ok(Command::Sync(SyncVerb::Status)),
+        ["sync", "confirm"] => Ok(Command::Sync(SyncVerb::Confirm)),
+        ["sync", ..] => Err(usage("sync")),
         ["history"] => Ok(Command::History(None)),
         ["history", n] => match n.parse::<usize>() {
             Ok(n) => Ok(Command::History(Some(n))),
@@ -173,6 +188,11 @@ pub const HELP: &[(&str, &str, &str)] = &[
         "upload",
         "upload [--force] <file>",
         "send an own file to the peer (it must run with --allow-upload; --force replaces)",
+    ),
+    (
+        "sync",
+        "sync | sync status | sync confirm",
+        "one two-way sync round with every partner now; what is pending and when the last round ran; apply deletions paused as suspicious",
     ),
     (
         "history",

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::folder::{Folder, Incoming};
 use crate::proto::{
-    Entry, FileMeta, Filter, HashEntry, Request, Response, check_version, read_hello, read_msg,
-    write_hello, write_msg,
+    BATCH, Entry, FileMeta, Filter, HashEntry, Request, Response, SyncEntry, check_version,
+    read_hello, read_msg, write_hello, write_msg,
 };
 use crate::stream::{receive_file, send_file};
 use crate::{Context, Error, Result, bail};
@@ -189,6 +189,18 @@ impl Client {
         folder: &Folder,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<TransferReport> {
+        self.download_guarded(name, folder, progress, &mut || Ok(()))
+    }
+
+    /// [`Client::download`], with a last check (`before_commit`) run after
+    /// the bytes are verified and before the file is renamed into place.
+    pub fn download_guarded(
+        &mut self,
+        name: &str,
+        folder: &Folder,
+        progress: &mut dyn FnMut(u64, u64),
+        before_commit: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<TransferReport> {
         let start = Instant::now();
         self.send(&Request::Download {
             name: name.to_string(),
@@ -208,6 +220,7 @@ impl Client {
         let md5 = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
             progress(n, size)
         })?;
+        before_commit()?;
         let md5 = incoming.finish_verified(folder, &md5)?;
         folder.save_cache();
         Ok(TransferReport {
@@ -219,6 +232,56 @@ impl Client {
             attempts: 1,
             retransmissions: 0,
         })
+    }
+
+    /// Exchange sync indexes: send ours in batches, receive the peer's id
+    /// and index.
+    pub fn sync_exchange(
+        &mut self,
+        peer_id: &str,
+        listen_port: u16,
+        entries: &[SyncEntry],
+    ) -> Result<(String, Vec<SyncEntry>)> {
+        let mut batches = entries.chunks(BATCH).peekable();
+        if batches.peek().is_none() {
+            self.send(&Request::SyncOffer {
+                peer_id: peer_id.into(),
+                listen_port,
+                entries: Vec::new(),
+                more: false,
+            })?;
+        }
+        while let Some(b) = batches.next() {
+            let more = batches.peek().is_some();
+            write_msg(
+                &mut self.w,
+                &Request::SyncOffer {
+                    peer_id: peer_id.into(),
+                    listen_port,
+                    entries: b.to_vec(),
+                    more,
+                },
+            )?;
+        }
+        self.w
+            .flush()
+            .context(format!("sending to {}", self.addr))?;
+        let mut all = Vec::new();
+        loop {
+            match self.recv()? {
+                Response::SyncIndex {
+                    peer_id,
+                    entries,
+                    more,
+                } => {
+                    all.extend(entries);
+                    if !more {
+                        return Ok((peer_id, all));
+                    }
+                }
+                other => bail!("unexpected answer to a sync offer: {other:?}"),
+            }
+        }
     }
 
     /// Upload the own file `name` to the peer.
@@ -244,9 +307,15 @@ impl Client {
             other => bail!("unexpected answer to upload: {other:?}"),
         }
         let size = meta.size;
-        let md5 = send_file(&mut self.w, file, size, known, &self.cancel, &mut |n| {
-            progress(n, size)
-        })
+        let md5 = send_file(
+            &mut self.w,
+            file,
+            size,
+            known,
+            &self.cancel,
+            &mut |n| progress(n, size),
+            &|| Ok(()),
+        )
         .context(format!("uploading {name}"))?;
         match self.recv()? {
             Response::Ok { .. } => {}

@@ -9,7 +9,8 @@
 //! on disk, MD5 cache, temp-then-rename writes), [`server`] (TCP and UDP
 //! listeners), [`client`] (requests to a peer), [`history`] (request log),
 //! [`peer`] (one running peer), [`session`] (commands run against peers),
-//! [`render`] (tables and JSON) and [`shell`] (the interactive loop).
+//! [`render`] (tables and JSON), [`shell`] (the interactive loop) and
+//! [`sync`] (two-way folder sync: a pure plan, a database, an actor).
 
 pub mod cli;
 pub mod client;
@@ -26,6 +27,7 @@ pub mod session;
 pub mod shell;
 pub mod signals;
 pub mod stream;
+pub mod sync;
 pub mod timestamp;
 pub mod transfer;
 

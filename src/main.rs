@@ -15,12 +15,14 @@ const EXAMPLES: &str = "\
 Examples:
   dropbox-shell --listen 9000 --peer host:9001                 shell + server, shares the current directory
   dropbox-shell --listen 9001 --dir ~/share --headless         server only, until SIGINT/SIGTERM
+  dropbox-shell --dir ~/share --peer host:9001 --sync --headless   keep ~/share in two-way sync
   dropbox-shell --listen 0 --peer 127.0.0.1:9001 -c 'index longlist' --json
   echo 'hash checkall' | dropbox-shell --peer 127.0.0.1:9001   commands from standard input
 
 Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
   hash verify <file> | hash checkall | download TCP|UDP <file> | upload [--force] <file> |
-  history [N] | peers | peer use HOST:PORT | help [command] | exit";
+  sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT |
+  help [command] | exit";
 
 /// Share a folder with other peers and work on theirs: every process is a
 /// peer with a server (TCP and UDP on one port) and a shell.
@@ -45,6 +47,12 @@ struct Args {
     /// Print each command's result as one JSON document on stdout.
     #[arg(long)]
     json: bool,
+    /// Keep the shared folder in two-way sync with the peers (periodic check plus file-system events).
+    #[arg(long)]
+    sync: bool,
+    /// Period in seconds of the full re-check while syncing, e.g. `--interval 30`.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    interval: u64,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]
     allow_upload: bool,
@@ -88,6 +96,9 @@ fn real_main() -> i32 {
         udp_payload: args.udp_payload.map(|p| p as usize),
         udp_attempts: args.udp_attempts,
         udp_silence: Duration::from_secs(args.udp_timeout),
+        sync: args.sync,
+        interval: Duration::from_secs(args.interval),
+        peers: args.peers.clone(),
     };
     let peer = match Peer::start(config) {
         Ok(p) => p,

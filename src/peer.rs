@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::folder::Folder;
 use crate::history::History;
 use crate::server::Server;
+use crate::sync::{SyncCmd, SyncConfig, SyncEngine};
 use crate::{Context, Result};
 
 /// What a peer is started with (the flags, minus the shell's).
@@ -30,6 +31,12 @@ pub struct PeerConfig {
     pub udp_attempts: u32,
     /// How long a UDP transfer waits on a silent peer.
     pub udp_silence: Duration,
+    /// Keep the folder in two-way sync with the peers (`--sync`).
+    pub sync: bool,
+    /// Period of the full re-check while syncing.
+    pub interval: Duration,
+    /// The peers given on the command line (sync partners).
+    pub peers: Vec<String>,
 }
 
 impl Default for PeerConfig {
@@ -43,6 +50,9 @@ impl Default for PeerConfig {
             udp_payload: None,
             udp_attempts: 3,
             udp_silence: Duration::from_secs(5),
+            sync: false,
+            interval: Duration::from_secs(10),
+            peers: Vec::new(),
         }
     }
 }
@@ -51,16 +61,40 @@ impl Default for PeerConfig {
 pub struct Shared {
     pub folder: Folder,
     pub history: History,
+    /// The last-synced state, per partner.
+    pub sync_db: crate::sync::db::SyncDb,
     pub peer_id: String,
     pub config: PeerConfig,
     events_tx: Sender<String>,
     events_rx: Receiver<String>,
+    sync: std::sync::OnceLock<Sender<SyncCmd>>,
 }
 
 impl Shared {
     /// A one-line note from a server thread for the shell to print.
     pub fn event(&self, msg: String) {
         let _ = self.events_tx.try_send(msg);
+    }
+
+    /// A partner offered its sync index: let the engine decide on a round.
+    pub fn sync_offered(
+        &self,
+        peer_id: String,
+        addr: String,
+        entries: Vec<crate::proto::SyncEntry>,
+    ) {
+        if let Some(tx) = self.sync.get() {
+            let _ = tx.try_send(SyncCmd::Offered {
+                peer_id,
+                addr,
+                entries,
+            });
+        }
+    }
+
+    /// The sync engine's inbox.
+    pub fn sync_engine(&self) -> Option<&Sender<SyncCmd>> {
+        self.sync.get()
     }
 
     /// Notes from the server threads, for the shell's printer.
@@ -72,6 +106,7 @@ impl Shared {
 pub struct Peer {
     pub shared: Arc<Shared>,
     server: Server,
+    sync: SyncEngine,
 }
 
 impl Peer {
@@ -79,17 +114,38 @@ impl Peer {
         let folder = Folder::open(&config.dir)?;
         let history = History::open(folder.state_dir())?;
         let peer_id = load_or_create_id(folder.state_dir())?;
+        let sync_db = crate::sync::db::SyncDb::open(folder.state_dir())?;
         let (events_tx, events_rx) = crossbeam_channel::bounded(256);
         let shared = Arc::new(Shared {
             folder,
             history,
+            sync_db,
             peer_id,
             config,
             events_tx,
             events_rx,
+            sync: std::sync::OnceLock::new(),
         });
         let server = Server::start(shared.clone())?;
-        Ok(Peer { shared, server })
+        let sync_cfg = SyncConfig {
+            enabled: shared.config.sync,
+            interval: shared.config.interval,
+            peers: shared.config.peers.clone(),
+            listen_port: server.local_addr().port(),
+        };
+        let sync = match SyncEngine::start(shared.clone(), sync_cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                server.stop();
+                return Err(e);
+            }
+        };
+        let _ = shared.sync.set(sync.sender());
+        Ok(Peer {
+            shared,
+            server,
+            sync,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,6 +154,7 @@ impl Peer {
 
     /// Stop serving and wait for every server thread.
     pub fn shutdown(self) {
+        self.sync.stop();
         self.server.stop();
         self.shared.folder.save_cache();
     }

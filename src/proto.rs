@@ -42,10 +42,27 @@ pub enum Filter {
 #[serde(tag = "req", rename_all = "snake_case")]
 pub enum Request {
     Info,
-    Index { filter: Filter },
-    Hash { name: Option<String> },
-    Download { name: String },
-    Upload { meta: FileMeta, force: bool },
+    Index {
+        filter: Filter,
+    },
+    Hash {
+        name: Option<String>,
+    },
+    Download {
+        name: String,
+    },
+    Upload {
+        meta: FileMeta,
+        force: bool,
+    },
+    /// Our sync index, in batches (`more` until the last); the answer is
+    /// the peer's own index.
+    SyncOffer {
+        peer_id: String,
+        listen_port: u16,
+        entries: Vec<SyncEntry>,
+        more: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +80,21 @@ pub struct Entry {
     pub mtime_ns: i64,
     pub kind: Kind,
     pub mode: u32,
+}
+
+/// One path of a sync index: a listing entry plus a file's MD5.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncEntry {
+    pub name: String,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub md5: Option<String>,
+    /// A tombstone: the sender no longer has this path; the state is the
+    /// one it last agreed on with the receiver.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 /// MD5 of one file, or why it could not be read.
@@ -114,6 +146,12 @@ pub enum Response {
     },
     Error {
         message: String,
+    },
+    /// The answering peer's sync index, in batches.
+    SyncIndex {
+        peer_id: String,
+        entries: Vec<SyncEntry>,
+        more: bool,
     },
 }
 

@@ -151,6 +151,81 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
             }
             t.to_string()
         }
+        Output::Sync(r) => {
+            let mut t = table(
+                &[
+                    "Peer",
+                    "Pulled",
+                    "Renamed",
+                    "Deleted",
+                    "Conflicts",
+                    "Folders",
+                    "Modes",
+                    "Bytes",
+                    "Notes",
+                ],
+                width,
+            );
+            for p in &r.partners {
+                let mut notes = p.errors.join("; ");
+                if p.paused_deletions > 0 {
+                    notes = format!(
+                        "{} deletions paused: `sync confirm` to apply. {notes}",
+                        p.paused_deletions
+                    );
+                }
+                t.add_row(vec![
+                    p.peer.clone(),
+                    p.pulled.to_string(),
+                    p.renamed.to_string(),
+                    p.deleted.to_string(),
+                    p.conflicts.to_string(),
+                    p.folders.to_string(),
+                    p.modes.to_string(),
+                    human_size(p.bytes),
+                    notes,
+                ]);
+            }
+            t.to_string()
+        }
+        Output::SyncStatus(s) => {
+            let mut t = table(
+                &[
+                    "Peer",
+                    "Peer id",
+                    "Last round",
+                    "Result",
+                    "Paused deletions",
+                ],
+                width,
+            );
+            for p in &s.partners {
+                t.add_row(vec![
+                    p.peer.clone(),
+                    p.peer_id.clone().unwrap_or_else(|| "-".into()),
+                    p.last_round.clone().unwrap_or_else(|| "never".into()),
+                    p.last_result.clone().unwrap_or_default(),
+                    p.paused_deletions.to_string(),
+                ]);
+            }
+            let mode = if s.enabled {
+                format!(
+                    "sync on: every {} s and on file changes",
+                    s.interval_seconds
+                )
+            } else {
+                "sync off (start with --sync); `sync` runs a round by hand".to_string()
+            };
+            let pending = if s.pending {
+                "; a round is pending"
+            } else {
+                ""
+            };
+            format!(
+                "{mode}{pending}; last round: {}\n{t}",
+                s.last_round.clone().unwrap_or_else(|| "never".into())
+            )
+        }
         Output::Peers(ps) => {
             let mut t = table(&["", "Peer", "Status", "Peer id", "Uploads"], width);
             for p in ps {
@@ -209,6 +284,8 @@ pub fn json(out: &Output) -> Value {
             "direction": if *upload { "upload" } else { "download" },
         }),
         Output::History(recs) => json!({ "history": recs }),
+        Output::Sync(r) => json!(r),
+        Output::SyncStatus(s) => json!(s),
         Output::Peers(ps) => json!({ "peers": ps }),
     }
 }

@@ -238,7 +238,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool) {
             _ => return,
         };
         let what = describe(&req);
-        let (outcome, bytes) = match handle(req, &mut r, &mut w, &mut buf, shared) {
+        let (outcome, bytes) = match handle(req, &mut r, &mut w, &mut buf, shared, &peer) {
             Ok(bytes) => ("ok".to_string(), bytes),
             Err(e) => {
                 let _ = write_msg(
@@ -285,6 +285,7 @@ pub fn describe(req: &Request) -> String {
         Request::Hash { name: Some(n) } => format!("hash verify {n}"),
         Request::Hash { name: None } => "hash checkall".into(),
         Request::Download { name } => format!("download TCP {name}"),
+        Request::SyncOffer { entries, .. } => format!("sync offer ({} entries)", entries.len()),
         Request::Upload { meta, force } => {
             format!(
                 "upload{} {}",
@@ -302,6 +303,7 @@ fn handle(
     w: &mut BufWriter<TcpStream>,
     buf: &mut Vec<u8>,
     shared: &Shared,
+    peer: &str,
 ) -> Result<u64> {
     let folder = &shared.folder;
     match req {
@@ -361,6 +363,18 @@ fn handle(
             let stat = file.metadata().context(&meta.name)?;
             let known = folder.cached(&meta.name, &stat);
             write_msg(w, &Response::File { meta: meta.clone() })?;
+            let path = folder.root().join(&meta.name);
+            let unchanged = || -> Result<()> {
+                match std::fs::metadata(&path) {
+                    Ok(now)
+                        if now.len() == stat.len()
+                            && crate::folder::mtime_ns(&now) == crate::folder::mtime_ns(&stat) =>
+                    {
+                        Ok(())
+                    }
+                    _ => bail!("{} changed while it was being sent; try again", meta.name),
+                }
+            };
             let md5 = send_file(
                 w,
                 file,
@@ -368,6 +382,7 @@ fn handle(
                 known,
                 &AtomicBool::new(false),
                 &mut |_| {},
+                &unchanged,
             )?;
             // The bytes were hashed on the way out: remember it if the file held still.
             if let Ok(now) = std::fs::metadata(folder.root().join(&meta.name))
@@ -377,6 +392,54 @@ fn handle(
                 folder.remember(&meta.name, &stat, md5);
             }
             Ok(meta.size)
+        }
+        Request::SyncOffer {
+            peer_id,
+            listen_port,
+            mut entries,
+            mut more,
+        } => {
+            while more {
+                match read_frame(r, buf)?.map(decode::<Request>) {
+                    Some(Ok(Request::SyncOffer {
+                        entries: e,
+                        more: m,
+                        ..
+                    })) => {
+                        entries.extend(e);
+                        more = m;
+                    }
+                    _ => bail!("a sync offer was cut short"),
+                }
+            }
+            let known = shared.sync_db.load(&peer_id)?;
+            let ours = crate::sync::offer(folder.sync_index()?, &known);
+            let mut batches = ours.chunks(BATCH).peekable();
+            if batches.peek().is_none() {
+                write_msg(
+                    w,
+                    &Response::SyncIndex {
+                        peer_id: shared.peer_id.clone(),
+                        entries: Vec::new(),
+                        more: false,
+                    },
+                )?;
+            }
+            while let Some(b) = batches.next() {
+                let more = batches.peek().is_some();
+                write_msg(
+                    w,
+                    &Response::SyncIndex {
+                        peer_id: shared.peer_id.clone(),
+                        entries: b.to_vec(),
+                        more,
+                    },
+                )?;
+            }
+            // Tell our sync engine: the partner may have something for us.
+            let ip = peer.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(peer);
+            shared.sync_offered(peer_id, format!("{ip}:{listen_port}"), entries);
+            Ok(0)
         }
         Request::Upload { meta, force } => {
             if !shared.config.allow_upload {

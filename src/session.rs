@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::cli::{Command, Protocol, help_text};
+use crate::cli::{Command, Protocol, SyncVerb, help_text};
 use crate::client::{Client, TransferReport};
 use crate::history::{Direction, Record};
 use crate::peer::Shared;
@@ -37,6 +37,8 @@ pub enum Output {
     },
     History(Vec<crate::history::Record>),
     Peers(Vec<PeerStatus>),
+    Sync(crate::sync::SyncReport),
+    SyncStatus(crate::sync::SyncStatus),
 }
 
 /// One row of `peers`.
@@ -107,6 +109,7 @@ impl Session {
                 | Command::HashCheckall
                 | Command::Download { .. }
                 | Command::Upload { .. }
+                | Command::Sync(SyncVerb::Now | SyncVerb::Confirm)
         );
         let result = self.execute(cmd, progress);
         if remote {
@@ -191,6 +194,7 @@ impl Session {
                 })
             }
             Command::History(n) => Ok(Output::History(self.shared.history.last(n.unwrap_or(20))?)),
+            Command::Sync(verb) => self.sync(verb),
             Command::Peers => Ok(Output::Peers(self.peer_statuses())),
             Command::PeerUse(addr) => {
                 use std::net::ToSocketAddrs;
@@ -204,6 +208,43 @@ impl Session {
                     }
                 }
                 Ok(Output::Text(format!("current peer: {addr}")))
+            }
+        }
+    }
+
+    fn sync(&self, verb: SyncVerb) -> Result<Output> {
+        use crate::sync::SyncCmd;
+        let engine = self
+            .shared
+            .sync_engine()
+            .ok_or_else(|| Error::new("the sync engine is not running"))?;
+        let gone = || Error::new("the sync engine stopped");
+        match verb {
+            SyncVerb::Status => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                engine.send(SyncCmd::Status(tx)).map_err(|_| gone())?;
+                Ok(Output::SyncStatus(rx.recv().map_err(|_| gone())?))
+            }
+            SyncVerb::Now | SyncVerb::Confirm => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                engine
+                    .send(SyncCmd::RunNow(verb == SyncVerb::Confirm, tx))
+                    .map_err(|_| gone())?;
+                let report = rx.recv().map_err(|_| gone())?;
+                if report.partners.is_empty() {
+                    bail!(
+                        "no peer to sync with; start with --peer HOST:PORT (or let peers connect to this one)"
+                    );
+                }
+                if let Some(p) = report.partners.iter().find(|p| !p.errors.is_empty())
+                    && report
+                        .partners
+                        .iter()
+                        .all(|p| p.pulled + p.renamed + p.deleted == 0)
+                {
+                    bail!("sync with {} failed: {}", p.peer, p.errors.join("; "));
+                }
+                Ok(Output::Sync(report))
             }
         }
     }

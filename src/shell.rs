@@ -218,6 +218,7 @@ impl Completer for ShellHelper {
             (1, "hash") => words_of(&["verify", "checkall"]),
             (1, "download") => words_of(&["TCP", "UDP"]),
             (1, "peer") => words_of(&["use"]),
+            (1, "sync") => words_of(&["status", "confirm"]),
             (1, "help") => words_of(COMMANDS),
             (1, "upload") => {
                 let mut v = self.local_files();

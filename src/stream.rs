@@ -23,7 +23,9 @@ use crate::{Context, Error, Result, bail};
 const SENDFILE_STEP: usize = 8 << 20;
 
 /// Send `size` bytes of `file`, then `Done{md5}`. `known_md5` is the
-/// cached MD5 of the unchanged file, if any. Returns the MD5 sent.
+/// cached MD5 of the unchanged file, if any. `unchanged` runs before `Done`:
+/// if the file changed while it was read (still being written), an error
+/// goes instead and the receiver throws the bytes away. Returns the MD5 sent.
 pub fn send_file(
     w: &mut BufWriter<TcpStream>,
     mut file: File,
@@ -31,6 +33,7 @@ pub fn send_file(
     known_md5: Option<[u8; 16]>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
+    unchanged: &dyn Fn() -> Result<()>,
 ) -> Result<[u8; 16]> {
     let digest = match known_md5 {
         Some(md5) => {
@@ -63,6 +66,16 @@ pub fn send_file(
             md5.finish()?
         }
     };
+    if let Err(e) = unchanged() {
+        write_msg(
+            w,
+            &Response::Error {
+                message: e.to_string(),
+            },
+        )?;
+        w.flush().context("sending file data")?;
+        return Err(e);
+    }
     write_msg(w, &Response::Done { md5: hex(&digest) })?;
     w.flush().context("sending file data")?;
     Ok(digest)

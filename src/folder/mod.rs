@@ -191,6 +191,75 @@ impl Folder {
         })
     }
 
+    /// Remove temporary transfer files last modified before `before` (left
+    /// by a process that was killed mid-transfer). Returns how many.
+    pub fn remove_stale_parts(&self, before: std::time::SystemTime) -> usize {
+        let mut n = 0;
+        let walker = walkdir::WalkDir::new(&self.root)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| !(e.depth() == 1 && e.file_name() == STATE_DIR));
+        for e in walker.flatten() {
+            let stale = e.file_type().is_file()
+                && e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with('.') && n.ends_with(crate::names::PART_SUFFIX))
+                && e.metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .is_some_and(|t| t < before);
+            if stale && fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Refuse to go on when the folder or its state folder has vanished (an
+    /// unmounted disk would otherwise look like everything was deleted).
+    pub fn check_present(&self) -> Result<()> {
+        if !self.root.is_dir() || !self.state.is_dir() {
+            bail!(
+                "the shared folder {} or its {STATE_DIR} marker is gone (an unmounted disk?); refusing to sync",
+                self.root.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Every entry with the MD5 of each file, for sync.
+    pub fn sync_index(&self) -> Result<Vec<crate::proto::SyncEntry>> {
+        self.check_present()?;
+        let mut md5s: std::collections::HashMap<String, Option<String>> = self
+            .hash_all()
+            .into_iter()
+            .map(|h| (h.name, h.md5))
+            .collect();
+        let mut out = Vec::new();
+        self.walk(|e| {
+            let md5 = if e.kind == Kind::File {
+                md5s.remove(&e.name).flatten()
+            } else {
+                None
+            };
+            // A file that could not be hashed is left out of this round.
+            if e.kind == Kind::File && md5.is_none() {
+                return;
+            }
+            out.push(crate::proto::SyncEntry {
+                name: e.name,
+                kind: e.kind,
+                size: e.size,
+                mtime_ns: e.mtime_ns,
+                mode: e.mode,
+                md5,
+                deleted: false,
+            });
+        });
+        self.check_present()?;
+        Ok(out)
+    }
+
     /// MD5 of every file: cached ones are not read again, the rest are hashed
     /// on all cores. A file that cannot be read is reported and the rest go on.
     pub fn hash_all(&self) -> Vec<HashEntry> {

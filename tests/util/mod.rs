@@ -64,6 +64,16 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// Stop the peer with a signal (`-KILL`, `-TERM`) and keep its folder.
+    pub fn stop(mut self, sig: &str) -> tempfile::TempDir {
+        self.signal(sig);
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
 impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -121,6 +131,7 @@ pub fn visible_files(dir: &Path) -> Vec<String> {
         .into_iter()
         .filter_entry(|e| e.file_name() != ".dropbox-shell")
         .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".dbsh-part"))
         .map(|e| {
             e.path()
                 .strip_prefix(dir)
@@ -149,4 +160,107 @@ pub fn read_all(mut r: impl Read) -> String {
     let mut s = String::new();
     let _ = r.read_to_string(&mut s);
     s
+}
+
+/// Visible files and folders of a tree with their contents and modes.
+pub fn tree(dir: &Path) -> Vec<(String, Option<Vec<u8>>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    // Files may come and go while syncing: what vanished meanwhile is left out.
+    visible_files(dir)
+        .into_iter()
+        .filter_map(|name| {
+            let p = dir.join(&name);
+            let m = std::fs::metadata(&p).ok()?;
+            let data = if m.is_dir() {
+                None
+            } else {
+                Some(std::fs::read(&p).ok()?)
+            };
+            Some((name, data, m.permissions().mode() & 0o7777))
+        })
+        .collect()
+}
+
+/// A running (not headless) peer whose shell reads commands from a pipe and
+/// answers each with one JSON line: the way to ask a running peer.
+pub struct ShellPeer {
+    pub child: Child,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ShellPeer {
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> ShellPeer {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--json", "--dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap()
+            .to_string();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut err, &mut std::io::sink());
+        });
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take().unwrap();
+        ShellPeer {
+            child,
+            addr,
+            dir,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Run one command in the peer's shell; its JSON answer.
+    pub fn cmd(&mut self, line: &str) -> serde_json::Value {
+        use std::io::Write;
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        let answer = self
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no answer from the shell");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("bad JSON {answer:?}: {e}"))
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl ShellPeer {
+    /// Kill the peer and keep its folder.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for ShellPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,684 @@
+//! The sync actor: one thread owns the partners, the last-synced database
+//! and the file-system watcher's wake-ups, and runs one round at a time.
+//! Many wake-ups become one round: watcher events only mark the folder
+//! dirty and set a short deadline (a debounce); a periodic full re-check
+//! catches whatever the watcher missed.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use serde::Serialize;
+
+use super::plan::{Action, FileState, Index, conflict_name, plan};
+use crate::client::Client;
+use crate::history::{Direction, Record};
+use crate::names::clean_name;
+use crate::peer::Shared;
+use crate::proto::SyncEntry;
+use crate::{Context, Error, Result, bail};
+
+/// How long file-system events are gathered before a round starts.
+const DEBOUNCE: Duration = Duration::from_millis(40);
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Run rounds on a timer and on file-system events.
+    pub enabled: bool,
+    pub interval: Duration,
+    /// Partners given with `--peer`.
+    pub peers: Vec<String>,
+    /// Our listening port, told to partners so they can sync back.
+    pub listen_port: u16,
+}
+
+/// Messages to the engine.
+pub enum SyncCmd {
+    /// One round with every partner now (`sync`); `true` also confirms a
+    /// paused mass deletion (`sync confirm`).
+    RunNow(bool, Sender<SyncReport>),
+    Status(Sender<SyncStatus>),
+    /// A partner sent us its index.
+    Offered {
+        peer_id: String,
+        addr: String,
+        entries: Vec<SyncEntry>,
+    },
+    Stop,
+}
+
+/// What one round did with one partner.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PartnerRound {
+    pub peer: String,
+    pub peer_id: Option<String>,
+    pub pulled: usize,
+    pub renamed: usize,
+    pub deleted: usize,
+    pub conflicts: usize,
+    pub folders: usize,
+    pub modes: usize,
+    pub bytes: u64,
+    /// Deletions held back until `sync confirm`.
+    pub paused_deletions: usize,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    pub partners: Vec<PartnerRound>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartnerStatus {
+    pub peer: String,
+    pub peer_id: Option<String>,
+    pub last_round: Option<String>,
+    pub last_result: Option<String>,
+    pub paused_deletions: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncStatus {
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    pub last_round: Option<String>,
+    pub pending: bool,
+    pub partners: Vec<PartnerStatus>,
+}
+
+struct Partner {
+    addr: String,
+    id: Option<String>,
+    configured: bool,
+    last_round: Option<String>,
+    last_result: Option<String>,
+    paused: usize,
+}
+
+/// A running engine; dropping it without `stop` leaves the thread to end
+/// when the channel closes.
+pub struct SyncEngine {
+    tx: Sender<SyncCmd>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl SyncEngine {
+    pub fn start(shared: Arc<Shared>, cfg: SyncConfig) -> Result<SyncEngine> {
+        let (tx, rx) = bounded::<SyncCmd>(64);
+        // Many events, one wake-up: a channel of one and a send that never blocks.
+        let (wake_tx, wake_rx) = bounded::<()>(1);
+        let watcher = if cfg.enabled {
+            Some(watch(shared.folder.root(), wake_tx)?)
+        } else {
+            None
+        };
+        let partners = cfg
+            .peers
+            .iter()
+            .map(|a| Partner {
+                addr: a.clone(),
+                id: None,
+                configured: true,
+                last_round: None,
+                last_result: None,
+                paused: 0,
+            })
+            .collect();
+        if cfg.enabled {
+            // Whatever a killed transfer left behind is of no use now.
+            let started = std::time::SystemTime::now();
+            shared.folder.remove_stale_parts(started);
+        }
+        let mut actor = Actor {
+            shared,
+            cfg,
+            partners,
+            last_round: None,
+            pending: false,
+        };
+        let thread = thread::Builder::new().name("sync".into()).spawn(move || {
+            // Without a watcher its sender is gone: a closed channel is
+            // always ready, so wait on one that never is.
+            let wake = if actor.cfg.enabled {
+                wake_rx
+            } else {
+                crossbeam_channel::never()
+            };
+            actor.run(rx, wake)
+        })?;
+        Ok(SyncEngine {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            _watcher: watcher,
+        })
+    }
+
+    pub fn sender(&self) -> Sender<SyncCmd> {
+        self.tx.clone()
+    }
+
+    /// Stop after the round in progress, if any, and wait for the thread.
+    pub fn stop(&self) {
+        let _ = self.tx.send(SyncCmd::Stop);
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Watch the folder; events inside the state folder and on temporary
+/// transfer files (our own writes) are ignored.
+fn watch(root: &Path, wake: Sender<()>) -> Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let base = root.to_path_buf();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let relevant = ev.paths.iter().any(|p| {
+            p.strip_prefix(&base)
+                .ok()
+                .and_then(|r| r.to_str())
+                .is_some_and(|r| !r.is_empty() && !crate::names::is_private(r))
+        });
+        if relevant {
+            let _ = wake.try_send(());
+        }
+    })
+    .map_err(|e| Error::new(format!("cannot watch the folder: {e}")))?;
+    w.watch(root, notify::RecursiveMode::Recursive)
+        .map_err(|e| Error::new(format!("cannot watch {}: {e}", root.display())))?;
+    Ok(w)
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    cfg: SyncConfig,
+    partners: Vec<Partner>,
+    last_round: Option<String>,
+    pending: bool,
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// An offered index as (present paths, tombstones); names that are not
+/// clean relative paths are dropped.
+fn to_index(entries: &[SyncEntry]) -> (Index, Index) {
+    let mut present = Index::new();
+    let mut gone = Index::new();
+    for e in entries {
+        if clean_name(&e.name).as_deref() != Ok(e.name.as_str()) {
+            continue;
+        }
+        let state = FileState {
+            kind: e.kind,
+            size: e.size,
+            mtime_ns: e.mtime_ns,
+            mode: e.mode,
+            md5: e.md5.clone(),
+        };
+        if e.deleted {
+            gone.insert(e.name.clone(), state);
+        } else {
+            present.insert(e.name.clone(), state);
+        }
+    }
+    (present, gone)
+}
+
+impl Actor {
+    fn run(&mut self, rx: Receiver<SyncCmd>, wake: Receiver<()>) {
+        let far = Duration::from_secs(3600 * 24 * 365);
+        let mut next_tick = Instant::now()
+            + if self.cfg.enabled {
+                Duration::ZERO
+            } else {
+                far
+            };
+        let mut due: Option<Instant> = None;
+        let mut all = false;
+        let mut some: BTreeSet<usize> = BTreeSet::new();
+        loop {
+            let now = Instant::now();
+            let until = due.unwrap_or(now + far).min(next_tick);
+            select! {
+                recv(rx) -> cmd => match cmd {
+                    Err(_) | Ok(SyncCmd::Stop) => break,
+                    Ok(SyncCmd::RunNow(confirm, reply)) => {
+                        let report = self.round_all(confirm);
+                        let _ = reply.send(report);
+                    }
+                    Ok(SyncCmd::Status(reply)) => {
+                        let _ = reply.send(self.status());
+                    }
+                    Ok(SyncCmd::Offered { peer_id, addr, entries }) => {
+                        let i = self.partner_for(&peer_id, &addr);
+                        if self.absorb_offer(&peer_id, &entries) && self.cfg.enabled {
+                            some.insert(i);
+                            due = Some(due.map_or(now + DEBOUNCE, |d| d.min(now + DEBOUNCE)));
+                        }
+                    }
+                },
+                recv(wake) -> msg => {
+                    if msg.is_err() {
+                        break;
+                    }
+                    all = true;
+                    due = Some(due.map_or(now + DEBOUNCE, |d| d.min(now + DEBOUNCE)));
+                },
+                recv(crossbeam_channel::at(until)) -> _ => {},
+            }
+            self.pending = due.is_some();
+            let now = Instant::now();
+            if now >= next_tick {
+                all = true;
+                due = Some(now);
+                next_tick = now + self.cfg.interval;
+            }
+            if due.is_some_and(|d| now >= d) {
+                due = None;
+                if all {
+                    self.round_all(false);
+                } else {
+                    for i in std::mem::take(&mut some) {
+                        self.round_logged(i, false);
+                    }
+                }
+                all = false;
+                some.clear();
+                self.pending = false;
+            }
+        }
+    }
+
+    fn status(&self) -> SyncStatus {
+        SyncStatus {
+            enabled: self.cfg.enabled,
+            interval_seconds: self.cfg.interval.as_secs(),
+            last_round: self.last_round.clone(),
+            pending: self.pending,
+            partners: self
+                .partners
+                .iter()
+                .map(|p| PartnerStatus {
+                    peer: p.addr.clone(),
+                    peer_id: p.id.clone(),
+                    last_round: p.last_round.clone(),
+                    last_result: p.last_result.clone(),
+                    paused_deletions: p.paused,
+                })
+                .collect(),
+        }
+    }
+
+    /// The partner with this id (updating its address), or a new one.
+    fn partner_for(&mut self, id: &str, addr: &str) -> usize {
+        if let Some(i) = self
+            .partners
+            .iter()
+            .position(|p| p.id.as_deref() == Some(id))
+        {
+            if !self.partners[i].configured {
+                self.partners[i].addr = addr.to_string();
+            }
+            return i;
+        }
+        if let Some(i) = self
+            .partners
+            .iter()
+            .position(|p| p.id.is_none() && p.addr == addr)
+        {
+            self.partners[i].id = Some(id.to_string());
+            return i;
+        }
+        self.partners.push(Partner {
+            addr: addr.to_string(),
+            id: Some(id.to_string()),
+            configured: false,
+            last_round: None,
+            last_result: None,
+            paused: 0,
+        });
+        self.partners.len() - 1
+    }
+
+    /// A partner showed us its index: record what we agree on (so both
+    /// sides hold the same last-synced state, which later deletions rely
+    /// on), and say whether a round with it would do anything.
+    fn absorb_offer(&self, peer_id: &str, entries: &[SyncEntry]) -> bool {
+        let Ok(local) = self.shared.folder.sync_index() else {
+            return false;
+        };
+        let Ok(base) = self.shared.sync_db.load(peer_id) else {
+            return true;
+        };
+        let (local, _) = to_index(&local);
+        let (remote, tombs) = to_index(entries);
+        let plan = plan(&local, &remote, &base, &tombs);
+        let _ = self
+            .shared
+            .sync_db
+            .apply(peer_id, &plan.bookkeeping(&local));
+        !plan.is_idle()
+    }
+
+    fn round_all(&mut self, confirm: bool) -> SyncReport {
+        let partners = (0..self.partners.len())
+            .map(|i| self.round_logged(i, confirm))
+            .collect();
+        SyncReport { partners }
+    }
+
+    fn round_logged(&mut self, i: usize, confirm: bool) -> PartnerRound {
+        let mut report = PartnerRound {
+            peer: self.partners[i].addr.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = self.round(i, confirm, &mut report) {
+            report.errors.push(e.to_string());
+        }
+        let summary = summary(&report);
+        let when = now_text();
+        let p = &mut self.partners[i];
+        p.last_round = Some(when.clone());
+        p.last_result = Some(summary.clone());
+        p.paused = report.paused_deletions;
+        report.peer_id = p.id.clone();
+        self.last_round = Some(when);
+        let busy = report.pulled
+            + report.renamed
+            + report.deleted
+            + report.conflicts
+            + report.folders
+            + report.modes;
+        if busy > 0 || !report.errors.is_empty() || report.paused_deletions > 0 {
+            self.shared.history.log(&Record::now(
+                Direction::Made,
+                &report.peer,
+                "sync round",
+                &summary,
+                report.bytes,
+            ));
+            self.shared
+                .event(format!("sync with {}: {summary}", report.peer));
+        }
+        report
+    }
+
+    fn log(&self, peer: &str, what: &str, outcome: &str, bytes: u64) {
+        self.shared
+            .history
+            .log(&Record::now(Direction::Made, peer, what, outcome, bytes));
+    }
+
+    /// One round with partner `i`.
+    fn round(&mut self, i: usize, confirm: bool, rep: &mut PartnerRound) -> Result<()> {
+        let folder = &self.shared.folder;
+        let local_entries = folder.sync_index()?;
+        let addr = self.partners[i].addr.clone();
+        let never = Arc::new(AtomicBool::new(false));
+        let mut client = Client::connect(&addr, never, Duration::from_secs(30))?;
+        let known = match &self.partners[i].id {
+            Some(id) => self.shared.sync_db.load(id)?,
+            None => Index::new(),
+        };
+        let offered = super::offer(local_entries.clone(), &known);
+        let (remote_id, remote_entries) =
+            client.sync_exchange(&self.shared.peer_id, self.cfg.listen_port, &offered)?;
+        if remote_id == self.shared.peer_id {
+            bail!("{addr} is this very peer (same peer id); not syncing with itself");
+        }
+        // Remember who answered; merge with a learned entry of the same id.
+        if let Some(j) = self
+            .partners
+            .iter()
+            .position(|p| p.id.as_deref() == Some(remote_id.as_str()))
+            && j != i
+            && !self.partners[j].configured
+        {
+            self.partners.remove(j);
+            let i = if j < i { i - 1 } else { i };
+            self.partners[i].id = Some(remote_id.clone());
+            return self.round(i, confirm, rep);
+        }
+        self.partners[i].id = Some(remote_id.clone());
+        let (local, _) = to_index(&local_entries);
+        let (remote, tombs) = to_index(&remote_entries);
+        let base = self.shared.sync_db.load(&remote_id)?;
+        let plan = plan(&local, &remote, &base, &tombs);
+        let hold_deletions = plan.is_mass_deletion() && !confirm;
+        if hold_deletions {
+            rep.paused_deletions = plan.deletions();
+        }
+        let mut changes: Vec<(String, Option<FileState>)> = Vec::new();
+        for (path, action) in &plan.actions {
+            let r = remote.get(path);
+            let l = local.get(path);
+            let outcome = self.apply(
+                &mut client,
+                path,
+                action,
+                l,
+                r,
+                hold_deletions,
+                rep,
+                &mut changes,
+            );
+            if let Err(e) = outcome {
+                rep.errors.push(format!("{path}: {e}"));
+                self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
+            }
+        }
+        self.shared.sync_db.apply(&remote_id, &changes)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        client: &mut Client,
+        path: &str,
+        action: &Action,
+        local: Option<&FileState>,
+        remote: Option<&FileState>,
+        hold_deletions: bool,
+        rep: &mut PartnerRound,
+        changes: &mut Vec<(String, Option<FileState>)>,
+    ) -> Result<()> {
+        let folder = &self.shared.folder;
+        let peer = rep.peer.clone();
+        match action {
+            Action::Nothing | Action::KindClash => {
+                if *action == Action::KindClash {
+                    rep.errors.push(format!(
+                        "{path}: a file on one side and a folder on the other; left alone"
+                    ));
+                }
+            }
+            Action::Record => changes.push((path.to_string(), local.cloned())),
+            Action::Forget => changes.push((path.to_string(), None)),
+            Action::Pull | Action::ConflictPull => {
+                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
+                if *action == Action::ConflictPull {
+                    let l = local.ok_or_else(|| Error::new("no local state"))?;
+                    still_as_planned(folder.root(), path, Some(l))?;
+                    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+                    let aside = conflict_name(path, &stamp, &self.shared.peer_id);
+                    fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
+                        .context(format!("moving {path} aside to {aside}"))?;
+                    rep.conflicts += 1;
+                    self.log(
+                        &peer,
+                        &format!("sync conflict {path}"),
+                        &format!("ours kept as {aside}"),
+                        0,
+                    );
+                }
+                let expect = if *action == Action::ConflictPull {
+                    None
+                } else {
+                    local.cloned()
+                };
+                let root = folder.root().to_path_buf();
+                let report = client.download_guarded(path, folder, &mut |_, _| {}, &mut || {
+                    still_as_planned(&root, path, expect.as_ref())
+                })?;
+                if report.md5.as_str() != r.md5.as_deref().unwrap_or("") {
+                    // It changed there since the index was sent: record what we got.
+                    changes.push((path.to_string(), None));
+                } else {
+                    changes.push((path.to_string(), Some(r.clone())));
+                }
+                rep.pulled += 1;
+                rep.bytes += report.size;
+                self.log(&peer, &format!("sync pull {path}"), "ok", report.size);
+            }
+            Action::MakeDir => {
+                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
+                let p = folder.target_path(path)?;
+                fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
+                changes.push((path.to_string(), Some(r.clone())));
+                rep.folders += 1;
+                self.log(&peer, &format!("sync mkdir {path}"), "ok", 0);
+            }
+            Action::SetMode(mode) => {
+                let p = folder
+                    .target_path(path)
+                    .or_else(|_| Ok::<_, Error>(folder.root().join(path)))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))
+                    .context(format!("chmod {path}"))?;
+                changes.push((path.to_string(), remote.cloned()));
+                rep.modes += 1;
+                self.log(&peer, &format!("sync chmod {mode:04o} {path}"), "ok", 0);
+            }
+            Action::Delete => {
+                if hold_deletions {
+                    return Ok(());
+                }
+                still_as_planned(folder.root(), path, local)?;
+                to_trash(folder, path)?;
+                changes.push((path.to_string(), None));
+                rep.deleted += 1;
+                self.log(
+                    &peer,
+                    &format!("sync delete {path}"),
+                    "moved to .dropbox-shell/trash",
+                    0,
+                );
+            }
+            Action::RemoveDir => {
+                if hold_deletions {
+                    return Ok(());
+                }
+                let p = folder.root().join(path);
+                if fs::read_dir(&p)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false)
+                {
+                    fs::remove_dir(&p).context(format!("removing folder {path}"))?;
+                    changes.push((path.to_string(), None));
+                    rep.folders += 1;
+                    self.log(&peer, &format!("sync rmdir {path}"), "ok", 0);
+                }
+            }
+            Action::Rename { from } => {
+                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
+                let old = folder.target_path(from)?;
+                let new = folder.target_path(path)?;
+                if let Some(parent) = new.parent() {
+                    fs::create_dir_all(parent).context(format!("creating the folder of {path}"))?;
+                }
+                fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
+                let mtime = filetime::FileTime::from_unix_time(
+                    r.mtime_ns.div_euclid(1_000_000_000),
+                    r.mtime_ns.rem_euclid(1_000_000_000) as u32,
+                );
+                filetime::set_file_mtime(&new, mtime).ok();
+                fs::set_permissions(&new, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
+                changes.push((path.to_string(), Some(r.clone())));
+                changes.push((from.clone(), None));
+                rep.renamed += 1;
+                self.log(
+                    &peer,
+                    &format!("sync rename {from} -> {path}"),
+                    "ok (no bytes sent)",
+                    0,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuse to touch a local path that changed since the round's plan was
+/// made (a file still being written, or edited meanwhile).
+fn still_as_planned(root: &Path, path: &str, expected: Option<&FileState>) -> Result<()> {
+    let now = fs::symlink_metadata(root.join(path)).ok();
+    let same = match (now, expected) {
+        (None, None) => true,
+        (Some(m), Some(e)) => {
+            m.is_dir() || (m.len() == e.size && crate::folder::mtime_ns(&m) == e.mtime_ns)
+        }
+        _ => false,
+    };
+    if !same {
+        bail!("changed here while syncing; left for the next round");
+    }
+    Ok(())
+}
+
+/// Move a file into `.dropbox-shell/trash/<time>/<path>` instead of deleting it.
+fn to_trash(folder: &crate::folder::Folder, path: &str) -> Result<()> {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S%.3f").to_string();
+    let dest = folder.state_dir().join("trash").join(stamp).join(path);
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).context("creating the trash folder")?;
+    }
+    fs::rename(folder.target_path(path)?, &dest).context(format!("moving {path} to the trash"))
+}
+
+fn summary(r: &PartnerRound) -> String {
+    let mut parts = Vec::new();
+    for (n, what) in [
+        (r.pulled, "pulled"),
+        (r.renamed, "renamed"),
+        (r.deleted, "deleted"),
+        (r.conflicts, "conflicts"),
+        (r.folders, "folders"),
+        (r.modes, "modes"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{what} {n}"));
+        }
+    }
+    if r.paused_deletions > 0 {
+        parts.push(format!(
+            "{} deletions paused (more than half the files): `sync confirm` to apply",
+            r.paused_deletions
+        ));
+    }
+    if !r.errors.is_empty() {
+        parts.push(format!(
+            "{} errors: {}",
+            r.errors.len(),
+            r.errors.join("; ")
+        ));
+    }
+    if parts.is_empty() {
+        "in sync".into()
+    } else {
+        parts.join(", ")
+    }
+}

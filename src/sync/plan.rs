@@ -1,0 +1,498 @@
+//! The sync decision, without I/O: for every path, one pure function of
+//! (local state, remote state, last-synced state) returns an [`Action`];
+//! [`plan`] applies it to whole indexes, turns a pull plus a delete of the
+//! same bytes into a rename, and orders the work.
+//!
+//! The rules: when only one side changed since the last sync, that side
+//! wins (a deletion is a change); when both changed, the newer version keeps
+//! the name and the older one is moved aside to a conflict copy by the side
+//! that holds it; nothing is deleted that changed since it was last synced.
+//! Each side only ever acts on its own folder, and the other side reaches
+//! the mirror-image decision, so the two converge.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::Kind;
+
+/// What is known of one path on one side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileState {
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    /// MD5 of a file; `None` for folders.
+    pub md5: Option<String>,
+}
+
+impl FileState {
+    /// Same kind and (for files) same bytes.
+    pub fn same_content(&self, other: &FileState) -> bool {
+        self.kind == other.kind && (self.kind == Kind::Dir || self.md5 == other.md5)
+    }
+
+    /// Same content and same permission bits.
+    pub fn same(&self, other: &FileState) -> bool {
+        self.same_content(other) && self.mode == other.mode
+    }
+}
+
+/// What to do with one path on the local side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing here (the other side may act).
+    Nothing,
+    /// Both sides agree and the last-synced state is older: remember this.
+    Record,
+    /// Gone on both sides: forget it.
+    Forget,
+    /// Fetch the remote file: new there, or changed only there.
+    Pull,
+    /// Create the remote folder here.
+    MakeDir,
+    /// Same bytes; the permission bits changed there.
+    SetMode(u32),
+    /// Deleted there and unchanged here: move ours to the trash.
+    Delete,
+    /// Folder removed there: remove ours if it is empty.
+    RemoveDir,
+    /// Both changed and theirs is newer: move ours to a conflict copy, then pull.
+    ConflictPull,
+    /// Instead of pulling: the same bytes are here under `from`, which is
+    /// deleted there (a rename).
+    Rename { from: String },
+    /// A file on one side and a folder on the other: left alone, reported.
+    KindClash,
+}
+
+/// True when `a` is the version that wins a conflict against `b`: the newer,
+/// and on equal times the larger MD5, so both sides pick the same one.
+fn wins(a: &FileState, b: &FileState) -> bool {
+    (a.mtime_ns, &a.md5) > (b.mtime_ns, &b.md5)
+}
+
+/// The decision for one path.
+pub fn decide(
+    local: Option<&FileState>,
+    remote: Option<&FileState>,
+    base: Option<&FileState>,
+) -> Action {
+    match (local, remote) {
+        (None, None) => {
+            if base.is_some() {
+                Action::Forget
+            } else {
+                Action::Nothing
+            }
+        }
+        (Some(l), Some(r)) if l.same(r) => {
+            if base.is_some_and(|b| b.same(l)) {
+                Action::Nothing
+            } else {
+                Action::Record
+            }
+        }
+        (Some(l), Some(r)) if l.kind != r.kind => Action::KindClash,
+        (Some(l), Some(r)) if l.same_content(r) => {
+            // Only the mode differs.
+            match base {
+                Some(b) if l.mode == b.mode => Action::SetMode(r.mode),
+                Some(b) if r.mode == b.mode => Action::Nothing,
+                // Both changed it, or no history: the larger mode, on both sides.
+                _ if r.mode > l.mode => Action::SetMode(r.mode),
+                _ => Action::Nothing,
+            }
+        }
+        (Some(l), Some(r)) => {
+            let local_changed = base.is_none_or(|b| !l.same_content(b));
+            let remote_changed = base.is_none_or(|b| !r.same_content(b));
+            match (local_changed, remote_changed) {
+                (false, true) => Action::Pull,
+                (true, false) => Action::Nothing,
+                _ if wins(r, l) => Action::ConflictPull,
+                _ => Action::Nothing,
+            }
+        }
+        (None, Some(r)) => {
+            let fetch = if r.kind == Kind::Dir {
+                Action::MakeDir
+            } else {
+                Action::Pull
+            };
+            match base {
+                // New there.
+                None => fetch,
+                // We deleted it and they did not touch it: they will delete too.
+                Some(b) if r.same_content(b) => Action::Nothing,
+                // We deleted it but they changed it since: keep their version.
+                Some(_) => fetch,
+            }
+        }
+        (Some(l), None) => match base {
+            // New here: they will pull it.
+            None => Action::Nothing,
+            Some(b) if l.same_content(b) => {
+                if l.kind == Kind::Dir {
+                    Action::RemoveDir
+                } else {
+                    Action::Delete
+                }
+            }
+            // Changed here after they deleted it: keep ours, they will pull it.
+            Some(_) => Action::Nothing,
+        },
+    }
+}
+
+pub type Index = HashMap<String, FileState>;
+
+/// The actions of one round, in the order to run them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<(String, Action)>,
+    /// Files that exist here now.
+    pub local_files: usize,
+}
+
+impl Plan {
+    pub fn count(&self, f: impl Fn(&Action) -> bool) -> usize {
+        self.actions.iter().filter(|(_, a)| f(a)).count()
+    }
+
+    /// Files this plan would move to the trash.
+    pub fn deletions(&self) -> usize {
+        self.count(|a| matches!(a, Action::Delete))
+    }
+
+    /// More than half of the files here would go: suspicious (an emptied or
+    /// unmounted folder on the other side), so it waits for confirmation.
+    pub fn is_mass_deletion(&self) -> bool {
+        let d = self.deletions();
+        d >= 2 && d * 2 > self.local_files
+    }
+
+    /// The bookkeeping of this plan: paths both sides agree on (to record)
+    /// and paths gone on both (to forget).
+    pub fn bookkeeping(&self, local: &Index) -> Vec<(String, Option<FileState>)> {
+        self.actions
+            .iter()
+            .filter_map(|(p, a)| match a {
+                Action::Record => Some((p.clone(), local.get(p).cloned())),
+                Action::Forget => Some((p.clone(), None)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// True when nothing but bookkeeping is planned.
+    pub fn is_idle(&self) -> bool {
+        self.actions
+            .iter()
+            .all(|(_, a)| matches!(a, Action::Nothing | Action::Record | Action::Forget))
+    }
+}
+
+fn rank(a: &Action) -> u8 {
+    match a {
+        Action::MakeDir => 0,
+        Action::Rename { .. } => 1,
+        Action::ConflictPull | Action::Pull => 2,
+        Action::SetMode(_) => 3,
+        Action::Delete => 4,
+        Action::RemoveDir => 5,
+        _ => 6,
+    }
+}
+
+/// Decide every path of the indexes, detect renames, and order the work:
+/// folders first, then renames, pulls, modes, deletions, and folder
+/// removals deepest first. `their_base` holds the remote's tombstones: the
+/// state it last agreed on with us for paths it no longer has; it stands in
+/// for our own last-synced state where we have none (we may not have seen
+/// the agreement before they deleted), so a deletion still propagates, and
+/// only onto the very version they had.
+pub fn plan(local: &Index, remote: &Index, base: &Index, their_base: &Index) -> Plan {
+    let paths: BTreeSet<&String> = local
+        .keys()
+        .chain(remote.keys())
+        .chain(base.keys())
+        .collect();
+    let mut decided: BTreeMap<String, Action> = paths
+        .into_iter()
+        .map(|p| {
+            let b = base.get(p).or_else(|| their_base.get(p));
+            (p.clone(), decide(local.get(p), remote.get(p), b))
+        })
+        .collect();
+    // A pull of bytes we hold under a name that is being deleted is a rename.
+    let mut deleted_by_md5: HashMap<&str, Vec<String>> = HashMap::new();
+    for (p, a) in &decided {
+        if *a == Action::Delete
+            && let Some(md5) = local.get(p).and_then(|s| s.md5.as_deref())
+        {
+            deleted_by_md5.entry(md5).or_default().push(p.clone());
+        }
+    }
+    let pulls: Vec<String> = decided
+        .iter()
+        .filter(|(p, a)| **a == Action::Pull && !local.contains_key(*p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in pulls {
+        let Some(md5) = remote.get(&p).and_then(|s| s.md5.as_deref()) else {
+            continue;
+        };
+        if let Some(from) = deleted_by_md5.get_mut(md5).and_then(|v| v.pop()) {
+            decided.insert(from.clone(), Action::Nothing);
+            decided.insert(p, Action::Rename { from });
+        }
+    }
+    let mut actions: Vec<(String, Action)> = decided.into_iter().collect();
+    actions.sort_by(|(pa, a), (pb, b)| {
+        rank(a).cmp(&rank(b)).then_with(|| {
+            let (da, db) = (pa.matches('/').count(), pb.matches('/').count());
+            if matches!(a, Action::RemoveDir) {
+                db.cmp(&da).then(pb.cmp(pa))
+            } else {
+                da.cmp(&db).then(pa.cmp(pb))
+            }
+        })
+    });
+    Plan {
+        actions,
+        local_files: local.values().filter(|s| s.kind == Kind::File).count(),
+    }
+}
+
+/// The name of a conflict copy: `dir/name.sync-conflict-<date>-<peer>.ext`.
+pub fn conflict_name(path: &str, date: &str, peer: &str) -> String {
+    let (dir, base) = match path.rfind('/') {
+        Some(i) => (&path[..=i], &path[i + 1..]),
+        None => ("", path),
+    };
+    let (stem, ext) = match base.rfind('.') {
+        Some(i) if i > 0 => (&base[..i], &base[i..]),
+        _ => (base, ""),
+    };
+    let short: String = peer.chars().take(8).collect();
+    format!("{dir}{stem}.sync-conflict-{date}-{short}{ext}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    fn f(md5: &str, mtime: i64) -> FileState {
+        FileState {
+            kind: Kind::File,
+            size: 1,
+            mtime_ns: mtime,
+            mode: 0o644,
+            md5: Some(md5.into()),
+        }
+    }
+    fn m(s: &FileState, mode: u32) -> FileState {
+        FileState { mode, ..s.clone() }
+    }
+    fn d() -> FileState {
+        FileState {
+            kind: Kind::Dir,
+            size: 0,
+            mtime_ns: 0,
+            mode: 0o755,
+            md5: None,
+        }
+    }
+
+    type Case<'a> = (
+        Option<&'a FileState>,
+        Option<&'a FileState>,
+        Option<&'a FileState>,
+        Action,
+    );
+
+    /// Every combination of absent / as synced / changed on each side, with
+    /// and without a last-synced state, for files.
+    #[test]
+    fn every_combination_for_files() {
+        let base = f("base", 10);
+        let a = f("a", 20); // a change
+        let b = f("b", 30); // another, newer change
+        let cases: Vec<Case> = vec![
+            // No history.
+            (None, None, None, Nothing),
+            (Some(&a), None, None, Nothing),
+            (None, Some(&a), None, Pull),
+            (Some(&a), Some(&a), None, Record),
+            (Some(&a), Some(&b), None, ConflictPull),
+            (Some(&b), Some(&a), None, Nothing),
+            // With history.
+            (None, None, Some(&base), Forget),
+            (Some(&base), None, Some(&base), Delete),
+            (Some(&a), None, Some(&base), Nothing),
+            (None, Some(&base), Some(&base), Nothing),
+            (None, Some(&a), Some(&base), Pull),
+            (Some(&base), Some(&base), Some(&base), Nothing),
+            (Some(&base), Some(&a), Some(&base), Pull),
+            (Some(&a), Some(&base), Some(&base), Nothing),
+            (Some(&a), Some(&a), Some(&base), Record),
+            (Some(&a), Some(&b), Some(&base), ConflictPull),
+            (Some(&b), Some(&a), Some(&base), Nothing),
+        ];
+        for (i, (l, r, bs, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                decide(l, r, bs),
+                want,
+                "case {i}: local {l:?} remote {r:?} base {bs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_two_sides_reach_mirror_decisions() {
+        // Whatever the states, at most one side pulls or deletes a path, and a
+        // conflict is resolved by exactly one side.
+        let states = [
+            None,
+            Some(f("base", 10)),
+            Some(f("a", 20)),
+            Some(f("b", 30)),
+        ];
+        for l in &states {
+            for r in &states {
+                for bs in &states {
+                    let here = decide(l.as_ref(), r.as_ref(), bs.as_ref());
+                    let there = decide(r.as_ref(), l.as_ref(), bs.as_ref());
+                    let acts = |a: &Action| !matches!(a, Nothing | Record | Forget);
+                    assert!(
+                        !(acts(&here) && acts(&there)),
+                        "{l:?} {r:?} {bs:?}: {here:?} / {there:?}"
+                    );
+                    if l != r
+                        && (l.is_some() || r.is_some())
+                        && !(l.is_none() && r == bs)
+                        && !(r.is_none() && l == bs)
+                    {
+                        assert!(
+                            acts(&here) || acts(&there),
+                            "nobody acts: {l:?} {r:?} {bs:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn folders_and_modes() {
+        let dir = d();
+        assert_eq!(decide(None, Some(&dir), None), MakeDir);
+        assert_eq!(decide(Some(&dir), None, Some(&dir)), RemoveDir);
+        assert_eq!(decide(Some(&dir), Some(&dir), None), Record);
+        assert_eq!(decide(Some(&dir), Some(&f("x", 1)), None), KindClash);
+        let x = f("x", 1);
+        assert_eq!(
+            decide(Some(&x), Some(&m(&x, 0o600)), Some(&x)),
+            SetMode(0o600)
+        );
+        assert_eq!(decide(Some(&m(&x, 0o600)), Some(&x), Some(&x)), Nothing);
+        // Both changed the mode: the larger wins on both sides.
+        let (a, b) = (m(&x, 0o600), m(&x, 0o700));
+        assert_eq!(decide(Some(&a), Some(&b), Some(&x)), SetMode(0o700));
+        assert_eq!(decide(Some(&b), Some(&a), Some(&x)), Nothing);
+        assert_eq!(
+            decide(Some(&m(&dir, 0o700)), Some(&dir), Some(&dir)),
+            Nothing
+        );
+    }
+
+    #[test]
+    fn a_pull_of_bytes_being_deleted_is_a_rename() {
+        let x = f("x", 1);
+        let local: Index = [("old.txt".to_string(), x.clone())].into();
+        let remote: Index = [("new.txt".to_string(), x.clone())].into();
+        let base: Index = [("old.txt".to_string(), x.clone())].into();
+        let p = plan(&local, &remote, &base, &Index::new());
+        assert_eq!(
+            p.actions[0],
+            (
+                "new.txt".to_string(),
+                Rename {
+                    from: "old.txt".into()
+                }
+            )
+        );
+        assert_eq!(p.deletions(), 0);
+    }
+
+    #[test]
+    fn order_and_mass_deletion() {
+        let x = f("x", 1);
+        let dir = d();
+        let mut local = Index::new();
+        let mut base = Index::new();
+        for i in 0..4 {
+            local.insert(format!("f{i}"), f(&format!("m{i}"), 1));
+            base.insert(format!("f{i}"), f(&format!("m{i}"), 1));
+        }
+        local.insert("a".into(), dir.clone());
+        local.insert("a/b".into(), dir.clone());
+        base.insert("a".into(), dir.clone());
+        base.insert("a/b".into(), dir.clone());
+        let remote: Index = [
+            ("f0".to_string(), f("m0", 1)),
+            ("n/new".to_string(), x),
+            ("n".to_string(), dir),
+        ]
+        .into();
+        let p = plan(&local, &remote, &base, &Index::new());
+        let order: Vec<&str> = p
+            .actions
+            .iter()
+            .filter(|(_, a)| !matches!(a, Record | Nothing))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(order, vec!["n", "n/new", "f1", "f2", "f3", "a/b", "a"]);
+        assert_eq!(p.deletions(), 3);
+        assert!(p.is_mass_deletion(), "3 of 4 files");
+        let small: Index = [("f0".to_string(), f("m0", 1))].into();
+        assert!(
+            !plan(&small, &Index::new(), &small, &Index::new()).is_mass_deletion(),
+            "one file is not a mass deletion"
+        );
+    }
+
+    #[test]
+    fn a_tombstone_stands_in_for_a_missing_last_synced_state() {
+        let x = f("x", 1);
+        let local: Index = [("gone.txt".to_string(), x.clone())].into();
+        let none = Index::new();
+        // Without any record, a file only we have is new here: kept.
+        assert_eq!(plan(&local, &none, &none, &none).actions[0].1, Nothing);
+        // Their tombstone says they had exactly this version and deleted it.
+        let tomb: Index = [("gone.txt".to_string(), x.clone())].into();
+        assert_eq!(plan(&local, &none, &none, &tomb).actions[0].1, Delete);
+        // But a version they never saw is not deleted.
+        let changed: Index = [("gone.txt".to_string(), f("y", 2))].into();
+        assert_eq!(plan(&changed, &none, &none, &tomb).actions[0].1, Nothing);
+    }
+
+    #[test]
+    fn conflict_names_keep_the_extension() {
+        assert_eq!(
+            conflict_name("d/report.txt", "20240501-120000", "abcdef0123456789"),
+            "d/report.sync-conflict-20240501-120000-abcdef01.txt"
+        );
+        assert_eq!(
+            conflict_name("Makefile", "1", "p"),
+            "Makefile.sync-conflict-1-p"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", "1", "p"),
+            ".bashrc.sync-conflict-1-p"
+        );
+    }
+}

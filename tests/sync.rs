@@ -1,0 +1,313 @@
+//! Two-way sync between real peers on loopback: what one side creates,
+//! changes, renames or deletes shows up on the other, and no version of a
+//! file is ever lost (it is in place, in a conflict copy or in the trash).
+
+mod util;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use util::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn syncing(extra: &[&str]) -> Peer {
+    let mut args = vec!["--sync", "--interval", "1"];
+    args.extend_from_slice(extra);
+    Peer::start(&args)
+}
+
+fn syncing_in(dir: tempfile::TempDir, extra: &[&str]) -> Peer {
+    let mut args = vec!["--sync", "--interval", "1"];
+    args.extend_from_slice(extra);
+    Peer::start_in(dir, &args)
+}
+
+fn converged(a: &Path, b: &Path) -> bool {
+    tree(a) == tree(b)
+}
+
+fn assert_converges(a: &Path, b: &Path) {
+    let ok = wait_for(LIMIT, || converged(a, b));
+    assert!(ok, "did not converge:\n{:?}\n{:?}", tree(a), tree(b));
+}
+
+fn trash_files(dir: &Path) -> Vec<Vec<u8>> {
+    let t = dir.join(".dropbox-shell/trash");
+    if !t.exists() {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(t)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| fs::read(e.path()).unwrap())
+        .collect()
+}
+
+#[test]
+fn everything_a_folder_holds_propagates_both_ways() {
+    let a = syncing(&[]);
+    a.write("docs/deep/note.txt", b"note");
+    a.write("big.bin", &random_bytes(1, 20 << 20));
+    fs::create_dir_all(a.path("empty/inner")).unwrap();
+    let b = syncing(&["--peer", &a.addr]);
+    b.write("from-b.txt", b"b was here");
+    assert_converges(a.dir.path(), b.dir.path());
+    assert!(fs::read(b.path("big.bin")).unwrap() == random_bytes(1, 20 << 20));
+    assert!(b.path("empty/inner").is_dir());
+
+    // Modify, chmod, create in a new nested folder, on either side.
+    a.write("docs/deep/note.txt", b"note, edited");
+    fs::set_permissions(b.path("from-b.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    b.write("new/nested/x.md", b"x");
+    assert_converges(a.dir.path(), b.dir.path());
+    assert_eq!(
+        fs::read(b.path("docs/deep/note.txt")).unwrap(),
+        b"note, edited"
+    );
+    assert_eq!(
+        fs::metadata(a.path("from-b.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // Rename: arrives as a rename (no bytes pulled for it).
+    fs::rename(a.path("big.bin"), a.path("renamed.bin")).unwrap();
+    assert_converges(a.dir.path(), b.dir.path());
+    let log = fs::read_to_string(b.path(".dropbox-shell/history.log")).unwrap();
+    assert!(log.contains("sync rename big.bin -> renamed.bin"), "{log}");
+    assert!(!log.contains("sync pull renamed.bin"));
+
+    // Delete: gone on the other side, but kept in its trash.
+    fs::remove_file(b.path("docs/deep/note.txt")).unwrap();
+    fs::remove_dir_all(b.path("empty")).unwrap();
+    assert_converges(a.dir.path(), b.dir.path());
+    assert!(!a.path("docs/deep/note.txt").exists());
+    assert!(!a.path("empty").exists());
+    assert!(trash_files(a.dir.path()).contains(&b"note, edited".to_vec()));
+
+    // Nothing echoes: each change was pulled once.
+    let log = fs::read_to_string(a.path(".dropbox-shell/history.log")).unwrap();
+    assert_eq!(log.matches("sync pull from-b.txt\"").count(), 1, "{log}");
+}
+
+#[test]
+fn a_conflict_made_while_apart_keeps_both_versions_on_both_sides() {
+    let a = syncing(&[]);
+    a.write("report.txt", b"original");
+    let b = syncing(&["--peer", &a.addr]);
+    assert_converges(a.dir.path(), b.dir.path());
+    let b_dir = b.stop("-TERM");
+    // Both edit while they cannot talk; b's edit is the newer one.
+    a.write("report.txt", b"edited on a");
+    filetime::set_file_mtime(
+        a.path("report.txt"),
+        filetime::FileTime::from_unix_time(2_000_000_000, 0),
+    )
+    .unwrap();
+    fs::write(b_dir.path().join("report.txt"), b"edited on b").unwrap();
+    filetime::set_file_mtime(
+        b_dir.path().join("report.txt"),
+        filetime::FileTime::from_unix_time(2_000_000_100, 0),
+    )
+    .unwrap();
+    let b = syncing_in(b_dir, &["--peer", &a.addr]);
+    assert_converges(a.dir.path(), b.dir.path());
+    assert_eq!(
+        fs::read(a.path("report.txt")).unwrap(),
+        b"edited on b",
+        "the newer wins the name"
+    );
+    let copies: Vec<String> = visible_files(a.dir.path())
+        .into_iter()
+        .filter(|n| n.contains(".sync-conflict-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(copies[0].starts_with("report.sync-conflict-") && copies[0].ends_with(".txt"));
+    assert_eq!(
+        fs::read(a.path(&copies[0])).unwrap(),
+        b"edited on a",
+        "the older is kept beside it"
+    );
+    assert!(b.path(&copies[0]).exists(), "on both sides");
+}
+
+#[test]
+fn a_peer_killed_mid_sync_converges_after_restart() {
+    let a = syncing(&[]);
+    for i in 0..4 {
+        a.write(&format!("f{i}.bin"), &random_bytes(10 + i, 20 << 20));
+    }
+    let b = syncing(&["--peer", &a.addr]);
+    // Kill b while a pull is under way (its temporary file exists).
+    let started = wait_for(LIMIT, || {
+        walkdir::WalkDir::new(b.dir.path())
+            .into_iter()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
+    });
+    let b_dir = b.stop("-KILL");
+    assert!(started || tree(b_dir.path()).len() == 4, "no pull was seen");
+    // Whatever b holds under a real name is complete.
+    for (name, data, _) in tree(b_dir.path()) {
+        let i: u64 = name[1..2].parse().unwrap();
+        assert!(
+            data.unwrap() == random_bytes(10 + i, 20 << 20),
+            "{name} is a half file"
+        );
+    }
+    let b = syncing_in(b_dir, &["--peer", &a.addr]);
+    assert_converges(a.dir.path(), b.dir.path());
+}
+
+#[test]
+fn a_hub_relays_changes_between_spokes() {
+    let hub = syncing(&[]);
+    let s1 = syncing(&["--peer", &hub.addr]);
+    let s2 = syncing(&["--peer", &hub.addr]);
+    s1.write("from-s1.txt", b"one");
+    s2.write("d/from-s2.txt", b"two");
+    assert_converges(s1.dir.path(), s2.dir.path());
+    assert_converges(hub.dir.path(), s1.dir.path());
+    fs::remove_file(s2.path("from-s1.txt")).unwrap();
+    assert_converges(s1.dir.path(), s2.dir.path());
+    assert!(!s1.path("from-s1.txt").exists());
+    assert!(!hub.path("from-s1.txt").exists());
+}
+
+#[test]
+fn a_mass_deletion_waits_for_confirmation() {
+    let a = syncing(&[]);
+    for i in 0..6 {
+        a.write(&format!("keep{i}.txt"), format!("{i}").as_bytes());
+    }
+    let b = ShellPeer::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--sync", "--interval", "1", "--peer", &a.addr],
+    );
+    assert_converges(a.dir.path(), b.dir.path());
+    // While b is away, a loses five of its six files.
+    let b_dir = b.stop();
+    for i in 0..5 {
+        fs::remove_file(a.path(&format!("keep{i}.txt"))).unwrap();
+    }
+    let mut b = ShellPeer::start_in(b_dir, &["--sync", "--interval", "1", "--peer", &a.addr]);
+    // b holds back: more than half of its files would go.
+    let paused = wait_for(LIMIT, || {
+        let status = b.cmd("sync status");
+        status["partners"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["paused_deletions"] == 5))
+    });
+    assert!(paused, "the deletions were not paused");
+    assert_eq!(visible_files(b.dir.path()).len(), 6);
+    // Confirmed in b's shell: the deletions go to the trash.
+    let report = b.cmd("sync confirm");
+    assert_eq!(report["partners"][0]["deleted"], 5, "{report}");
+    assert_converges(a.dir.path(), b.dir.path());
+    assert_eq!(trash_files(b.dir.path()).len(), 5);
+}
+
+#[test]
+fn a_vanished_folder_never_deletes_the_other_side() {
+    let a = syncing(&[]);
+    for i in 0..4 {
+        a.write(&format!("f{i}.txt"), b"data");
+    }
+    let mut b = ShellPeer::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--sync", "--interval", "1", "--peer", &a.addr],
+    );
+    assert_converges(a.dir.path(), b.dir.path());
+    // a's disk "unmounts": its whole folder disappears at once.
+    let away = a.dir.path().with_extension("unmounted");
+    fs::rename(a.dir.path(), &away).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        visible_files(b.dir.path()).len(),
+        4,
+        "b must keep its files"
+    );
+    let answer = b.cmd("sync");
+    assert!(
+        answer["error"].as_str().unwrap_or("").contains("gone"),
+        "{answer}"
+    );
+    assert_eq!(visible_files(b.dir.path()).len(), 4);
+    // And a peer whose own folder is gone refuses to sync, saying why.
+    let (code, docs, _) = run_json(a.dir.path(), &b.addr, &["sync"]);
+    assert_eq!(code, 2, "{docs:?}");
+    let _ = fs::remove_dir_all(&away);
+}
+
+#[test]
+fn a_peer_reconnecting_from_another_address_is_recognised() {
+    let mut a = ShellPeer::start_in(tempfile::tempdir().unwrap(), &["--sync", "--interval", "1"]);
+    fs::write(a.path("same.txt"), b"unchanged").unwrap();
+    let b = syncing(&["--peer", &a.addr]);
+    assert_converges(a.dir.path(), b.dir.path());
+    let id = fs::read_to_string(b.path(".dropbox-shell/peer-id")).unwrap();
+    let b_dir = b.stop("-TERM");
+    let b = syncing_in(b_dir, &["--peer", &a.addr]); // a new port
+    assert_eq!(
+        fs::read_to_string(b.path(".dropbox-shell/peer-id")).unwrap(),
+        id
+    );
+    b.write("later.txt", b"after the restart");
+    assert_converges(a.dir.path(), b.dir.path());
+    // Known state: nothing was pulled again, no conflict appeared.
+    let log = fs::read_to_string(a.path(".dropbox-shell/history.log")).unwrap();
+    assert_eq!(log.matches("sync pull same.txt").count(), 0);
+    assert!(
+        !visible_files(a.dir.path())
+            .iter()
+            .any(|n| n.contains("sync-conflict"))
+    );
+    let status = a.cmd("sync status");
+    let partners = status["partners"].as_array().unwrap();
+    assert_eq!(partners.len(), 1, "one partner, known by its id: {status}");
+    assert_eq!(partners[0]["peer_id"], id.trim());
+    assert_eq!(partners[0]["peer"], b.addr.as_str(), "at its new address");
+}
+
+#[test]
+fn sync_by_hand_without_the_flag_and_its_errors() {
+    let a = Peer::start(&[]);
+    a.write("x.txt", b"x");
+    let me = tempfile::tempdir().unwrap();
+    let (code, docs, err) = run_json(me.path(), &a.addr, &["sync", "sync status", "sync bogus"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(docs[0]["partners"][0]["pulled"], 1);
+    assert_eq!(fs::read(me.path().join("x.txt")).unwrap(), b"x");
+    assert_eq!(docs[1]["enabled"], false);
+    assert!(docs[2]["error"].as_str().unwrap().contains("usage: sync"));
+    let lonely = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--json", "-c", "sync", "--dir"])
+        .arg(lonely.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no peer to sync with"));
+}
+
+#[test]
+fn without_the_flag_nothing_syncs_by_itself() {
+    let a = syncing(&[]);
+    a.write("only-on-a.txt", b"a");
+    let mut b = ShellPeer::start_in(tempfile::tempdir().unwrap(), &["--peer", &a.addr]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        visible_files(b.dir.path()).is_empty(),
+        "b synced without --sync"
+    );
+    assert!(visible_files(a.dir.path()) == vec!["only-on-a.txt"]);
+    let status = b.cmd("sync status");
+    assert_eq!(status["enabled"], false);
+    assert_eq!(status["last_round"], serde_json::Value::Null);
+}
