@@ -2,7 +2,9 @@
 # Benchmarks: dropbox-shell against rsync, nc, md5sum and tftp on the same
 # files in the same run; prints medians and ratios.
 #
-#   bash scripts/bench.sh            # RUNS=3 runs of each, on tmpfs
+#   bash scripts/bench.sh            # everything, RUNS=3 runs of each, on tmpfs
+#   bash scripts/bench.sh transfer   # downloads, hashing, listing, UDP
+#   bash scripts/bench.sh sync       # sync latency and initial sync
 #   RUNS=5 BENCH_DIR=/tmp/b bash scripts/bench.sh
 #
 # Data lives on tmpfs (/dev/shm) so that the disk's write-back does not
@@ -13,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUNS=${RUNS:-3}
+WHAT=${1:-all}
+case $WHAT in all|transfer|sync) ;; *) echo "usage: bench.sh [all|transfer|sync]" >&2; exit 2 ;; esac
 W=${BENCH_DIR:-/dev/shm/dropbox-shell-bench}
 
 need=()
@@ -114,15 +118,21 @@ use chroot = no
 [list]
   path = $W/list
   read only = yes
+[many]
+  path = $W/many
+  read only = yes
+  exclude = .dropbox-shell/
 CONF
 RSYNC_PORT=$((20000 + RANDOM % 20000))
 rsync --daemon --no-detach --config="$W/rsyncd.conf" --port="$RSYNC_PORT" --address=127.0.0.1 --log-file=/dev/null &
 pids+=($!)
 sleep 0.5
 
+mem_tcp=0 mem_udp=0
+GIB=$((1 << 30))
+if [ "$WHAT" != sync ]; then
 # ---------------------------------------------------------------- 1 GiB download
 echo "1 GiB download: ours (TCP, UDP) vs rsync -md5 vs nc" >&2
-GIB=$((1 << 30))
 cold_big() { clean_dst; start_peer big "$W/big" --cold; }
 measure "download TCP 1 GiB, cold cache" $GIB cold_big ours big "download TCP big.bin"
 start_peer big "$W/big"
@@ -199,6 +209,61 @@ for loss in 0 0.01 0.05 0.20; do
   kill "$rpid" 2>/dev/null || true
 done
 
+fi
+
+if [ "$WHAT" != transfer ]; then
+# ---------------------------------------------------------------- sync
+echo "sync: latency of a new 1 KiB file; initial sync of 2,000 files / 1 GiB" >&2
+mkdir -p "$W/sa" "$W/sb"
+rm -rf "$W/sa/"* "$W/sb/"* "$W/sa/.dropbox-shell" "$W/sb/.dropbox-shell"
+sync_peer() { # sync_peer NAME DIR [PEER]: a headless --sync peer (timer off: events only)
+  local name=$1 dir=$2 peer=${3:-}
+  local extra=(--sync --interval 3600)
+  [ -n "$peer" ] && extra+=(--peer "$peer")
+  "$BIN" --listen 127.0.0.1:0 --dir "$dir" --headless "${extra[@]}" > /dev/null 2> "$W/$name.log" &
+  local pid=$!
+  pids+=("$pid")
+  printf -v "${name}_pid" '%s' "$pid"
+  for _ in $(seq 200); do
+    local a
+    a=$(grep -o '127\.0\.0\.1:[0-9]*' "$W/$name.log" | head -1 || true)
+    if [ -n "$a" ]; then printf -v "${name}_addr" '%s' "$a"; return; fi
+    sleep 0.02
+  done
+  echo "peer $name did not start" >&2; exit 1
+}
+sync_peer sa "$W/sa"
+sync_peer sb "$W/sb" "$sa_addr"
+sleep 1
+head -c 1024 /dev/urandom > "$W/one-kib"
+for i in $(seq $((RUNS * 3))); do
+  t0=$(now_ns)
+  cp "$W/one-kib" "$W/sa/lat$i.txt"
+  for _ in $(seq 2000); do [ -s "$W/sb/lat$i.txt" ] && break; sleep 0.002; done
+  t1=$(now_ns)
+  [ -s "$W/sb/lat$i.txt" ] && printf '%s\t0\t%s\n' "sync latency, new 1 KiB file" "$(( t1 - t0 ))" >> "$RES"
+  sleep 0.2
+done
+kill "$sa_pid" "$sb_pid" 2>/dev/null || true
+wait "$sa_pid" "$sb_pid" 2>/dev/null || true
+
+# Initial sync of many/ into an empty peer; the source has hashed its files once.
+converged() { [ "$(find "$W/sdst" -name 'f*.bin' -not -name '.*' | wc -l)" = 2000 ] && [ -z "$(find "$W/sdst" -name '*.dbsh-part')" ]; }
+initial_ours() {
+  sync_peer sdst "$W/sdst" "$many_addr"
+  for _ in $(seq 30000); do converged && break; sleep 0.01; done
+  kill "$sdst_pid"; wait "$sdst_pid" 2>/dev/null || true
+  converged
+}
+clean_sdst() { rm -rf "$W/sdst"; mkdir -p "$W/sdst"; }
+start_peer many "$W/many"
+ours many "hash checkall" > /dev/null
+measure "initial sync 2000 files / 1 GiB (ours)" $GIB clean_sdst initial_ours
+measure "rsync -a --checksum-choice=md5 2000 files" $GIB clean_sdst \
+  rsync -a --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
+measure "rsync -a 2000 files" $GIB clean_sdst rsync -a "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
+fi
+
 # ---------------------------------------------------------------- report
 python3 - "$RES" "$mem_tcp" "$mem_udp" <<'PY'
 import statistics, sys
@@ -234,6 +299,11 @@ ratio("download UDP 100 MiB vs atftp blksize 65464", "atftp 100 MiB (blksize 654
 ratio("download UDP 100 MiB vs tftp-hpa", "tftp-hpa 100 MiB (512-byte blocks)", "download UDP 100 MiB")
 ratio("UDP at 5% loss vs lossless relay (throughput ratio)", "download UDP 100 MiB via relay, 0 loss", "download UDP 100 MiB via relay, 0.05 loss", ">= 0.5x")
 ratio("UDP at 5% loss vs lossless direct (throughput ratio)", "download UDP 100 MiB", "download UDP 100 MiB via relay, 0.05 loss", ">= 0.5x")
+ratio("initial sync vs rsync -a --checksum-choice=md5", "rsync -a --checksum-choice=md5 2000 files", "initial sync 2000 files / 1 GiB (ours)", "> 1x")
+ratio("initial sync vs plain rsync -a", "rsync -a 2000 files", "initial sync 2000 files / 1 GiB (ours)")
+if "sync latency, new 1 KiB file" in med:
+    print(f"{'sync latency, new 1 KiB file (median)':60} {med['sync latency, new 1 KiB file']*1000:6.0f} ms  (goal < 500 ms; Syncthing: 10 s default, 1 s at its shortest)")
 print()
-print(f"peak memory of the receiving peer, 1 GiB download: TCP {int(mem_tcp)/1024:.1f} MiB, UDP {int(mem_udp)/1024:.1f} MiB (goal < 64 MiB)")
+if mem_tcp != "0":
+  print(f"peak memory of the receiving peer, 1 GiB download: TCP {int(mem_tcp)/1024:.1f} MiB, UDP {int(mem_udp)/1024:.1f} MiB (goal < 64 MiB)")
 PY

@@ -222,7 +222,6 @@ impl Client {
         })?;
         before_commit()?;
         let md5 = incoming.finish_verified(folder, &md5)?;
-        folder.save_cache();
         Ok(TransferReport {
             name: meta.name,
             size: meta.size,

@@ -151,6 +151,7 @@ impl Session {
                 let report = self
                     .connect(&peer)?
                     .download(&name, &self.shared.folder, progress)?;
+                self.shared.folder.save_cache();
                 Ok(Output::Transfer {
                     report,
                     protocol: Protocol::Tcp,

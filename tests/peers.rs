@@ -694,3 +694,38 @@ fn a_wrong_md5_from_the_sender_never_replaces_the_local_file() {
     assert_eq!(fs::read(me.path().join("f.bin")).unwrap(), b"old");
     assert_eq!(visible_files(me.path()), vec!["f.bin"]);
 }
+
+#[test]
+fn a_file_still_being_written_is_not_taken_half_way() {
+    let server = Peer::start(&[]);
+    server.write("growing.log", &random_bytes(8, 64 << 20));
+    let me = tempfile::tempdir().unwrap();
+    let client = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--json", "--dir"])
+        .arg(me.path())
+        .args(["--peer", &server.addr, "-c", "download TCP growing.log"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Mid-transfer (the temporary file exists), the writer appends more.
+    let started = wait_for(Duration::from_secs(20), || {
+        fs::read_dir(me.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
+    });
+    server.signal("-STOP");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(server.path("growing.log"))
+        .unwrap();
+    f.write_all(b"one more line\n").unwrap();
+    server.signal("-CONT");
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(started, "the transfer was never seen under way");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("changed while it was being sent"), "{text}");
+    assert!(visible_files(me.path()).is_empty(), "no half file");
+}

@@ -5,7 +5,7 @@
 //! transfer never leaves a half file under the real name nor harms the old one.
 
 use std::fs;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
@@ -20,7 +20,8 @@ use crate::{Context, Result, bail};
 pub struct Incoming {
     meta: FileMeta,
     target: PathBuf,
-    out: BufWriter<NamedTempFile>,
+    /// Written directly: every write is a whole chunk already.
+    out: NamedTempFile,
     md5: Md5Pipe,
     written: u64,
 }
@@ -49,7 +50,7 @@ impl Incoming {
                 ..meta.clone()
             },
             target,
-            out: BufWriter::with_capacity(256 << 10, tmp),
+            out: tmp,
             md5: Md5Pipe::new(meta.size),
             written: 0,
         })
@@ -105,11 +106,7 @@ impl Incoming {
                 self.meta.size
             );
         }
-        let tmp = self
-            .out
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context(format!("writing {name}"))?;
+        let tmp = self.out;
         let md5 = self.md5.finish()?;
         let ours = hex(&md5);
         if !ours.eq_ignore_ascii_case(sender_md5) {

@@ -1,19 +1,88 @@
-//! MD5 on a second core. The thread that moves a file's bytes (socket to
-//! disk, or disk to socket) fills a buffer from a small recycled pool,
-//! writes it out, and hands it over to a hashing thread (no copy), so moving
-//! and hashing overlap and memory stays at a few chunks. Small files are
-//! hashed inline.
+//! MD5 on other cores. The thread that moves a file's bytes (socket to
+//! disk, or disk to socket) fills a buffer, writes it out, and hands it to
+//! a long-lived hashing thread (no copy, no thread per file), so moving and
+//! hashing overlap. Buffers come back through a small per-file pool, which
+//! also bounds how far the mover runs ahead; spare buffers are kept between
+//! files, since fresh large buffers cost a page fault per 4 KiB. Tiny files
+//! are hashed inline.
 
-use std::thread::{self, JoinHandle};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::thread;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use md5::{Digest, Md5};
 
 use crate::{Error, Result};
 
 /// Files smaller than this are hashed on the calling thread.
 const THREAD_THRESHOLD: u64 = 4 << 20;
+/// Buffers one file may have in flight to its hashing thread.
 const POOL: usize = 8;
+const SPARE_MAX: usize = 32;
+
+static SPARE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn spare_buffer() -> Option<Vec<u8>> {
+    SPARE.lock().ok()?.pop()
+}
+
+fn keep_buffers(bufs: impl IntoIterator<Item = Vec<u8>>) {
+    if let Ok(mut spare) = SPARE.lock() {
+        for b in bufs {
+            if spare.len() < SPARE_MAX {
+                spare.push(b);
+            }
+        }
+    }
+}
+
+enum Job {
+    Start(u64),
+    Data(u64, Vec<u8>, usize, Sender<Vec<u8>>),
+    Finish(u64, Sender<[u8; 16]>),
+}
+
+/// The hashing threads (one per core), started on first use.
+fn workers() -> Option<&'static [Sender<Job>]> {
+    static WORKERS: OnceLock<Vec<Sender<Job>>> = OnceLock::new();
+    let w = WORKERS.get_or_init(|| {
+        let n = thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        (0..n)
+            .filter_map(|i| {
+                let (tx, rx) = unbounded::<Job>();
+                thread::Builder::new()
+                    .name(format!("md5-{i}"))
+                    .spawn(move || {
+                        let mut open: HashMap<u64, Md5> = HashMap::new();
+                        for job in rx {
+                            match job {
+                                Job::Start(id) => {
+                                    open.insert(id, Md5::new());
+                                }
+                                Job::Data(id, buf, used, back) => {
+                                    if let Some(h) = open.get_mut(&id) {
+                                        h.update(&buf[..used]);
+                                    }
+                                    let _ = back.try_send(buf);
+                                }
+                                Job::Finish(id, reply) => {
+                                    if let Some(h) = open.remove(&id) {
+                                        let _ = reply.send(h.finalize().into());
+                                    }
+                                }
+                            }
+                        }
+                    })
+                    .ok()
+                    .map(|_| tx)
+            })
+            .collect()
+    });
+    (!w.is_empty()).then_some(w.as_slice())
+}
 
 pub struct Md5Pipe {
     inner: Inner,
@@ -21,43 +90,39 @@ pub struct Md5Pipe {
 
 enum Inner {
     Inline(Md5, Option<Vec<u8>>),
-    Thread {
-        tx: Sender<(Vec<u8>, usize)>,
+    Pooled {
+        id: u64,
+        worker: Sender<Job>,
+        back_tx: Sender<Vec<u8>>,
         back: Receiver<Vec<u8>>,
         allocated: usize,
-        handle: JoinHandle<Md5>,
     },
 }
 
 impl Md5Pipe {
     /// A hasher for about `size` bytes.
     pub fn new(size: u64) -> Md5Pipe {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let inline = Md5Pipe {
+            inner: Inner::Inline(Md5::new(), None),
+        };
         if size < THREAD_THRESHOLD {
-            return Md5Pipe {
-                inner: Inner::Inline(Md5::new(), None),
-            };
+            return inline;
         }
-        let (tx, rx) = bounded::<(Vec<u8>, usize)>(POOL);
-        let (back_tx, back) = bounded::<Vec<u8>>(POOL);
-        let spawned = thread::Builder::new().name("md5".into()).spawn(move || {
-            let mut h = Md5::new();
-            for (buf, used) in rx {
-                h.update(&buf[..used]);
-                let _ = back_tx.try_send(buf);
-            }
-            h
-        });
-        match spawned {
-            Ok(handle) => Md5Pipe {
-                inner: Inner::Thread {
-                    tx,
-                    back,
-                    allocated: 0,
-                    handle,
-                },
-            },
-            Err(_) => Md5Pipe {
-                inner: Inner::Inline(Md5::new(), None),
+        let Some(ws) = workers() else { return inline };
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let worker = ws[(id % ws.len() as u64) as usize].clone();
+        if worker.send(Job::Start(id)).is_err() {
+            return inline;
+        }
+        let (back_tx, back) = bounded(POOL);
+        Md5Pipe {
+            inner: Inner::Pooled {
+                id,
+                worker,
+                back_tx,
+                back,
+                allocated: 0,
             },
         }
     }
@@ -66,14 +131,14 @@ impl Md5Pipe {
     /// cleared); give it back with [`Md5Pipe::consume`].
     pub fn buffer(&mut self, len: usize) -> Vec<u8> {
         let mut buf = match &mut self.inner {
-            Inner::Inline(_, spare) => spare.take().unwrap_or_default(),
-            Inner::Thread {
+            Inner::Inline(_, spare) => spare.take().or_else(spare_buffer).unwrap_or_default(),
+            Inner::Pooled {
                 back, allocated, ..
             } => match back.try_recv() {
                 Ok(b) => b,
                 Err(_) if *allocated < POOL => {
                     *allocated += 1;
-                    Vec::with_capacity(len)
+                    spare_buffer().unwrap_or_else(|| Vec::with_capacity(len))
                 }
                 Err(_) => back.recv().unwrap_or_default(),
             },
@@ -92,8 +157,13 @@ impl Md5Pipe {
                 h.update(&buf[..used]);
                 *spare = Some(buf);
             }
-            Inner::Thread { tx, .. } => {
-                let _ = tx.send((buf, used));
+            Inner::Pooled {
+                id,
+                worker,
+                back_tx,
+                ..
+            } => {
+                let _ = worker.send(Job::Data(*id, buf, used, back_tx.clone()));
             }
         }
     }
@@ -110,16 +180,39 @@ impl Md5Pipe {
     }
 
     /// The digest of everything fed in.
-    pub fn finish(self) -> Result<[u8; 16]> {
-        match self.inner {
-            Inner::Inline(h, _) => Ok(h.finalize().into()),
-            Inner::Thread { tx, handle, .. } => {
-                drop(tx);
-                let h = handle
-                    .join()
-                    .map_err(|_| Error::new("the hashing thread failed"))?;
+    pub fn finish(mut self) -> Result<[u8; 16]> {
+        let inner = std::mem::replace(&mut self.inner, Inner::Inline(Md5::new(), None));
+        match inner {
+            Inner::Inline(h, spare) => {
+                keep_buffers(spare);
                 Ok(h.finalize().into())
             }
+            Inner::Pooled {
+                id,
+                ref worker,
+                ref back,
+                ..
+            } => {
+                let (tx, rx) = bounded(1);
+                worker
+                    .send(Job::Finish(id, tx))
+                    .map_err(|_| Error::new("the hashing thread is gone"))?;
+                let digest = rx
+                    .recv()
+                    .map_err(|_| Error::new("the hashing thread failed"))?;
+                keep_buffers(back.try_iter());
+                Ok(digest)
+            }
+        }
+    }
+}
+
+impl Drop for Md5Pipe {
+    fn drop(&mut self) {
+        // An abandoned transfer: let the worker forget its state.
+        if let Inner::Pooled { id, worker, .. } = &self.inner {
+            let (tx, _rx) = bounded(1);
+            let _ = worker.send(Job::Finish(*id, tx));
         }
     }
 }
@@ -129,7 +222,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn threaded_and_inline_agree() {
+    fn pooled_and_inline_agree() {
         let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
         let want: [u8; 16] = Md5::digest(&data).into();
         for size in [0, data.len() as u64] {
@@ -144,6 +237,21 @@ mod tests {
                 buf[..chunk.len()].copy_from_slice(chunk);
                 p.consume(buf, chunk.len());
             }
+            assert_eq!(p.finish().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn many_files_at_once_stay_apart() {
+        let files: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 300_000 + i as usize]).collect();
+        let mut pipes: Vec<Md5Pipe> = files.iter().map(|f| Md5Pipe::new(f.len() as u64)).collect();
+        for (p, f) in pipes.iter_mut().zip(&files) {
+            for chunk in f.chunks(70_000) {
+                p.update(chunk);
+            }
+        }
+        for (p, f) in pipes.into_iter().zip(&files) {
+            let want: [u8; 16] = Md5::digest(f).into();
             assert_eq!(p.finish().unwrap(), want);
         }
     }

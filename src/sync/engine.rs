@@ -481,6 +481,7 @@ impl Actor {
             }
         }
         self.shared.sync_db.apply(&remote_id, &changes)?;
+        self.shared.folder.save_cache();
         Ok(())
     }
 
