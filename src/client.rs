@@ -201,36 +201,102 @@ impl Client {
         progress: &mut dyn FnMut(u64, u64),
         before_commit: &mut dyn FnMut() -> Result<()>,
     ) -> Result<TransferReport> {
-        let start = Instant::now();
         self.send(&Request::Download {
             name: name.to_string(),
         })?;
-        let meta = match self.recv()? {
-            Response::File { meta } => meta,
-            other => bail!("unexpected answer to download: {other:?}"),
+        self.receive_download(name, folder, progress, before_commit)?
+    }
+
+    /// Download several files over this one connection with up to `window`
+    /// requests in flight, so the peer never waits for the next request.
+    /// `done` hears of each file in order; a file that fails does not stop
+    /// the others. An error is returned only when the connection fails.
+    pub fn download_many(
+        &mut self,
+        names: &[String],
+        folder: &Folder,
+        window: usize,
+        before_commit: &mut dyn FnMut(&str) -> Result<()>,
+        done: &mut dyn FnMut(&str, Result<TransferReport>),
+    ) -> Result<()> {
+        let mut sent = 0;
+        for (i, name) in names.iter().enumerate() {
+            while sent < names.len() && sent < i + window.max(1) {
+                write_msg(
+                    &mut self.w,
+                    &Request::Download {
+                        name: names[sent].clone(),
+                    },
+                )?;
+                sent += 1;
+            }
+            self.w
+                .flush()
+                .context(format!("sending to {}", self.addr))?;
+            let result =
+                self.receive_download(name, folder, &mut |_, _| {}, &mut || before_commit(name))?;
+            done(name, result);
+        }
+        Ok(())
+    }
+
+    /// The answer to one download request. The inner error is this file's
+    /// alone (the stream is still in step); the outer one ends the connection.
+    fn receive_download(
+        &mut self,
+        name: &str,
+        folder: &Folder,
+        progress: &mut dyn FnMut(u64, u64),
+        before_commit: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Result<TransferReport>> {
+        let start = Instant::now();
+        let meta = match read_msg::<Response>(&mut self.r, &mut self.buf) {
+            Ok(Response::File { meta }) => meta,
+            Ok(Response::Error { message }) => return Ok(Err(Error::new(message))),
+            Ok(other) => bail!("unexpected answer to download: {other:?}"),
+            Err(e) if e.is_cancelled() => return Err(e),
+            Err(e) => return Err(e).context(format!("peer {}", self.addr)),
         };
-        if crate::names::clean_name(&meta.name)? != name {
+        if crate::names::clean_name(&meta.name).ok().as_deref() != Some(name) {
             bail!(
                 "the peer answered with another file ({}) than the one asked for",
                 meta.name
             );
         }
-        let mut incoming = Incoming::create(folder, &meta)?;
+        let mut incoming = match Incoming::create(folder, &meta) {
+            Ok(i) => i,
+            Err(e) => {
+                // Refused here (say, a folder is in the way): skip its bytes.
+                let skipped =
+                    std::io::copy(&mut (&mut self.r).take(meta.size), &mut std::io::sink())?;
+                if skipped != meta.size {
+                    bail!("the connection closed in the middle of {}", meta.name);
+                }
+                let _: Response = read_msg(&mut self.r, &mut self.buf)?;
+                return Ok(Err(e));
+            }
+        };
         let size = meta.size;
-        let md5 = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
+        let md5 = match receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
             progress(n, size)
-        })?;
-        before_commit()?;
-        let md5 = incoming.finish_verified(folder, &md5)?;
-        Ok(TransferReport {
-            name: meta.name,
-            size: meta.size,
-            mtime_ns: meta.mtime_ns,
-            md5,
-            seconds: start.elapsed().as_secs_f64(),
-            attempts: 1,
-            retransmissions: 0,
-        })
+        })? {
+            Ok(md5) => md5,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Err(e) = before_commit() {
+            return Ok(Err(e));
+        }
+        Ok(incoming
+            .finish_verified(folder, &md5)
+            .map(|md5| TransferReport {
+                name: meta.name,
+                size: meta.size,
+                mtime_ns: meta.mtime_ns,
+                md5,
+                seconds: start.elapsed().as_secs_f64(),
+                attempts: 1,
+                retransmissions: 0,
+            }))
     }
 
     /// Exchange sync indexes: send ours in batches, receive the peer's id

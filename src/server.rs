@@ -454,7 +454,7 @@ fn handle(
             let mut incoming = Incoming::create(folder, &meta)?;
             write_msg(w, &Response::Ready)?;
             w.flush()?;
-            let md5 = receive_file(r, buf, &mut incoming, &mut |_| {})?;
+            let md5 = receive_file(r, buf, &mut incoming, &mut |_| {})??;
             let size = incoming.written();
             incoming.finish_verified(folder, &md5)?;
             folder.save_cache();

@@ -115,13 +115,16 @@ fn send_with_sendfile(
 }
 
 /// Receive exactly the announced number of bytes into `incoming`, then the
-/// `Done{md5}` message; returns that MD5.
+/// `Done{md5}` message. The outer error means the stream can no longer be
+/// trusted (I/O, a local write that failed mid-file); the inner one that
+/// the sender refused at the end (the file changed while it was sent), with
+/// the stream still in step for the next response.
 pub fn receive_file(
     r: &mut impl Read,
     buf: &mut Vec<u8>,
     incoming: &mut Incoming,
     progress: &mut dyn FnMut(u64),
-) -> Result<String> {
+) -> Result<Result<String>> {
     let size = incoming.meta().size;
     while incoming.written() < size {
         let want = CHUNK.min((size - incoming.written()) as usize);
@@ -141,8 +144,8 @@ pub fn receive_file(
         progress(incoming.written());
     }
     match read_msg::<Response>(r, buf)? {
-        Response::Done { md5 } => Ok(md5),
-        Response::Error { message } => bail!("{message}"),
+        Response::Done { md5 } => Ok(Ok(md5)),
+        Response::Error { message } => Ok(Err(Error::new(message))),
         other => bail!("unexpected message after a file's bytes: {other:?}"),
     }
 }

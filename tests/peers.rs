@@ -729,3 +729,41 @@ fn a_file_still_being_written_is_not_taken_half_way() {
     assert!(text.contains("changed while it was being sent"), "{text}");
     assert!(visible_files(me.path()).is_empty(), "no half file");
 }
+
+#[test]
+fn pipelined_downloads_fail_one_file_at_a_time() {
+    let server = Peer::start(&[]);
+    server.write("a.txt", b"a");
+    server.write("c/blocked.txt", b"blocked");
+    server.write("d.bin", &random_bytes(9, 3 << 20));
+    let me = tempfile::tempdir().unwrap();
+    // Locally, a folder stands where a file would land.
+    fs::create_dir_all(me.path().join("c/blocked.txt")).unwrap();
+    let folder = dropbox_shell::folder::Folder::open(me.path()).unwrap();
+    let mut c = dropbox_shell::client::Client::connect(
+        &server.addr,
+        Arc::new(AtomicBool::new(false)),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let names: Vec<String> = ["a.txt", "missing.txt", "c/blocked.txt", "d.bin"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let mut got = Vec::new();
+    c.download_many(&names, &folder, 3, &mut |_| Ok(()), &mut |n, r| {
+        got.push((n.to_string(), r.map(|t| t.size).map_err(|e| e.to_string())))
+    })
+    .unwrap();
+    assert_eq!(got[0], ("a.txt".to_string(), Ok(1)));
+    assert!(
+        got[1].1.as_ref().unwrap_err().contains("no such file"),
+        "{got:?}"
+    );
+    assert!(
+        got[2].1.as_ref().unwrap_err().contains("directory"),
+        "{got:?}"
+    );
+    assert_eq!(got[3], ("d.bin".to_string(), Ok(3 << 20)));
+    assert!(fs::read(me.path().join("d.bin")).unwrap() == random_bytes(9, 3 << 20));
+}

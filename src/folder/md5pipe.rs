@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 use crate::{Error, Result};
 
 /// Files smaller than this are hashed on the calling thread.
-const THREAD_THRESHOLD: u64 = 4 << 20;
+const THREAD_THRESHOLD: u64 = 256 << 10;
 /// Buffers one file may have in flight to its hashing thread.
 const POOL: usize = 8;
 const SPARE_MAX: usize = 32;

@@ -462,33 +462,130 @@ impl Actor {
             rep.paused_deletions = plan.deletions();
         }
         let mut changes: Vec<(String, Option<FileState>)> = Vec::new();
+        // Pulls go in one pipelined batch; everything else runs in plan
+        // order around it (folders and renames before, modes and deletions
+        // after). A failure is this path's alone.
+        let mut pulls: Vec<(String, Option<FileState>)> = Vec::new();
+        let mut after_pulls = false;
         for (path, action) in &plan.actions {
             let r = remote.get(path);
             let l = local.get(path);
-            let outcome = self.apply(
-                &mut client,
-                path,
-                action,
-                l,
-                r,
-                hold_deletions,
-                rep,
-                &mut changes,
-            );
+            let outcome = match action {
+                Action::Pull | Action::ConflictPull => self
+                    .prepare_pull(path, action, l, rep)
+                    .map(|expect| pulls.push((path.clone(), expect))),
+                _ => {
+                    if !after_pulls && !pulls.is_empty() {
+                        after_pulls = true;
+                        if let Err(e) =
+                            self.pull_all(&mut client, &pulls, &remote, rep, &mut changes)
+                        {
+                            rep.errors
+                                .push(format!("pulling from {addr}: {e}; the rest next round"));
+                        }
+                    }
+                    self.apply(path, action, l, r, hold_deletions, rep, &mut changes)
+                }
+            };
             if let Err(e) = outcome {
                 rep.errors.push(format!("{path}: {e}"));
                 self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
             }
+        }
+        if !after_pulls
+            && !pulls.is_empty()
+            && let Err(e) = self.pull_all(&mut client, &pulls, &remote, rep, &mut changes)
+        {
+            rep.errors
+                .push(format!("pulling from {addr}: {e}; the rest next round"));
         }
         self.shared.sync_db.apply(&remote_id, &changes)?;
         self.shared.folder.save_cache();
         Ok(())
     }
 
+    /// Before pulling: a conflict moves our version aside. Returns the local
+    /// state the pull expects to replace (checked again before the rename).
+    fn prepare_pull(
+        &self,
+        path: &str,
+        action: &Action,
+        local: Option<&FileState>,
+        rep: &mut PartnerRound,
+    ) -> Result<Option<FileState>> {
+        if *action != Action::ConflictPull {
+            return Ok(local.cloned());
+        }
+        let folder = &self.shared.folder;
+        let l = local.ok_or_else(|| Error::new("no local state"))?;
+        still_as_planned(folder.root(), path, Some(l))?;
+        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+        let aside = conflict_name(path, &stamp, &self.shared.peer_id);
+        fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
+            .context(format!("moving {path} aside to {aside}"))?;
+        rep.conflicts += 1;
+        self.log(
+            &rep.peer,
+            &format!("sync conflict {path}"),
+            &format!("ours kept as {aside}"),
+            0,
+        );
+        Ok(None)
+    }
+
+    /// Pull every file of `pulls` over one connection, pipelined.
+    fn pull_all(
+        &self,
+        client: &mut Client,
+        pulls: &[(String, Option<FileState>)],
+        remote: &Index,
+        rep: &mut PartnerRound,
+        changes: &mut Vec<(String, Option<FileState>)>,
+    ) -> Result<()> {
+        let folder = &self.shared.folder;
+        let root = folder.root().to_path_buf();
+        let names: Vec<String> = pulls.iter().map(|(p, _)| p.clone()).collect();
+        let expected: std::collections::HashMap<&str, Option<&FileState>> = pulls
+            .iter()
+            .map(|(p, e)| (p.as_str(), e.as_ref()))
+            .collect();
+        let peer = rep.peer.clone();
+        let mut results: Vec<(String, Result<crate::client::TransferReport>)> = Vec::new();
+        let batch = client.download_many(
+            &names,
+            folder,
+            32,
+            &mut |name| still_as_planned(&root, name, expected.get(name).copied().flatten()),
+            &mut |name, result| results.push((name.to_string(), result)),
+        );
+        for (path, result) in results {
+            match result {
+                Ok(report) => {
+                    let r = remote.get(&path);
+                    let same = r.and_then(|r| r.md5.as_deref()) == Some(report.md5.as_str());
+                    // If it changed there since the index was sent, record nothing yet.
+                    changes.push((path.clone(), if same { r.cloned() } else { None }));
+                    rep.pulled += 1;
+                    rep.bytes += report.size;
+                    self.log(&peer, &format!("sync pull {path}"), "ok", report.size);
+                }
+                Err(e) => {
+                    rep.errors.push(format!("{path}: {e}"));
+                    self.log(
+                        &peer,
+                        &format!("sync pull {path}"),
+                        &format!("error: {e}"),
+                        0,
+                    );
+                }
+            }
+        }
+        batch
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn apply(
         &self,
-        client: &mut Client,
         path: &str,
         action: &Action,
         local: Option<&FileState>,
@@ -509,42 +606,7 @@ impl Actor {
             }
             Action::Record => changes.push((path.to_string(), local.cloned())),
             Action::Forget => changes.push((path.to_string(), None)),
-            Action::Pull | Action::ConflictPull => {
-                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-                if *action == Action::ConflictPull {
-                    let l = local.ok_or_else(|| Error::new("no local state"))?;
-                    still_as_planned(folder.root(), path, Some(l))?;
-                    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-                    let aside = conflict_name(path, &stamp, &self.shared.peer_id);
-                    fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
-                        .context(format!("moving {path} aside to {aside}"))?;
-                    rep.conflicts += 1;
-                    self.log(
-                        &peer,
-                        &format!("sync conflict {path}"),
-                        &format!("ours kept as {aside}"),
-                        0,
-                    );
-                }
-                let expect = if *action == Action::ConflictPull {
-                    None
-                } else {
-                    local.cloned()
-                };
-                let root = folder.root().to_path_buf();
-                let report = client.download_guarded(path, folder, &mut |_, _| {}, &mut || {
-                    still_as_planned(&root, path, expect.as_ref())
-                })?;
-                if report.md5.as_str() != r.md5.as_deref().unwrap_or("") {
-                    // It changed there since the index was sent: record what we got.
-                    changes.push((path.to_string(), None));
-                } else {
-                    changes.push((path.to_string(), Some(r.clone())));
-                }
-                rep.pulled += 1;
-                rep.bytes += report.size;
-                self.log(&peer, &format!("sync pull {path}"), "ok", report.size);
-            }
+            Action::Pull | Action::ConflictPull => bail!("pulls run in a batch"),
             Action::MakeDir => {
                 let r = remote.ok_or_else(|| Error::new("no remote state"))?;
                 let p = folder.target_path(path)?;
