@@ -89,9 +89,13 @@ start_peer() {
   if [ -n "${!pidvar:-}" ]; then kill "${!pidvar}" 2>/dev/null || true; wait "${!pidvar}" 2>/dev/null || true; fi
   [ "$cold" = --cold ] && rm -f "$dir/.dropbox-shell/md5-cache.json"
   "$BIN" --listen 127.0.0.1:0 --dir "$dir" --headless > /dev/null 2> "$W/$name.log" &
-  local pid=$!
+  await_peer "$name" $!
+}
+# await_peer NAME PID: record the pid and wait for the address the peer announces.
+await_peer() {
+  local name=$1 pid=$2
   pids+=("$pid")
-  printf -v "$pidvar" '%s' "$pid"
+  printf -v "${name}_pid" '%s' "$pid"
   for _ in $(seq 200); do
     local a
     a=$(grep -o '127\.0\.0\.1:[0-9]*' "$W/$name.log" | head -1 || true)
@@ -221,16 +225,7 @@ sync_peer() { # sync_peer NAME DIR [PEER]: a headless --sync peer (timer off: ev
   local extra=(--sync --interval 3600)
   [ -n "$peer" ] && extra+=(--peer "$peer")
   "$BIN" --listen 127.0.0.1:0 --dir "$dir" --headless "${extra[@]}" > /dev/null 2> "$W/$name.log" &
-  local pid=$!
-  pids+=("$pid")
-  printf -v "${name}_pid" '%s' "$pid"
-  for _ in $(seq 200); do
-    local a
-    a=$(grep -o '127\.0\.0\.1:[0-9]*' "$W/$name.log" | head -1 || true)
-    if [ -n "$a" ]; then printf -v "${name}_addr" '%s' "$a"; return; fi
-    sleep 0.02
-  done
-  echo "peer $name did not start" >&2; exit 1
+  await_peer "$name" $!
 }
 sync_peer sa "$W/sa"
 sync_peer sb "$W/sb" "$sa_addr"

@@ -709,12 +709,7 @@ fn a_file_still_being_written_is_not_taken_half_way() {
         .spawn()
         .unwrap();
     // Mid-transfer (the temporary file exists), the writer appends more.
-    let started = wait_for(Duration::from_secs(20), || {
-        fs::read_dir(me.path())
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
-    });
+    let started = wait_for_part_file(me.path());
     server.signal("-STOP");
     let mut f = fs::OpenOptions::new()
         .append(true)

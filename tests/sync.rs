@@ -146,12 +146,7 @@ fn a_peer_killed_mid_sync_converges_after_restart() {
     }
     let b = syncing(&["--peer", &a.addr]);
     // Kill b while a pull is under way (its temporary file exists).
-    let started = wait_for(LIMIT, || {
-        walkdir::WalkDir::new(b.dir.path())
-            .into_iter()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
-    });
+    let started = wait_for_part_file(b.dir.path());
     let b_dir = b.stop("-KILL");
     assert!(started || tree(b_dir.path()).len() == 4, "no pull was seen");
     // Whatever b holds under a real name is complete.

@@ -133,12 +133,7 @@ fn a_killed_server_ends_the_transfer_in_bounded_time_and_keeps_the_old_copy() {
         .spawn()
         .unwrap();
     // Kill the server once the transfer is under way (its temporary file exists).
-    let started = wait_for(Duration::from_secs(20), || {
-        fs::read_dir(me.path())
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
-    });
+    let started = wait_for_part_file(me.path());
     assert!(started, "the transfer never started");
     server.signal("-KILL");
     let out = client.wait_with_output().unwrap();

@@ -9,7 +9,6 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use filetime::FileTime;
 use tempfile::NamedTempFile;
 
 use super::{Folder, Md5Pipe};
@@ -113,10 +112,7 @@ impl Incoming {
             return Ok(Finish::Mismatch { ours });
         }
         let file = tmp.as_file();
-        let mtime = FileTime::from_unix_time(
-            self.meta.mtime_ns.div_euclid(1_000_000_000),
-            self.meta.mtime_ns.rem_euclid(1_000_000_000) as u32,
-        );
+        let mtime = super::file_time(self.meta.mtime_ns);
         filetime::set_file_handle_times(file, None, Some(mtime))
             .context(format!("setting the mtime of {name}"))?;
         fs::set_permissions(

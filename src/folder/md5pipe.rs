@@ -95,7 +95,10 @@ enum Inner {
         worker: Sender<Job>,
         back_tx: Sender<Vec<u8>>,
         back: Receiver<Vec<u8>>,
-        allocated: usize,
+        /// Buffers handed to the worker and not yet back: at most `POOL`,
+        /// whoever allocated them, so memory stays bounded.
+        in_flight: usize,
+        local: Vec<Vec<u8>>,
     },
 }
 
@@ -122,7 +125,8 @@ impl Md5Pipe {
                 worker,
                 back_tx,
                 back,
-                allocated: 0,
+                in_flight: 0,
+                local: Vec::new(),
             },
         }
     }
@@ -133,14 +137,19 @@ impl Md5Pipe {
         let mut buf = match &mut self.inner {
             Inner::Inline(_, spare) => spare.take().or_else(spare_buffer).unwrap_or_default(),
             Inner::Pooled {
-                back, allocated, ..
-            } => match back.try_recv() {
-                Ok(b) => b,
-                Err(_) if *allocated < POOL => {
-                    *allocated += 1;
-                    spare_buffer().unwrap_or_else(|| Vec::with_capacity(len))
-                }
-                Err(_) => back.recv().unwrap_or_default(),
+                back,
+                in_flight,
+                local,
+                ..
+            } => match local.pop() {
+                Some(b) => b,
+                None => match back.try_recv() {
+                    Ok(b) => {
+                        *in_flight -= 1;
+                        b
+                    }
+                    Err(_) => spare_buffer().unwrap_or_else(|| Vec::with_capacity(len)),
+                },
             },
         };
         if buf.len() < len {
@@ -150,7 +159,8 @@ impl Md5Pipe {
     }
 
     /// Hash the first `used` bytes of `buf`; the buffer goes to the hashing
-    /// thread and comes back to the pool.
+    /// thread and comes back to the pool. Waits while `POOL` buffers of this
+    /// file are still being hashed (the mover never runs far ahead).
     pub fn consume(&mut self, buf: Vec<u8>, used: usize) {
         match &mut self.inner {
             Inner::Inline(h, spare) => {
@@ -161,10 +171,36 @@ impl Md5Pipe {
                 id,
                 worker,
                 back_tx,
-                ..
+                back,
+                in_flight,
+                local,
             } => {
-                let _ = worker.send(Job::Data(*id, buf, used, back_tx.clone()));
+                while *in_flight >= POOL {
+                    match back.recv() {
+                        Ok(b) => {
+                            *in_flight -= 1;
+                            if local.len() < POOL {
+                                local.push(b);
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if worker
+                    .send(Job::Data(*id, buf, used, back_tx.clone()))
+                    .is_ok()
+                {
+                    *in_flight += 1;
+                }
             }
+        }
+    }
+
+    /// Buffers handed to a hashing thread and not yet back.
+    pub fn in_flight(&self) -> usize {
+        match &self.inner {
+            Inner::Inline(..) => 0,
+            Inner::Pooled { in_flight, .. } => *in_flight,
         }
     }
 
@@ -191,6 +227,7 @@ impl Md5Pipe {
                 id,
                 ref worker,
                 ref back,
+                local,
                 ..
             } => {
                 let (tx, rx) = bounded(1);
@@ -200,7 +237,7 @@ impl Md5Pipe {
                 let digest = rx
                     .recv()
                     .map_err(|_| Error::new("the hashing thread failed"))?;
-                keep_buffers(back.try_iter());
+                keep_buffers(local.into_iter().chain(back.try_iter()));
                 Ok(digest)
             }
         }
@@ -239,6 +276,22 @@ mod tests {
             }
             assert_eq!(p.finish().unwrap(), want);
         }
+    }
+
+    #[test]
+    fn memory_stays_bounded_whoever_allocates_the_buffers() {
+        // The UDP receiver hands over buffers it allocated itself: the pipe
+        // must still never hold more than POOL of them.
+        let mut p = Md5Pipe::new(1 << 30);
+        let mut h = Md5::new();
+        for i in 0..2000u32 {
+            let chunk = vec![(i % 251) as u8; 64 << 10];
+            h.update(&chunk);
+            p.consume(chunk, 64 << 10);
+            assert!(p.in_flight() <= POOL, "{} buffers in flight", p.in_flight());
+        }
+        let want: [u8; 16] = h.finalize().into();
+        assert_eq!(p.finish().unwrap(), want);
     }
 
     #[test]

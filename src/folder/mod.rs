@@ -356,6 +356,14 @@ pub fn mtime_ns(meta: &Metadata) -> i64 {
         .saturating_add(meta.mtime_nsec())
 }
 
+/// A time in nanoseconds since the epoch, as `filetime` wants it.
+pub fn file_time(nanos: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
 /// The transfer header for a file with this metadata.
 pub fn file_meta(name: String, meta: &Metadata) -> FileMeta {
     FileMeta {

@@ -664,10 +664,7 @@ impl Actor {
                     fs::create_dir_all(parent).context(format!("creating the folder of {path}"))?;
                 }
                 fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
-                let mtime = filetime::FileTime::from_unix_time(
-                    r.mtime_ns.div_euclid(1_000_000_000),
-                    r.mtime_ns.rem_euclid(1_000_000_000) as u32,
-                );
+                let mtime = crate::folder::file_time(r.mtime_ns);
                 filetime::set_file_mtime(&new, mtime).ok();
                 fs::set_permissions(&new, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
                 changes.push((path.to_string(), Some(r.clone())));

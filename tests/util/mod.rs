@@ -9,6 +9,34 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dropbox-shell");
 
+/// Start a peer and read the address it announces on stderr (the rest of
+/// stderr is drained in the background).
+fn spawn_peer(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut err, &mut std::io::sink());
+    });
+    (child, addr)
+}
+
+/// Wait until a transfer into `dir` is under way (its temporary file exists).
+pub fn wait_for_part_file(dir: &Path) -> bool {
+    wait_for(Duration::from_secs(20), || {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
+    })
+}
+
 /// A headless peer serving a temporary folder.
 pub struct Peer {
     pub child: Child,
@@ -23,26 +51,13 @@ impl Peer {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Peer {
-        let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--headless", "--dir"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--listen", "127.0.0.1:0", "--headless", "--dir"])
             .arg(dir.path())
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut err, &mut std::io::sink());
-        });
+            .stdout(Stdio::null());
+        let (child, addr) = spawn_peer(cmd);
         Peer { child, addr, dir }
     }
 
@@ -193,26 +208,13 @@ pub struct ShellPeer {
 
 impl ShellPeer {
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> ShellPeer {
-        let mut child = Command::new(BIN)
-            .args(["--listen", "127.0.0.1:0", "--json", "--dir"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--listen", "127.0.0.1:0", "--json", "--dir"])
             .arg(dir.path())
             .args(extra)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .find(|w| w.starts_with("127.0.0.1:"))
-            .unwrap()
-            .to_string();
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut err, &mut std::io::sink());
-        });
+            .stdout(Stdio::piped());
+        let (mut child, addr) = spawn_peer(cmd);
         let out = BufReader::new(child.stdout.take().unwrap());
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
