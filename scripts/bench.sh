@@ -28,8 +28,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet --bins --examples
-BIN=$ROOT/target/release/dropbox-shell
-RELAY=$ROOT/target/release/examples/lossy_relay
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/dropbox-shell
+RELAY=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/lossy_relay
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-BIN=$PWD/target/release/dropbox-shell
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/dropbox-shell
 D=${DEMO_DIR:-/tmp/dropbox-shell-demo}
 mkdir -p "$D/mine" "$D/theirs/docs/notes" "$D/theirs/photos" "$D/theirs/empty folder"
 cd "$D/theirs"

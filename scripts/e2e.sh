@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet
-BIN=$PWD/target/debug/dropbox-shell
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/dropbox-shell
 work=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
