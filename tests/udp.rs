@@ -6,7 +6,7 @@ mod util;
 use std::fs;
 use std::net::ToSocketAddrs;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dropbox_shell::relay::{Impairment, Relay};
 use util::*;
@@ -111,7 +111,6 @@ fn a_killed_server_ends_the_transfer_in_bounded_time_and_keeps_the_old_copy() {
     .unwrap();
     let me = tempfile::tempdir().unwrap();
     fs::write(me.path().join("big.bin"), b"precious old copy").unwrap();
-    let start = Instant::now();
     let client = Command::new(BIN)
         .args([
             "--listen",
@@ -136,11 +135,23 @@ fn a_killed_server_ends_the_transfer_in_bounded_time_and_keeps_the_old_copy() {
     let started = wait_for_part_file(me.path());
     assert!(started, "the transfer never started");
     server.signal("-KILL");
+    // A watchdog, not a speed check: a client that never gives up is killed
+    // (and then fails the assertions below).
+    let pid = client.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
     let out = client.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the client did not end by itself: {text}"
+    );
     assert!(text.contains("silent"), "{text}");
-    assert!(start.elapsed() < Duration::from_secs(30));
     assert_eq!(
         fs::read(me.path().join("big.bin")).unwrap(),
         b"precious old copy"
