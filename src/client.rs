@@ -19,6 +19,35 @@ use crate::{Context, Error, Result, bail};
 /// How long to wait for a peer to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A file's bytes received into a temporary file, with the sender's MD5.
+struct Received {
+    incoming: Incoming,
+    sender_md5: String,
+    start: Instant,
+}
+
+impl Received {
+    /// Check `before_commit`, verify the MD5 and rename into place.
+    fn commit(
+        self,
+        folder: &Folder,
+        before_commit: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<TransferReport> {
+        before_commit()?;
+        let meta = self.incoming.meta().clone();
+        let md5 = self.incoming.finish_verified(folder, &self.sender_md5)?;
+        Ok(TransferReport {
+            name: meta.name,
+            size: meta.size,
+            mtime_ns: meta.mtime_ns,
+            md5,
+            seconds: self.start.elapsed().as_secs_f64(),
+            attempts: 1,
+            retransmissions: 0,
+        })
+    }
+}
+
 /// What a finished transfer reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferReport {
@@ -219,6 +248,10 @@ impl Client {
         before_commit: &mut dyn FnMut(&str) -> Result<()>,
         done: &mut dyn FnMut(&str, Result<TransferReport>),
     ) -> Result<()> {
+        // Verification runs a few files behind reception, so the next file's
+        // bytes arrive while the last one's MD5 completes on another core.
+        const BEHIND: usize = 2;
+        let mut pending: std::collections::VecDeque<(&str, Result<Received>)> = Default::default();
         let mut sent = 0;
         for (i, name) in names.iter().enumerate() {
             while sent < names.len() && sent < i + window.max(1) {
@@ -233,15 +266,29 @@ impl Client {
             self.w
                 .flush()
                 .context(format!("sending to {}", self.addr))?;
-            let result =
-                self.receive_download(name, folder, &mut |_, _| {}, &mut || before_commit(name))?;
-            done(name, result);
+            let received = self.receive_bytes(name, folder, &mut |_, _| {})?;
+            pending.push_back((name, received));
+            while pending.len() > BEHIND {
+                if let Some((n, r)) = pending.pop_front() {
+                    done(
+                        n,
+                        r.and_then(|r| r.commit(folder, &mut || before_commit(n))),
+                    );
+                }
+            }
+        }
+        for (n, r) in pending {
+            done(
+                n,
+                r.and_then(|r| r.commit(folder, &mut || before_commit(n))),
+            );
         }
         Ok(())
     }
 
-    /// The answer to one download request. The inner error is this file's
-    /// alone (the stream is still in step); the outer one ends the connection.
+    /// The answer to one download request, verified and in place. The inner
+    /// error is this file's alone (the stream is still in step); the outer
+    /// one ends the connection.
     fn receive_download(
         &mut self,
         name: &str,
@@ -249,6 +296,19 @@ impl Client {
         progress: &mut dyn FnMut(u64, u64),
         before_commit: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Result<TransferReport>> {
+        Ok(self
+            .receive_bytes(name, folder, progress)?
+            .and_then(|r| r.commit(folder, before_commit)))
+    }
+
+    /// Read one download's answer: its bytes into a temporary file and the
+    /// sender's MD5, not yet verified.
+    fn receive_bytes(
+        &mut self,
+        name: &str,
+        folder: &Folder,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Result<Received>> {
         let start = Instant::now();
         let meta = match read_msg::<Response>(&mut self.r, &mut self.buf) {
             Ok(Response::File { meta }) => meta,
@@ -277,26 +337,16 @@ impl Client {
             }
         };
         let size = meta.size;
-        let md5 = match receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
-            progress(n, size)
-        })? {
-            Ok(md5) => md5,
-            Err(e) => return Ok(Err(e)),
-        };
-        if let Err(e) = before_commit() {
-            return Ok(Err(e));
-        }
-        Ok(incoming
-            .finish_verified(folder, &md5)
-            .map(|md5| TransferReport {
-                name: meta.name,
-                size: meta.size,
-                mtime_ns: meta.mtime_ns,
-                md5,
-                seconds: start.elapsed().as_secs_f64(),
-                attempts: 1,
-                retransmissions: 0,
-            }))
+        Ok(
+            receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
+                progress(n, size)
+            })?
+            .map(|md5| Received {
+                incoming,
+                sender_md5: md5,
+                start,
+            }),
+        )
     }
 
     /// Exchange sync indexes: send ours in batches, receive the peer's id
