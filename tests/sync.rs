@@ -306,3 +306,31 @@ fn without_the_flag_nothing_syncs_by_itself() {
     assert_eq!(status["enabled"], false);
     assert_eq!(status["last_round"], serde_json::Value::Null);
 }
+
+#[test]
+fn a_local_symlink_never_leads_a_sync_change_outside() {
+    let a = syncing(&[]);
+    a.write("out/x.txt", b"x");
+    fs::set_permissions(a.path("out"), fs::Permissions::from_mode(0o700)).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    fs::set_permissions(outside.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), b_dir.path().join("out")).unwrap();
+    let b = syncing_in(b_dir, &["--peer", &a.addr]);
+    // Give it several rounds (interval 1 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let mode = fs::metadata(outside.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o755,
+        "sync changed a folder outside the shared folder"
+    );
+    assert!(
+        fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "sync wrote outside"
+    );
+    let log = fs::read_to_string(b.path(".dropbox-shell/history.log")).unwrap();
+    assert!(
+        log.contains("outside the shared folder"),
+        "the refusal is logged: {log}"
+    );
+}

@@ -63,25 +63,46 @@ impl Folder {
         real.starts_with(&self.root) && !real.starts_with(&self.state)
     }
 
-    /// Where a file named `name` is to be written. Refuses a name whose
-    /// existing parent folders lead outside the shared folder via symlinks.
+    /// Where a file named `name` is to be written (by a rename over it).
+    /// Refuses a name whose existing parent folders lead outside the shared
+    /// folder via symlinks, and a name that is a folder here.
     pub fn target_path(&self, name: &str) -> Result<PathBuf> {
+        let path = self.checked_path(name, false)?;
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            bail!(
+                "{} is a directory here; it cannot be replaced by a file",
+                clean_name(name)?
+            );
+        }
+        Ok(path)
+    }
+
+    /// The path of `name`, to change it in place (create, chmod or remove
+    /// a folder): the path itself, when it exists, and its existing parents
+    /// must resolve inside the shared folder, so a symlink never leads a
+    /// change out of it.
+    pub fn local_path(&self, name: &str) -> Result<PathBuf> {
+        self.checked_path(name, true)
+    }
+
+    fn checked_path(&self, name: &str, including_itself: bool) -> Result<PathBuf> {
         let name = clean_name(name)?;
         let path = self.root.join(&name);
-        let mut ancestor = path.parent();
-        while let Some(dir) = ancestor {
-            match fs::canonicalize(dir) {
+        let mut next = if including_itself {
+            Some(path.as_path())
+        } else {
+            path.parent()
+        };
+        while let Some(p) = next {
+            match fs::canonicalize(p) {
                 Ok(real) => {
-                    if !self.inside(&real) && real != self.root {
+                    if !self.inside(&real) {
                         bail!("{name} leads outside the shared folder through a symlink");
                     }
                     break;
                 }
-                Err(_) => ancestor = dir.parent(),
+                Err(_) => next = p.parent(),
             }
-        }
-        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            bail!("{name} is a directory here; it cannot be replaced by a file");
         }
         Ok(path)
     }

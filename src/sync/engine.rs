@@ -609,7 +609,7 @@ impl Actor {
             Action::Pull | Action::ConflictPull => bail!("pulls run in a batch"),
             Action::MakeDir => {
                 let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-                let p = folder.target_path(path)?;
+                let p = folder.local_path(path)?;
                 fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
                 changes.push((path.to_string(), Some(r.clone())));
@@ -617,9 +617,7 @@ impl Actor {
                 self.log(&peer, &format!("sync mkdir {path}"), "ok", 0);
             }
             Action::SetMode(mode) => {
-                let p = folder
-                    .target_path(path)
-                    .or_else(|_| Ok::<_, Error>(folder.root().join(path)))?;
+                let p = folder.local_path(path)?;
                 fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))
                     .context(format!("chmod {path}"))?;
                 changes.push((path.to_string(), remote.cloned()));
@@ -645,7 +643,7 @@ impl Actor {
                 if hold_deletions {
                     return Ok(());
                 }
-                let p = folder.root().join(path);
+                let p = folder.local_path(path)?;
                 if fs::read_dir(&p)
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false)
