@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::folder::{Folder, Incoming};
 use crate::proto::{
-    BATCH, Entry, FileMeta, Filter, HashEntry, Request, Response, SyncEntry, check_version,
+    Entry, FileMeta, Filter, HashEntry, Request, Response, SyncEntry, batches, check_version,
     read_hello, read_msg, write_hello, write_msg,
 };
 use crate::stream::{receive_file, send_file};
@@ -218,22 +218,11 @@ impl Client {
         folder: &Folder,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<TransferReport> {
-        self.download_guarded(name, folder, progress, &mut || Ok(()))
-    }
-
-    /// [`Client::download`], with a last check (`before_commit`) run after
-    /// the bytes are verified and before the file is renamed into place.
-    pub fn download_guarded(
-        &mut self,
-        name: &str,
-        folder: &Folder,
-        progress: &mut dyn FnMut(u64, u64),
-        before_commit: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<TransferReport> {
         self.send(&Request::Download {
             name: name.to_string(),
         })?;
-        self.receive_download(name, folder, progress, before_commit)?
+        self.receive_bytes(name, folder, progress)?
+            .and_then(|r| r.commit(folder, &mut || Ok(())))
     }
 
     /// Download several files over this one connection with up to `window`
@@ -286,23 +275,9 @@ impl Client {
         Ok(())
     }
 
-    /// The answer to one download request, verified and in place. The inner
-    /// error is this file's alone (the stream is still in step); the outer
-    /// one ends the connection.
-    fn receive_download(
-        &mut self,
-        name: &str,
-        folder: &Folder,
-        progress: &mut dyn FnMut(u64, u64),
-        before_commit: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<Result<TransferReport>> {
-        Ok(self
-            .receive_bytes(name, folder, progress)?
-            .and_then(|r| r.commit(folder, before_commit)))
-    }
-
     /// Read one download's answer: its bytes into a temporary file and the
-    /// sender's MD5, not yet verified.
+    /// sender's MD5, not yet verified. The inner error is this file's alone
+    /// (the stream is still in step); the outer one ends the connection.
     fn receive_bytes(
         &mut self,
         name: &str,
@@ -357,17 +332,7 @@ impl Client {
         listen_port: u16,
         entries: &[SyncEntry],
     ) -> Result<(String, Vec<SyncEntry>)> {
-        let mut batches = entries.chunks(BATCH).peekable();
-        if batches.peek().is_none() {
-            self.send(&Request::SyncOffer {
-                peer_id: peer_id.into(),
-                listen_port,
-                entries: Vec::new(),
-                more: false,
-            })?;
-        }
-        while let Some(b) = batches.next() {
-            let more = batches.peek().is_some();
+        for (b, more) in batches(entries) {
             write_msg(
                 &mut self.w,
                 &Request::SyncOffer {

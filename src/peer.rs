@@ -76,18 +76,21 @@ impl Shared {
         let _ = self.events_tx.try_send(msg);
     }
 
-    /// A partner offered its sync index: let the engine decide on a round.
+    /// A partner offered its sync index (`entries`), answered with ours
+    /// (`local`): let the engine record what we agree on and decide on a round.
     pub fn sync_offered(
         &self,
         peer_id: String,
         addr: String,
         entries: Vec<crate::proto::SyncEntry>,
+        local: Vec<crate::proto::SyncEntry>,
     ) {
         if let Some(tx) = self.sync.get() {
             let _ = tx.try_send(SyncCmd::Offered {
                 peer_id,
                 addr,
                 entries,
+                local,
             });
         }
     }

@@ -252,6 +252,16 @@ pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec<u
     }
 }
 
+/// `items` as the batches of a `more`-flagged stream: `(batch, more)`,
+/// at least one batch (empty when there are no items).
+pub fn batches<T>(items: &[T]) -> impl Iterator<Item = (&[T], bool)> {
+    let n = items.len().div_ceil(BATCH).max(1);
+    (0..n).map(move |i| {
+        let end = ((i + 1) * BATCH).min(items.len());
+        (&items[(i * BATCH).min(end)..end], i + 1 < n)
+    })
+}
+
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -291,6 +301,27 @@ mod tests {
             Response::End
         );
         assert_eq!(read_frame(&mut r, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn batches_cover_everything_once_and_flag_the_last() {
+        let none: Vec<u8> = Vec::new();
+        assert_eq!(
+            batches(&none)
+                .map(|(b, m)| (b.len(), m))
+                .collect::<Vec<_>>(),
+            vec![(0, false)]
+        );
+        let items: Vec<usize> = (0..BATCH * 2 + 1).collect();
+        let got: Vec<(usize, bool)> = batches(&items).map(|(b, m)| (b.len(), m)).collect();
+        assert_eq!(got, vec![(BATCH, true), (BATCH, true), (1, false)]);
+        let exact: Vec<usize> = (0..BATCH).collect();
+        assert_eq!(
+            batches(&exact)
+                .map(|(b, m)| (b.len(), m))
+                .collect::<Vec<_>>(),
+            vec![(BATCH, false)]
+        );
     }
 
     #[test]

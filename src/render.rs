@@ -12,13 +12,12 @@ use crate::session::Output;
 use crate::timestamp::rfc3339;
 
 /// MIME type guessed from a name; directories say so.
-pub fn mime_of(e: &Entry) -> String {
+pub fn mime_of(e: &Entry) -> &'static str {
     match e.kind {
-        Kind::Dir => "directory".into(),
+        Kind::Dir => "directory",
         Kind::File => mime_guess::from_path(&e.name)
             .first_raw()
-            .unwrap_or("application/octet-stream")
-            .to_string(),
+            .unwrap_or("application/octet-stream"),
     }
 }
 
@@ -72,7 +71,7 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                     e.name.clone(),
                     size,
                     local_time(e.mtime_ns),
-                    mime_of(e),
+                    mime_of(e).to_string(),
                     format!("{:04o}", e.mode),
                 ]);
             }
@@ -257,7 +256,10 @@ pub fn json(out: &Output) -> Value {
     match out {
         Output::Nothing | Output::Exit => json!({}),
         Output::Text(s) => json!({ "message": s.trim_end() }),
-        Output::Listing { .. } => serde_json::from_slice(&json_bytes(out)).unwrap_or_default(),
+        Output::Listing { peer, entries } => json!(JsonListing {
+            peer,
+            files: json_rows(entries)
+        }),
         Output::Hashes { peer, files } => json!({
             "peer": peer,
             "files": files.iter().map(|f| {
@@ -308,29 +310,30 @@ struct JsonListing<'a, I: serde::Serialize> {
     files: I,
 }
 
+/// Listing rows as the JSON contract has them.
+fn json_rows(entries: &[Entry]) -> Vec<JsonEntry<'_>> {
+    entries
+        .iter()
+        .map(|e| JsonEntry {
+            name: &e.name,
+            size: e.size,
+            mtime: rfc3339(e.mtime_ns),
+            mime: mime_of(e),
+            kind: e.kind,
+            mode: format!("{:04o}", e.mode),
+        })
+        .collect()
+}
+
 /// The JSON document as bytes; big listings are serialized row by row
 /// without building a document tree first.
 pub fn json_bytes(out: &Output) -> Vec<u8> {
     match out {
-        Output::Listing { peer, entries } => {
-            let rows: Vec<JsonEntry> = entries
-                .iter()
-                .map(|e| JsonEntry {
-                    name: &e.name,
-                    size: e.size,
-                    mtime: rfc3339(e.mtime_ns),
-                    mime: match e.kind {
-                        Kind::Dir => "directory",
-                        Kind::File => mime_guess::from_path(&e.name)
-                            .first_raw()
-                            .unwrap_or("application/octet-stream"),
-                    },
-                    kind: e.kind,
-                    mode: format!("{:04o}", e.mode),
-                })
-                .collect();
-            serde_json::to_vec(&JsonListing { peer, files: rows }).unwrap_or_default()
-        }
+        Output::Listing { peer, entries } => serde_json::to_vec(&JsonListing {
+            peer,
+            files: json_rows(entries),
+        })
+        .unwrap_or_default(),
         other => json(other).to_string().into_bytes(),
     }
 }

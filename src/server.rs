@@ -413,20 +413,9 @@ fn handle(
                 }
             }
             let known = shared.sync_db.load(&peer_id)?;
-            let ours = crate::sync::offer(folder.sync_index()?, &known);
-            let mut batches = ours.chunks(BATCH).peekable();
-            if batches.peek().is_none() {
-                write_msg(
-                    w,
-                    &Response::SyncIndex {
-                        peer_id: shared.peer_id.clone(),
-                        entries: Vec::new(),
-                        more: false,
-                    },
-                )?;
-            }
-            while let Some(b) = batches.next() {
-                let more = batches.peek().is_some();
+            let local = folder.sync_index()?;
+            let ours = crate::sync::offer(local.clone(), &known);
+            for (b, more) in crate::proto::batches(&ours) {
                 write_msg(
                     w,
                     &Response::SyncIndex {
@@ -438,7 +427,7 @@ fn handle(
             }
             // Tell our sync engine: the partner may have something for us.
             let ip = peer.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(peer);
-            shared.sync_offered(peer_id, format!("{ip}:{listen_port}"), entries);
+            shared.sync_offered(peer_id, format!("{ip}:{listen_port}"), entries, local);
             Ok(0)
         }
         Request::Upload { meta, force } => {

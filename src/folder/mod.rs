@@ -248,35 +248,29 @@ impl Folder {
         Ok(())
     }
 
-    /// Every entry with the MD5 of each file, for sync.
+    /// Every entry with the MD5 of each file, for sync; a file that could
+    /// not be hashed is left out of this round.
     pub fn sync_index(&self) -> Result<Vec<crate::proto::SyncEntry>> {
         self.check_present()?;
-        let mut md5s: std::collections::HashMap<String, Option<String>> = self
-            .hash_all()
+        let out = self
+            .scan()
             .into_iter()
-            .map(|h| (h.name, h.md5))
+            .filter_map(|(e, h)| {
+                let md5 = match e.kind {
+                    Kind::File => Some(h?.md5?),
+                    Kind::Dir => None,
+                };
+                Some(crate::proto::SyncEntry {
+                    name: e.name,
+                    kind: e.kind,
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                    mode: e.mode,
+                    md5,
+                    deleted: false,
+                })
+            })
             .collect();
-        let mut out = Vec::new();
-        self.walk(|e| {
-            let md5 = if e.kind == Kind::File {
-                md5s.remove(&e.name).flatten()
-            } else {
-                None
-            };
-            // A file that could not be hashed is left out of this round.
-            if e.kind == Kind::File && md5.is_none() {
-                return;
-            }
-            out.push(crate::proto::SyncEntry {
-                name: e.name,
-                kind: e.kind,
-                size: e.size,
-                mtime_ns: e.mtime_ns,
-                mode: e.mode,
-                md5,
-                deleted: false,
-            });
-        });
         self.check_present()?;
         Ok(out)
     }
@@ -284,27 +278,38 @@ impl Folder {
     /// MD5 of every file: cached ones are not read again, the rest are hashed
     /// on all cores. A file that cannot be read is reported and the rest go on.
     pub fn hash_all(&self) -> Vec<HashEntry> {
-        // Cache hits are answered from the walk's metadata, without opening
-        // the file; only the rest are opened (safely) and hashed.
-        let mut done = Vec::new();
+        self.scan().into_iter().filter_map(|(_, h)| h).collect()
+    }
+
+    /// One walk: every entry and, for files, its MD5. Cache hits come from
+    /// the walk's own metadata without opening the file; only the rest are
+    /// opened (safely) and hashed, on all cores.
+    fn scan(&self) -> Vec<(Entry, Option<HashEntry>)> {
+        let mut entries: Vec<(Entry, Option<HashEntry>)> = Vec::new();
         let mut todo = Vec::new();
         self.walk_with_meta(|e, meta| {
-            if e.kind != Kind::File {
-                return;
-            }
-            match self.cached(&e.name, meta) {
-                Some(md5) => done.push(HashEntry {
-                    md5: Some(hex(&md5)),
-                    mtime_ns: e.mtime_ns,
-                    error: None,
-                    name: e.name,
-                }),
-                None => todo.push(e.name),
-            }
+            let hash = match e.kind {
+                Kind::Dir => None,
+                Kind::File => match self.cached(&e.name, meta) {
+                    Some(md5) => Some(HashEntry {
+                        name: e.name.clone(),
+                        md5: Some(hex(&md5)),
+                        mtime_ns: e.mtime_ns,
+                        error: None,
+                    }),
+                    None => {
+                        todo.push(entries.len());
+                        None
+                    }
+                },
+            };
+            entries.push((e, hash));
         });
-        done.extend(self.hash_files(&todo));
-        done.sort_by(|a, b| a.name.cmp(&b.name));
-        done
+        let names: Vec<String> = todo.iter().map(|&i| entries[i].0.name.clone()).collect();
+        for (i, h) in todo.into_iter().zip(self.hash_files(&names)) {
+            entries[i].1 = Some(h);
+        }
+        entries
     }
 
     /// MD5 of the named files; each failure is reported in its own entry.

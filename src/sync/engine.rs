@@ -49,6 +49,8 @@ pub enum SyncCmd {
         peer_id: String,
         addr: String,
         entries: Vec<SyncEntry>,
+        /// Our index as the server just computed it for the answer.
+        local: Vec<SyncEntry>,
     },
     Stop,
 }
@@ -262,9 +264,9 @@ impl Actor {
                     Ok(SyncCmd::Status(reply)) => {
                         let _ = reply.send(self.status());
                     }
-                    Ok(SyncCmd::Offered { peer_id, addr, entries }) => {
+                    Ok(SyncCmd::Offered { peer_id, addr, entries, local }) => {
                         let i = self.partner_for(&peer_id, &addr);
-                        if self.absorb_offer(&peer_id, &entries) && self.cfg.enabled {
+                        if self.absorb_offer(&peer_id, &entries, &local) && self.cfg.enabled {
                             some.insert(i);
                             due = Some(due.map_or(now + DEBOUNCE, |d| d.min(now + DEBOUNCE)));
                         }
@@ -356,14 +358,11 @@ impl Actor {
     /// A partner showed us its index: record what we agree on (so both
     /// sides hold the same last-synced state, which later deletions rely
     /// on), and say whether a round with it would do anything.
-    fn absorb_offer(&self, peer_id: &str, entries: &[SyncEntry]) -> bool {
-        let Ok(local) = self.shared.folder.sync_index() else {
-            return false;
-        };
+    fn absorb_offer(&self, peer_id: &str, entries: &[SyncEntry], local: &[SyncEntry]) -> bool {
         let Ok(base) = self.shared.sync_db.load(peer_id) else {
             return true;
         };
-        let (local, _) = to_index(&local);
+        let (local, _) = to_index(local);
         let (remote, tombs) = to_index(entries);
         let plan = plan(&local, &remote, &base, &tombs);
         let _ = self
