@@ -1,6 +1,8 @@
 //! Signals: Ctrl-C while a command runs cancels that command (the cancel
 //! flag that transfers check), Ctrl-C while idle or SIGTERM asks the process
-//! to shut down cleanly (a message on the returned channel).
+//! to shut down cleanly (a message on the returned channel). SIGXFSZ is
+//! ignored, so a write past a file-size limit fails with an error that the
+//! transfer reports (like a full disk) instead of killing the process.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,10 @@ pub struct SignalWatch {
 
 impl SignalWatch {
     pub fn install() -> Result<SignalWatch> {
+        // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+        unsafe {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        }
         let busy = Arc::new(AtomicBool::new(false));
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded(1);

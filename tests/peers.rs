@@ -762,3 +762,42 @@ fn pipelined_downloads_fail_one_file_at_a_time() {
     assert_eq!(got[3], ("d.bin".to_string(), Ok(3 << 20)));
     assert!(fs::read(me.path().join("d.bin")).unwrap() == random_bytes(9, 3 << 20));
 }
+
+#[test]
+fn a_disk_that_fills_up_mid_download_is_a_clear_error_and_loses_nothing() {
+    // A file-size limit makes writes fail as a full disk does.
+    let server = Peer::start(&[]);
+    server.write("big.bin", &random_bytes(11, 4 << 20));
+    let me = tempfile::tempdir().unwrap();
+    fs::write(me.path().join("big.bin"), b"old copy").unwrap();
+    for proto in ["TCP", "UDP"] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -f 2048; exec {BIN} --listen 127.0.0.1:0 --json --dir {} --peer {} -c 'download {proto} big.bin' -c 'help exit'",
+                me.path().display(),
+                server.addr
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{proto}: {text}");
+        assert!(text.contains("File too large"), "{proto}: {text}");
+        assert!(
+            text.contains("usage: exit"),
+            "{proto}: the peer went on to the next command: {text}"
+        );
+        assert_eq!(fs::read(me.path().join("big.bin")).unwrap(), b"old copy");
+        assert_eq!(
+            visible_files(me.path()),
+            vec!["big.bin"],
+            "no half file left"
+        );
+        let leftovers = fs::read_dir(me.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
+            .count();
+        assert_eq!(leftovers, 0, "the temporary file is removed");
+    }
+}
