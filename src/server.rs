@@ -299,7 +299,7 @@ pub fn describe(req: &Request) -> String {
 /// Serve one request; returns the number of file bytes moved.
 fn handle(
     req: Request,
-    r: &mut impl std::io::Read,
+    r: &mut BufReader<TcpStream>,
     w: &mut BufWriter<TcpStream>,
     buf: &mut Vec<u8>,
     shared: &Shared,

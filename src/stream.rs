@@ -10,7 +10,7 @@
 //! the sender's MD5 for the final comparison. Memory stays at a few chunks.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,8 +119,8 @@ fn send_with_sendfile(
 /// trusted (I/O, a local write that failed mid-file); the inner one that
 /// the sender refused at the end (the file changed while it was sent), with
 /// the stream still in step for the next response.
-pub fn receive_file(
-    r: &mut impl Read,
+pub fn receive_file<R: Read>(
+    r: &mut BufReader<R>,
     buf: &mut Vec<u8>,
     incoming: &mut Incoming,
     progress: &mut dyn FnMut(u64),
@@ -130,7 +130,7 @@ pub fn receive_file(
         let want = CHUNK.min((size - incoming.written()) as usize);
         let mut chunk = incoming.buffer(want);
         // Whole chunks: fewer writes and hand-overs than socket-sized reads.
-        if let Err(e) = r.read_exact(&mut chunk[..want]) {
+        if let Err(e) = read_chunk(r, &mut chunk[..want]) {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 bail!(
                     "the connection closed after about {} of {size} bytes of {}",
@@ -148,4 +148,31 @@ pub fn receive_file(
         Response::Error { message } => Ok(Err(Error::new(message))),
         other => bail!("unexpected message after a file's bytes: {other:?}"),
     }
+}
+
+/// Fill `chunk` from `r`: what the reader already buffered first, the rest
+/// straight from the socket into `chunk`. File bytes are thus copied once
+/// into a buffer small enough to stay in cache for the write and the hash,
+/// not first through the reader's large buffer (which serves the many small
+/// messages).
+fn read_chunk<R: Read>(r: &mut BufReader<R>, chunk: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < chunk.len() {
+        let n = if r.buffer().is_empty() {
+            r.get_mut().read(&mut chunk[filled..])
+        } else {
+            let buffered = r.buffer();
+            let n = buffered.len().min(chunk.len() - filled);
+            chunk[filled..filled + n].copy_from_slice(&buffered[..n]);
+            r.consume(n);
+            Ok(n)
+        };
+        match n {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
