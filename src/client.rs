@@ -225,13 +225,16 @@ impl Client {
             .and_then(|r| r.commit(folder, &mut || Ok(())))
     }
 
-    /// Download several files over this one connection with up to `window`
-    /// requests in flight, so the peer never waits for the next request.
-    /// `done` hears of each file in order; a file that fails does not stop
-    /// the others. An error is returned only when the connection fails.
+    /// Download the files `names` yields over this one connection with up
+    /// to `window` requests in flight, so the peer never waits for the next
+    /// request. A name is taken from `names` only when its request goes out,
+    /// so several connections can share one queue. `done` hears of each file
+    /// in order; a file that fails does not stop the others. An error is
+    /// returned only when the connection fails (names taken and not yet
+    /// reported to `done` are then left for a later try).
     pub fn download_many(
         &mut self,
-        names: &[String],
+        names: &mut dyn Iterator<Item = String>,
         folder: &Folder,
         window: usize,
         before_commit: &mut dyn FnMut(&str) -> Result<()>,
@@ -240,36 +243,36 @@ impl Client {
         // Verification runs a few files behind reception, so the next file's
         // bytes arrive while the last one's MD5 completes on another core.
         const BEHIND: usize = 2;
-        let mut pending: std::collections::VecDeque<(&str, Result<Received>)> = Default::default();
-        let mut sent = 0;
-        for (i, name) in names.iter().enumerate() {
-            while sent < names.len() && sent < i + window.max(1) {
-                write_msg(
-                    &mut self.w,
-                    &Request::Download {
-                        name: names[sent].clone(),
-                    },
-                )?;
-                sent += 1;
+        let mut requested: std::collections::VecDeque<String> = Default::default();
+        let mut pending: std::collections::VecDeque<(String, Result<Received>)> =
+            Default::default();
+        loop {
+            while requested.len() < window.max(1) {
+                let Some(name) = names.next() else { break };
+                write_msg(&mut self.w, &Request::Download { name: name.clone() })?;
+                requested.push_back(name);
             }
+            let Some(name) = requested.pop_front() else {
+                break;
+            };
             self.w
                 .flush()
                 .context(format!("sending to {}", self.addr))?;
-            let received = self.receive_bytes(name, folder, &mut |_, _| {})?;
+            let received = self.receive_bytes(&name, folder, &mut |_, _| {})?;
             pending.push_back((name, received));
             while pending.len() > BEHIND {
                 if let Some((n, r)) = pending.pop_front() {
                     done(
-                        n,
-                        r.and_then(|r| r.commit(folder, &mut || before_commit(n))),
+                        &n,
+                        r.and_then(|r| r.commit(folder, &mut || before_commit(&n))),
                     );
                 }
             }
         }
         for (n, r) in pending {
             done(
-                n,
-                r.and_then(|r| r.commit(folder, &mut || before_commit(n))),
+                &n,
+                r.and_then(|r| r.commit(folder, &mut || before_commit(&n))),
             );
         }
         Ok(())

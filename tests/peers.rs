@@ -746,9 +746,13 @@ fn pipelined_downloads_fail_one_file_at_a_time() {
         .map(|s| s.to_string())
         .collect();
     let mut got = Vec::new();
-    c.download_many(&names, &folder, 3, &mut |_| Ok(()), &mut |n, r| {
-        got.push((n.to_string(), r.map(|t| t.size).map_err(|e| e.to_string())))
-    })
+    c.download_many(
+        &mut names.into_iter(),
+        &folder,
+        3,
+        &mut |_| Ok(()),
+        &mut |n, r| got.push((n.to_string(), r.map(|t| t.size).map_err(|e| e.to_string()))),
+    )
     .unwrap();
     assert_eq!(got[0], ("a.txt".to_string(), Ok(1)));
     assert!(

@@ -334,3 +334,58 @@ fn a_local_symlink_never_leads_a_sync_change_outside() {
         "the refusal is logged: {log}"
     );
 }
+
+/// The peers a partner served `download` requests to, from its history.
+fn download_clients(p: &Peer, files: usize) -> std::collections::BTreeSet<String> {
+    let served = || -> Vec<serde_json::Value> {
+        fs::read_to_string(p.path(".dropbox-shell/history.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["direction"] == "served")
+            .filter(|l| l["command"].as_str().unwrap_or("").starts_with("download"))
+            .collect()
+    };
+    assert!(
+        wait_for(LIMIT, || served().len() >= files),
+        "{:?}",
+        served()
+    );
+    served()
+        .iter()
+        .map(|l| l["peer"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn many_files_come_over_one_connection_per_core_and_a_busy_partner_still_serves_one() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for cap in [None, Some("1")] {
+        let a = match cap {
+            None => Peer::start(&[]),
+            Some(n) => Peer::start(&["--max-connections", n]),
+        };
+        for i in 0..40 {
+            a.write(
+                &format!("d{}/f{i}.bin", i % 3),
+                &random_bytes(i, 70_000 + i as usize),
+            );
+        }
+        let me = tempfile::tempdir().unwrap();
+        let (code, docs, err) = run_json(me.path(), &a.addr, &["sync"]);
+        assert_eq!(code, 0, "{err} {docs:?}");
+        assert_eq!(docs[0]["partners"][0]["pulled"], 40, "{docs:?}");
+        assert_eq!(docs[0]["partners"][0]["errors"], serde_json::json!([]));
+        for i in 0..40u64 {
+            let name = format!("d{}/f{i}.bin", i % 3);
+            assert!(
+                fs::read(me.path().join(&name)).unwrap() == random_bytes(i, 70_000 + i as usize)
+            );
+        }
+        let clients = download_clients(&a, 40);
+        match cap {
+            None if cores > 1 => assert!(clients.len() > 1, "one connection only: {clients:?}"),
+            _ => assert_eq!(clients.len(), 1, "{clients:?}"),
+        }
+    }
+}

@@ -532,7 +532,10 @@ impl Actor {
         Ok(None)
     }
 
-    /// Pull every file of `pulls` over one connection, pipelined.
+    /// Pull every file of `pulls`, pipelined, over `client` and up to
+    /// [`MAX_LANES`]` - 1` more connections to the same partner, one per
+    /// core: each lane receives, writes and hashes its files on its own
+    /// thread, taking the next name from a shared queue.
     fn pull_all(
         &self,
         client: &mut Client,
@@ -543,20 +546,39 @@ impl Actor {
     ) -> Result<()> {
         let folder = &self.shared.folder;
         let root = folder.root().to_path_buf();
-        let names: Vec<String> = pulls.iter().map(|(p, _)| p.clone()).collect();
         let expected: std::collections::HashMap<&str, Option<&FileState>> = pulls
             .iter()
             .map(|(p, e)| (p.as_str(), e.as_ref()))
             .collect();
         let peer = rep.peer.clone();
-        let mut results: Vec<(String, Result<crate::client::TransferReport>)> = Vec::new();
-        let batch = client.download_many(
-            &names,
-            folder,
-            32,
-            &mut |name| still_as_planned(&root, name, expected.get(name).copied().flatten()),
-            &mut |name, result| results.push((name.to_string(), result)),
-        );
+        let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1);
+        let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
+        let results = Mutex::new(Vec::new());
+        let lane = |c: &mut Client| {
+            c.download_many(
+                &mut std::iter::from_fn(|| queue.lock().ok()?.next()),
+                folder,
+                32,
+                &mut |name| still_as_planned(&root, name, expected.get(name).copied().flatten()),
+                &mut |name, result| {
+                    if let Ok(mut r) = results.lock() {
+                        r.push((name.to_string(), result));
+                    }
+                },
+            )
+        };
+        let batch = thread::scope(|s| {
+            let others: Vec<_> = extra.iter_mut().map(|c| s.spawn(|| lane(c))).collect();
+            let mut batch = lane(client);
+            for o in others {
+                let r = o
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::new("a pulling thread failed")));
+                batch = batch.and(r);
+            }
+            batch
+        });
+        let results = results.into_inner().unwrap_or_default();
         for (path, result) in results {
             match result {
                 Ok(report) => {
@@ -677,6 +699,37 @@ impl Actor {
         }
         Ok(())
     }
+}
+
+/// Connections one round pulls over at most.
+const MAX_LANES: usize = 4;
+/// Fewer files than this per extra connection are not worth its set-up.
+const FILES_PER_LANE: usize = 8;
+
+/// How many connections to pull `files` files over: one per core.
+fn lanes_for(files: usize) -> usize {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    cores
+        .min(MAX_LANES)
+        .min(files.div_ceil(FILES_PER_LANE))
+        .max(1)
+}
+
+/// Up to `n` more connections to `addr` that answered a first request (a
+/// partner at its connection cap answers "busy"; then fewer lanes it is).
+fn extra_lanes(addr: &str, n: usize) -> Vec<Client> {
+    (0..n)
+        .map_while(|_| {
+            let mut c = Client::connect(
+                addr,
+                Arc::new(AtomicBool::new(false)),
+                Duration::from_secs(30),
+            )
+            .ok()?;
+            c.info().ok()?;
+            Some(c)
+        })
+        .collect()
 }
 
 /// Refuse to touch a local path that changed since the round's plan was
