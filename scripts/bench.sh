@@ -64,10 +64,11 @@ chmod -R a+rX "$W"
 
 # ---------------------------------------------------------------- helpers
 now_ns() { date +%s%N; }
-# measure NAME BYTES PREP CMD...: RUNS timed runs of CMD, PREP before each.
+# measure NAME BYTES PREP CMD...: RUNS timed runs of CMD, PREP before each
+# (REPS=1 measure ... for one run, inside a loop that takes turns).
 measure() {
   local name=$1 bytes=$2 prep=$3; shift 3
-  for _ in $(seq "$RUNS"); do
+  for _ in $(seq "${REPS:-$RUNS}"); do
     $prep
     local t0 t1
     t0=$(now_ns)
@@ -138,16 +139,7 @@ if [ "$WHAT" != sync ]; then
 # ---------------------------------------------------------------- 1 GiB download
 echo "1 GiB download: ours (TCP, UDP) vs rsync -md5 vs nc" >&2
 cold_big() { clean_dst; start_peer big "$W/big" --cold; }
-measure "download TCP 1 GiB, cold cache" $GIB cold_big ours big "download TCP big.bin"
-start_peer big "$W/big"
-ours big "hash verify big.bin" > /dev/null
-measure "download TCP 1 GiB, MD5 cached" $GIB clean_dst ours big "download TCP big.bin"
-measure "download UDP 1 GiB, cold cache" $GIB cold_big ours big "download UDP big.bin"
-start_peer big "$W/big"
-ours big "hash verify big.bin" > /dev/null
-measure "download UDP 1 GiB, MD5 cached" $GIB clean_dst ours big "download UDP big.bin"
-measure "rsync --checksum-choice=md5 1 GiB" $GIB clean_dst \
-  rsync --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/big/big.bin" "$W/dst/"
+cached_big() { clean_dst; start_peer big "$W/big"; ours big "hash verify big.bin" > /dev/null; }
 nc_get() {
   local port=$((40000 + RANDOM % 20000))
   nc -N -l 127.0.0.1 "$port" < "$W/big/big.bin" &
@@ -156,7 +148,17 @@ nc_get() {
   nc 127.0.0.1 "$port" > "$W/dst/nc.bin"
   wait "$p" 2>/dev/null || true
 }
-measure "nc 1 GiB (no checksum)" $GIB clean_dst nc_get
+# The tools take turns, run by run, so that a slow spell of this shared
+# machine does not fall on one tool only.
+for _ in $(seq "$RUNS"); do
+  REPS=1 measure "download TCP 1 GiB, cold cache" $GIB cold_big ours big "download TCP big.bin"
+  REPS=1 measure "download TCP 1 GiB, MD5 cached" $GIB cached_big ours big "download TCP big.bin"
+  REPS=1 measure "download UDP 1 GiB, cold cache" $GIB cold_big ours big "download UDP big.bin"
+  REPS=1 measure "download UDP 1 GiB, MD5 cached" $GIB cached_big ours big "download UDP big.bin"
+  REPS=1 measure "rsync --checksum-choice=md5 1 GiB" $GIB clean_dst \
+    rsync --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/big/big.bin" "$W/dst/"
+  REPS=1 measure "nc 1 GiB (no checksum)" $GIB clean_dst nc_get
+done
 
 # Peak memory of the receiving process.
 clean_dst
@@ -250,8 +252,9 @@ converged() { [ "$(find "$W/sdst" -maxdepth 1 -name 'f*.bin' | wc -l)" = 2000 ];
 clean_sdst() { rm -rf "$W/sdst"; mkdir -p "$W/sdst"; }
 start_peer many "$W/many"
 ours many "hash checkall" > /dev/null
-for _ in $(seq "$RUNS"); do
+initial_sync() {
   clean_sdst
+  local t0 t1
   t0=$(now_ns)
   sync_peer sdst "$W/sdst" "$many_addr"
   for _ in $(seq 300); do converged && break; sleep 1; done
@@ -263,10 +266,13 @@ for _ in $(seq "$RUNS"); do
     echo "FAILED: initial sync did not converge" >&2
   fi
   kill "$sdst_pid"; wait "$sdst_pid" 2>/dev/null || true
+}
+for _ in $(seq "$RUNS"); do
+  initial_sync
+  REPS=1 measure "rsync -a --checksum-choice=md5 2000 files" $GIB clean_sdst \
+    rsync -a --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
+  REPS=1 measure "rsync -a 2000 files" $GIB clean_sdst rsync -a "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
 done
-measure "rsync -a --checksum-choice=md5 2000 files" $GIB clean_sdst \
-  rsync -a --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
-measure "rsync -a 2000 files" $GIB clean_sdst rsync -a "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
 fi
 
 # ---------------------------------------------------------------- report
