@@ -10,7 +10,7 @@
 //! the sender's MD5 for the final comparison. Memory stays at a few chunks.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -158,14 +158,12 @@ pub fn receive_file<R: Read>(
 fn read_chunk<R: Read>(r: &mut BufReader<R>, chunk: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < chunk.len() {
+        let rest = &mut chunk[filled..];
+        // With bytes buffered, BufReader hands those out without a syscall.
         let n = if r.buffer().is_empty() {
-            r.get_mut().read(&mut chunk[filled..])
+            r.get_mut().read(rest)
         } else {
-            let buffered = r.buffer();
-            let n = buffered.len().min(chunk.len() - filled);
-            chunk[filled..filled + n].copy_from_slice(&buffered[..n]);
-            r.consume(n);
-            Ok(n)
+            r.read(rest)
         };
         match n {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),

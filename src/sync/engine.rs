@@ -426,8 +426,7 @@ impl Actor {
         let folder = &self.shared.folder;
         let local_entries = folder.sync_index()?;
         let addr = self.partners[i].addr.clone();
-        let never = Arc::new(AtomicBool::new(false));
-        let mut client = Client::connect(&addr, never, Duration::from_secs(30))?;
+        let mut client = connect_partner(&addr)?;
         let known = match &self.partners[i].id {
             Some(id) => self.shared.sync_db.load(id)?,
             None => Index::new(),
@@ -715,17 +714,21 @@ fn lanes_for(files: usize) -> usize {
         .max(1)
 }
 
+/// A connection for a sync round: never cancelled, patient for 30 s.
+fn connect_partner(addr: &str) -> Result<Client> {
+    Client::connect(
+        addr,
+        Arc::new(AtomicBool::new(false)),
+        Duration::from_secs(30),
+    )
+}
+
 /// Up to `n` more connections to `addr` that answered a first request (a
 /// partner at its connection cap answers "busy"; then fewer lanes it is).
 fn extra_lanes(addr: &str, n: usize) -> Vec<Client> {
     (0..n)
         .map_while(|_| {
-            let mut c = Client::connect(
-                addr,
-                Arc::new(AtomicBool::new(false)),
-                Duration::from_secs(30),
-            )
-            .ok()?;
+            let mut c = connect_partner(addr).ok()?;
             c.info().ok()?;
             Some(c)
         })
