@@ -638,15 +638,7 @@ fn a_peer_that_stops_mid_transfer_leaves_the_old_file_intact() {
         return;
     }
     assert!(out.contains("error"), "{out}");
-    assert_eq!(
-        fs::read(me.path().join("big.bin")).unwrap(),
-        b"precious old copy"
-    );
-    assert_eq!(
-        visible_files(me.path()),
-        vec!["big.bin"],
-        "no half file under a visible name"
-    );
+    assert_only_the_old_copy(me.path(), "big.bin", b"precious old copy");
 }
 
 #[test]

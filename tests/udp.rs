@@ -152,15 +152,7 @@ fn a_killed_server_ends_the_transfer_in_bounded_time_and_keeps_the_old_copy() {
         "the client did not end by itself: {text}"
     );
     assert!(text.contains("silent"), "{text}");
-    assert_eq!(
-        fs::read(me.path().join("big.bin")).unwrap(),
-        b"precious old copy"
-    );
-    assert_eq!(
-        visible_files(me.path()),
-        vec!["big.bin"],
-        "no half file under a visible name"
-    );
+    assert_only_the_old_copy(me.path(), "big.bin", b"precious old copy");
 }
 
 #[test]

@@ -139,6 +139,17 @@ pub fn md5_hex(data: &[u8]) -> String {
         .collect()
 }
 
+/// After a failed transfer: `name` still holds `old`, and no half file
+/// lies under a visible name.
+pub fn assert_only_the_old_copy(dir: &Path, name: &str, old: &[u8]) {
+    assert_eq!(std::fs::read(dir.join(name)).unwrap(), old);
+    assert_eq!(
+        visible_files(dir),
+        vec![name],
+        "no half file under a visible name"
+    );
+}
+
 /// Files in a folder other than the state folder, recursively, sorted.
 pub fn visible_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = walkdir::WalkDir::new(dir)
