@@ -3,13 +3,15 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
 use dropbox_shell::peer::{Peer, PeerConfig};
 use dropbox_shell::session::Session;
 use dropbox_shell::shell;
-use dropbox_shell::signals::SignalWatch;
+use dropbox_shell::signals::{SignalWatch, TerminalMode};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -118,20 +120,10 @@ fn real_main() -> i32 {
         peer.shutdown();
         return if code == 130 { 0 } else { code };
     }
-    // A signal while idle (SIGTERM, or Ctrl-C outside a command) ends the process.
-    let shutdown = signals.shutdown.clone();
-    let _ = std::thread::Builder::new()
-        .name("shutdown".into())
-        .spawn(move || {
-            if let Ok(code) = shutdown.recv() {
-                std::process::exit(code);
-            }
-        });
-    let mut session = Session::new(
-        peer.shared.clone(),
-        args.peers.clone(),
-        signals.cancel.clone(),
-    );
+    let shared = peer.shared.clone();
+    let peer = Arc::new(Mutex::new(Some(peer)));
+    watch_for_shutdown(&signals, peer.clone());
+    let mut session = Session::new(shared, args.peers.clone(), signals.cancel.clone());
     session.silence = Duration::from_secs(args.io_timeout);
     let code = if !args.commands.is_empty() {
         shell::run_lines(
@@ -147,6 +139,45 @@ fn real_main() -> i32 {
         shell::run_lines(&mut session, lines, args.json, &signals)
     };
     drop(session);
-    peer.shutdown();
+    stop_peer(&peer);
     code
+}
+
+/// Stop the peer once, from whichever thread gets there first; the other
+/// waits until it is done.
+fn stop_peer(peer: &Mutex<Option<Peer>>) {
+    if let Ok(mut p) = peer.lock()
+        && let Some(p) = p.take()
+    {
+        p.shutdown();
+    }
+}
+
+/// SIGTERM (or Ctrl-C outside a command) while the shell runs: cancel the
+/// running command, which then ends the shell by the usual way out (its
+/// temporary file removed, the peer stopped, the MD5 cache saved). A shell
+/// idle at its prompt, or a command that does not end within 10 s, is left
+/// from here: the peer is stopped the same way and the terminal gets back
+/// the mode it had at start.
+fn watch_for_shutdown(signals: &SignalWatch, peer: Arc<Mutex<Option<Peer>>>) {
+    let terminal = TerminalMode::save();
+    let shutdown = signals.shutdown.clone();
+    let (quitting, cancel, busy) = (
+        signals.quitting.clone(),
+        signals.cancel.clone(),
+        signals.busy.clone(),
+    );
+    let _ = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            let Ok(code) = shutdown.recv() else { return };
+            quitting.store(true, Ordering::SeqCst);
+            cancel.store(true, Ordering::SeqCst);
+            if busy.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(10));
+            }
+            stop_peer(&peer);
+            terminal.restore();
+            std::process::exit(code);
+        });
 }

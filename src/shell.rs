@@ -43,6 +43,9 @@ fn run_line(
     signals: &SignalWatch,
     bars: bool,
 ) -> (bool, bool) {
+    if signals.quitting.load(Ordering::SeqCst) {
+        return (true, true);
+    }
     let cmd = match parse_line(line, &Local) {
         Ok(c) => c,
         Err(e) => {
@@ -74,8 +77,14 @@ fn run_line(
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    // A signal during the command: it was cancelled and the shell leaves.
+    let quitting = signals.quitting.load(Ordering::SeqCst);
     match result {
         Ok(Output::Exit) => (true, true),
+        Err(e) if quitting => {
+            report_error(&e, json);
+            (false, true)
+        }
         Ok(out) => {
             if json {
                 if !matches!(out, Output::Nothing) {
@@ -84,7 +93,7 @@ fn run_line(
             } else {
                 print_out(&render::text(&out, None));
             }
-            (true, false)
+            (true, quitting)
         }
         Err(e) => {
             report_error(&e, json);

@@ -1,8 +1,10 @@
 //! Signals: Ctrl-C while a command runs cancels that command (the cancel
 //! flag that transfers check), Ctrl-C while idle or SIGTERM asks the process
-//! to shut down cleanly (a message on the returned channel). SIGXFSZ is
-//! ignored, so a write past a file-size limit fails with an error that the
-//! transfer reports (like a full disk) instead of killing the process.
+//! to shut down cleanly (a message on the returned channel; the shell then
+//! cancels what runs, starts nothing new, and gives the terminal back the
+//! mode it had at start). SIGXFSZ is ignored, so a write past a file-size
+//! limit fails with an error that the transfer reports (like a full disk)
+//! instead of killing the process.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,8 @@ pub struct SignalWatch {
     pub cancel: Arc<AtomicBool>,
     /// Receives once when the process should shut down.
     pub shutdown: Receiver<i32>,
+    /// Set once shutting down: the shell starts no further command.
+    pub quitting: Arc<AtomicBool>,
     handle: Handle,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -52,6 +56,7 @@ impl SignalWatch {
             busy,
             cancel,
             shutdown: rx,
+            quitting: Arc::new(AtomicBool::new(false)),
             handle,
             thread: Some(thread),
         })
@@ -63,6 +68,39 @@ impl Drop for SignalWatch {
         self.handle.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The terminal's mode when the process started. The line editor puts the
+/// terminal in raw mode while it waits for a line; a process that a signal
+/// ends there must hand the mode back, or the user's shell is left raw.
+pub struct TerminalMode(Option<libc::termios>);
+
+impl TerminalMode {
+    /// Remember standard input's mode, if it is a terminal.
+    pub fn save() -> TerminalMode {
+        // SAFETY: `termios` is plain data that tcgetattr fills in; isatty
+        // and tcgetattr only read the state of an fd that stays open.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return TerminalMode(None);
+            }
+            let mut mode: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut mode) != 0 {
+                return TerminalMode(None);
+            }
+            TerminalMode(Some(mode))
+        }
+    }
+
+    /// Give the terminal back the remembered mode.
+    pub fn restore(&self) {
+        if let Some(mode) = &self.0 {
+            // SAFETY: `mode` came from tcgetattr on the same fd.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSADRAIN, mode);
+            }
         }
     }
 }

@@ -604,6 +604,35 @@ fn headless_shuts_down_cleanly_on_sigterm_and_sigint() {
 }
 
 #[test]
+fn sigterm_during_a_download_cancels_it_and_the_peer_stops_cleanly() {
+    let server = Peer::start(&[]);
+    server.write("big.bin", &random_bytes(8, 200 << 20));
+    let me = tempfile::tempdir().unwrap();
+    fs::write(me.path().join("big.bin"), b"old").unwrap();
+    let mut client = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--dir"])
+        .arg(me.path())
+        .args(["--peer", &server.addr, "-c", "download TCP big.bin"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = wait_for_part_file(me.path());
+    server.signal("-STOP");
+    Command::new("kill")
+        .args(["-TERM", &client.id().to_string()])
+        .status()
+        .unwrap();
+    let err = read_all(client.stderr.take().unwrap());
+    let status = client.wait().unwrap();
+    server.signal("-CONT");
+    assert!(started, "the download was never seen under way");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cancelled"), "{err}");
+    assert_only_the_old_copy(me.path(), "big.bin", b"old");
+}
+
+#[test]
 fn a_peer_that_stops_mid_transfer_leaves_the_old_file_intact() {
     let server = Peer::start(&[]);
     server.write("big.bin", &random_bytes(6, 64 << 20));

@@ -10,12 +10,51 @@ use std::time::Duration;
 use rexpect::session::PtySession;
 use util::*;
 
-/// The binary in a pseudo-terminal of 100 x 40 (a fresh pty has no size).
-fn in_pty(args: &str) -> PtySession {
+/// A shell script in a pseudo-terminal of 100 x 40 (a fresh pty has no size).
+fn sh_in_pty(script: &str) -> PtySession {
     let mut c = Command::new("sh");
-    c.args(["-c", &format!("stty cols 100 rows 40; exec {BIN} {args}")]);
+    c.args(["-c", &format!("stty cols 100 rows 40; {script}")]);
     c.env("TERM", "xterm");
     rexpect::session::spawn_command(c, Some(20_000)).unwrap()
+}
+
+/// The binary in a pseudo-terminal.
+fn in_pty(args: &str) -> PtySession {
+    sh_in_pty(&format!("exec {BIN} {args}"))
+}
+
+/// The pid of the running dropbox-shell whose command line names `dir`.
+fn pid_with_dir(dir: &std::path::Path) -> String {
+    let dir = dir.to_string_lossy().into_owned();
+    let mut found = None;
+    wait_for(Duration::from_secs(10), || {
+        found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.starts_with(BIN) && cmdline.contains(&dir))
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        });
+        found.is_some()
+    });
+    found.expect("the shell's process")
+}
+
+/// Run the shell from `sh` in a pty, which prints the terminal's mode
+/// (`stty -g`) before it, and its exit status and the mode again after it.
+fn shell_between_stty(args: &str) -> (PtySession, String) {
+    let mut s = sh_in_pty(&format!(
+        "echo \"mode=$(stty -g)\"; {BIN} {args}; echo \"exit=$?\"; echo \"mode=$(stty -g)\""
+    ));
+    let (_, before) = s.exp_regex(r"mode=[0-9a-f:]+").unwrap();
+    s.exp_string("> ").unwrap();
+    (s, before)
+}
+
+/// The terminal is back in the mode it had before the shell started.
+fn expect_mode_restored(s: &mut PtySession, before: &str) {
+    let (_, after) = s.exp_regex(r"mode=[0-9a-f:]+").unwrap();
+    assert_eq!(after, before, "terminal mode after the shell");
+    s.exp_eof().unwrap();
 }
 
 fn shell(dir: &std::path::Path, peer: &str) -> PtySession {
@@ -126,4 +165,47 @@ fn server_messages_appear_above_the_prompt() {
     s.exp_string("[server] served index longlist").unwrap();
     s.send_line("exit").unwrap();
     s.exp_eof().unwrap();
+}
+
+#[test]
+fn sigterm_ends_the_shell_cleanly_at_the_prompt_and_during_a_download() {
+    let server = Peer::start(&[]);
+    server.write("big.bin", &random_bytes(3, 200 << 20));
+    let me = tempfile::tempdir().unwrap();
+    std::fs::write(me.path().join("big.bin"), b"old").unwrap();
+    let args = format!(
+        "--listen 127.0.0.1:0 --dir {} --peer {}",
+        me.path().display(),
+        server.addr
+    );
+
+    // At the prompt, where the line editor holds the terminal in raw mode.
+    let (mut s, before) = shell_between_stty(&args);
+    kill("-TERM", &pid_with_dir(me.path()));
+    s.exp_string("exit=0").unwrap();
+    expect_mode_restored(&mut s, &before);
+
+    // During a download: cancelled, its temporary file removed, the old
+    // file kept, and the shell gone with the download's failure as status.
+    let (mut s, before) = shell_between_stty(&args);
+    s.send_line("download TCP big.bin").unwrap();
+    let started = wait_for_part_file(me.path());
+    server.signal("-STOP");
+    kill("-TERM", &pid_with_dir(me.path()));
+    s.exp_string("cancelled").unwrap();
+    s.exp_string("exit=1").unwrap();
+    expect_mode_restored(&mut s, &before);
+    server.signal("-CONT");
+    assert!(started, "the download was never seen under way");
+    assert_only_the_old_copy(me.path(), "big.bin", b"old");
+}
+
+fn kill(sig: &str, pid: &str) {
+    assert!(
+        Command::new("kill")
+            .args([sig, pid])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
