@@ -292,6 +292,55 @@ fn sync_by_hand_without_the_flag_and_its_errors() {
 }
 
 #[test]
+fn one_process_at_a_time_syncs_a_folder() {
+    let a = syncing(&[]);
+    a.write("mine.txt", b"a");
+    // A second `--sync` on the same folder is refused at start.
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--headless", "--sync", "--dir"])
+        .arg(a.dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let pid = a.child.id();
+    assert!(err.contains(&format!("(pid {pid}) already syncs")), "{err}");
+    // So is a one-off `sync` from a shell on that folder.
+    let other = Peer::start(&[]);
+    other.write("theirs.txt", b"b");
+    let (code, docs, err) = run_json(a.dir.path(), &other.addr, &["sync"]);
+    assert_eq!(code, 1, "{err}");
+    let error = docs[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("(pid {pid}) already syncs")),
+        "{error}"
+    );
+    assert!(!a.path("theirs.txt").exists());
+    // Once the first has stopped, another may sync the folder.
+    let dir = a.stop("-TERM");
+    let b = syncing_in(dir, &[]);
+    assert_eq!(visible_files(b.dir.path()), vec!["mine.txt"]);
+}
+
+#[test]
+fn a_partner_that_is_gone_is_tried_less_and_less_often() {
+    // An address where nobody listens.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = gone.local_addr().unwrap().to_string();
+    drop(gone);
+    let hub = syncing(&["--peer", &addr]);
+    std::thread::sleep(Duration::from_millis(5500));
+    let log = fs::read_to_string(hub.path(".dropbox-shell/history.log")).unwrap();
+    let tries = log
+        .lines()
+        .filter(|l| l.contains("\"sync round\"") && l.contains("unreachable"))
+        .count();
+    // Every second (--interval 1) would be six tries; with the backoff
+    // they come at about 0, 1 and 3 s. A slow machine only makes fewer.
+    assert!((1..=3).contains(&tries), "{tries} tries:\n{log}");
+}
+
+#[test]
 fn without_the_flag_nothing_syncs_by_itself() {
     let a = syncing(&[]);
     a.write("only-on-a.txt", b"a");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use serde::Serialize;
 
+use super::lock::SyncLock;
 use super::plan::{Action, FileState, Index, conflict_name, plan};
 use crate::client::Client;
 use crate::history::{Direction, Record};
@@ -26,6 +27,21 @@ use crate::{Context, Error, Result, bail};
 
 /// How long file-system events are gathered before a round starts.
 const DEBOUNCE: Duration = Duration::from_millis(40);
+/// Longest the timer and local changes leave a failing partner alone.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// How long the timer and local changes leave a partner alone after
+/// `failures` failed rounds in a row: nothing after one (a blip), then one
+/// interval, three, seven, ... up to [`MAX_BACKOFF`]. A partner that went
+/// away for good then costs a connection attempt every five minutes, not
+/// one (of up to the connect timeout) every round; when it comes back and
+/// offers its index, or on the shell's `sync`, it is tried at once.
+fn backoff(interval: Duration, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    interval
+        .saturating_mul((1u32 << doublings) - 1)
+        .min(MAX_BACKOFF)
+}
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -102,6 +118,9 @@ struct Partner {
     last_round: Option<String>,
     last_result: Option<String>,
     paused: usize,
+    /// Failed rounds in a row, and when the timer may try again.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 /// A running engine; dropping it without `stop` leaves the thread to end
@@ -110,6 +129,8 @@ pub struct SyncEngine {
     tx: Sender<SyncCmd>,
     thread: Mutex<Option<JoinHandle<()>>>,
     _watcher: Option<notify::RecommendedWatcher>,
+    /// Held while `--sync` runs.
+    _lock: Option<SyncLock>,
 }
 
 impl SyncEngine {
@@ -117,6 +138,11 @@ impl SyncEngine {
         let (tx, rx) = bounded::<SyncCmd>(64);
         // Many events, one wake-up: a channel of one and a send that never blocks.
         let (wake_tx, wake_rx) = bounded::<()>(1);
+        let lock = if cfg.enabled {
+            Some(SyncLock::take(&shared.folder)?)
+        } else {
+            None
+        };
         let watcher = if cfg.enabled {
             Some(watch(shared.folder.root(), wake_tx)?)
         } else {
@@ -132,6 +158,8 @@ impl SyncEngine {
                 last_round: None,
                 last_result: None,
                 paused: 0,
+                failures: 0,
+                retry_at: None,
             })
             .collect();
         if cfg.enabled {
@@ -160,6 +188,7 @@ impl SyncEngine {
             tx,
             thread: Mutex::new(Some(thread)),
             _watcher: watcher,
+            _lock: lock,
         })
     }
 
@@ -258,7 +287,7 @@ impl Actor {
                 recv(rx) -> cmd => match cmd {
                     Err(_) | Ok(SyncCmd::Stop) => break,
                     Ok(SyncCmd::RunNow(confirm, reply)) => {
-                        let report = self.round_all(confirm);
+                        let report = self.round_all(confirm, false);
                         let _ = reply.send(report);
                     }
                     Ok(SyncCmd::Status(reply)) => {
@@ -266,6 +295,9 @@ impl Actor {
                     }
                     Ok(SyncCmd::Offered { peer_id, addr, entries, local }) => {
                         let i = self.partner_for(&peer_id, &addr);
+                        // It is back: no more waiting on it.
+                        self.partners[i].failures = 0;
+                        self.partners[i].retry_at = None;
                         if self.absorb_offer(&peer_id, &entries, &local) && self.cfg.enabled {
                             some.insert(i);
                             due = Some(due.map_or(now + DEBOUNCE, |d| d.min(now + DEBOUNCE)));
@@ -291,7 +323,7 @@ impl Actor {
             if due.is_some_and(|d| now >= d) {
                 due = None;
                 if all {
-                    self.round_all(false);
+                    self.round_all(false, true);
                 } else {
                     for i in std::mem::take(&mut some) {
                         self.round_logged(i, false);
@@ -351,6 +383,8 @@ impl Actor {
             last_round: None,
             last_result: None,
             paused: 0,
+            failures: 0,
+            retry_at: None,
         });
         self.partners.len() - 1
     }
@@ -372,8 +406,15 @@ impl Actor {
         !plan.is_idle()
     }
 
-    fn round_all(&mut self, confirm: bool) -> SyncReport {
-        let partners = (0..self.partners.len())
+    /// A round with every partner; with `due_only`, not with those still
+    /// waiting out their backoff.
+    fn round_all(&mut self, confirm: bool, due_only: bool) -> SyncReport {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.partners.len())
+            .filter(|&i| !due_only || self.partners[i].retry_at.is_none_or(|t| t <= now))
+            .collect();
+        let partners = due
+            .into_iter()
             .map(|i| self.round_logged(i, confirm))
             .collect();
         SyncReport { partners }
@@ -384,12 +425,22 @@ impl Actor {
             peer: self.partners[i].addr.clone(),
             ..Default::default()
         };
-        if let Err(e) = self.round(i, confirm, &mut report) {
+        // Without `--sync` the lock is taken for this round only.
+        let result = if self.cfg.enabled {
+            self.round(i, confirm, &mut report)
+        } else {
+            SyncLock::take(&self.shared.folder)
+                .and_then(|_lock| self.round(i, confirm, &mut report))
+        };
+        let failed = result.is_err();
+        if let Err(e) = result {
             report.errors.push(e.to_string());
         }
         let summary = summary(&report);
         let when = now_text();
         let p = &mut self.partners[i];
+        p.failures = if failed { p.failures + 1 } else { 0 };
+        p.retry_at = Some(Instant::now() + backoff(self.cfg.interval, p.failures));
         p.last_round = Some(when.clone());
         p.last_result = Some(summary.clone());
         p.paused = report.paused_deletions;
@@ -793,5 +844,20 @@ fn summary(r: &PartnerRound) -> String {
         "in sync".into()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_partner_is_left_alone_longer_and_longer() {
+        let s = Duration::from_secs;
+        let waits: Vec<Duration> = (0..6).map(|f| backoff(s(10), f)).collect();
+        assert_eq!(waits, vec![s(0), s(0), s(10), s(30), s(70), s(150)]);
+        assert_eq!(backoff(s(10), 7), MAX_BACKOFF);
+        assert_eq!(backoff(s(10), u32::MAX), MAX_BACKOFF);
+        assert_eq!(backoff(s(3600), 2), MAX_BACKOFF);
     }
 }

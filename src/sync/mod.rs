@@ -3,7 +3,8 @@
 //! [`plan`] decides, purely, what to do with each path from the local, the
 //! remote and the last-synced state; [`db`] keeps the last-synced state;
 //! [`engine`] is the actor that runs rounds on a timer, on file-system
-//! events, on the shell's `sync` and when a partner offers its index.
+//! events, on the shell's `sync` and when a partner offers its index;
+//! [`lock`] lets only one process sync a folder.
 //!
 //! A round with a partner: send our index (with MD5s) and receive theirs on
 //! one connection, plan, then pull what we need over the same connection
@@ -13,6 +14,7 @@
 
 pub mod db;
 pub mod engine;
+pub mod lock;
 pub mod plan;
 
 pub use engine::{SyncCmd, SyncConfig, SyncEngine, SyncReport, SyncStatus};

@@ -1,0 +1,76 @@
+//! One syncing process per folder. A process that syncs a folder holds an
+//! advisory lock (`flock`) on `.dropbox-shell/sync.lock`: a second one would
+//! race the first, throw away its temporary files as stale, pull the same
+//! files and apply the same deletions. `--sync` holds the lock for the
+//! life of the process, the shell's one-off `sync` for its round. The
+//! kernel drops the lock with the process, however it ends.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+
+use crate::folder::Folder;
+use crate::{Context, Result, bail};
+
+pub struct SyncLock {
+    _file: File,
+}
+
+impl SyncLock {
+    /// Take the folder's sync lock, or say which process holds it.
+    pub fn take(folder: &Folder) -> Result<SyncLock> {
+        let path = folder.state_dir().join("sync.lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .context(format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                // Only for the message a second process shows.
+                let _ = file.set_len(0);
+                let _ = write!(file, "{}", std::process::id());
+                Ok(SyncLock { _file: file })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.rewind();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => String::new(),
+                    pid => format!(" (pid {pid})"),
+                };
+                bail!(
+                    "another dropbox-shell process{holder} already syncs {}; sync from that one",
+                    folder.root().display()
+                )
+            }
+            Err(TryLockError::Error(e)) => {
+                Err(e).context(format!("locking {} for sync", path.display()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_at_a_time_and_the_lock_goes_with_it() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let held = SyncLock::take(&f).unwrap();
+        let e = SyncLock::take(&f).err().unwrap();
+        let pid = std::process::id();
+        assert!(
+            e.message()
+                .contains(&format!("process (pid {pid}) already syncs")),
+            "{e}"
+        );
+        drop(held);
+        let again = SyncLock::take(&f);
+        assert!(again.is_ok());
+    }
+}
