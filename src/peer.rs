@@ -178,3 +178,23 @@ fn load_or_create_id(state: &std::path::Path) -> Result<String> {
     fs::write(&path, format!("{id}\n")).context(format!("writing {}", path.display()))?;
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_syncing_peer_flushes_received_files_to_the_disk() {
+        for sync in [false, true] {
+            let d = tempfile::tempdir().unwrap();
+            let peer = Peer::start(PeerConfig {
+                dir: d.path().to_path_buf(),
+                sync,
+                ..PeerConfig::default()
+            })
+            .unwrap();
+            assert_eq!(peer.shared.folder.durable(), sync);
+            peer.shutdown();
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! A file being received: bytes go to a hidden temporary file beside the
 //! target while their MD5 is computed; only when size and MD5 match is the
-//! file given its mode and mtime and renamed over the real name. Dropping an
-//! unfinished `Incoming` removes the temporary file, so an interrupted
-//! transfer never leaves a half file under the real name nor harms the old one.
+//! file given its mode and mtime (and, in a synced folder, flushed to the
+//! disk) and renamed over the real name. Dropping an unfinished `Incoming`
+//! removes the temporary file, so an interrupted transfer never leaves a
+//! half file under the real name nor harms the old one.
 
 use std::fs;
 use std::io::Write;
@@ -120,6 +121,10 @@ impl Incoming {
             fs::Permissions::from_mode(self.meta.mode & 0o7777),
         )
         .context(format!("setting the permissions of {name}"))?;
+        if folder.durable() {
+            file.sync_data()
+                .context(format!("writing {name} to the disk"))?;
+        }
         let stat = file.metadata().context(&name)?;
         tmp.persist(&self.target)
             .map_err(|e| e.error)

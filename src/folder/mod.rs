@@ -15,6 +15,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use md5::{Digest, Md5};
 use rayon::prelude::*;
@@ -32,6 +33,8 @@ pub struct Folder {
     root: PathBuf,
     state: PathBuf,
     cache: Mutex<HashCache>,
+    /// Received files reach the disk before they are renamed into place.
+    durable: AtomicBool,
 }
 
 impl Folder {
@@ -48,7 +51,22 @@ impl Folder {
             root,
             state,
             cache: Mutex::new(cache),
+            durable: AtomicBool::new(false),
         })
+    }
+
+    /// From now on, every received file is flushed to the disk (fsync)
+    /// before it is renamed into place. Sync asks for this: it records a
+    /// pulled file as synced, and a file that a power cut left empty would
+    /// otherwise look like a local edit and overwrite the partner's good
+    /// copy. Without sync a download is like rsync's: the disk gets it when
+    /// the kernel writes it back.
+    pub fn keep_durable(&self) {
+        self.durable.store(true, Ordering::Relaxed);
+    }
+
+    pub fn durable(&self) -> bool {
+        self.durable.load(Ordering::Relaxed)
     }
 
     pub fn root(&self) -> &Path {

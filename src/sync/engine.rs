@@ -139,6 +139,7 @@ impl SyncEngine {
         // Many events, one wake-up: a channel of one and a send that never blocks.
         let (wake_tx, wake_rx) = bounded::<()>(1);
         let lock = if cfg.enabled {
+            shared.folder.keep_durable();
             Some(SyncLock::take(&shared.folder)?)
         } else {
             None
@@ -429,8 +430,10 @@ impl Actor {
         let result = if self.cfg.enabled {
             self.round(i, confirm, &mut report)
         } else {
-            SyncLock::take(&self.shared.folder)
-                .and_then(|_lock| self.round(i, confirm, &mut report))
+            SyncLock::take(&self.shared.folder).and_then(|_lock| {
+                self.shared.folder.keep_durable();
+                self.round(i, confirm, &mut report)
+            })
         };
         let failed = result.is_err();
         if let Err(e) = result {
