@@ -87,6 +87,9 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
             Ok(Command::IndexShortlist { start, end })
         }
         ["index", ..] => Err(usage("index")),
+        ["hash", "verify", _, _, ..] | ["download", _, _, _, ..] => Err(unquoted_name(&w, 2)),
+        ["upload", "--force", _, _, ..] => Err(unquoted_name(&w, 2)),
+        ["upload", _, _, ..] if !w.contains(&"--force") => Err(unquoted_name(&w, 1)),
         ["hash", "verify", name] => Ok(Command::HashVerify(clean_name(name)?)),
         ["hash", "checkall"] => Ok(Command::HashCheckall),
         ["hash", ..] => Err(usage("hash")),
@@ -136,6 +139,18 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
         [other, ..] => bail!("unknown command {other:?}; type `help` for the list"),
         [] => Ok(Command::Nothing),
     }
+}
+
+/// More words than the command takes, the name last: most likely a name
+/// with spaces, not quoted. Say so, with the line quoted as it should be.
+fn unquoted_name(w: &[&str], before_name: usize) -> Error {
+    let (head, name) = w.split_at(before_name);
+    Error::new(format!(
+        "too many words for {}; quote a name with spaces: {} '{}'",
+        w[0],
+        head.join(" "),
+        name.join(" ")
+    ))
 }
 
 /// The raw expression of `index regex <expr>`: backslashes are the regex's,
@@ -301,6 +316,13 @@ mod tests {
     #[test]
     fn bad_lines_say_what_is_wrong() {
         let msg = |s: &str| p(s).unwrap_err().to_string();
+        assert_eq!(
+            msg("download UDP my file.txt"),
+            "too many words for download; quote a name with spaces: download UDP 'my file.txt'"
+        );
+        assert!(msg("hash verify a b").ends_with(": hash verify 'a b'"));
+        assert!(msg("upload a b c").ends_with(": upload 'a b c'"));
+        assert!(msg("upload --force a b").ends_with(": upload --force 'a b'"));
         assert!(msg("index regex (").contains("bad regular expression"));
         assert!(msg("index shortlist nope 2024-01-01").contains("RFC 3339"));
         assert!(msg("index shortlist 2024-02-01 2024-01-01").contains("after"));

@@ -21,6 +21,11 @@ pub fn mime_of(e: &Entry) -> &'static str {
     }
 }
 
+/// "1 file", "2 files".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn local_time(nanos: i64) -> String {
     DateTime::from_timestamp_nanos(nanos)
         .with_timezone(&Local)
@@ -75,7 +80,10 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                     format!("{:04o}", e.mode),
                 ]);
             }
-            format!("{t}\n{} entries on {peer}", entries.len())
+            format!(
+                "{t}\n{} on {peer}",
+                count(entries.len(), "entry", "entries")
+            )
         }
         Output::Hashes { peer, files } => {
             let mut t = table(&["Name", "MD5", "Modified"], width);
@@ -87,7 +95,7 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                 };
                 t.add_row(vec![f.name.clone(), md5, local_time(f.mtime_ns)]);
             }
-            format!("{t}\n{} files on {peer}", files.len())
+            format!("{t}\n{} on {peer}", count(files.len(), "file", "files"))
         }
         Output::Transfer {
             report: r,

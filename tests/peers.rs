@@ -535,7 +535,7 @@ fn commands_from_stdin_and_exit_codes() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
-        text.matches("1 entries").count(),
+        text.matches("1 entry on").count(),
         1,
         "nothing runs after exit: {text}"
     );

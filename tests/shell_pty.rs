@@ -139,7 +139,7 @@ fn ctrl_c_cancels_a_download_not_the_shell() {
     s.exp_string("cancelled").unwrap();
     server.signal("-CONT");
     s.send_line("index longlist").unwrap();
-    s.exp_string("1 entries").unwrap();
+    s.exp_string("1 entry on").unwrap();
     s.send_line("quit").unwrap();
     s.exp_eof().unwrap();
     assert_eq!(std::fs::read(me.path().join("big.bin")).unwrap(), b"old");
