@@ -341,6 +341,30 @@ fn a_partner_that_is_gone_is_tried_less_and_less_often() {
 }
 
 #[test]
+fn sigterm_during_a_pull_cancels_it_and_the_peer_stops() {
+    let a = Peer::start(&[]);
+    a.write("big.bin", &random_bytes(9, 200 << 20));
+    let mut b = syncing(&["--peer", &a.addr]);
+    let started = wait_for_part_file(b.dir.path());
+    // The partner freezes mid-file: without a cancel the pull would wait
+    // out its 30 s silence limit before the peer could stop.
+    a.signal("-STOP");
+    b.signal("-TERM");
+    let stopped = wait_for(Duration::from_secs(15), || {
+        matches!(b.child.try_wait(), Ok(Some(_)))
+    });
+    a.signal("-CONT");
+    assert!(started, "the pull was never seen under way");
+    assert!(stopped, "the syncing peer did not stop on SIGTERM");
+    assert_eq!(b.child.wait().unwrap().code(), Some(0));
+    assert!(
+        visible_files(b.dir.path()).is_empty(),
+        "{:?}",
+        visible_files(b.dir.path())
+    );
+}
+
+#[test]
 fn without_the_flag_nothing_syncs_by_itself() {
     let a = syncing(&[]);
     a.write("only-on-a.txt", b"a");

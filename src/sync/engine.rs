@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -127,6 +127,8 @@ struct Partner {
 /// when the channel closes.
 pub struct SyncEngine {
     tx: Sender<SyncCmd>,
+    /// Set by `stop`: cancels the transfers of a round in progress.
+    stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     _watcher: Option<notify::RecommendedWatcher>,
     /// Held while `--sync` runs.
@@ -168,12 +170,14 @@ impl SyncEngine {
             let started = std::time::SystemTime::now();
             shared.folder.remove_stale_parts(started);
         }
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut actor = Actor {
             shared,
             cfg,
             partners,
             last_round: None,
             pending: false,
+            stopping: stopping.clone(),
         };
         let thread = thread::Builder::new().name("sync".into()).spawn(move || {
             // Without a watcher its sender is gone: a closed channel is
@@ -187,6 +191,7 @@ impl SyncEngine {
         })?;
         Ok(SyncEngine {
             tx,
+            stopping,
             thread: Mutex::new(Some(thread)),
             _watcher: watcher,
             _lock: lock,
@@ -197,8 +202,11 @@ impl SyncEngine {
         self.tx.clone()
     }
 
-    /// Stop after the round in progress, if any, and wait for the thread.
+    /// Stop: cancel the round in progress, if any (its transfers stop at
+    /// their next chunk and remove their temporary files), and wait for
+    /// the thread.
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let _ = self.tx.send(SyncCmd::Stop);
         if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
@@ -238,6 +246,8 @@ struct Actor {
     partners: Vec<Partner>,
     last_round: Option<String>,
     pending: bool,
+    /// The cancel flag of every connection a round opens.
+    stopping: Arc<AtomicBool>,
 }
 
 fn now_text() -> String {
@@ -480,7 +490,7 @@ impl Actor {
         let folder = &self.shared.folder;
         let local_entries = folder.sync_index()?;
         let addr = self.partners[i].addr.clone();
-        let mut client = connect_partner(&addr)?;
+        let mut client = connect_partner(&addr, &self.stopping)?;
         let known = match &self.partners[i].id {
             Some(id) => self.shared.sync_db.load(id)?,
             None => Index::new(),
@@ -604,7 +614,7 @@ impl Actor {
             .map(|(p, e)| (p.as_str(), e.as_ref()))
             .collect();
         let peer = rep.peer.clone();
-        let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1);
+        let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
         let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
         let results = Mutex::new(Vec::new());
         let lane = |c: &mut Client| {
@@ -769,20 +779,16 @@ fn lanes_for(files: usize) -> usize {
 }
 
 /// A connection for a sync round: never cancelled, patient for 30 s.
-fn connect_partner(addr: &str) -> Result<Client> {
-    Client::connect(
-        addr,
-        Arc::new(AtomicBool::new(false)),
-        Duration::from_secs(30),
-    )
+fn connect_partner(addr: &str, stopping: &Arc<AtomicBool>) -> Result<Client> {
+    Client::connect(addr, stopping.clone(), Duration::from_secs(30))
 }
 
 /// Up to `n` more connections to `addr` that answered a first request (a
 /// partner at its connection cap answers "busy"; then fewer lanes it is).
-fn extra_lanes(addr: &str, n: usize) -> Vec<Client> {
+fn extra_lanes(addr: &str, n: usize, stopping: &Arc<AtomicBool>) -> Vec<Client> {
     (0..n)
         .map_while(|_| {
-            let mut c = connect_partner(addr).ok()?;
+            let mut c = connect_partner(addr, stopping).ok()?;
             c.info().ok()?;
             Some(c)
         })
