@@ -30,9 +30,11 @@ const DEBOUNCE: Duration = Duration::from_millis(40);
 /// Longest the timer and local changes leave a failing partner alone.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-/// How long the timer and local changes leave a partner alone after
-/// `failures` failed rounds in a row: nothing after one (a blip), then one
-/// interval, three, seven, ... up to [`MAX_BACKOFF`]. A partner that went
+/// How long the timer and local changes leave a partner alone, beyond its
+/// regular next try one interval on, after `failures` failed rounds in a
+/// row: nothing after one (a blip), then one interval, three, seven, ...
+/// up to [`MAX_BACKOFF`]; the tries come 1, 2, 4, 8, ... intervals apart.
+/// A partner that went
 /// away for good then costs a connection attempt every five minutes, not
 /// one (of up to the connect timeout) every round; when it comes back and
 /// offers its index, or on the shell's `sync`, it is tried at once.
@@ -418,11 +420,12 @@ impl Actor {
     }
 
     /// A round with every partner; with `due_only`, not with those still
-    /// waiting out their backoff.
+    /// waiting out their backoff. Half an interval of slack: a timer tick
+    /// that comes a moment before a partner's time still takes it.
     fn round_all(&mut self, confirm: bool, due_only: bool) -> SyncReport {
-        let now = Instant::now();
+        let soon = Instant::now() + self.cfg.interval / 2;
         let due: Vec<usize> = (0..self.partners.len())
-            .filter(|&i| !due_only || self.partners[i].retry_at.is_none_or(|t| t <= now))
+            .filter(|&i| !due_only || self.partners[i].retry_at.is_none_or(|t| t <= soon))
             .collect();
         let partners = due
             .into_iter()
@@ -432,6 +435,7 @@ impl Actor {
     }
 
     fn round_logged(&mut self, i: usize, confirm: bool) -> PartnerRound {
+        let started = Instant::now();
         let mut report = PartnerRound {
             peer: self.partners[i].addr.clone(),
             ..Default::default()
@@ -453,7 +457,9 @@ impl Actor {
         let when = now_text();
         let p = &mut self.partners[i];
         p.failures = if failed { p.failures + 1 } else { 0 };
-        p.retry_at = Some(Instant::now() + backoff(self.cfg.interval, p.failures));
+        // The regular next try is one interval on; the backoff comes on top.
+        p.retry_at = (p.failures > 0)
+            .then(|| started + self.cfg.interval + backoff(self.cfg.interval, p.failures));
         p.last_round = Some(when.clone());
         p.last_result = Some(summary.clone());
         p.paused = report.paused_deletions;
