@@ -95,6 +95,12 @@ pub struct SyncEntry {
     /// one it last agreed on with the receiver.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// The sender has this path in the very state it last agreed on with
+    /// the receiver. A receiver without a record of its own (it never
+    /// learned of the agreement) takes that as the last-synced state, so a
+    /// path it deleted meanwhile is not pulled back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub agreed: bool,
 }
 
 /// MD5 of one file, or why it could not be read.

@@ -182,11 +182,14 @@ fn a_mass_deletion_waits_for_confirmation() {
     for i in 0..6 {
         a.write(&format!("keep{i}.txt"), format!("{i}").as_bytes());
     }
-    let b = ShellPeer::start_in(
+    let mut b = ShellPeer::start_in(
         tempfile::tempdir().unwrap(),
         &["--sync", "--interval", "1", "--peer", &a.addr],
     );
     assert_converges(a.dir.path(), b.dir.path());
+    // A round by hand waits for the one that pulled to record what it did
+    // (the files show up a moment before that).
+    b.cmd("sync");
     // While b is away, a loses five of its six files.
     let b_dir = b.stop();
     for i in 0..5 {
@@ -362,6 +365,50 @@ fn sigterm_during_a_pull_cancels_it_and_the_peer_stops() {
         "{:?}",
         visible_files(b.dir.path())
     );
+}
+
+#[test]
+fn deletions_made_before_we_learned_they_had_pulled_are_not_undone() {
+    // No timer: a acts only on events and offers.
+    let a = Peer::start(&["--sync", "--interval", "3600"]);
+    for i in 0..6 {
+        a.write(&format!("f{i}.txt"), format!("{i}").as_bytes());
+    }
+    // b pulls everything in a one-off round and is gone before it offers
+    // again: a never learns that the two sides agree on these files.
+    let b_dir = tempfile::tempdir().unwrap();
+    let (code, docs, err) = run_json(b_dir.path(), &a.addr, &["sync"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(docs[0]["partners"][0]["pulled"], 6);
+    for i in 0..5 {
+        fs::remove_file(a.path(&format!("f{i}.txt"))).unwrap();
+    }
+    // b comes back syncing and holds the mass deletion for confirmation.
+    // Its offer marks the six files as agreed, so a does not take the five
+    // for files new on b and pull them back meanwhile.
+    let mut b = ShellPeer::start_in(b_dir, &["--sync", "--interval", "1", "--peer", &a.addr]);
+    let paused = wait_for(LIMIT, || {
+        b.cmd("sync status")["partners"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["paused_deletions"] == 5))
+    });
+    assert!(paused, "the deletions were not paused");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        visible_files(a.dir.path()),
+        vec!["f5.txt"],
+        "a pulled back what it deleted"
+    );
+    let a_log = fs::read_to_string(a.path(".dropbox-shell/history.log")).unwrap();
+    assert!(
+        !a_log
+            .lines()
+            .any(|l| l.contains("\"made\"") && l.contains("sync pull")),
+        "a pulled from b:\n{a_log}"
+    );
+    let report = b.cmd("sync confirm");
+    assert_eq!(report["partners"][0]["deleted"], 5, "{report}");
+    assert_converges(a.dir.path(), b.dir.path());
 }
 
 #[test]

@@ -286,6 +286,7 @@ impl Folder {
                     mode: e.mode,
                     md5,
                     deleted: false,
+                    agreed: false,
                 })
             })
             .collect();

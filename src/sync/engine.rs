@@ -256,29 +256,25 @@ fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// An offered index as (present paths, tombstones); names that are not
+/// An offered index as (present paths, the sender's last-agreed states:
+/// its tombstones and the paths it holds as agreed); names that are not
 /// clean relative paths are dropped.
 fn to_index(entries: &[SyncEntry]) -> (Index, Index) {
     let mut present = Index::new();
-    let mut gone = Index::new();
+    let mut agreed = Index::new();
     for e in entries {
         if clean_name(&e.name).as_deref() != Ok(e.name.as_str()) {
             continue;
         }
-        let state = FileState {
-            kind: e.kind,
-            size: e.size,
-            mtime_ns: e.mtime_ns,
-            mode: e.mode,
-            md5: e.md5.clone(),
-        };
-        if e.deleted {
-            gone.insert(e.name.clone(), state);
-        } else {
+        let state = super::state_of(e);
+        if e.deleted || e.agreed {
+            agreed.insert(e.name.clone(), state.clone());
+        }
+        if !e.deleted {
             present.insert(e.name.clone(), state);
         }
     }
-    (present, gone)
+    (present, agreed)
 }
 
 impl Actor {
@@ -410,8 +406,8 @@ impl Actor {
             return true;
         };
         let (local, _) = to_index(local);
-        let (remote, tombs) = to_index(entries);
-        let plan = plan(&local, &remote, &base, &tombs);
+        let (remote, their_base) = to_index(entries);
+        let plan = plan(&local, &remote, &base, &their_base);
         let _ = self
             .shared
             .sync_db
@@ -522,9 +518,9 @@ impl Actor {
         }
         self.partners[i].id = Some(remote_id.clone());
         let (local, _) = to_index(&local_entries);
-        let (remote, tombs) = to_index(&remote_entries);
+        let (remote, their_base) = to_index(&remote_entries);
         let base = self.shared.sync_db.load(&remote_id)?;
-        let plan = plan(&local, &remote, &base, &tombs);
+        let plan = plan(&local, &remote, &base, &their_base);
         let hold_deletions = plan.is_mass_deletion() && !confirm;
         if hold_deletions {
             rep.paused_deletions = plan.deletions();

@@ -21,9 +21,26 @@ pub use engine::{SyncCmd, SyncConfig, SyncEngine, SyncReport, SyncStatus};
 
 use crate::proto::SyncEntry;
 
-/// What we offer a partner: our entries, plus a tombstone for every path we
-/// last agreed on with it and no longer have.
-pub fn offer(entries: Vec<SyncEntry>, base_with_partner: &plan::Index) -> Vec<SyncEntry> {
+/// The state an offered entry describes.
+pub fn state_of(e: &SyncEntry) -> plan::FileState {
+    plan::FileState {
+        kind: e.kind,
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        mode: e.mode,
+        md5: e.md5.clone(),
+    }
+}
+
+/// What we offer a partner: our entries, each marked `agreed` when it is in
+/// the state we last agreed on with that partner, plus a tombstone for
+/// every path we last agreed on with it and no longer have.
+pub fn offer(mut entries: Vec<SyncEntry>, base_with_partner: &plan::Index) -> Vec<SyncEntry> {
+    for e in &mut entries {
+        e.agreed = base_with_partner
+            .get(&e.name)
+            .is_some_and(|b| b.same(&state_of(e)));
+    }
     let present: std::collections::HashSet<&str> =
         entries.iter().map(|e| e.name.as_str()).collect();
     let mut tombs: Vec<SyncEntry> = base_with_partner
@@ -37,10 +54,55 @@ pub fn offer(entries: Vec<SyncEntry>, base_with_partner: &plan::Index) -> Vec<Sy
             mode: s.mode,
             md5: s.md5.clone(),
             deleted: true,
+            agreed: false,
         })
         .collect();
     tombs.sort_by(|a, b| a.name.cmp(&b.name));
     let mut all = entries;
     all.extend(tombs);
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Kind;
+
+    fn entry(name: &str, md5: &str) -> SyncEntry {
+        SyncEntry {
+            name: name.into(),
+            kind: Kind::File,
+            size: 1,
+            mtime_ns: 1,
+            mode: 0o644,
+            md5: Some(md5.into()),
+            deleted: false,
+            agreed: false,
+        }
+    }
+
+    #[test]
+    fn an_offer_marks_what_was_agreed_and_lists_what_went() {
+        let base: plan::Index = [("same", "a"), ("edited", "b"), ("removed", "c")]
+            .into_iter()
+            .map(|(n, m)| (n.to_string(), state_of(&entry(n, m))))
+            .collect();
+        let offered = offer(
+            vec![entry("same", "a"), entry("edited", "B"), entry("new", "d")],
+            &base,
+        );
+        let flags: Vec<(&str, bool, bool)> = offered
+            .iter()
+            .map(|e| (e.name.as_str(), e.agreed, e.deleted))
+            .collect();
+        assert_eq!(
+            flags,
+            vec![
+                ("same", true, false),
+                ("edited", false, false),
+                ("new", false, false),
+                ("removed", false, true),
+            ]
+        );
+    }
 }

@@ -208,11 +208,13 @@ fn rank(a: &Action) -> u8 {
 
 /// Decide every path of the indexes, detect renames, and order the work:
 /// folders first, then renames, pulls, modes, deletions, and folder
-/// removals deepest first. `their_base` holds the remote's tombstones: the
-/// state it last agreed on with us for paths it no longer has; it stands in
-/// for our own last-synced state where we have none (we may not have seen
-/// the agreement before they deleted), so a deletion still propagates, and
-/// only onto the very version they had.
+/// removals deepest first. `their_base` holds the states the remote last
+/// agreed on with us: its tombstones (paths it no longer has) and the paths
+/// it still holds in the agreed state. It stands in for our own last-synced
+/// state where we have none (we may not have seen the agreement: it pulled,
+/// then went away before telling us), so their deletion still propagates,
+/// and only onto the very version they had; and a path we deleted since is
+/// not pulled back from them as if it were new there.
 pub fn plan(local: &Index, remote: &Index, base: &Index, their_base: &Index) -> Plan {
     let paths: BTreeSet<&String> = local
         .keys()
@@ -478,6 +480,20 @@ mod tests {
         // But a version they never saw is not deleted.
         let changed: Index = [("gone.txt".to_string(), f("y", 2))].into();
         assert_eq!(plan(&changed, &none, &none, &tomb).actions[0].1, Nothing);
+    }
+
+    #[test]
+    fn a_path_they_hold_as_agreed_is_not_pulled_back_after_we_deleted_it() {
+        let x = f("x", 1);
+        let theirs: Index = [("gone.txt".to_string(), x.clone())].into();
+        let none = Index::new();
+        // Without any record, a file only they have is new there: pulled.
+        assert_eq!(plan(&none, &theirs, &none, &none).actions[0].1, Pull);
+        // They say we agreed on exactly this version: we deleted it since.
+        assert_eq!(plan(&none, &theirs, &none, &theirs).actions[0].1, Nothing);
+        // Our own edit beats the version we agreed on: they pull ours.
+        let ours: Index = [("gone.txt".to_string(), f("y", 2))].into();
+        assert_eq!(plan(&ours, &theirs, &none, &theirs).actions[0].1, Nothing);
     }
 
     #[test]
