@@ -203,16 +203,22 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                     "Last round",
                     "Result",
                     "Paused deletions",
+                    "Next try",
                 ],
                 width,
             );
             for p in &s.partners {
+                let next = match &p.next_try {
+                    Some(t) => format!("{t} ({} failed rounds)", p.failures),
+                    None => "next round".into(),
+                };
                 t.add_row(vec![
                     p.peer.clone(),
                     p.peer_id.clone().unwrap_or_else(|| "-".into()),
                     p.last_round.clone().unwrap_or_else(|| "never".into()),
                     p.last_result.clone().unwrap_or_default(),
                     p.paused_deletions.to_string(),
+                    next,
                 ]);
             }
             let mode = if s.enabled {

@@ -331,8 +331,19 @@ fn a_partner_that_is_gone_is_tried_less_and_less_often() {
     let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = gone.local_addr().unwrap().to_string();
     drop(gone);
-    let hub = syncing(&["--peer", &addr]);
+    let mut hub = ShellPeer::start_in(
+        tempfile::tempdir().unwrap(),
+        &["--sync", "--interval", "1", "--peer", &addr],
+    );
     std::thread::sleep(Duration::from_millis(5500));
+    // `sync status` says when it tries again.
+    let status = hub.cmd("sync status");
+    let partner = &status["partners"][0];
+    assert!(partner["failures"].as_u64().unwrap() >= 2, "{status}");
+    assert!(
+        partner["next_try"].as_str().unwrap().ends_with('Z'),
+        "{status}"
+    );
     let log = fs::read_to_string(hub.path(".dropbox-shell/history.log")).unwrap();
     let tries = log
         .lines()

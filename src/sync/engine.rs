@@ -102,6 +102,10 @@ pub struct PartnerStatus {
     pub last_round: Option<String>,
     pub last_result: Option<String>,
     pub paused_deletions: usize,
+    /// Failed rounds in a row.
+    pub failures: u32,
+    /// While a failing partner is left alone: when the timer tries it next.
+    pub next_try: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -360,6 +364,12 @@ impl Actor {
                     last_round: p.last_round.clone(),
                     last_result: p.last_result.clone(),
                     paused_deletions: p.paused,
+                    failures: p.failures,
+                    next_try: p.retry_at.and_then(|t| {
+                        let wait = t.checked_duration_since(Instant::now())?;
+                        let when = chrono::Utc::now() + chrono::Duration::from_std(wait).ok()?;
+                        Some(when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    }),
                 })
                 .collect(),
         }
