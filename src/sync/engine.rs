@@ -854,12 +854,10 @@ fn summary(r: &PartnerRound) -> String {
             r.paused_deletions
         ));
     }
-    if !r.errors.is_empty() {
-        parts.push(format!(
-            "{} errors: {}",
-            r.errors.len(),
-            r.errors.join("; ")
-        ));
+    match r.errors.as_slice() {
+        [] => {}
+        [one] => parts.push(format!("error: {one}")),
+        many => parts.push(format!("{} errors: {}", many.len(), many.join("; "))),
     }
     if parts.is_empty() {
         "in sync".into()
