@@ -423,6 +423,35 @@ fn deletions_made_before_we_learned_they_had_pulled_are_not_undone() {
 }
 
 #[test]
+fn a_pulled_file_is_recorded_as_it_lands_not_when_the_round_ends() {
+    // No timer: a acts only on events and offers.
+    let a = Peer::start(&["--sync", "--interval", "3600"]);
+    for i in 0..10 {
+        a.write(&format!("s{i}.txt"), format!("{i}").as_bytes());
+    }
+    a.write("zz.bin", &random_bytes(10, 200 << 20));
+    let b = syncing(&["--peer", &a.addr]);
+    // The small files land first; the peer dies during the big one, long
+    // after the first ones landed (records may lag 50 ms behind), long
+    // before the round could end.
+    let landed = wait_for(LIMIT, || b.path("s0.txt").exists());
+    let started = wait_for_part_file(b.dir.path());
+    a.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(500));
+    let b_dir = b.stop("-KILL");
+    a.signal("-CONT");
+    assert!(landed && started, "the round was never seen under way");
+    // a deletes a file that b had pulled; b's restart must not bring it back.
+    fs::remove_file(a.path("s0.txt")).unwrap();
+    let b = syncing_in(b_dir, &["--peer", &a.addr]);
+    assert!(wait_for(LIMIT, || !b.path("s0.txt").exists()), "b kept s0");
+    assert_converges(a.dir.path(), b.dir.path());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!a.path("s0.txt").exists(), "a pulled back what it deleted");
+    assert_eq!(trash_files(b.dir.path()).len(), 1);
+}
+
+#[test]
 fn without_the_flag_nothing_syncs_by_itself() {
     let a = syncing(&[]);
     a.write("only-on-a.txt", b"a");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, select};
 use serde::Serialize;
 
 use super::lock::SyncLock;
@@ -27,6 +27,8 @@ use crate::{Context, Error, Result, bail};
 
 /// How long file-system events are gathered before a round starts.
 const DEBOUNCE: Duration = Duration::from_millis(40);
+/// Longest a pulled file waits to be recorded in the sync database.
+const RECORD_EVERY: Duration = Duration::from_millis(50);
 /// Longest the timer and local changes leave a failing partner alone.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -551,9 +553,14 @@ impl Actor {
                 _ => {
                     if !after_pulls && !pulls.is_empty() {
                         after_pulls = true;
-                        if let Err(e) =
-                            self.pull_all(&mut client, &pulls, &remote, rep, &mut changes)
-                        {
+                        if let Err(e) = self.pull_all(
+                            &mut client,
+                            &remote_id,
+                            &pulls,
+                            &remote,
+                            rep,
+                            &mut changes,
+                        ) {
                             rep.errors
                                 .push(format!("pulling from {addr}: {e}; the rest next round"));
                         }
@@ -568,7 +575,8 @@ impl Actor {
         }
         if !after_pulls
             && !pulls.is_empty()
-            && let Err(e) = self.pull_all(&mut client, &pulls, &remote, rep, &mut changes)
+            && let Err(e) =
+                self.pull_all(&mut client, &remote_id, &pulls, &remote, rep, &mut changes)
         {
             rep.errors
                 .push(format!("pulling from {addr}: {e}; the rest next round"));
@@ -607,6 +615,34 @@ impl Actor {
         Ok(None)
     }
 
+    /// Record pulled files in the sync database as they land, not only at
+    /// the end of the round: a peer killed in between still knows them
+    /// after a restart (else a deletion made meanwhile on the other side
+    /// would be undone). Batched, up to [`RECORD_EVERY`] behind, so that
+    /// many small files cost a few commits; ends when `landed` closes.
+    fn record_as_they_land(&self, remote_id: &str, landed: Receiver<(String, Option<FileState>)>) {
+        let record = |batch: &mut Vec<(String, Option<FileState>)>| {
+            let _ = self.shared.sync_db.apply(remote_id, batch);
+            batch.clear();
+        };
+        let mut batch = Vec::new();
+        let mut due = Instant::now();
+        loop {
+            let next = if batch.is_empty() {
+                due = Instant::now() + RECORD_EVERY;
+                landed.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                landed.recv_deadline(due)
+            };
+            match next {
+                Ok(change) => batch.push(change),
+                Err(RecvTimeoutError::Timeout) => record(&mut batch),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        record(&mut batch);
+    }
+
     /// Pull every file of `pulls`, pipelined, over `client` and up to
     /// [`MAX_LANES`]` - 1` more connections to the same partner, one per
     /// core: each lane receives, writes and hashes its files on its own
@@ -614,6 +650,7 @@ impl Actor {
     fn pull_all(
         &self,
         client: &mut Client,
+        remote_id: &str,
         pulls: &[(String, Option<FileState>)],
         remote: &Index,
         rep: &mut PartnerRound,
@@ -629,22 +666,43 @@ impl Actor {
         let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
         let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
         let results = Mutex::new(Vec::new());
-        let lane = |c: &mut Client| {
+        let lane = |c: &mut Client, landed: &Sender<(String, Option<FileState>)>| {
             c.download_many(
                 &mut std::iter::from_fn(|| queue.lock().ok()?.next()),
                 folder,
                 32,
                 &mut |name| still_as_planned(&root, name, expected.get(name).copied().flatten()),
                 &mut |name, result| {
+                    // If it changed there since the index was sent, nothing
+                    // is recorded yet.
+                    let change = result.as_ref().ok().map(|report| {
+                        let r = remote.get(name);
+                        let same = r.and_then(|r| r.md5.as_deref()) == Some(report.md5.as_str());
+                        (name.to_string(), if same { r.cloned() } else { None })
+                    });
+                    if let Some(change) = &change {
+                        let _ = landed.send(change.clone());
+                    }
                     if let Ok(mut r) = results.lock() {
-                        r.push((name.to_string(), result));
+                        r.push((name.to_string(), result, change));
                     }
                 },
             )
         };
+        let lane = &lane;
         let batch = thread::scope(|s| {
-            let others: Vec<_> = extra.iter_mut().map(|c| s.spawn(|| lane(c))).collect();
-            let mut batch = lane(client);
+            // The recorder ends when the last lane drops its sender.
+            let (landed, to_record) = crossbeam_channel::unbounded();
+            s.spawn(|| self.record_as_they_land(remote_id, to_record));
+            let others: Vec<_> = extra
+                .iter_mut()
+                .map(|c| {
+                    let landed = landed.clone();
+                    s.spawn(move || lane(c, &landed))
+                })
+                .collect();
+            let mut batch = lane(client, &landed);
+            drop(landed);
             for o in others {
                 let r = o
                     .join()
@@ -654,13 +712,12 @@ impl Actor {
             batch
         });
         let results = results.into_inner().unwrap_or_default();
-        for (path, result) in results {
+        for (path, result, change) in results {
+            // Recorded already; again with the round's other changes, in
+            // case that first write failed.
+            changes.extend(change);
             match result {
                 Ok(report) => {
-                    let r = remote.get(&path);
-                    let same = r.and_then(|r| r.md5.as_deref()) == Some(report.md5.as_str());
-                    // If it changed there since the index was sent, record nothing yet.
-                    changes.push((path.clone(), if same { r.cloned() } else { None }));
                     rep.pulled += 1;
                     rep.bytes += report.size;
                     self.log(&peer, &format!("sync pull {path}"), "ok", report.size);
