@@ -620,9 +620,17 @@ impl Actor {
     /// after a restart (else a deletion made meanwhile on the other side
     /// would be undone). Batched, up to [`RECORD_EVERY`] behind, so that
     /// many small files cost a few commits; ends when `landed` closes.
-    fn record_as_they_land(&self, remote_id: &str, landed: Receiver<(String, Option<FileState>)>) {
-        let record = |batch: &mut Vec<(String, Option<FileState>)>| {
-            let _ = self.shared.sync_db.apply(remote_id, batch);
+    /// Returns what it could not record, for the round's final write.
+    fn record_as_they_land(
+        &self,
+        remote_id: &str,
+        landed: Receiver<(String, Option<FileState>)>,
+    ) -> Vec<(String, Option<FileState>)> {
+        let mut unrecorded = Vec::new();
+        let mut record = |batch: &mut Vec<(String, Option<FileState>)>| {
+            if self.shared.sync_db.apply(remote_id, batch).is_err() {
+                unrecorded.append(batch);
+            }
             batch.clear();
         };
         let mut batch = Vec::new();
@@ -641,6 +649,7 @@ impl Actor {
             }
         }
         record(&mut batch);
+        unrecorded
     }
 
     /// Pull every file of `pulls`, pipelined, over `client` and up to
@@ -675,16 +684,14 @@ impl Actor {
                 &mut |name, result| {
                     // If it changed there since the index was sent, nothing
                     // is recorded yet.
-                    let change = result.as_ref().ok().map(|report| {
+                    if let Ok(report) = &result {
                         let r = remote.get(name);
                         let same = r.and_then(|r| r.md5.as_deref()) == Some(report.md5.as_str());
-                        (name.to_string(), if same { r.cloned() } else { None })
-                    });
-                    if let Some(change) = &change {
-                        let _ = landed.send(change.clone());
+                        let _ =
+                            landed.send((name.to_string(), if same { r.cloned() } else { None }));
                     }
                     if let Ok(mut r) = results.lock() {
-                        r.push((name.to_string(), result, change));
+                        r.push((name.to_string(), result));
                     }
                 },
             )
@@ -693,7 +700,7 @@ impl Actor {
         let batch = thread::scope(|s| {
             // The recorder ends when the last lane drops its sender.
             let (landed, to_record) = crossbeam_channel::unbounded();
-            s.spawn(|| self.record_as_they_land(remote_id, to_record));
+            let recorder = s.spawn(|| self.record_as_they_land(remote_id, to_record));
             let others: Vec<_> = extra
                 .iter_mut()
                 .map(|c| {
@@ -709,13 +716,12 @@ impl Actor {
                     .unwrap_or_else(|_| Err(Error::new("a pulling thread failed")));
                 batch = batch.and(r);
             }
+            // What the recorder could not write goes with the round's other changes.
+            changes.extend(recorder.join().unwrap_or_default());
             batch
         });
         let results = results.into_inner().unwrap_or_default();
-        for (path, result, change) in results {
-            // Recorded already; again with the round's other changes, in
-            // case that first write failed.
-            changes.extend(change);
+        for (path, result) in results {
             match result {
                 Ok(report) => {
                     rep.pulled += 1;
