@@ -42,7 +42,7 @@ impl Record {
         bytes: u64,
     ) -> Record {
         Record {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            time: crate::timestamp::event_time(chrono::Utc::now()),
             direction,
             peer: peer.to_string(),
             command: command.to_string(),

@@ -95,6 +95,12 @@ pub fn to_nanos(t: DateTime<Utc>) -> i64 {
     })
 }
 
+/// A moment of this peer's own (a request, a sync round), RFC 3339 in UTC
+/// to the millisecond, as in the history log and `sync status`.
+pub fn event_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// RFC 3339 in UTC, as printed in JSON.
 pub fn rfc3339(nanos: i64) -> String {
     DateTime::from_timestamp_nanos(nanos).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

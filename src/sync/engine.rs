@@ -36,10 +36,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// regular next try one interval on, after `failures` failed rounds in a
 /// row: nothing after one (a blip), then one interval, three, seven, ...
 /// up to [`MAX_BACKOFF`]; the tries come 1, 2, 4, 8, ... intervals apart.
-/// A partner that went
-/// away for good then costs a connection attempt every five minutes, not
-/// one (of up to the connect timeout) every round; when it comes back and
-/// offers its index, or on the shell's `sync`, it is tried at once.
+/// A partner that went away for good then costs a connection attempt every
+/// five minutes, not one (of up to the connect timeout) every round; when
+/// it comes back and offers its index, or on the shell's `sync`, it is
+/// tried at once.
 fn backoff(interval: Duration, failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(16);
     interval
@@ -259,7 +259,7 @@ struct Actor {
 }
 
 fn now_text() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::timestamp::event_time(chrono::Utc::now())
 }
 
 /// An offered index as (present paths, the sender's last-agreed states:
@@ -370,7 +370,7 @@ impl Actor {
                     next_try: p.retry_at.and_then(|t| {
                         let wait = t.checked_duration_since(Instant::now())?;
                         let when = chrono::Utc::now() + chrono::Duration::from_std(wait).ok()?;
-                        Some(when.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                        Some(crate::timestamp::event_time(when))
                     }),
                 })
                 .collect(),
