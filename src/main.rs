@@ -49,7 +49,7 @@ struct Args {
     /// Print each command's result as one JSON document on stdout.
     #[arg(long)]
     json: bool,
-    /// Keep the shared folder in two-way sync with the peers (periodic check plus file-system events).
+    /// Keep the shared folder in two-way sync with the peers (periodic check plus file-system events); one process per folder.
     #[arg(long)]
     sync: bool,
     /// Period in seconds of the full re-check while syncing, e.g. `--interval 30`.
