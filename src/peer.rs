@@ -57,6 +57,34 @@ impl Default for PeerConfig {
     }
 }
 
+/// Where a note for the shell comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSource {
+    /// A request another peer made of our server.
+    Server,
+    /// A sync round our own engine ran.
+    Sync,
+}
+
+/// A one-line note from a background thread for the shell to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub source: EventSource,
+    /// As the thread wrote it: names in it come from peers and the disk,
+    /// so whoever prints it escapes it.
+    pub text: String,
+}
+
+impl Event {
+    /// The label the shell prints before the text.
+    pub fn label(&self) -> &'static str {
+        match self.source {
+            EventSource::Server => "[server]",
+            EventSource::Sync => "[sync]",
+        }
+    }
+}
+
 /// State shared by the server threads and the shell.
 pub struct Shared {
     pub folder: Folder,
@@ -65,15 +93,24 @@ pub struct Shared {
     pub sync_db: crate::sync::db::SyncDb,
     pub peer_id: String,
     pub config: PeerConfig,
-    events_tx: Sender<String>,
-    events_rx: Receiver<String>,
+    events_tx: Sender<Event>,
+    events_rx: Receiver<Event>,
     sync: std::sync::OnceLock<Sender<SyncCmd>>,
 }
 
 impl Shared {
     /// A one-line note from a server thread for the shell to print.
     pub fn event(&self, msg: String) {
-        let _ = self.events_tx.try_send(msg);
+        self.note(EventSource::Server, msg);
+    }
+
+    /// A one-line note from the sync engine for the shell to print.
+    pub fn sync_event(&self, msg: String) {
+        self.note(EventSource::Sync, msg);
+    }
+
+    fn note(&self, source: EventSource, text: String) {
+        let _ = self.events_tx.try_send(Event { source, text });
     }
 
     /// A partner offered its sync index (`entries`), answered with ours
@@ -101,7 +138,7 @@ impl Shared {
     }
 
     /// Notes from the server threads, for the shell's printer.
-    pub fn events(&self) -> Receiver<String> {
+    pub fn events(&self) -> Receiver<Event> {
         self.events_rx.clone()
     }
 }

@@ -302,7 +302,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
                 loop {
                     crossbeam_channel::select! {
                         recv(events) -> msg => match msg {
-                            Ok(m) => { let _ = printer.print(format!("[server] {m}")); }
+                            Ok(ev) => { let _ = printer.print(format!("{} {}", ev.label(), ev.text)); }
                             Err(_) => break,
                         },
                         recv(stop_rx) -> _ => break,

@@ -488,7 +488,7 @@ impl Actor {
                 report.bytes,
             ));
             self.shared
-                .event(format!("sync with {}: {summary}", report.peer));
+                .sync_event(format!("sync with {}: {summary}", report.peer));
         }
         report
     }
