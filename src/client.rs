@@ -2,13 +2,14 @@
 //! request. Reads wait in short slices so that Ctrl-C (the cancel flag) ends
 //! a command at once and a peer that goes silent ends it in bounded time.
 
+use std::collections::VecDeque;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::folder::{Folder, Incoming};
+use crate::folder::{Finish, Folder, Incoming, mismatch};
 use crate::proto::{
     Entry, FileMeta, Filter, HashEntry, Request, Response, SyncEntry, batches, check_version,
     read_hello, read_msg, write_hello, write_msg,
@@ -26,24 +27,36 @@ struct Received {
     start: Instant,
 }
 
+/// How the bytes of one download ended.
+enum Landed {
+    /// Verified and renamed into place.
+    Done(TransferReport),
+    /// The bytes did not match the sender's MD5; nothing changed here.
+    Mismatch(Error),
+}
+
 impl Received {
     /// Check `before_commit`, verify the MD5 and rename into place.
     fn commit(
         self,
         folder: &Folder,
         before_commit: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<TransferReport> {
+    ) -> Result<Landed> {
         before_commit()?;
         let meta = self.incoming.meta().clone();
-        let md5 = self.incoming.finish_verified(folder, &self.sender_md5)?;
-        Ok(TransferReport {
-            name: meta.name,
-            size: meta.size,
-            mtime_ns: meta.mtime_ns,
-            md5,
-            seconds: self.start.elapsed().as_secs_f64(),
-            attempts: 1,
-            retransmissions: 0,
+        Ok(match self.incoming.finish(folder, &self.sender_md5)? {
+            Finish::Done(md5) => Landed::Done(TransferReport {
+                name: meta.name,
+                size: meta.size,
+                mtime_ns: meta.mtime_ns,
+                md5,
+                seconds: self.start.elapsed().as_secs_f64(),
+                attempts: 1,
+                retransmissions: 0,
+            }),
+            Finish::Mismatch { ours } => {
+                Landed::Mismatch(mismatch(&meta.name, &ours, &self.sender_md5))
+            }
         })
     }
 }
@@ -211,27 +224,43 @@ impl Client {
         }
     }
 
-    /// Download `name` into `folder` at the same relative path.
+    /// Download `name` into `folder` at the same relative path. When the
+    /// bytes do not match the sender's MD5 (its cache may be stale), the
+    /// file is asked for once more with the cache bypassed.
     pub fn download(
         &mut self,
         name: &str,
         folder: &Folder,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<TransferReport> {
-        self.send(&Request::Download {
-            name: name.to_string(),
-        })?;
-        self.receive_bytes(name, folder, progress)?
-            .and_then(|r| r.commit(folder, &mut || Ok(())))
+        let mut fresh = false;
+        loop {
+            self.send(&Request::Download {
+                name: name.to_string(),
+                fresh,
+            })?;
+            let received = self.receive_bytes(name, folder, false, progress)??;
+            match received.commit(folder, &mut || Ok(()))? {
+                Landed::Done(mut report) => {
+                    report.attempts = if fresh { 2 } else { 1 };
+                    return Ok(report);
+                }
+                Landed::Mismatch(e) if fresh => return Err(e),
+                Landed::Mismatch(_) => fresh = true,
+            }
+        }
     }
 
     /// Download the files `names` yields over this one connection with up
     /// to `window` requests in flight, so the peer never waits for the next
     /// request. A name is taken from `names` only when its request goes out,
     /// so several connections can share one queue. `done` hears of each file
-    /// in order; a file that fails does not stop the others. An error is
-    /// returned only when the connection fails (names taken and not yet
-    /// reported to `done` are then left for a later try).
+    /// in order; a file that fails does not stop the others; one whose bytes
+    /// do not match the sender's MD5 is asked for once more with the
+    /// sender's cache bypassed. Files keep the sender's permission bits
+    /// exactly (this is sync's pull). An error is returned only when the
+    /// connection fails (names taken and not yet reported to `done` are
+    /// then left for a later try).
     pub fn download_many(
         &mut self,
         names: &mut dyn Iterator<Item = String>,
@@ -243,37 +272,54 @@ impl Client {
         // Verification runs a few files behind reception, so the next file's
         // bytes arrive while the last one's MD5 completes on another core.
         const BEHIND: usize = 2;
-        let mut requested: std::collections::VecDeque<String> = Default::default();
-        let mut pending: std::collections::VecDeque<(String, Result<Received>)> =
-            Default::default();
+        let mut requested: VecDeque<(String, bool)> = VecDeque::new();
+        let mut pending: VecDeque<(String, bool, Result<Received>)> = VecDeque::new();
+        let mut retry: VecDeque<String> = VecDeque::new();
+        let mut settle = |(name, fresh, r): (String, bool, Result<Received>),
+                          retry: &mut VecDeque<String>| {
+            match r.and_then(|r| r.commit(folder, &mut || before_commit(&name))) {
+                Ok(Landed::Done(report)) => done(&name, Ok(report)),
+                Ok(Landed::Mismatch(_)) if !fresh => retry.push_back(name),
+                Ok(Landed::Mismatch(e)) => done(&name, Err(e)),
+                Err(e) => done(&name, Err(e)),
+            }
+        };
         loop {
             while requested.len() < window.max(1) {
-                let Some(name) = names.next() else { break };
-                write_msg(&mut self.w, &Request::Download { name: name.clone() })?;
-                requested.push_back(name);
+                let (name, fresh) = match retry.pop_front() {
+                    Some(n) => (n, true),
+                    None => match names.next() {
+                        Some(n) => (n, false),
+                        None => break,
+                    },
+                };
+                let req = Request::Download {
+                    name: name.clone(),
+                    fresh,
+                };
+                write_msg(&mut self.w, &req)?;
+                requested.push_back((name, fresh));
             }
-            let Some(name) = requested.pop_front() else {
-                break;
+            let Some((name, fresh)) = requested.pop_front() else {
+                // Nothing in flight: settle what waits (it may ask again).
+                if pending.is_empty() {
+                    break;
+                }
+                while let Some(p) = pending.pop_front() {
+                    settle(p, &mut retry);
+                }
+                continue;
             };
             self.w
                 .flush()
                 .context(format!("sending to {}", self.addr))?;
-            let received = self.receive_bytes(&name, folder, &mut |_, _| {})?;
-            pending.push_back((name, received));
+            let received = self.receive_bytes(&name, folder, true, &mut |_, _| {})?;
+            pending.push_back((name, fresh, received));
             while pending.len() > BEHIND {
-                if let Some((n, r)) = pending.pop_front() {
-                    done(
-                        &n,
-                        r.and_then(|r| r.commit(folder, &mut || before_commit(&n))),
-                    );
+                if let Some(p) = pending.pop_front() {
+                    settle(p, &mut retry);
                 }
             }
-        }
-        for (n, r) in pending {
-            done(
-                &n,
-                r.and_then(|r| r.commit(folder, &mut || before_commit(&n))),
-            );
         }
         Ok(())
     }
@@ -285,6 +331,7 @@ impl Client {
         &mut self,
         name: &str,
         folder: &Folder,
+        exact_mode: bool,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Result<Received>> {
         let start = Instant::now();
@@ -314,6 +361,9 @@ impl Client {
                 return Ok(Err(e));
             }
         };
+        if exact_mode {
+            incoming.keep_exact_mode();
+        }
         let size = meta.size;
         Ok(
             receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {

@@ -50,6 +50,10 @@ pub enum Request {
     },
     Download {
         name: String,
+        /// Do not trust the MD5 cache: hash the bytes as they are read (the
+        /// receiver found the cached MD5 wrong on the first try).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fresh: bool,
     },
     Upload {
         meta: FileMeta,
@@ -289,6 +293,7 @@ mod tests {
             &mut wire,
             &Request::Download {
                 name: "a b.txt".into(),
+                fresh: false,
             },
         )
         .unwrap();
@@ -299,7 +304,8 @@ mod tests {
         assert_eq!(
             req,
             Request::Download {
-                name: "a b.txt".into()
+                name: "a b.txt".into(),
+                fresh: false,
             }
         );
         assert_eq!(

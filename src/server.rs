@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::folder::Incoming;
+use crate::folder::{Incoming, Version};
 use crate::history::{Direction, Record};
 use crate::names::clean_name;
 use crate::peer::Shared;
@@ -284,7 +284,12 @@ pub fn describe(req: &Request) -> String {
         } => format!("index regex {expr}"),
         Request::Hash { name: Some(n) } => format!("hash verify {n}"),
         Request::Hash { name: None } => "hash checkall".into(),
-        Request::Download { name } => format!("download TCP {name}"),
+        Request::Download { name, fresh } => {
+            format!(
+                "download TCP {name}{}",
+                if *fresh { " (rehashed)" } else { "" }
+            )
+        }
         Request::SyncOffer { entries, .. } => format!("sync offer ({} entries)", entries.len()),
         Request::Upload { meta, force } => {
             format!(
@@ -358,22 +363,21 @@ fn handle(
             write_msg(w, &Response::End)?;
             Ok(0)
         }
-        Request::Download { name } => {
+        Request::Download { name, fresh } => {
             let (file, meta) = folder.open_file(&name)?;
             let stat = file.metadata().context(&meta.name)?;
+            let opened = Version::of(&stat);
+            if fresh {
+                folder.forget_md5(&meta.name);
+            }
             let known = folder.cached(&meta.name, &stat);
             write_msg(w, &Response::File { meta: meta.clone() })?;
             let path = folder.root().join(&meta.name);
             let unchanged = || -> Result<()> {
-                match std::fs::metadata(&path) {
-                    Ok(now)
-                        if now.len() == stat.len()
-                            && crate::folder::mtime_ns(&now) == crate::folder::mtime_ns(&stat) =>
-                    {
-                        Ok(())
-                    }
-                    _ => bail!("{} changed while it was being sent; try again", meta.name),
+                if Version::at(&path) != Some(opened) {
+                    bail!("{} changed while it was being sent; try again", meta.name);
                 }
+                Ok(())
             };
             let md5 = send_file(
                 w,
@@ -384,11 +388,8 @@ fn handle(
                 &mut |_| {},
                 &unchanged,
             )?;
-            // The bytes were hashed on the way out: remember it if the file held still.
-            if let Ok(now) = std::fs::metadata(folder.root().join(&meta.name))
-                && crate::folder::mtime_ns(&now) == crate::folder::mtime_ns(&stat)
-                && now.len() == stat.len()
-            {
+            // The bytes were hashed on the way out (`unchanged` held): remember it.
+            if known.is_none() {
                 folder.remember(&meta.name, &stat, md5);
             }
             Ok(meta.size)

@@ -671,17 +671,21 @@ fn a_peer_that_stops_mid_transfer_leaves_the_old_file_intact() {
 }
 
 #[test]
-fn a_wrong_md5_from_the_sender_never_replaces_the_local_file() {
-    // The sender's cache vouches for a wrong MD5 (as if the file changed
-    // without its metadata changing): the receiver's own check refuses it.
+fn a_stale_md5_cache_makes_the_sender_rehash_and_the_download_succeeds() {
+    // The sender's cache vouches for a wrong MD5 under the file's exact
+    // version (as if it changed without its metadata changing): the
+    // receiver's check refuses the bytes, asks again with the cache
+    // bypassed, and gets the file; the sender's cache is corrected.
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("f.bin"), random_bytes(7, 100_000)).unwrap();
+    let data = random_bytes(7, 100_000);
+    fs::write(dir.path().join("f.bin"), &data).unwrap();
     let m = fs::metadata(dir.path().join("f.bin")).unwrap();
     fs::create_dir_all(dir.path().join(".dropbox-shell")).unwrap();
     let cache = serde_json::json!({ "f.bin": {
         "size": m.len(),
         "mtime_ns": m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        "ctime_ns": m.ctime() * 1_000_000_000 + m.ctime_nsec(),
         "ino": m.ino(),
         "md5": vec![0u8; 16],
     }});
@@ -693,27 +697,14 @@ fn a_wrong_md5_from_the_sender_never_replaces_the_local_file() {
     let server = Peer::start_in(dir, &[]);
     let me = tempfile::tempdir().unwrap();
     fs::write(me.path().join("f.bin"), b"old").unwrap();
-    let (code, docs, _) = run_json(
-        me.path(),
-        &server.addr,
-        &["download TCP f.bin", "download UDP f.bin"],
-    );
-    assert_eq!(code, 1);
-    assert!(
-        docs[0]["error"].as_str().unwrap().contains("MD5 mismatch"),
-        "{}",
-        docs[0]
-    );
-    assert!(
-        docs[1]["error"]
-            .as_str()
-            .unwrap()
-            .contains("did not match after 3 attempts"),
-        "{}",
-        docs[1]
-    );
-    assert_eq!(fs::read(me.path().join("f.bin")).unwrap(), b"old");
-    assert_eq!(visible_files(me.path()), vec!["f.bin"]);
+    let (code, docs, err) = run_json(me.path(), &server.addr, &["download TCP f.bin"]);
+    assert_eq!(code, 0, "{docs:?} {err}");
+    assert_eq!(docs[0]["md5"], md5_hex(&data));
+    assert_eq!(docs[0]["attempts"], 2);
+    assert_eq!(fs::read(me.path().join("f.bin")).unwrap(), data);
+    // The sender learned: the next download needs one try.
+    let (code, docs, _) = run_json(me.path(), &server.addr, &["download TCP f.bin"]);
+    assert_eq!((code, &docs[0]["attempts"]), (0, &serde_json::json!(1)));
 }
 
 #[test]

@@ -1,18 +1,21 @@
-//! The MD5 cache: a file whose size, mtime and inode are unchanged since it
-//! was hashed is not read again. Kept in `.dropbox-shell/md5-cache.json`,
+//! The MD5 cache: a file whose [`Version`] (size, mtime, ctime, inode) is
+//! unchanged since it was hashed is not read again. The ctime is what an
+//! in-place rewrite that sets the mtime back cannot hide. Kept in `.dropbox-shell/md5-cache.json`,
 //! written with a temporary file and a rename so a crash never corrupts it.
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use super::Version;
 
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq)]
 struct Key {
     size: u64,
     mtime_ns: i64,
+    ctime_ns: i64,
     ino: u64,
 }
 
@@ -31,10 +34,12 @@ pub struct HashCache {
 }
 
 fn key(stat: &Metadata) -> Key {
+    let v = Version::of(stat);
     Key {
-        size: stat.len(),
-        mtime_ns: super::mtime_ns(stat),
-        ino: stat.ino(),
+        size: v.size,
+        mtime_ns: v.mtime_ns,
+        ctime_ns: v.ctime_ns,
+        ino: v.ino,
     }
 }
 
@@ -55,6 +60,13 @@ impl HashCache {
     pub fn get(&self, name: &str, stat: &Metadata) -> Option<[u8; 16]> {
         let slot = self.map.get(name)?;
         (slot.key == key(stat)).then_some(slot.md5)
+    }
+
+    /// Drop what is known of `name` (its cached MD5 proved wrong).
+    pub fn forget(&mut self, name: &str) {
+        if self.map.remove(name).is_some() {
+            self.dirty = true;
+        }
     }
 
     pub fn put(&mut self, name: &str, stat: &Metadata, md5: [u8; 16]) {

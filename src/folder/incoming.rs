@@ -1,6 +1,8 @@
 //! A file being received: bytes go to a hidden temporary file beside the
 //! target while their MD5 is computed; only when size and MD5 match is the
-//! file given its mode and mtime (and, in a synced folder, flushed to the
+//! file given its mode (the sender's permission bits, never setuid, setgid
+//! or sticky; and for a download or upload never more than our umask
+//! allows) and mtime (and, in a synced folder, flushed to the
 //! disk) and renamed over the real name. Dropping an unfinished `Incoming`
 //! removes the temporary file, so an interrupted transfer never leaves a
 //! half file under the real name nor harms the old one.
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 
 use tempfile::NamedTempFile;
 
-use super::{Folder, Md5Pipe};
+use super::{Folder, Md5Pipe, PERMISSION_BITS, mode_for_new_file};
 use crate::names::{PART_SUFFIX, clean_name};
 use crate::proto::{FileMeta, hex};
 use crate::{Context, Result, bail};
@@ -24,6 +26,9 @@ pub struct Incoming {
     out: NamedTempFile,
     md5: Md5Pipe,
     written: u64,
+    /// Give the file the sender's permission bits as they are (sync mirrors
+    /// modes), not masked by our umask (downloads and uploads).
+    exact_mode: bool,
 }
 
 impl Incoming {
@@ -53,7 +58,14 @@ impl Incoming {
             out: tmp,
             md5: Md5Pipe::new(meta.size),
             written: 0,
+            exact_mode: false,
         })
+    }
+
+    /// Mirror the sender's permission bits instead of masking them with
+    /// the umask (sync: both folders keep the same modes).
+    pub fn keep_exact_mode(&mut self) {
+        self.exact_mode = true;
     }
 
     pub fn meta(&self) -> &FileMeta {
@@ -116,19 +128,23 @@ impl Incoming {
         let mtime = super::file_time(self.meta.mtime_ns);
         filetime::set_file_handle_times(file, None, Some(mtime))
             .context(format!("setting the mtime of {name}"))?;
-        fs::set_permissions(
-            tmp.path(),
-            fs::Permissions::from_mode(self.meta.mode & 0o7777),
-        )
-        .context(format!("setting the permissions of {name}"))?;
+        let mode = if self.exact_mode {
+            self.meta.mode & PERMISSION_BITS
+        } else {
+            mode_for_new_file(self.meta.mode)
+        };
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
+            .context(format!("setting the permissions of {name}"))?;
         if folder.durable() {
             file.sync_data()
                 .context(format!("writing {name} to the disk"))?;
         }
-        let stat = file.metadata().context(&name)?;
-        tmp.persist(&self.target)
+        let file = tmp
+            .persist(&self.target)
             .map_err(|e| e.error)
             .context(format!("renaming {name} into place"))?;
+        // After the rename: it changes the ctime the cache key holds.
+        let stat = file.metadata().context(&name)?;
         folder.remember(&name, &stat, md5);
         Ok(Finish::Done(ours))
     }
@@ -138,13 +154,16 @@ impl Incoming {
         let name = self.meta.name.clone();
         match self.finish(folder, sender_md5)? {
             Finish::Done(md5) => Ok(md5),
-            Finish::Mismatch { ours } => {
-                bail!(
-                    "MD5 mismatch for {name}: received {ours}, the sender had {sender_md5}; the old file is untouched"
-                )
-            }
+            Finish::Mismatch { ours } => Err(mismatch(&name, &ours, sender_md5)),
         }
     }
+}
+
+/// The error for bytes that did not match the sender's MD5.
+pub fn mismatch(name: &str, ours: &str, sender_md5: &str) -> crate::Error {
+    crate::Error::new(format!(
+        "MD5 mismatch for {name}: received {ours}, the sender had {sender_md5}; the old file is untouched"
+    ))
 }
 
 /// How a verified receive ended.
@@ -188,9 +207,50 @@ mod tests {
         inc.finish_verified(&f, "900150983cd24fb0d6963f7d28e17f72")
             .unwrap();
         let m = fs::metadata(d.path().join("x/y.txt")).unwrap();
-        assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            m.permissions().mode() & 0o777,
+            0o640 & !super::super::umask()
+        );
         assert_eq!(super::super::mtime_ns(&m), 1_600_000_000_123_456_789);
         assert_eq!(names_in(&d.path().join("x")), vec!["y.txt"]);
+    }
+
+    #[test]
+    fn setuid_setgid_and_sticky_never_land_and_the_umask_applies() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let md5 = "900150983cd24fb0d6963f7d28e17f72";
+        let mode_of = |name: &str| {
+            fs::metadata(d.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode()
+        };
+        let mut m = meta("suid", 3);
+        m.mode = 0o7777;
+        let mut inc = Incoming::create(&f, &m).unwrap();
+        inc.write(b"abc").unwrap();
+        inc.finish_verified(&f, md5).unwrap();
+        assert_eq!(mode_of("suid") & 0o7777, 0o777 & !super::super::umask());
+        // Sync mirrors the permission bits, still never the special ones.
+        m.name = "mirrored".into();
+        let mut inc = Incoming::create(&f, &m).unwrap();
+        inc.keep_exact_mode();
+        inc.write(b"abc").unwrap();
+        inc.finish_verified(&f, md5).unwrap();
+        assert_eq!(mode_of("mirrored") & 0o7777, 0o777);
+    }
+
+    #[test]
+    fn the_cache_knows_a_received_file_after_its_rename() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let mut inc = Incoming::create(&f, &meta("a", 3)).unwrap();
+        inc.write(b"abc").unwrap();
+        inc.finish_verified(&f, "900150983cd24fb0d6963f7d28e17f72")
+            .unwrap();
+        let stat = fs::metadata(d.path().join("a")).unwrap();
+        assert!(f.cached("a", &stat).is_some());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod hashcache;
 mod incoming;
 mod md5pipe;
+mod stat;
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
@@ -21,8 +22,9 @@ use md5::{Digest, Md5};
 use rayon::prelude::*;
 
 pub use hashcache::HashCache;
-pub use incoming::{Finish, Incoming};
+pub use incoming::{Finish, Incoming, mismatch};
 pub use md5pipe::Md5Pipe;
+pub use stat::{PERMISSION_BITS, Version, mode_for_new_file, open_regular, umask};
 
 use crate::names::{STATE_DIR, clean_name, is_private};
 use crate::proto::{Entry, FileMeta, HashEntry, Kind, hex};
@@ -125,8 +127,9 @@ impl Folder {
         Ok(path)
     }
 
-    /// Open an existing file for reading, refusing anything that resolves
-    /// outside the shared folder.
+    /// Open an existing regular file for reading, refusing anything that
+    /// resolves outside the shared folder, and never blocking on (or even
+    /// opening) a FIFO, socket or device.
     pub fn open_file(&self, name: &str) -> Result<(File, FileMeta)> {
         let name = clean_name(name)?;
         let path = self.root.join(&name);
@@ -138,14 +141,13 @@ impl Folder {
         if !self.inside(&real) {
             bail!("{name} leads outside the shared folder; refused");
         }
-        let file = File::open(&real).context(&name)?;
+        let file = match open_regular(&real) {
+            Ok(f) => f,
+            // "<name> is not a regular file ...": the reason reads on from the name.
+            Err(e) if e.kind() == io::ErrorKind::Other => bail!("{name} {e}"),
+            Err(e) => return Err(e).context(&name),
+        };
         let meta = file.metadata().context(&name)?;
-        if meta.is_dir() {
-            bail!("{name} is a directory; name a file");
-        }
-        if !meta.is_file() {
-            bail!("{name} is not a regular file");
-        }
         Ok((file, file_meta(name, &meta)))
     }
 
@@ -195,7 +197,7 @@ impl Folder {
             let entry = Entry {
                 size: if kind == Kind::Dir { 0 } else { meta.len() },
                 mtime_ns: mtime_ns(&meta),
-                mode: meta.permissions().mode() & 0o7777,
+                mode: meta.permissions().mode() & PERMISSION_BITS,
                 kind,
                 name: rel,
             };
@@ -370,6 +372,13 @@ impl Folder {
         self.cache.lock().ok()?.get(name, stat)
     }
 
+    /// Forget the cached MD5 of `name` (a receiver found it wrong).
+    pub fn forget_md5(&self, name: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.forget(name);
+        }
+    }
+
     /// Record the MD5 of a file whose metadata is `stat`.
     pub fn remember(&self, name: &str, stat: &Metadata, md5: [u8; 16]) {
         if let Ok(mut c) = self.cache.lock() {
@@ -415,7 +424,7 @@ pub fn file_meta(name: String, meta: &Metadata) -> FileMeta {
         name,
         size: meta.len(),
         mtime_ns: mtime_ns(meta),
-        mode: meta.permissions().mode() & 0o7777,
+        mode: meta.permissions().mode() & PERMISSION_BITS,
     }
 }
 

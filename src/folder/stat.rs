@@ -1,0 +1,165 @@
+//! What a file is and whether it is still the same: opening only regular
+//! files (never blocking on a FIFO or touching a device), the version of a
+//! file that a rewrite cannot hide (size, mtime, ctime, inode, as git
+//! checks its index against "racy" edits), and the permission bits that may
+//! travel between peers.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The only mode bits that travel: read, write and execute for owner,
+/// group and others. Never setuid, setgid or sticky.
+pub const PERMISSION_BITS: u32 = 0o777;
+
+/// Open `path` for reading only if it is a regular file. The type is
+/// checked before the open (so a device or FIFO is never opened) and again
+/// on the opened descriptor (so a swap in between is caught). The open
+/// itself does not block: a FIFO swapped in at the last moment fails the
+/// second check instead of hanging the thread.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let before = std::fs::metadata(path)?;
+    if !before.is_file() {
+        return Err(not_regular(&before));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    // Reads of a regular file never block; clear the flag anyway so the
+    // descriptor behaves like any other (sendfile, read_at).
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on an fd this function owns, with integer arguments.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+fn not_regular(meta: &Metadata) -> io::Error {
+    let what = if meta.is_dir() {
+        "a directory; name a file"
+    } else if meta.file_type().is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file (a FIFO, socket or device is never opened)"
+    };
+    io::Error::other(format!("is {what}"))
+}
+
+/// What a rewrite of a file cannot hide: a file with the same version was
+/// not changed in between (an in-place edit changes the ctime even when the
+/// mtime is set back; a replacement by rename changes the inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl Version {
+    pub fn of(meta: &Metadata) -> Version {
+        Version {
+            size: meta.len(),
+            mtime_ns: super::mtime_ns(meta),
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    /// The version of the file now at `path` (following symlinks).
+    pub fn at(path: &Path) -> Option<Version> {
+        std::fs::metadata(path).ok().map(|m| Version::of(&m))
+    }
+}
+
+/// This process's umask: the bits a new file never gets.
+pub fn umask() -> u32 {
+    static MASK: OnceLock<u32> = OnceLock::new();
+    *MASK.get_or_init(|| {
+        // Linux reports it without changing it; elsewhere read it by
+        // setting it and putting it back.
+        let from_proc = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            });
+        from_proc.unwrap_or_else(|| {
+            // SAFETY: umask only swaps an integer of the process.
+            unsafe {
+                let m = libc::umask(0o022);
+                libc::umask(m);
+                m as u32
+            }
+        }) & PERMISSION_BITS
+    })
+}
+
+/// The mode a file received from a peer gets when it is new here: the
+/// sender's permission bits, never more than the umask allows.
+pub fn mode_for_new_file(sent: u32) -> u32 {
+    sent & PERMISSION_BITS & !umask()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_regular_files_are_opened_and_a_fifo_never_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let e = open_regular(&fifo).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        assert!(open_regular(d.path()).is_err());
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        let f = open_regular(&d.path().join("f")).unwrap();
+        // SAFETY: F_GETFL on an open fd.
+        let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+    }
+
+    #[test]
+    fn a_rewrite_that_keeps_size_and_mtime_changes_the_version() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.txt");
+        std::fs::write(&p, b"hello\n").unwrap();
+        let t = filetime::FileTime::from_unix_time(1_714_557_600, 0);
+        filetime::set_file_mtime(&p, t).unwrap();
+        let before = Version::at(&p).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&p, b"HELLO\n").unwrap();
+        filetime::set_file_mtime(&p, t).unwrap();
+        let after = Version::at(&p).unwrap();
+        assert_eq!((before.size, before.mtime_ns), (after.size, after.mtime_ns));
+        assert_ne!(before, after);
+    }
+
+    #[test]
+    fn special_bits_never_travel_and_the_umask_applies_to_new_files() {
+        assert_eq!(mode_for_new_file(0o6755) & 0o7000, 0);
+        assert_eq!(mode_for_new_file(0o777), 0o777 & !umask());
+        assert_eq!(mode_for_new_file(0o4777) & !0o777, 0);
+    }
+}

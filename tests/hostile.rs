@@ -1,0 +1,186 @@
+//! What a hostile peer, an odd file or a careless default can do: every
+//! case a defect once let through, each against the real binary on
+//! loopback (or a fake peer built from the library's own protocol parts).
+
+mod util;
+
+use std::fs;
+use std::io::{BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use dropbox_shell::proto::{self, FileMeta, Request, Response};
+use util::*;
+
+/// A fake peer on loopback: it speaks the handshake, then hands every
+/// request to `answer` with the connection. Returns its address.
+fn fake_peer(answer: fn(Request, &mut TcpStream)) -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                proto::write_hello(&mut s).unwrap();
+                if proto::read_hello(&mut r).is_err() {
+                    return;
+                }
+                let mut buf = Vec::new();
+                while let Ok(req) = proto::read_msg::<Request>(&mut r, &mut buf) {
+                    answer(req, &mut s);
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn send_file(s: &mut TcpStream, name: &str, data: &[u8], mode: u32, md5: &str) {
+    let meta = FileMeta {
+        name: name.into(),
+        size: data.len() as u64,
+        mtime_ns: 1_600_000_000_000_000_000,
+        mode,
+    };
+    proto::write_msg(s, &Response::File { meta }).unwrap();
+    s.write_all(data).unwrap();
+    proto::write_msg(s, &Response::Done { md5: md5.into() }).unwrap();
+}
+
+fn umask() -> u32 {
+    dropbox_shell::folder::umask()
+}
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn mkfifo(p: &std::path::Path) {
+    assert!(Command::new("mkfifo").arg(p).status().unwrap().success());
+}
+
+#[test]
+fn a_sender_whose_md5_never_matches_never_replaces_the_local_file() {
+    let addr = fake_peer(|req, s| {
+        if let Request::Download { name, .. } = req {
+            send_file(s, &name, b"forged bytes", 0o644, &"0".repeat(32));
+        }
+    });
+    let me = tempfile::tempdir().unwrap();
+    fs::write(me.path().join("f.bin"), b"old").unwrap();
+    let (code, docs, _) = run_json(me.path(), &addr, &["download TCP f.bin"]);
+    assert_eq!(code, 1);
+    let e = docs[0]["error"].as_str().unwrap();
+    assert!(e.contains("MD5 mismatch"), "{e}");
+    assert_only_the_old_copy(me.path(), "f.bin", b"old");
+}
+
+#[test]
+fn an_edit_that_sets_the_mtime_back_is_seen_by_hash_and_download() {
+    let server = Peer::start(&[]);
+    let me = tempfile::tempdir().unwrap();
+    let touch = |p: &std::path::Path| {
+        let t = filetime::FileTime::from_unix_time(1_714_557_600, 0);
+        filetime::set_file_mtime(p, t).unwrap();
+    };
+    let a = server.path("a.txt");
+    fs::write(&a, b"hello\n").unwrap();
+    touch(&a);
+    let (_, docs, _) = run_json(me.path(), &server.addr, &["hash verify a.txt"]);
+    assert_eq!(docs[0]["files"][0]["md5"], md5_hex(b"hello\n"));
+    // Same size, same mtime, other bytes.
+    std::thread::sleep(Duration::from_millis(20));
+    fs::write(&a, b"HELLO\n").unwrap();
+    touch(&a);
+    let (code, docs, _) = run_json(
+        me.path(),
+        &server.addr,
+        &["hash verify a.txt", "download TCP a.txt"],
+    );
+    assert_eq!(code, 0, "{docs:?}");
+    assert_eq!(docs[0]["files"][0]["md5"], md5_hex(b"HELLO\n"));
+    assert_eq!(docs[1]["attempts"], 1);
+    assert_eq!(fs::read(me.path().join("a.txt")).unwrap(), b"HELLO\n");
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_and_holds_no_thread() {
+    let server = Peer::start(&["--max-connections", "2"]);
+    fs::create_dir(server.path("weird")).unwrap();
+    mkfifo(&server.path("weird/fifo"));
+    server.write("ok.txt", b"fine");
+    let me = tempfile::tempdir().unwrap();
+    // More requests than connection slots: a held slot would show.
+    let mut cmds = Vec::new();
+    for _ in 0..3 {
+        cmds.extend([
+            "download UDP weird/fifo",
+            "download TCP weird/fifo",
+            "hash verify weird/fifo",
+        ]);
+    }
+    cmds.extend(["download UDP ok.txt", "download TCP ok.txt"]);
+    let (code, docs, err) = run_json(me.path(), &server.addr, &cmds);
+    assert_eq!(code, 1, "{err}");
+    for d in &docs[..9] {
+        let e = d["error"].as_str().unwrap_or_else(|| panic!("{d}"));
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+    assert_eq!(docs[9]["md5"], md5_hex(b"fine"), "{}", docs[9]);
+    assert_eq!(docs[10]["md5"], md5_hex(b"fine"), "{}", docs[10]);
+    // `hash checkall` walks past it.
+    let (code, docs, _) = run_json(me.path(), &server.addr, &["hash checkall"]);
+    assert_eq!(code, 0);
+    assert_eq!(docs[0]["files"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn uploading_a_fifo_is_a_clear_error_not_a_hang() {
+    let server = Peer::start(&["--allow-upload"]);
+    let me = tempfile::tempdir().unwrap();
+    mkfifo(&me.path().join("myfifo"));
+    let (code, docs, _) = run_json(me.path(), &server.addr, &["upload myfifo"]);
+    assert_eq!(code, 1);
+    let e = docs[0]["error"].as_str().unwrap();
+    assert!(e.contains("not a regular file"), "{e}");
+    assert!(!server.path("myfifo").exists());
+}
+
+#[test]
+fn setuid_setgid_and_sticky_never_travel() {
+    let server = Peer::start(&["--allow-upload"]);
+    server.write("suid", b"#!/bin/sh\n");
+    fs::set_permissions(server.path("suid"), fs::Permissions::from_mode(0o6755)).unwrap();
+    let me = tempfile::tempdir().unwrap();
+    fs::write(me.path().join("mine"), b"x").unwrap();
+    fs::set_permissions(me.path().join("mine"), fs::Permissions::from_mode(0o4777)).unwrap();
+    let (code, docs, err) = run_json(
+        me.path(),
+        &server.addr,
+        &["index longlist", "download TCP suid", "upload mine"],
+    );
+    assert_eq!(code, 0, "{docs:?} {err}");
+    // Listed with its permission bits only.
+    let suid = docs[0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "suid")
+        .unwrap();
+    assert_eq!(suid["mode"], "0755");
+    assert_eq!(mode_of(&me.path().join("suid")), 0o755 & !umask());
+    assert_eq!(mode_of(&server.path("mine")), 0o777 & !umask());
+    // A malicious peer announcing a setuid mode gets nothing of it.
+    let evil = fake_peer(|req, s| {
+        if let Request::Download { name, .. } = req {
+            let md5 = md5_hex(b"payload");
+            send_file(s, &name, b"payload", 0o4777, &md5);
+        }
+    });
+    let (code, _, _) = run_json(me.path(), &evil, &["download TCP evil"]);
+    assert_eq!(code, 0);
+    assert_eq!(mode_of(&me.path().join("evil")), 0o777 & !umask());
+}
