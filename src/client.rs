@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::folder::{Finish, Folder, Incoming, mismatch};
+use crate::limits::ANSWER_BYTES;
 use crate::proto::{
     Entry, FileMeta, Filter, HashEntry, Request, Response, SyncEntry, batches, check_version,
     read_hello, read_msg, write_hello, write_msg,
@@ -196,12 +197,28 @@ impl Client {
         }
     }
 
+    /// The next message of a long answer, counting its bytes against
+    /// [`ANSWER_BYTES`]: a peer that streams without end is cut off.
+    fn recv_part(&mut self, taken: &mut usize) -> Result<Response> {
+        let msg = self.recv()?;
+        *taken += self.buf.len();
+        if *taken > ANSWER_BYTES {
+            bail!(
+                "peer {} sent an answer of more than {} MiB; refused",
+                self.addr,
+                ANSWER_BYTES >> 20
+            );
+        }
+        Ok(msg)
+    }
+
     /// The peer's listing, filtered.
     pub fn index(&mut self, filter: Filter) -> Result<Vec<Entry>> {
         self.send(&Request::Index { filter })?;
         let mut all = Vec::new();
+        let mut taken = 0;
         loop {
-            match self.recv()? {
+            match self.recv_part(&mut taken)? {
                 Response::Entries { entries } => all.extend(entries),
                 Response::End => return Ok(all),
                 other => bail!("unexpected answer to index: {other:?}"),
@@ -215,8 +232,9 @@ impl Client {
             name: name.map(str::to_string),
         })?;
         let mut all = Vec::new();
+        let mut taken = 0;
         loop {
-            match self.recv()? {
+            match self.recv_part(&mut taken)? {
                 Response::Hashes { files } => all.extend(files),
                 Response::End => return Ok(all),
                 other => bail!("unexpected answer to hash: {other:?}"),
@@ -400,8 +418,9 @@ impl Client {
             .flush()
             .context(format!("sending to {}", self.addr))?;
         let mut all = Vec::new();
+        let mut taken = 0;
         loop {
-            match self.recv()? {
+            match self.recv_part(&mut taken)? {
                 Response::SyncIndex {
                     peer_id,
                     entries,

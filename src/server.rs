@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::folder::{Incoming, Version};
 use crate::history::{Direction, Record};
+use crate::limits::{BUSY_ANSWERS, Budget, OFFER_BYTES, bounded_regex};
 use crate::names::clean_name;
 use crate::peer::Shared;
 use crate::proto::{
@@ -131,6 +132,8 @@ fn accept_loop(
     conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
+    let busy_answers = Arc::new(AtomicUsize::new(0));
+    let offers = Arc::new(Budget::new(OFFER_BYTES));
     let next_id = AtomicU64::new(0);
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     for stream in listener.incoming() {
@@ -147,9 +150,20 @@ fn accept_loop(
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
         if active.load(Ordering::SeqCst) >= shared.config.max_connections {
-            let _ = thread::Builder::new()
-                .name("tcp-busy".into())
-                .spawn(move || refuse_busy(stream));
+            // A few get a clear answer; beyond that a flood is just closed.
+            if busy_answers.fetch_add(1, Ordering::SeqCst) < BUSY_ANSWERS {
+                let answering = busy_answers.clone();
+                let spawned = thread::Builder::new()
+                    .name("tcp-busy".into())
+                    .spawn(move || {
+                        refuse_busy(stream);
+                        answering.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_ok() {
+                    continue;
+                }
+            }
+            busy_answers.fetch_sub(1, Ordering::SeqCst);
             continue;
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -157,12 +171,17 @@ fn accept_loop(
             map.insert(id, clone);
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (shared, stop, conns, counter) =
-            (shared.clone(), stop.clone(), conns.clone(), active.clone());
+        let (shared, stop, conns, counter, offers) = (
+            shared.clone(),
+            stop.clone(),
+            conns.clone(),
+            active.clone(),
+            offers.clone(),
+        );
         let spawned = thread::Builder::new()
             .name(format!("tcp-conn-{id}"))
             .spawn(move || {
-                serve_connection(stream, &shared, &stop);
+                serve_connection(stream, &shared, &stop, &offers);
                 if let Ok(mut map) = conns.lock() {
                     map.remove(&id);
                 }
@@ -201,7 +220,7 @@ fn refuse_busy(stream: TcpStream) {
     );
 }
 
-fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool) {
+fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool, offers: &Budget) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -238,7 +257,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool) {
             _ => return,
         };
         let what = describe(&req);
-        let (outcome, bytes) = match handle(req, &mut r, &mut w, &mut buf, shared, &peer) {
+        let (outcome, bytes) = match handle(req, &mut r, &mut w, &mut buf, shared, &peer, offers) {
             Ok(bytes) => ("ok".to_string(), bytes),
             Err(e) => {
                 let _ = write_msg(
@@ -309,6 +328,7 @@ fn handle(
     buf: &mut Vec<u8>,
     shared: &Shared,
     peer: &str,
+    offers: &Budget,
 ) -> Result<u64> {
     let folder = &shared.folder;
     match req {
@@ -400,8 +420,16 @@ fn handle(
             mut entries,
             mut more,
         } => {
+            // The partner's index stays in memory until answered: it is
+            // held against a budget shared by every connection.
+            let mut held = offers.hold();
+            let what = "a sync offer";
+            // A decoded entry takes about the bytes it took on the wire.
+            held.grow(buf.len(), what)?;
             while more {
-                match read_frame(r, buf)?.map(decode::<Request>) {
+                let frame = read_frame(r, buf)?;
+                held.grow(frame.map_or(0, <[u8]>::len), what)?;
+                match frame.map(decode::<Request>) {
                     Some(Ok(Request::SyncOffer {
                         entries: e,
                         more: m,
@@ -474,8 +502,7 @@ pub fn matcher(filter: &Filter) -> Result<EntryTest> {
             Box::new(move |e| a <= e.mtime_ns && e.mtime_ns <= b)
         }
         Filter::Regex { expr } => {
-            let re = regex::Regex::new(expr)
-                .map_err(|e| Error::new(format!("bad regular expression: {e}")))?;
+            let re = bounded_regex(expr)?;
             Box::new(move |e| re.is_match(&e.name))
         }
     })

@@ -184,3 +184,147 @@ fn setuid_setgid_and_sticky_never_travel() {
     assert_eq!(code, 0);
     assert_eq!(mode_of(&me.path().join("evil")), 0o777 & !umask());
 }
+
+/// A raw connection to a peer, past the handshake.
+fn raw_client(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    proto::write_hello(&mut s).unwrap();
+    proto::read_hello(&mut r).unwrap();
+    (s, r)
+}
+
+fn resident_mib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb >> 10
+}
+
+#[test]
+fn an_endless_sync_offer_is_cut_off_and_memory_stays_bounded() {
+    // Even on a peer without --sync: offers are answered there too.
+    let server = Peer::start(&[]);
+    let (mut s, mut r) = raw_client(&server.addr);
+    let entry = |i: usize| proto::SyncEntry {
+        name: format!("{i:08}-{}", "x".repeat(1900)),
+        kind: proto::Kind::File,
+        size: 1,
+        mtime_ns: 1,
+        mode: 0o644,
+        md5: Some("0".repeat(32)),
+        deleted: false,
+        agreed: false,
+    };
+    let batch: Vec<proto::SyncEntry> = (0..2000).map(entry).collect();
+    let offer = Request::SyncOffer {
+        peer_id: "flood".into(),
+        listen_port: 1,
+        entries: batch,
+        more: true,
+    };
+    let mut frame = Vec::new();
+    proto::write_msg(&mut frame, &offer).unwrap();
+    // 640 MiB, far past what the peer holds for offers (256 MiB).
+    let mut sent = 0usize;
+    let mut cut_off = false;
+    while sent < 640 << 20 {
+        if s.write_all(&frame).is_err() {
+            cut_off = true;
+            break;
+        }
+        sent += frame.len();
+    }
+    let mut buf = Vec::new();
+    match proto::read_msg::<Response>(&mut r, &mut buf) {
+        Ok(Response::Error { message }) => {
+            assert!(message.contains("MiB"), "{message}");
+            cut_off = true;
+        }
+        other => assert!(cut_off, "{other:?} after {} MiB", sent >> 20),
+    }
+    assert!(cut_off, "the peer took all {} MiB", sent >> 20);
+    let rss = resident_mib(server.child.id());
+    assert!(rss < 400, "the peer holds {rss} MiB");
+    // It still serves.
+    let me = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_json(me.path(), &server.addr, &["index longlist"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_server_streaming_endless_entries_is_cut_off() {
+    let addr = fake_peer(|req, s| {
+        if let Request::Index { .. } = req {
+            let entries: Vec<proto::Entry> = (0..2000)
+                .map(|i| proto::Entry {
+                    name: format!("{i}-{}", "y".repeat(2000)),
+                    size: 1,
+                    mtime_ns: 1,
+                    kind: proto::Kind::File,
+                    mode: 0o644,
+                })
+                .collect();
+            let mut frame = Vec::new();
+            proto::write_msg(&mut frame, &Response::Entries { entries }).unwrap();
+            // Endless, until the client hangs up.
+            while s.write_all(&frame).is_ok() {}
+        }
+    });
+    let me = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--json", "--peer", &addr, "-c", "index longlist", "--dir"])
+        .arg(me.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut peak = 0;
+    let ended = wait_for(Duration::from_secs(60), || {
+        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status"))
+            && let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            peak = peak.max(kb >> 10);
+        }
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended, "the client kept reading");
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("MiB; refused"), "{text}");
+    assert!(peak < 800, "the client held {peak} MiB");
+}
+
+#[test]
+fn a_huge_or_costly_regex_is_refused_by_the_server() {
+    let server = Peer::start(&[]);
+    server.write("a.txt", b"a");
+    let (mut s, mut r) = raw_client(&server.addr);
+    let mut buf = Vec::new();
+    for (expr, says) in [
+        ("a".repeat(3 << 20), "at most 4096"),
+        (r"\w{1000}{1000}".to_string(), "bad regular expression"),
+    ] {
+        let req = Request::Index {
+            filter: proto::Filter::Regex { expr },
+        };
+        proto::write_msg(&mut s, &req).unwrap();
+        match proto::read_msg::<Response>(&mut r, &mut buf).unwrap() {
+            Response::Error { message } => assert!(message.contains(says), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(resident_mib(server.child.id()) < 200);
+}
