@@ -17,6 +17,7 @@ pub mod client;
 pub mod error;
 pub mod folder;
 pub mod history;
+pub mod identity;
 pub mod limits;
 pub mod names;
 pub mod peer;

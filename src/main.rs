@@ -15,10 +15,11 @@ use dropbox_shell::signals::{SignalWatch, TerminalMode};
 
 const EXAMPLES: &str = "\
 Examples:
+  dropbox-shell --peer host:9001                               a shell on host:9001 (client only: serves nothing)
   dropbox-shell --listen 9000 --peer host:9001                 shell + server, shares the current directory
   dropbox-shell --listen 9001 --dir ~/share --headless         server only, until SIGINT/SIGTERM
-  dropbox-shell --dir ~/share --peer host:9001 --sync --headless   keep ~/share in two-way sync
-  dropbox-shell --listen 0 --peer 127.0.0.1:9001 -c 'index longlist' --json
+  dropbox-shell --listen 9002 --dir ~/share --peer host:9001 --sync --headless   keep ~/share in two-way sync
+  dropbox-shell --peer 127.0.0.1:9001 -c 'index longlist' --json
   echo 'hash checkall' | dropbox-shell --peer 127.0.0.1:9001   commands from standard input
 
 Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
@@ -26,20 +27,25 @@ Shell commands: index longlist | index shortlist <start> <end> | index regex <ex
   sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT |
   help [command] | exit";
 
+/// Longest `--interval`: a day. Longer periods overflowed clocks later.
+const MAX_PERIOD: u64 = 86_400;
+/// Longest `--io-timeout` and `--udp-timeout`: an hour.
+const MAX_WAIT: u64 = 3_600;
+
 /// Share a folder with other peers and work on theirs: every process is a
 /// peer with a server (TCP and UDP on one port) and a shell.
 #[derive(Parser, Debug)]
 #[command(name = "dropbox-shell", version, after_help = EXAMPLES)]
 struct Args {
-    /// Serve on this TCP and UDP port (0 picks a free one), e.g. `--listen 9000` or `--listen 127.0.0.1:0`.
-    #[arg(long, value_name = "[ADDR:]PORT", default_value = "0")]
-    listen: String,
+    /// Serve the folder on this TCP and UDP port (0 picks a free one), e.g. `--listen 9000` or `--listen 127.0.0.1:0`. Without it this run is a client only: no server socket.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    listen: Option<String>,
     /// The peer that commands go to, e.g. `--peer 192.168.1.5:9001`; repeatable, the first is current.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
-    /// The shared folder, e.g. `--dir ~/share` (default: the current directory).
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    dir: PathBuf,
+    /// The shared folder, e.g. `--dir ~/share` (default: the current directory; your home folder or / only when named here).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
     /// No shell: serve until SIGINT or SIGTERM, then shut down cleanly.
     #[arg(long)]
     headless: bool,
@@ -53,7 +59,7 @@ struct Args {
     #[arg(long)]
     sync: bool,
     /// Period in seconds of the full re-check while syncing, e.g. `--interval 30`.
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_PERIOD))]
     interval: u64,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]
@@ -62,7 +68,7 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_connections: u32,
     /// Seconds a connection may stay silent before it is closed (server) or given up (client).
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT))]
     io_timeout: u64,
     /// UDP datagram payload in bytes (default: probe 64512, then jumbo 8948, then Ethernet 1448).
     #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(16..=64512))]
@@ -71,7 +77,7 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     udp_attempts: u32,
     /// Seconds a UDP transfer waits on a silent peer before it fails.
-    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT))]
     udp_timeout: u64,
 }
 
@@ -82,6 +88,13 @@ fn main() {
 
 fn real_main() -> i32 {
     let args = Args::parse();
+    let dir = match shared_folder(&args) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("dropbox-shell: {e}");
+            return 2;
+        }
+    };
     let signals = match SignalWatch::install() {
         Ok(s) => s,
         Err(e) => {
@@ -91,7 +104,7 @@ fn real_main() -> i32 {
     };
     let config = PeerConfig {
         listen: args.listen.clone(),
-        dir: args.dir.clone(),
+        dir,
         allow_upload: args.allow_upload,
         max_connections: args.max_connections as usize,
         io_timeout: Duration::from_secs(args.io_timeout),
@@ -109,12 +122,13 @@ fn real_main() -> i32 {
             return 2;
         }
     };
-    eprintln!(
-        "dropbox-shell: sharing {} on {} (TCP+UDP), peer id {}",
-        peer.shared.folder.root().display(),
-        peer.local_addr(),
-        peer.shared.peer_id
-    );
+    if let Some(addr) = peer.local_addr() {
+        eprintln!(
+            "dropbox-shell: sharing {} on {addr} (TCP+UDP), peer id {}",
+            peer.shared.folder.root().display(),
+            peer.shared.peer_id()
+        );
+    }
     if args.headless {
         let code = signals.shutdown.recv().unwrap_or(0);
         peer.shutdown();
@@ -141,6 +155,37 @@ fn real_main() -> i32 {
     drop(session);
     stop_peer(&peer);
     code
+}
+
+/// The folder to share, after the checks a careless start would skip:
+/// serving needs `--listen`, and the home folder or `/` is shared only
+/// when `--dir` names it.
+fn shared_folder(args: &Args) -> Result<PathBuf, String> {
+    if args.listen.is_none() {
+        for (set, flag) in [(args.headless, "--headless"), (args.sync, "--sync")] {
+            if set {
+                return Err(format!(
+                    "{flag} serves other peers: give --listen [ADDR:]PORT (e.g. --listen 9001)"
+                ));
+            }
+        }
+    }
+    if let Some(dir) = &args.dir {
+        return Ok(dir.clone());
+    }
+    let here = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
+    if args.listen.is_some() {
+        let home = std::env::var_os("HOME").and_then(|h| std::fs::canonicalize(h).ok());
+        let real = std::fs::canonicalize(&here).unwrap_or_else(|_| here.clone());
+        if real == std::path::Path::new("/") || Some(&real) == home.as_ref() {
+            return Err(format!(
+                "refusing to share {} (your home folder or /) because no --dir was given; name it with --dir {} if you mean it, or share a subfolder",
+                real.display(),
+                real.display()
+            ));
+        }
+    }
+    Ok(here)
 }
 
 /// Stop the peer once, from whichever thread gets there first; the other

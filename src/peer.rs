@@ -1,11 +1,13 @@
 //! One running peer: its folder, history, identity and server threads.
-//! [`Peer::start`] binds TCP and UDP on the same port and starts serving;
-//! [`Peer::shutdown`] stops every thread and waits for them.
+//! [`Peer::start`] binds TCP and UDP on the same port and starts serving
+//! when `--listen` was given (a client only opens no server socket and
+//! makes no state folder until it writes a file); [`Peer::shutdown`] stops
+//! every thread and waits for them.
 
 use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -14,12 +16,13 @@ use crate::folder::Folder;
 use crate::history::History;
 use crate::server::Server;
 use crate::sync::{SyncCmd, SyncConfig, SyncEngine};
-use crate::{Context, Result};
+use crate::{Result, identity};
 
 /// What a peer is started with (the flags, minus the shell's).
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
-    pub listen: String,
+    /// Serve on this `[ADDR:]PORT`; `None`: a client only, no server socket.
+    pub listen: Option<String>,
     pub dir: PathBuf,
     pub allow_upload: bool,
     pub max_connections: usize,
@@ -42,7 +45,7 @@ pub struct PeerConfig {
 impl Default for PeerConfig {
     fn default() -> Self {
         PeerConfig {
-            listen: "127.0.0.1:0".into(),
+            listen: Some("127.0.0.1:0".into()),
             dir: PathBuf::from("."),
             allow_upload: false,
             max_connections: 64,
@@ -89,16 +92,50 @@ impl Event {
 pub struct Shared {
     pub folder: Folder,
     pub history: History,
-    /// The last-synced state, per partner.
-    pub sync_db: crate::sync::db::SyncDb,
-    pub peer_id: String,
+    /// The last-synced state, per partner; opened on first use.
+    sync_db: OnceLock<crate::sync::db::SyncDb>,
+    /// This peer's id; loaded (or made) on first use.
+    peer_id: OnceLock<String>,
     pub config: PeerConfig,
+    /// Where the shell keeps its line history: the state folder of a
+    /// serving peer, the user's state directory for a client only.
+    private_dir: PathBuf,
     events_tx: Sender<Event>,
     events_rx: Receiver<Event>,
-    sync: std::sync::OnceLock<Sender<SyncCmd>>,
+    sync: OnceLock<Sender<SyncCmd>>,
 }
 
 impl Shared {
+    /// This peer's id (made, and tied to its folder, on first use).
+    pub fn peer_id(&self) -> &str {
+        self.peer_id.get_or_init(|| {
+            match identity::load_or_create(self.folder.root(), self.folder.state_dir()) {
+                Ok(loaded) => {
+                    if let Some(n) = loaded.notice {
+                        eprintln!("dropbox-shell: {n}");
+                    }
+                    loaded.id
+                }
+                // Unwritable state: an id for this run only.
+                Err(_) => format!("{:016x}", fastrand::u64(..)),
+            }
+        })
+    }
+
+    /// The last-synced state database (opened on first use).
+    pub fn sync_db(&self) -> Result<&crate::sync::db::SyncDb> {
+        if let Some(db) = self.sync_db.get() {
+            return Ok(db);
+        }
+        let db = crate::sync::db::SyncDb::open(self.folder.state_dir())?;
+        Ok(self.sync_db.get_or_init(|| db))
+    }
+
+    /// Where the shell keeps its line history.
+    pub fn private_dir(&self) -> &Path {
+        &self.private_dir
+    }
+
     /// A one-line note from a server thread for the shell to print.
     pub fn event(&self, msg: String) {
         self.note(EventSource::Server, msg);
@@ -145,38 +182,70 @@ impl Shared {
 
 pub struct Peer {
     pub shared: Arc<Shared>,
-    server: Server,
+    server: Option<Server>,
     sync: SyncEngine,
+}
+
+/// The user's own state directory (`$XDG_STATE_HOME/dropbox-shell`, by
+/// default `~/.local/state/dropbox-shell`): a client-only run keeps its
+/// history there instead of in the folder it was started in.
+pub fn user_state_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".local/state"),
+    };
+    Some(base.join("dropbox-shell"))
 }
 
 impl Peer {
     pub fn start(config: PeerConfig) -> Result<Peer> {
-        let folder = Folder::open(&config.dir)?;
-        let history = History::open(folder.state_dir())?;
-        let peer_id = load_or_create_id(folder.state_dir())?;
-        let sync_db = crate::sync::db::SyncDb::open(folder.state_dir())?;
+        let serving = config.listen.is_some();
+        let folder = if serving {
+            Folder::open(&config.dir)?
+        } else {
+            Folder::open_unshared(&config.dir)?
+        };
+        // A client only keeps its own records in the user's state directory.
+        let user_dir = user_state_dir()
+            .filter(|_| !serving)
+            .filter(|d| fs::create_dir_all(d).is_ok());
+        let private_dir = match user_dir {
+            Some(d) => d,
+            None => folder.state_dir().to_path_buf(),
+        };
+        let history = History::open(&private_dir)?;
         let (events_tx, events_rx) = crossbeam_channel::bounded(256);
         let shared = Arc::new(Shared {
             folder,
             history,
-            sync_db,
-            peer_id,
+            sync_db: OnceLock::new(),
+            peer_id: OnceLock::new(),
             config,
+            private_dir,
             events_tx,
             events_rx,
-            sync: std::sync::OnceLock::new(),
+            sync: OnceLock::new(),
         });
-        let server = Server::start(shared.clone())?;
+        let server = match serving {
+            true => {
+                // A serving peer shows its id at once (and says so if it changed).
+                shared.peer_id();
+                Some(Server::start(shared.clone())?)
+            }
+            false => None,
+        };
         let sync_cfg = SyncConfig {
             enabled: shared.config.sync,
             interval: shared.config.interval,
             peers: shared.config.peers.clone(),
-            listen_port: server.local_addr().port(),
+            listen_port: server.as_ref().map_or(0, |s| s.local_addr().port()),
         };
         let sync = match SyncEngine::start(shared.clone(), sync_cfg) {
             Ok(s) => s,
             Err(e) => {
-                server.stop();
+                if let Some(server) = server {
+                    server.stop();
+                }
                 return Err(e);
             }
         };
@@ -188,32 +257,19 @@ impl Peer {
         })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
+    /// Where the server listens; `None` for a client only.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::local_addr)
     }
 
     /// Stop serving and wait for every server thread.
     pub fn shutdown(self) {
         self.sync.stop();
-        self.server.stop();
+        if let Some(server) = self.server {
+            server.stop();
+        }
         self.shared.folder.save_cache();
     }
-}
-
-fn load_or_create_id(state: &std::path::Path) -> Result<String> {
-    let path = state.join("peer-id");
-    if let Ok(id) = fs::read_to_string(&path) {
-        let id = id.trim();
-        if !id.is_empty()
-            && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Ok(id.to_string());
-        }
-    }
-    let id = format!("{:016x}", fastrand::u64(..));
-    fs::write(&path, format!("{id}\n")).context(format!("writing {}", path.display()))?;
-    Ok(id)
 }
 
 #[cfg(test)]

@@ -59,7 +59,8 @@ fn bind_pair(listen: &str) -> Result<(TcpListener, UdpSocket)> {
 
 impl Server {
     pub fn start(shared: Arc<Shared>) -> Result<Server> {
-        let (listener, udp) = bind_pair(&shared.config.listen)?;
+        let listen = shared.config.listen.as_deref().unwrap_or("127.0.0.1:0");
+        let (listener, udp) = bind_pair(listen)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(HashMap::new()));
@@ -336,7 +337,7 @@ fn handle(
             write_msg(
                 w,
                 &Response::Info {
-                    peer_id: shared.peer_id.clone(),
+                    peer_id: shared.peer_id().to_string(),
                     allow_upload: shared.config.allow_upload,
                 },
             )?;
@@ -441,14 +442,14 @@ fn handle(
                     _ => bail!("a sync offer was cut short"),
                 }
             }
-            let known = shared.sync_db.load(&peer_id)?;
+            let known = shared.sync_db()?.load(&peer_id)?;
             let local = folder.sync_index()?;
             let ours = crate::sync::offer(local.clone(), &known);
             for (b, more) in crate::proto::batches(&ours) {
                 write_msg(
                     w,
                     &Response::SyncIndex {
-                        peer_id: shared.peer_id.clone(),
+                        peer_id: shared.peer_id().to_string(),
                         entries: b.to_vec(),
                         more,
                     },

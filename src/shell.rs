@@ -289,7 +289,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
         peer: current.clone(),
         cache: Mutex::new(None),
     }));
-    let history_path = session.shared().folder.state_dir().join("shell_history");
+    let history_path = session.shared().private_dir().join("shell_history");
     let _ = rl.load_history(&history_path);
 
     // Server messages go through the external printer, above the prompt.

@@ -108,7 +108,8 @@ fn an_edit_that_sets_the_mtime_back_is_seen_by_hash_and_download() {
 
 #[test]
 fn a_fifo_is_refused_at_once_and_holds_no_thread() {
-    let server = Peer::start(&["--max-connections", "2"]);
+    // Few slots: six requests that each held one would leave none.
+    let server = Peer::start(&["--max-connections", "4"]);
     fs::create_dir(server.path("weird")).unwrap();
     mkfifo(&server.path("weird/fifo"));
     server.write("ok.txt", b"fine");

@@ -270,7 +270,7 @@ fn a_peer_reconnecting_from_another_address_is_recognised() {
     let status = a.cmd("sync status");
     let partners = status["partners"].as_array().unwrap();
     assert_eq!(partners.len(), 1, "one partner, known by its id: {status}");
-    assert_eq!(partners[0]["peer_id"], id.trim());
+    assert_eq!(partners[0]["peer_id"], id.lines().next().unwrap());
     assert_eq!(partners[0]["peer"], b.addr.as_str(), "at its new address");
 }
 

@@ -80,6 +80,10 @@ impl HashCache {
         self.dirty = true;
     }
 
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Write the cache if it changed; failures only cost a re-hash later.
     pub fn save(&mut self) {
         if !self.dirty {

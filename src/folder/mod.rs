@@ -34,27 +34,52 @@ use crate::{Context, Error, Result, bail};
 pub struct Folder {
     root: PathBuf,
     state: PathBuf,
+    /// Set once the state folder exists (it is made on first need).
+    state_made: std::sync::OnceLock<()>,
     cache: Mutex<HashCache>,
     /// Received files reach the disk before they are renamed into place.
     durable: AtomicBool,
 }
 
 impl Folder {
-    /// Open (and create the state folder of) a shared folder.
+    /// Open a shared folder (a serving peer) and create its state folder.
     pub fn open(dir: &Path) -> Result<Folder> {
+        let folder = Folder::open_unshared(dir)?;
+        folder.make_state_dir()?;
+        Ok(folder)
+    }
+
+    /// Open the folder of a client-only run: its state folder is made only
+    /// when something has to be written there (a downloaded file's MD5, a
+    /// sync by hand), so a run that writes no file leaves nothing behind.
+    pub fn open_unshared(dir: &Path) -> Result<Folder> {
         let root = fs::canonicalize(dir).context(format!("shared folder {}", dir.display()))?;
         if !root.is_dir() {
             bail!("shared folder {} is not a directory", root.display());
         }
         let state = root.join(STATE_DIR);
-        fs::create_dir_all(&state).context(format!("creating {}", state.display()))?;
         let cache = HashCache::load(state.join("md5-cache.json"));
         Ok(Folder {
             root,
             state,
+            state_made: std::sync::OnceLock::new(),
             cache: Mutex::new(cache),
             durable: AtomicBool::new(false),
         })
+    }
+
+    /// Create the state folder (owner-only) if it is not there yet.
+    fn make_state_dir(&self) -> Result<()> {
+        if self.state_made.get().is_some() {
+            return Ok(());
+        }
+        if !self.state.is_dir() {
+            fs::create_dir_all(&self.state)
+                .context(format!("creating {}", self.state.display()))?;
+            fs::set_permissions(&self.state, fs::Permissions::from_mode(0o700)).ok();
+        }
+        let _ = self.state_made.set(());
+        Ok(())
     }
 
     /// From now on, every received file is flushed to the disk (fsync)
@@ -75,7 +100,10 @@ impl Folder {
         &self.root
     }
 
+    /// The private state folder, made now if it was not there yet (a
+    /// failure shows when the caller writes into it).
     pub fn state_dir(&self) -> &Path {
+        let _ = self.make_state_dir();
         &self.state
     }
 
@@ -388,7 +416,10 @@ impl Folder {
 
     /// Write the MD5 cache to disk if it changed.
     pub fn save_cache(&self) {
-        if let Ok(mut c) = self.cache.lock() {
+        if let Ok(mut c) = self.cache.lock()
+            && c.is_dirty()
+            && self.make_state_dir().is_ok()
+        {
             c.save();
         }
     }

@@ -414,16 +414,16 @@ impl Actor {
     /// sides hold the same last-synced state, which later deletions rely
     /// on), and say whether a round with it would do anything.
     fn absorb_offer(&self, peer_id: &str, entries: &[SyncEntry], local: &[SyncEntry]) -> bool {
-        let Ok(base) = self.shared.sync_db.load(peer_id) else {
+        let Ok(db) = self.shared.sync_db() else {
+            return true;
+        };
+        let Ok(base) = db.load(peer_id) else {
             return true;
         };
         let (local, _) = to_index(local);
         let (remote, their_base) = to_index(entries);
         let plan = plan(&local, &remote, &base, &their_base);
-        let _ = self
-            .shared
-            .sync_db
-            .apply(peer_id, &plan.bookkeeping(&local));
+        let _ = db.apply(peer_id, &plan.bookkeeping(&local));
         !plan.is_idle()
     }
 
@@ -506,13 +506,13 @@ impl Actor {
         let addr = self.partners[i].addr.clone();
         let mut client = connect_partner(&addr, &self.stopping)?;
         let known = match &self.partners[i].id {
-            Some(id) => self.shared.sync_db.load(id)?,
+            Some(id) => self.shared.sync_db()?.load(id)?,
             None => Index::new(),
         };
         let offered = super::offer(local_entries.clone(), &known);
         let (remote_id, remote_entries) =
-            client.sync_exchange(&self.shared.peer_id, self.cfg.listen_port, &offered)?;
-        if remote_id == self.shared.peer_id {
+            client.sync_exchange(self.shared.peer_id(), self.cfg.listen_port, &offered)?;
+        if remote_id == self.shared.peer_id() {
             bail!("{addr} is this very peer (same peer id); not syncing with itself");
         }
         // Remember who answered; merge with a learned entry of the same id.
@@ -531,7 +531,7 @@ impl Actor {
         self.partners[i].id = Some(remote_id.clone());
         let (local, _) = to_index(&local_entries);
         let (remote, their_base) = to_index(&remote_entries);
-        let base = self.shared.sync_db.load(&remote_id)?;
+        let base = self.shared.sync_db()?.load(&remote_id)?;
         let plan = plan(&local, &remote, &base, &their_base);
         let hold_deletions = plan.is_mass_deletion() && !confirm;
         if hold_deletions {
@@ -581,7 +581,7 @@ impl Actor {
             rep.errors
                 .push(format!("pulling from {addr}: {e}; the rest next round"));
         }
-        self.shared.sync_db.apply(&remote_id, &changes)?;
+        self.shared.sync_db()?.apply(&remote_id, &changes)?;
         self.shared.folder.save_cache();
         Ok(())
     }
@@ -602,7 +602,7 @@ impl Actor {
         let l = local.ok_or_else(|| Error::new("no local state"))?;
         still_as_planned(folder.root(), path, Some(l))?;
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-        let aside = conflict_name(path, &stamp, &self.shared.peer_id);
+        let aside = conflict_name(path, &stamp, self.shared.peer_id());
         fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
             .context(format!("moving {path} aside to {aside}"))?;
         rep.conflicts += 1;
@@ -628,7 +628,11 @@ impl Actor {
     ) -> Vec<(String, Option<FileState>)> {
         let mut unrecorded = Vec::new();
         let mut record = |batch: &mut Vec<(String, Option<FileState>)>| {
-            if self.shared.sync_db.apply(remote_id, batch).is_err() {
+            let recorded = self
+                .shared
+                .sync_db()
+                .and_then(|db| db.apply(remote_id, batch));
+            if recorded.is_err() {
                 unrecorded.append(batch);
             }
             batch.clear();

@@ -10,21 +10,31 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_dropbox-shell");
 
 /// Start a peer and read the address it announces on stderr (the rest of
-/// stderr is drained in the background).
-fn spawn_peer(mut cmd: Command) -> (Child, String) {
+/// stderr is drained in the background). Lines before the address line
+/// (notices) are returned too.
+fn spawn_peer(mut cmd: Command) -> (Child, String, Vec<String>) {
     let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let mut before = Vec::new();
+    let addr = loop {
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        if let Some(a) = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+        {
+            break a.to_string();
+        }
+        assert!(
+            !line.is_empty() && before.len() < 10,
+            "no address in {before:?}"
+        );
+        before.push(line);
+    };
     std::thread::spawn(move || {
         let _ = std::io::copy(&mut err, &mut std::io::sink());
     });
-    (child, addr)
+    (child, addr, before)
 }
 
 /// Wait until a transfer into `dir` is under way (its temporary file exists).
@@ -42,6 +52,8 @@ pub struct Peer {
     pub child: Child,
     pub addr: String,
     pub dir: tempfile::TempDir,
+    /// What the peer said on stderr before its address line.
+    pub notices: Vec<String>,
 }
 
 impl Peer {
@@ -57,8 +69,13 @@ impl Peer {
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        let (child, addr) = spawn_peer(cmd);
-        Peer { child, addr, dir }
+        let (child, addr, notices) = spawn_peer(cmd);
+        Peer {
+            child,
+            addr,
+            dir,
+            notices,
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -225,7 +242,7 @@ impl ShellPeer {
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
-        let (mut child, addr) = spawn_peer(cmd);
+        let (mut child, addr, _) = spawn_peer(cmd);
         let out = BufReader::new(child.stdout.take().unwrap());
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
