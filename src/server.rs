@@ -5,12 +5,12 @@
 //! version, a hang-up) ends that connection only.
 
 use std::collections::HashMap;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::folder::{Incoming, Version};
 use crate::history::{Direction, Record};
@@ -18,7 +18,7 @@ use crate::limits::{BUSY_ANSWERS, Budget, OFFER_BYTES, bounded_regex};
 use crate::names::clean_name;
 use crate::peer::Shared;
 use crate::proto::{
-    BATCH, Filter, Request, Response, VERSION, decode, read_frame, read_hello, write_hello,
+    BATCH, CHUNK, Filter, Request, Response, VERSION, decode, read_frame, read_hello, write_hello,
     write_msg,
 };
 use crate::stream::{receive_file, send_file};
@@ -230,7 +230,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool, offer
         return;
     };
     // A small read buffer: bulk reads of file bytes bypass it.
-    let mut r = BufReader::with_capacity(64 << 10, read_half);
+    let mut r = BufReader::with_capacity(64 << 10, Timed::new(read_half, shared.config.io_timeout));
     let mut w = BufWriter::with_capacity(64 << 10, stream);
     if write_hello(&mut w).is_err() {
         return;
@@ -241,6 +241,7 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool, offer
     }
     let mut buf = Vec::new();
     while !stop.load(Ordering::SeqCst) {
+        r.get_mut().restart();
         let req = match read_frame(&mut r, &mut buf) {
             Ok(Some(m)) => match decode::<Request>(m) {
                 Ok(req) => req,
@@ -285,6 +286,58 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool, offer
     }
 }
 
+/// The read half of a served connection, with one deadline for a whole
+/// message (and for every [`CHUNK`] of a file's bytes), not for each read:
+/// a client that sends a byte now and then cannot hold its connection
+/// slot beyond the I/O timeout.
+pub struct Timed {
+    stream: TcpStream,
+    limit: Duration,
+    deadline: Instant,
+    /// Bytes read since the deadline was last set.
+    taken: usize,
+}
+
+impl Timed {
+    fn new(stream: TcpStream, limit: Duration) -> Timed {
+        Timed {
+            stream,
+            limit,
+            deadline: Instant::now() + limit,
+            taken: 0,
+        }
+    }
+
+    /// A new message starts: it has the whole timeout.
+    fn restart(&mut self) {
+        self.deadline = Instant::now() + self.limit;
+        self.taken = 0;
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.taken >= CHUNK {
+            self.restart();
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the client took more than {} s for one message",
+                    self.limit.as_secs()
+                ),
+            ));
+        }
+        self.stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        let n = self.stream.read(buf)?;
+        self.taken += n;
+        Ok(n)
+    }
+}
+
 /// A short description of a request for the history log.
 pub fn describe(req: &Request) -> String {
     match req {
@@ -324,7 +377,7 @@ pub fn describe(req: &Request) -> String {
 /// Serve one request; returns the number of file bytes moved.
 fn handle(
     req: Request,
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<Timed>,
     w: &mut BufWriter<TcpStream>,
     buf: &mut Vec<u8>,
     shared: &Shared,

@@ -329,3 +329,30 @@ fn a_huge_or_costly_regex_is_refused_by_the_server() {
     }
     assert!(resident_mib(server.child.id()) < 200);
 }
+
+#[test]
+fn a_client_trickling_a_byte_now_and_then_loses_its_slot_after_the_timeout() {
+    let server = Peer::start(&["--io-timeout", "2", "--max-connections", "1"]);
+    server.write("a.txt", b"a");
+    let (mut s, _r) = raw_client(&server.addr);
+    // A frame that announces 1 MiB, then one byte every 300 ms.
+    s.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
+    s.write_all(&[0]).unwrap();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(300));
+            if s.write_all(b" ").is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    // Well past the 2 s timeout (and far short of the 30 s of trickling).
+    assert!(
+        trickle.join().unwrap(),
+        "the trickling client kept its connection"
+    );
+    let me = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_json(me.path(), &server.addr, &["index longlist"]);
+    assert_eq!(code, 0, "the slot is free again: {err}");
+}
