@@ -7,6 +7,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -184,6 +185,8 @@ pub struct Peer {
     pub shared: Arc<Shared>,
     server: Option<Server>,
     sync: SyncEngine,
+    /// The start-up sweep of abandoned part files, and its stop flag.
+    sweep: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 /// The user's own state directory (`$XDG_STATE_HOME/dropbox-shell`, by
@@ -250,10 +253,23 @@ impl Peer {
             }
         };
         let _ = shared.sync.set(sync.sender());
+        // What killed transfers left behind, cleared off the main path.
+        let sweep = server.as_ref().and_then(|_| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (s, flag) = (shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("part-sweep".into())
+                .spawn(move || {
+                    s.folder.remove_abandoned_parts(&flag);
+                })
+                .ok()
+                .map(|t| (stop, t))
+        });
         Ok(Peer {
             shared,
             server,
             sync,
+            sweep,
         })
     }
 
@@ -264,6 +280,10 @@ impl Peer {
 
     /// Stop serving and wait for every server thread.
     pub fn shutdown(self) {
+        if let Some((stop, t)) = self.sweep {
+            stop.store(true, Ordering::Relaxed);
+            let _ = t.join();
+        }
         self.sync.stop();
         if let Some(server) = self.server {
             server.stop();

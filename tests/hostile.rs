@@ -356,3 +356,71 @@ fn a_client_trickling_a_byte_now_and_then_loses_its_slot_after_the_timeout() {
     let (code, _, err) = run_json(me.path(), &server.addr, &["index longlist"]);
     assert_eq!(code, 0, "the slot is free again: {err}");
 }
+
+fn part_files(dir: &std::path::Path) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".dbsh-part"))
+        .collect()
+}
+
+#[test]
+fn a_part_file_left_by_a_kill_is_cleared_by_the_next_run() {
+    let server = Peer::start(&[]);
+    server.write("big.bin", &random_bytes(1, 300 << 20));
+    server.write("small.txt", b"small");
+    let me = tempfile::tempdir().unwrap();
+    // A client only, killed with SIGKILL while its download runs.
+    let mut client = Command::new(BIN)
+        .args([
+            "--peer",
+            &server.addr,
+            "-c",
+            "download TCP big.bin",
+            "--dir",
+        ])
+        .arg(me.path())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_part_file(me.path()));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    assert_eq!(
+        part_files(me.path()).len(),
+        1,
+        "the kill left its part file"
+    );
+    // The next client-only run that receives a file into that folder clears it.
+    let out = Command::new(BIN)
+        .args([
+            "--peer",
+            &server.addr,
+            "-c",
+            "download TCP small.txt",
+            "--dir",
+        ])
+        .arg(me.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        part_files(me.path()).is_empty(),
+        "{:?}",
+        part_files(me.path())
+    );
+    // A serving peer clears them anywhere in its folder at start.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("deep")).unwrap();
+    fs::write(dir.path().join("deep/.x.abc123.dbsh-part"), b"half").unwrap();
+    let peer = Peer::start_in(dir, &[]);
+    assert!(wait_for(Duration::from_secs(10), || part_files(
+        peer.dir.path()
+    )
+    .is_empty()));
+}

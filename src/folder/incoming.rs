@@ -49,6 +49,11 @@ impl Incoming {
             .suffix(PART_SUFFIX)
             .tempfile_in(&dir)
             .context(format!("creating a temporary file for {name}"))?;
+        // Held while we write it: a sweep knows it is not abandoned.
+        super::parts::hold(tmp.as_file());
+        if folder.sweeps_on_write() {
+            super::parts::sweep_dir(&dir);
+        }
         Ok(Incoming {
             meta: FileMeta {
                 name,

@@ -9,6 +9,7 @@
 mod hashcache;
 mod incoming;
 mod md5pipe;
+mod parts;
 mod stat;
 
 use std::fs::{self, File, Metadata};
@@ -39,13 +40,17 @@ pub struct Folder {
     cache: Mutex<HashCache>,
     /// Received files reach the disk before they are renamed into place.
     durable: AtomicBool,
+    /// A client only (no sweep at start): each received file first clears
+    /// abandoned part files out of its folder.
+    sweep_on_write: bool,
 }
 
 impl Folder {
     /// Open a shared folder (a serving peer) and create its state folder.
     pub fn open(dir: &Path) -> Result<Folder> {
-        let folder = Folder::open_unshared(dir)?;
+        let mut folder = Folder::open_unshared(dir)?;
         folder.make_state_dir()?;
+        folder.sweep_on_write = false;
         Ok(folder)
     }
 
@@ -65,6 +70,7 @@ impl Folder {
             state_made: std::sync::OnceLock::new(),
             cache: Mutex::new(cache),
             durable: AtomicBool::new(false),
+            sweep_on_write: true,
         })
     }
 
@@ -90,6 +96,11 @@ impl Folder {
     /// the kernel writes it back.
     pub fn keep_durable(&self) {
         self.durable.store(true, Ordering::Relaxed);
+    }
+
+    /// True for a client only's folder: see [`Incoming::create`].
+    pub fn sweeps_on_write(&self) -> bool {
+        self.sweep_on_write
     }
 
     pub fn durable(&self) -> bool {
@@ -260,28 +271,11 @@ impl Folder {
         })
     }
 
-    /// Remove temporary transfer files last modified before `before` (left
-    /// by a process that was killed mid-transfer). Returns how many.
-    pub fn remove_stale_parts(&self, before: std::time::SystemTime) -> usize {
-        let mut n = 0;
-        let walker = walkdir::WalkDir::new(&self.root)
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| !(e.depth() == 1 && e.file_name() == STATE_DIR));
-        for e in walker.flatten() {
-            let stale = e.file_type().is_file()
-                && e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with('.') && n.ends_with(crate::names::PART_SUFFIX))
-                && e.metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .is_some_and(|t| t < before);
-            if stale && fs::remove_file(e.path()).is_ok() {
-                n += 1;
-            }
-        }
-        n
+    /// Remove the temporary transfer files that killed processes left
+    /// anywhere in the folder (see [`parts`]); stops early when `stop` is
+    /// set. Returns how many.
+    pub fn remove_abandoned_parts(&self, stop: &AtomicBool) -> usize {
+        parts::sweep_tree(&self.root, stop)
     }
 
     /// Refuse to go on when the folder or its state folder has vanished (an

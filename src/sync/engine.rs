@@ -175,8 +175,9 @@ impl SyncEngine {
             .collect();
         if cfg.enabled {
             // Whatever a killed transfer left behind is of no use now.
-            let started = std::time::SystemTime::now();
-            shared.folder.remove_stale_parts(started);
+            shared
+                .folder
+                .remove_abandoned_parts(&AtomicBool::new(false));
         }
         let stopping = Arc::new(AtomicBool::new(false));
         let mut actor = Actor {
