@@ -2,7 +2,9 @@
 //! `-c` and standard input), runs them through a [`Session`] and prints the
 //! result as a table or JSON. Interactive use adds history across sessions,
 //! tab completion of commands and of the peer's file names, a progress bar
-//! on transfers, and server messages printed above the prompt.
+//! on transfers, and server messages printed above the prompt. Whatever it
+//! prints in text mode that peers or the disk wrote (events, errors) is
+//! escaped for the terminal ([`crate::display`]).
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -21,6 +23,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, ExternalPrinter, Helper};
 
 use crate::cli::{COMMANDS, Command, parse_line};
+use crate::display::escape;
 use crate::proto::Kind;
 use crate::render;
 use crate::session::{Output, Session};
@@ -102,12 +105,24 @@ fn run_line(
     }
 }
 
+/// An error as the user sees it: JSON on stdout (exact), or one line on
+/// stderr with what peers and the disk wrote in it escaped.
 fn report_error(e: &crate::Error, json: bool) {
     if json {
         print_out(&render::json_error(e).to_string());
     } else {
-        eprintln!("error: {e}");
+        eprintln!("{}", error_line(e));
     }
+}
+
+fn error_line(e: &crate::Error) -> String {
+    format!("error: {}", escape(&e.to_string()))
+}
+
+/// A background thread's note as printed above the prompt: its label, then
+/// its text escaped (it names files and peers that others chose).
+fn event_line(ev: &crate::peer::Event) -> String {
+    format!("{} {}", ev.label(), escape(&ev.text))
 }
 
 /// Run lines in order (from `-c` or standard input); returns the exit status.
@@ -302,7 +317,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
                 loop {
                     crossbeam_channel::select! {
                         recv(events) -> msg => match msg {
-                            Ok(ev) => { let _ = printer.print(format!("{} {}", ev.label(), ev.text)); }
+                            Ok(ev) => { let _ = printer.print(event_line(&ev)); }
                             Err(_) => break,
                         },
                         recv(stop_rx) -> _ => break,
@@ -366,6 +381,22 @@ mod tests {
         assert_eq!(current_word("download TCP "), (13, "".into(), 2));
         assert_eq!(current_word("download TCP \"my f"), (13, "my f".into(), 2));
         assert_eq!(current_word("hash verify a/b"), (12, "a/b".into(), 2));
+    }
+
+    #[test]
+    fn events_and_errors_reach_the_terminal_escaped() {
+        use crate::peer::{Event, EventSource};
+        let hostile = "served download x\u{1b}]2;PWNED\u{7}\u{1b}[2J to p: error: no such file";
+        let ev = Event {
+            source: EventSource::Server,
+            text: hostile.into(),
+        };
+        assert_eq!(
+            event_line(&ev),
+            r"[server] served download x\e]2;PWNED\x07\e[2J to p: error: no such file"
+        );
+        let e = crate::Error::new("no such file: a\nb\u{9b}");
+        assert_eq!(error_line(&e), r"error: no such file: a\nb\u{9b}");
     }
 
     #[test]

@@ -209,3 +209,57 @@ fn kill(sig: &str, pid: &str) {
             .success()
     );
 }
+
+/// What a hostile client asks for: a name that, printed raw, retitles the
+/// terminal, clears the screen and draws a fake prompt.
+const HOSTILE: &str = "x\u{1b}]2;PWNED\u{7}\u{1b}[2J\u{1b}[H\u{1b}[31mfake prompt> ";
+/// The same name as the shell must show it.
+const HOSTILE_SHOWN: &str = r"x\e]2;PWNED\x07\e[2J\e[H\e[31mfake prompt> ";
+
+/// True if `out` holds a piece of the hostile name's escape sequences raw.
+fn holds_raw_escapes(out: &str) -> bool {
+    ["\u{1b}]2;", "PWNED\u{7}", "\u{1b}[2J", "\u{1b}[31m"]
+        .iter()
+        .any(|s| out.contains(s))
+}
+
+#[test]
+fn a_hostile_name_reaches_the_operator_escaped() {
+    let other = Peer::start(&[]);
+    let me = tempfile::tempdir().unwrap();
+    let mut s = in_pty(&format!(
+        "--listen 127.0.0.1:0 --dir {} --peer {}",
+        me.path().display(),
+        other.addr
+    ));
+    let (_, addr) = s.exp_regex(r"127\.0\.0\.1:\d+").unwrap();
+    s.exp_string("> ").unwrap();
+    // A client with no rights asks this shell's server for the name.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let line = format!("download TCP \"{HOSTILE}\"");
+    let out = run(elsewhere.path(), &addr, &[&line], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(HOSTILE_SHOWN), "{err}");
+    assert!(!holds_raw_escapes(&err), "{err:?}");
+
+    let before = s.exp_string("[server] served download").unwrap();
+    let event = s.exp_string("\n").unwrap();
+    assert!(event.contains(HOSTILE_SHOWN), "{event:?}");
+    assert!(
+        !holds_raw_escapes(&before) && !holds_raw_escapes(&event),
+        "{event:?}"
+    );
+
+    // The history table shows the request escaped as well.
+    s.send_line("history").unwrap();
+    let head = s.exp_string("Outcome").unwrap();
+    let table = s
+        .exp_string(&format!("dropbox-shell {}> ", other.addr))
+        .unwrap();
+    let table = head + &table;
+    assert!(table.contains(r"x\e]2;PWNED\x07"), "{table:?}");
+    assert!(!holds_raw_escapes(&table), "{table:?}");
+    s.send_line("exit").unwrap();
+    s.exp_eof().unwrap();
+}
