@@ -49,7 +49,7 @@ fn run_line(
     if signals.quitting.load(Ordering::SeqCst) {
         return (true, true);
     }
-    let cmd = match parse_line(line, &Local) {
+    let cmd = match parse_line(line, &Local, chrono::Utc::now()) {
         Ok(c) => c,
         Err(e) => {
             report_error(&e, json);
