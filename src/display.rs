@@ -28,10 +28,15 @@ fn is_control(c: char) -> bool {
     matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
 }
 
+/// Whether `s` holds a character that [`escape`] would change.
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(is_control)
+}
+
 /// `s` with every control character shown as visible text (see the module
 /// doc); borrowed when there is none.
 pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_control) {
+    if !has_control(s) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);

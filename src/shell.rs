@@ -4,7 +4,8 @@
 //! tab completion of commands and of the peer's file names, a progress bar
 //! on transfers, and server messages printed above the prompt. Whatever it
 //! prints in text mode that peers or the disk wrote (events, errors) is
-//! escaped for the terminal ([`crate::display`]).
+//! escaped for the terminal ([`crate::display`]); completion leaves out
+//! names with control characters.
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -23,7 +24,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, ExternalPrinter, Helper};
 
 use crate::cli::{COMMANDS, Command, parse_line};
-use crate::display::escape;
+use crate::display::{escape, has_control};
 use crate::proto::Kind;
 use crate::render;
 use crate::session::{Output, Session};
@@ -221,6 +222,23 @@ fn quote_if_needed(s: &str) -> String {
     }
 }
 
+/// The candidates that start with `partial`, sorted, each quoted as needed.
+/// Names with control characters are left out: the line editor would show
+/// them raw, and no quoting lets one type them back.
+fn completions(candidates: Vec<String>, partial: &str) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = candidates
+        .into_iter()
+        .filter(|c| c.starts_with(partial) && !has_control(c))
+        .map(|c| Pair {
+            replacement: quote_if_needed(&c),
+            display: c,
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.display.cmp(&b.display));
+    pairs.dedup_by(|a, b| a.display == b.display);
+    pairs
+}
+
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
@@ -254,17 +272,7 @@ impl Completer for ShellHelper {
             (2, "download") => self.remote_files(),
             _ => Vec::new(),
         };
-        let mut pairs: Vec<Pair> = candidates
-            .into_iter()
-            .filter(|c| c.starts_with(&partial))
-            .map(|c| Pair {
-                replacement: quote_if_needed(&c),
-                display: c,
-            })
-            .collect();
-        pairs.sort_by(|a, b| a.display.cmp(&b.display));
-        pairs.dedup_by(|a, b| a.display == b.display);
-        Ok((start, pairs))
+        Ok((start, completions(candidates, &partial)))
     }
 }
 
@@ -397,6 +405,15 @@ mod tests {
         );
         let e = crate::Error::new("no such file: a\nb\u{9b}");
         assert_eq!(error_line(&e), r"error: no such file: a\nb\u{9b}");
+    }
+
+    #[test]
+    fn completion_offers_no_name_with_control_characters() {
+        let names = ["my file.txt", "my\u{1b}]2;PWNED\u{7}", "my\nrow", "other"];
+        let pairs = completions(names.iter().map(|s| s.to_string()).collect(), "my");
+        let shown: Vec<&str> = pairs.iter().map(|p| p.display.as_str()).collect();
+        assert_eq!(shown, ["my file.txt"]);
+        assert_eq!(pairs[0].replacement, "'my file.txt'");
     }
 
     #[test]
