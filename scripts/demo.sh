@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Demo: builds dropbox-shell, starts a second peer on sample files on this
-# machine (headless, syncing, accepting uploads), and opens the shell of a
-# first peer pointed at it. Leave the shell with `exit` or Ctrl-D; the second
-# peer is stopped then. Folders: $DEMO_DIR (default /tmp/dropbox-shell-demo).
+# machine (headless, serving them and accepting uploads; it does not sync
+# on its own: type `sync` in the shell for a round), and opens the shell of a
+# first peer pointed at it. The second peer runs in its own process group,
+# so a Ctrl-C in the shell (to cancel a download) does not reach it. Leave
+# the shell with `exit` or Ctrl-D; the second peer is stopped then.
+# Folders: $DEMO_DIR (default /tmp/dropbox-shell-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -16,8 +19,12 @@ cd "$D/theirs"
 [ -f photos/big.bin ] || head -c $((64 << 20)) /dev/urandom > photos/big.bin
 chmod 600 docs/report.json
 log=$D/theirs.log
-"$BIN" --listen 127.0.0.1:0 --dir "$D/theirs" --headless --allow-upload > /dev/null 2> "$log" &
+# `set -m` gives the background job its own process group, away from the
+# terminal's Ctrl-C; its pid is then also $!.
+set -m
+"$BIN" --listen 127.0.0.1:0 --dir "$D/theirs" --headless --allow-upload < /dev/null > /dev/null 2> "$log" &
 peer_pid=$!
+set +m
 trap 'kill $peer_pid 2>/dev/null; wait $peer_pid 2>/dev/null || true' EXIT
 addr=
 for _ in $(seq 100); do

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use crate::display::escape;
 use crate::names::clean_name;
 use crate::timestamp::parse_range;
 use crate::{Error, Result, bail};
@@ -61,8 +62,9 @@ pub const COMMANDS: &[&str] = &[
     "quit",
 ];
 
-/// Parse one shell line; naive timestamps are read in `tz`.
-pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
+/// Parse one shell line; naive timestamps are read in `tz`, relative ones
+/// (`-2h`, `today`) from `now`.
+pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz, now: DateTime<Utc>) -> Result<Command> {
     let trimmed = line.trim();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(Command::Nothing);
@@ -70,7 +72,8 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
     if let Some(expr) = regex_argument(trimmed) {
         regex::Regex::new(&expr).map_err(|e| {
             Error::new(format!(
-                "bad regular expression {expr:?}: {}",
+                "bad regular expression '{}': {}",
+                escape(&expr),
                 first_line(&e.to_string())
             ))
         })?;
@@ -83,11 +86,16 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
     match w.as_slice() {
         ["index", "longlist"] => Ok(Command::IndexLonglist),
         ["index", "shortlist", start, end] => {
-            let (start, end) = parse_range(start, end, tz)?;
+            let (start, end) = parse_range(start, end, tz, now)?;
             Ok(Command::IndexShortlist { start, end })
         }
         ["index", ..] => Err(usage("index")),
         ["hash", "verify", _, _, ..] | ["download", _, _, _, ..] => Err(unquoted_name(&w, 2)),
+        ["upload", "--force"] => Err(usage("upload")),
+        ["upload", flag, ..] if flag.starts_with("--") && *flag != "--force" => bail!(
+            "upload has no option {flag:?}; usage: {}",
+            usage_of("upload")
+        ),
         ["upload", "--force", _, _, ..] => Err(unquoted_name(&w, 2)),
         ["upload", _, _, ..] if !w.contains(&"--force") => Err(unquoted_name(&w, 1)),
         ["hash", "verify", name] => Ok(Command::HashVerify(clean_name(name)?)),
@@ -132,10 +140,15 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz) -> Result<Command> {
         ["history", ..] => Err(usage("history")),
         ["peers"] => Ok(Command::Peers),
         ["peer", "use", addr] => Ok(Command::PeerUse(addr.to_string())),
-        ["peer", ..] | ["peers", ..] => Err(usage("peer")),
+        ["peer", ..] => Err(usage("peer")),
         ["help"] => Ok(Command::Help(None)),
         ["help", topic] => Ok(Command::Help(Some(topic.to_string()))),
+        ["help", ..] => Err(usage("help")),
         ["exit" | "quit"] => Ok(Command::Exit),
+        [cmd @ ("peers" | "exit" | "quit"), ..] => {
+            let topic = if *cmd == "quit" { "exit" } else { cmd };
+            bail!("{cmd} takes no arguments; usage: {}", usage_of(topic))
+        }
         [other, ..] => bail!("unknown command {other:?}; type `help` for the list"),
         [] => Ok(Command::Nothing),
     }
@@ -155,7 +168,8 @@ fn unquoted_name(w: &[&str], before_name: usize) -> Error {
 
 /// The raw expression of `index regex <expr>`: backslashes are the regex's,
 /// not the shell's, so the rest of the line is taken as written (without
-/// the quotes when the whole expression is quoted).
+/// the quotes when the whole expression is quoted). A `#` after whitespace,
+/// outside the quotes, starts a comment, as in a shell.
 fn regex_argument(line: &str) -> Option<String> {
     let rest = line.strip_prefix("index")?;
     let rest = rest.trim_start().strip_prefix("regex")?;
@@ -163,15 +177,35 @@ fn regex_argument(line: &str) -> Option<String> {
         return None;
     }
     let expr = rest.trim();
-    if expr.is_empty() {
-        return None;
-    }
     for q in ['"', '\'', '`'] {
-        if expr.len() >= 2 && expr.starts_with(q) && expr.ends_with(q) {
-            return Some(expr[1..expr.len() - 1].to_string());
+        let Some(body) = expr.strip_prefix(q) else {
+            continue;
+        };
+        // The closing quote is the first one followed by nothing but an
+        // optional comment.
+        let closing = body.match_indices(q).find(|(i, _)| {
+            let after = &body[i + q.len_utf8()..];
+            after.trim().is_empty()
+                || (after.starts_with(char::is_whitespace) && after.trim_start().starts_with('#'))
+        });
+        if let Some((i, _)) = closing {
+            return Some(body[..i].to_string());
         }
     }
-    Some(expr.to_string())
+    let expr = without_comment(expr);
+    (!expr.is_empty()).then(|| expr.to_string())
+}
+
+/// `text` up to a `#` that starts it or follows whitespace, trimmed.
+fn without_comment(text: &str) -> &str {
+    let mut prev_space = true;
+    for (i, c) in text.char_indices() {
+        if c == '#' && prev_space {
+            return text[..i].trim_end();
+        }
+        prev_space = c.is_whitespace();
+    }
+    text.trim_end()
 }
 
 fn first_line(s: &str) -> String {
@@ -244,10 +278,12 @@ pub fn help_text(topic: Option<&str>) -> Result<String> {
             for (_, usage, what) in HELP {
                 s.push_str(&format!("  {usage}\n      {what}\n"));
             }
-            s.push_str(
-                "times for shortlist: RFC 3339, YYYY-MM-DD, \"YYYY-MM-DD HH:MM[:SS]\", \
-                 YYYY-MM-DDTHH:MM[:SS] (local time) or unix seconds\n",
-            );
+            s.push_str(&format!(
+                "times for shortlist: {}\n",
+                crate::timestamp::ACCEPTED_FORMS
+                    .strip_prefix("use ")
+                    .unwrap_or(crate::timestamp::ACCEPTED_FORMS)
+            ));
             Ok(s)
         }
         Some(t) => match HELP.iter().find(|(w, _, _)| *w == t) {
@@ -263,7 +299,7 @@ mod tests {
     use chrono::Utc;
 
     fn p(s: &str) -> Result<Command> {
-        parse_line(s, &Utc)
+        parse_line(s, &Utc, Utc::now())
     }
 
     #[test]
@@ -336,6 +372,80 @@ mod tests {
     }
 
     #[test]
+    fn a_comment_ends_a_regex_unless_quoted() {
+        let re = |s: &str| match p(s).unwrap() {
+            Command::IndexRegex(e) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(re(r"index regex \.txt$ # text files"), r"\.txt$");
+        assert_eq!(re(r"index regex \.txt$	# tab before"), r"\.txt$");
+        assert_eq!(re("index regex a#b"), "a#b");
+        assert_eq!(re("index regex 'a #b'"), "a #b");
+        assert_eq!(re("index regex 'a #b' # note"), "a #b");
+        assert_eq!(re(r#"index regex "^x y$" #note"#), "^x y$");
+        assert_eq!(re("index regex ''"), "");
+        assert!(
+            p("index regex # nothing")
+                .unwrap_err()
+                .message()
+                .contains("usage")
+        );
+    }
+
+    #[test]
+    fn commands_without_arguments_say_so() {
+        let msg = |s: &str| p(s).unwrap_err().to_string();
+        assert_eq!(msg("peers x"), "peers takes no arguments; usage: peers");
+        assert_eq!(
+            msg("exit now"),
+            "exit takes no arguments; usage: exit | quit | Ctrl-D"
+        );
+        assert_eq!(
+            msg("quit now"),
+            "quit takes no arguments; usage: exit | quit | Ctrl-D"
+        );
+        assert_eq!(msg("upload --force"), "usage: upload [--force] <file>");
+        assert!(msg("upload --forse x").starts_with("upload has no option \"--forse\""));
+        assert!(msg("peer x").contains("usage: peer use"));
+        assert!(msg("help a b").contains("usage: help"));
+    }
+
+    #[test]
+    fn a_bad_regex_is_quoted_once_and_escaped() {
+        let msg = p(r"index regex \.txt(").unwrap_err().to_string();
+        assert!(
+            msg.starts_with(r"bad regular expression '\.txt(': "),
+            "{msg}"
+        );
+        let msg = p("index regex a\u{1b}[2J(").unwrap_err().to_string();
+        assert!(
+            msg.starts_with(r"bad regular expression 'a\e[2J(': "),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn shortlist_takes_the_common_time_forms() {
+        for (a, b) in [
+            ("yesterday", "today"),
+            ("2024-05-01T10:00Z", "now"),
+            ("-2h", "now"),
+            ("@1714564800", "-1w"),
+        ] {
+            let line = format!("index shortlist {a} {b}");
+            assert!(
+                matches!(p(&line), Ok(Command::IndexShortlist { .. })),
+                "{line}"
+            );
+        }
+        let msg = p("index shortlist 20240501 now").unwrap_err().to_string();
+        assert!(
+            msg.contains("write 2024-05-01") && msg.contains("@20240501"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn help_covers_every_command() {
         let all = help_text(None).unwrap();
         for (_, usage, _) in HELP {
@@ -343,5 +453,9 @@ mod tests {
         }
         assert!(help_text(Some("download")).unwrap().contains("TCP|UDP"));
         assert!(help_text(Some("nope")).is_err());
+        assert!(
+            all.contains("yesterday") && all.contains("@1714564800"),
+            "{all}"
+        );
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod display;
 pub mod error;
 pub mod folder;
 pub mod history;

@@ -1,12 +1,17 @@
 //! Turning an [`Output`] into what a person reads (comfy-table tables sized
-//! to the terminal) or what a script reads (one JSON document, snake_case
-//! keys, RFC 3339 times in UTC).
+//! to the terminal, times in local time) or what a script reads (one JSON
+//! document, snake_case keys, RFC 3339 times in UTC).
+//!
+//! Text output shows every string through [`crate::display::escape`]: names,
+//! peers and messages may come from another peer or the disk, and their
+//! control characters must not reach the terminal. JSON carries them exactly.
 
 use chrono::{DateTime, Local};
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{Cell, ColumnConstraint, ContentArrangement, Table, Width};
 use serde_json::{Value, json};
 
 use crate::cli::Protocol;
+use crate::display::escape;
 use crate::proto::{Entry, Kind};
 use crate::session::Output;
 use crate::timestamp::rfc3339;
@@ -31,6 +36,41 @@ fn local_time(nanos: i64) -> String {
         .with_timezone(&Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
+}
+
+/// One of this peer's own moments (RFC 3339 in UTC, as the history log and
+/// the sync engine keep them) in local time, like every time in a table.
+fn local_event_time(rfc3339: &str) -> String {
+    DateTime::parse_from_rfc3339(rfc3339)
+        .map(|d| {
+            d.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|_| escape(rfc3339).into_owned())
+}
+
+/// A row whose every cell is escaped for the terminal.
+fn add_row<S: AsRef<str>>(t: &mut Table, cells: impl IntoIterator<Item = S>) {
+    t.add_row(
+        cells
+            .into_iter()
+            .map(|c| Cell::new(escape(c.as_ref())))
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// Columns that never wrap mid-value on a narrow terminal: room for at
+/// least `width` characters (the other columns, names above all, wrap
+/// instead).
+fn keep_whole(t: &mut Table, columns: &[(usize, u16)]) {
+    for &(i, width) in columns {
+        if let Some(c) = t.column_mut(i) {
+            // comfy-table's fixed widths include the cell's padding.
+            let padded = width + c.padding_width();
+            c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(padded)));
+        }
+    }
 }
 
 /// 1536 -> "1.5 KiB".
@@ -63,7 +103,12 @@ fn table(header: &[&str], width: Option<u16>) -> Table {
 pub fn text(out: &Output, width: Option<u16>) -> String {
     match out {
         Output::Nothing | Output::Exit => String::new(),
-        Output::Text(s) => s.trim_end().to_string(),
+        Output::Text(s) => s
+            .trim_end()
+            .lines()
+            .map(escape)
+            .collect::<Vec<_>>()
+            .join("\n"),
         Output::Listing { peer, entries } => {
             let mut t = table(&["Name", "Size", "Modified", "Type", "Mode"], width);
             for e in entries {
@@ -72,17 +117,22 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                 } else {
                     human_size(e.size)
                 };
-                t.add_row(vec![
-                    e.name.clone(),
-                    size,
-                    local_time(e.mtime_ns),
-                    mime_of(e).to_string(),
-                    format!("{:04o}", e.mode),
-                ]);
+                add_row(
+                    &mut t,
+                    [
+                        e.name.clone(),
+                        size,
+                        local_time(e.mtime_ns),
+                        mime_of(e).to_string(),
+                        format!("{:04o}", e.mode),
+                    ],
+                );
             }
+            keep_whole(&mut t, &[(1, 9), (4, 4)]);
             format!(
-                "{t}\n{} on {peer}",
-                count(entries.len(), "entry", "entries")
+                "{t}\n{} on {}",
+                count(entries.len(), "entry", "entries"),
+                escape(peer)
             )
         }
         Output::Hashes { peer, files } => {
@@ -93,9 +143,22 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                     (None, Some(e)) => format!("error: {e}"),
                     (None, None) => "-".into(),
                 };
-                t.add_row(vec![f.name.clone(), md5, local_time(f.mtime_ns)]);
+                // An unreadable file has no time (its mtime_ns is 0).
+                let time = if f.error.is_some() || f.mtime_ns == 0 {
+                    "-".to_string()
+                } else {
+                    local_time(f.mtime_ns)
+                };
+                add_row(&mut t, [f.name.clone(), md5, time]);
             }
-            format!("{t}\n{} on {peer}", count(files.len(), "file", "files"))
+            // An MD5 is 32 hex digits; a date "YYYY-MM-DD" may wrap before
+            // its time.
+            keep_whole(&mut t, &[(1, 32), (2, 10)]);
+            format!(
+                "{t}\n{} on {}",
+                count(files.len(), "file", "files"),
+                escape(peer)
+            )
         }
         Output::Transfer {
             report: r,
@@ -108,27 +171,28 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                 Protocol::Udp => "UDP",
             };
             let mut t = table(&["Field", "Value"], width);
-            t.add_row(vec!["name".into(), r.name.clone()]);
-            t.add_row(vec![
-                "size".into(),
-                format!("{} ({} bytes)", human_size(r.size), r.size),
-            ]);
-            t.add_row(vec!["mtime".into(), local_time(r.mtime_ns)]);
-            t.add_row(vec!["md5".into(), r.md5.clone()]);
-            t.add_row(vec!["protocol".to_string(), proto.to_string()]);
+            add_row(&mut t, ["name", &r.name]);
+            add_row(
+                &mut t,
+                [
+                    "size",
+                    &format!("{} ({} bytes)", human_size(r.size), r.size),
+                ],
+            );
+            add_row(&mut t, ["mtime", &local_time(r.mtime_ns)]);
+            add_row(&mut t, ["md5", &r.md5]);
+            add_row(&mut t, ["protocol", proto]);
             if *protocol == Protocol::Udp {
-                t.add_row(vec!["attempts".into(), r.attempts.to_string()]);
-                t.add_row(vec![
-                    "retransmissions".into(),
-                    r.retransmissions.to_string(),
-                ]);
+                add_row(&mut t, ["attempts", &r.attempts.to_string()]);
+                add_row(&mut t, ["retransmissions", &r.retransmissions.to_string()]);
             }
             let rate = r.size as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
-            t.add_row(vec![
-                "seconds".into(),
-                format!("{:.3} ({rate:.1} MiB/s)", r.seconds),
-            ]);
-            format!("{verb} {}\n{t}", r.name)
+            add_row(
+                &mut t,
+                ["seconds", &format!("{:.3} ({rate:.1} MiB/s)", r.seconds)],
+            );
+            keep_whole(&mut t, &[(1, 32)]);
+            format!("{verb} {}\n{t}", escape(&r.name))
         }
         Output::History(recs) => {
             let mut t = table(
@@ -136,25 +200,22 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                 width,
             );
             for r in recs {
-                let time = DateTime::parse_from_rfc3339(&r.time)
-                    .map(|d| {
-                        d.with_timezone(&Local)
-                            .format("%Y-%m-%d %H:%M:%S")
-                            .to_string()
-                    })
-                    .unwrap_or_else(|_| r.time.clone());
+                let time = local_event_time(&r.time);
                 let dir = serde_json::to_value(r.direction)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
-                t.add_row(vec![
-                    time,
-                    dir,
-                    r.peer.clone(),
-                    r.command.clone(),
-                    r.outcome.clone(),
-                    r.bytes.to_string(),
-                ]);
+                add_row(
+                    &mut t,
+                    [
+                        time,
+                        dir,
+                        r.peer.clone(),
+                        r.command.clone(),
+                        r.outcome.clone(),
+                        r.bytes.to_string(),
+                    ],
+                );
             }
             t.to_string()
         }
@@ -181,17 +242,20 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                         p.paused_deletions
                     );
                 }
-                t.add_row(vec![
-                    p.peer.clone(),
-                    p.pulled.to_string(),
-                    p.renamed.to_string(),
-                    p.deleted.to_string(),
-                    p.conflicts.to_string(),
-                    p.folders.to_string(),
-                    p.modes.to_string(),
-                    human_size(p.bytes),
-                    notes,
-                ]);
+                add_row(
+                    &mut t,
+                    [
+                        p.peer.clone(),
+                        p.pulled.to_string(),
+                        p.renamed.to_string(),
+                        p.deleted.to_string(),
+                        p.conflicts.to_string(),
+                        p.folders.to_string(),
+                        p.modes.to_string(),
+                        human_size(p.bytes),
+                        notes,
+                    ],
+                );
             }
             t.to_string()
         }
@@ -209,17 +273,22 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
             );
             for p in &s.partners {
                 let next = match &p.next_try {
-                    Some(t) => format!("{t} ({} failed rounds)", p.failures),
+                    Some(t) => format!("{} ({} failed rounds)", local_event_time(t), p.failures),
                     None => "next round".into(),
                 };
-                t.add_row(vec![
-                    p.peer.clone(),
-                    p.peer_id.clone().unwrap_or_else(|| "-".into()),
-                    p.last_round.clone().unwrap_or_else(|| "never".into()),
-                    p.last_result.clone().unwrap_or_default(),
-                    p.paused_deletions.to_string(),
-                    next,
-                ]);
+                add_row(
+                    &mut t,
+                    [
+                        p.peer.clone(),
+                        p.peer_id.clone().unwrap_or_else(|| "-".into()),
+                        p.last_round
+                            .as_deref()
+                            .map_or_else(|| "never".into(), local_event_time),
+                        p.last_result.clone().unwrap_or_default(),
+                        p.paused_deletions.to_string(),
+                        next,
+                    ],
+                );
             }
             let mode = if s.enabled {
                 format!(
@@ -236,7 +305,9 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
             };
             format!(
                 "{mode}{pending}; last round: {}\n{t}",
-                s.last_round.clone().unwrap_or_else(|| "never".into())
+                s.last_round
+                    .as_deref()
+                    .map_or_else(|| "never".into(), local_event_time)
             )
         }
         Output::Peers(ps) => {
@@ -252,13 +323,16 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
                     Some(false) => "refused",
                     None => "-",
                 };
-                t.add_row(vec![
-                    if p.current { "*".into() } else { String::new() },
-                    p.address.clone(),
-                    status,
-                    p.peer_id.clone().unwrap_or_else(|| "-".into()),
-                    uploads.into(),
-                ]);
+                add_row(
+                    &mut t,
+                    [
+                        if p.current { "*".into() } else { String::new() },
+                        p.address.clone(),
+                        status,
+                        p.peer_id.clone().unwrap_or_else(|| "-".into()),
+                        uploads.into(),
+                    ],
+                );
             }
             t.to_string()
         }
@@ -360,6 +434,7 @@ pub fn json_error(e: &crate::Error) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::HashEntry;
 
     #[test]
     fn sizes_read_well() {
@@ -399,5 +474,101 @@ mod tests {
         let t = text(&out, Some(80));
         assert!(t.contains("a.txt") && t.contains("2 entries"));
         assert!(t.lines().all(|l| l.chars().count() <= 80), "{t}");
+    }
+
+    fn file(name: &str) -> Entry {
+        Entry {
+            name: name.into(),
+            size: 3,
+            mtime_ns: 1_714_557_600_000_000_000,
+            kind: Kind::File,
+            mode: 0o644,
+        }
+    }
+
+    /// Lines of a table that hold a row's text (not borders).
+    fn text_lines(t: &str) -> Vec<&str> {
+        t.lines().filter(|l| l.starts_with("| ")).collect()
+    }
+
+    const HOSTILE: &str = "x\u{1b}]2;PWNED\u{7}\u{1b}[2J\u{1b}[H\u{1b}[31mfake prompt> ";
+
+    #[test]
+    fn hostile_names_stay_one_row_and_send_no_control_character() {
+        let out = Output::Listing {
+            peer: "p:1\u{1b}[2J".into(),
+            entries: vec![
+                file("two\nrows.txt"),
+                file(HOSTILE),
+                file("tab\there\u{9b}"),
+            ],
+        };
+        let t = text(&out, Some(200));
+        assert!(
+            !t.contains('\u{1b}') && !t.contains('\u{9b}') && !t.contains('\u{7}'),
+            "{t:?}"
+        );
+        // The header and one line per entry, no more.
+        assert_eq!(text_lines(&t).len(), 4, "{t}");
+        assert!(t.contains(r"two\nrows.txt"), "{t}");
+        assert!(
+            t.contains(r"x\e]2;PWNED\x07\e[2J\e[H\e[31mfake prompt> "),
+            "{t}"
+        );
+        assert!(t.contains(r"tab\there\u{9b}"), "{t}");
+        assert!(t.ends_with(r"3 entries on p:1\e[2J"), "{t}");
+        // JSON keeps the names exact.
+        let v = json(&out);
+        assert_eq!(v["files"][0]["name"], "two\nrows.txt");
+        assert_eq!(v["files"][1]["name"], HOSTILE);
+    }
+
+    #[test]
+    fn every_table_escapes_what_peers_and_the_disk_wrote() {
+        use crate::history::{Direction, Record};
+        use crate::session::PeerStatus;
+        let bad = "e\u{1b}[31m\nx";
+        let outs = [
+            Output::Hashes {
+                peer: bad.into(),
+                files: vec![HashEntry {
+                    name: bad.into(),
+                    md5: None,
+                    mtime_ns: 0,
+                    error: Some(bad.into()),
+                }],
+            },
+            Output::History(vec![Record {
+                time: bad.into(),
+                direction: Direction::Served,
+                peer: bad.into(),
+                command: bad.into(),
+                outcome: bad.into(),
+                bytes: 0,
+            }]),
+            Output::Peers(vec![PeerStatus {
+                address: bad.into(),
+                current: true,
+                reachable: false,
+                peer_id: Some(bad.into()),
+                accepts_uploads: None,
+                error: Some(bad.into()),
+            }]),
+            Output::Sync(crate::sync::SyncReport {
+                partners: vec![crate::sync::engine::PartnerRound {
+                    peer: bad.into(),
+                    errors: vec![bad.into()],
+                    ..Default::default()
+                }],
+            }),
+        ];
+        for out in &outs {
+            let t = text(out, Some(300));
+            assert!(!t.contains('\u{1b}'), "{t:?}");
+            assert!(t.contains(r"e\e[31m\nx"), "{t}");
+        }
+        // Messages keep their own lines, each escaped.
+        let t = text(&Output::Text(format!("line one\n{bad}")), None);
+        assert_eq!(t, "line one\ne\\e[31m\nx");
     }
 }

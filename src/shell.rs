@@ -2,7 +2,10 @@
 //! `-c` and standard input), runs them through a [`Session`] and prints the
 //! result as a table or JSON. Interactive use adds history across sessions,
 //! tab completion of commands and of the peer's file names, a progress bar
-//! on transfers, and server messages printed above the prompt.
+//! on transfers, and server messages printed above the prompt. Whatever it
+//! prints in text mode that peers or the disk wrote (events, errors) is
+//! escaped for the terminal ([`crate::display`]); completion leaves out
+//! names with control characters.
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
@@ -21,6 +24,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Context, Editor, ExternalPrinter, Helper};
 
 use crate::cli::{COMMANDS, Command, parse_line};
+use crate::display::{escape, has_control};
 use crate::proto::Kind;
 use crate::render;
 use crate::session::{Output, Session};
@@ -46,7 +50,7 @@ fn run_line(
     if signals.quitting.load(Ordering::SeqCst) {
         return (true, true);
     }
-    let cmd = match parse_line(line, &Local) {
+    let cmd = match parse_line(line, &Local, chrono::Utc::now()) {
         Ok(c) => c,
         Err(e) => {
             report_error(&e, json);
@@ -102,12 +106,24 @@ fn run_line(
     }
 }
 
+/// An error as the user sees it: JSON on stdout (exact), or one line on
+/// stderr with what peers and the disk wrote in it escaped.
 fn report_error(e: &crate::Error, json: bool) {
     if json {
         print_out(&render::json_error(e).to_string());
     } else {
-        eprintln!("error: {e}");
+        eprintln!("{}", error_line(e));
     }
+}
+
+fn error_line(e: &crate::Error) -> String {
+    format!("error: {}", escape(&e.to_string()))
+}
+
+/// A background thread's note as printed above the prompt: its label, then
+/// its text escaped (it names files and peers that others chose).
+fn event_line(ev: &crate::peer::Event) -> String {
+    format!("{} {}", ev.label(), escape(&ev.text))
 }
 
 /// Run lines in order (from `-c` or standard input); returns the exit status.
@@ -206,6 +222,23 @@ fn quote_if_needed(s: &str) -> String {
     }
 }
 
+/// The candidates that start with `partial`, sorted, each quoted as needed.
+/// Names with control characters are left out: the line editor would show
+/// them raw, and no quoting lets one type them back.
+fn completions(candidates: Vec<String>, partial: &str) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = candidates
+        .into_iter()
+        .filter(|c| c.starts_with(partial) && !has_control(c))
+        .map(|c| Pair {
+            replacement: quote_if_needed(&c),
+            display: c,
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.display.cmp(&b.display));
+    pairs.dedup_by(|a, b| a.display == b.display);
+    pairs
+}
+
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
@@ -239,17 +272,7 @@ impl Completer for ShellHelper {
             (2, "download") => self.remote_files(),
             _ => Vec::new(),
         };
-        let mut pairs: Vec<Pair> = candidates
-            .into_iter()
-            .filter(|c| c.starts_with(&partial))
-            .map(|c| Pair {
-                replacement: quote_if_needed(&c),
-                display: c,
-            })
-            .collect();
-        pairs.sort_by(|a, b| a.display.cmp(&b.display));
-        pairs.dedup_by(|a, b| a.display == b.display);
-        Ok((start, pairs))
+        Ok((start, completions(candidates, &partial)))
     }
 }
 
@@ -302,7 +325,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
                 loop {
                     crossbeam_channel::select! {
                         recv(events) -> msg => match msg {
-                            Ok(ev) => { let _ = printer.print(format!("{} {}", ev.label(), ev.text)); }
+                            Ok(ev) => { let _ = printer.print(event_line(&ev)); }
                             Err(_) => break,
                         },
                         recv(stop_rx) -> _ => break,
@@ -366,6 +389,31 @@ mod tests {
         assert_eq!(current_word("download TCP "), (13, "".into(), 2));
         assert_eq!(current_word("download TCP \"my f"), (13, "my f".into(), 2));
         assert_eq!(current_word("hash verify a/b"), (12, "a/b".into(), 2));
+    }
+
+    #[test]
+    fn events_and_errors_reach_the_terminal_escaped() {
+        use crate::peer::{Event, EventSource};
+        let hostile = "served download x\u{1b}]2;PWNED\u{7}\u{1b}[2J to p: error: no such file";
+        let ev = Event {
+            source: EventSource::Server,
+            text: hostile.into(),
+        };
+        assert_eq!(
+            event_line(&ev),
+            r"[server] served download x\e]2;PWNED\x07\e[2J to p: error: no such file"
+        );
+        let e = crate::Error::new("no such file: a\nb\u{9b}");
+        assert_eq!(error_line(&e), r"error: no such file: a\nb\u{9b}");
+    }
+
+    #[test]
+    fn completion_offers_no_name_with_control_characters() {
+        let names = ["my file.txt", "my\u{1b}]2;PWNED\u{7}", "my\nrow", "other"];
+        let pairs = completions(names.iter().map(|s| s.to_string()).collect(), "my");
+        let shown: Vec<&str> = pairs.iter().map(|p| p.display.as_str()).collect();
+        assert_eq!(shown, ["my file.txt"]);
+        assert_eq!(pairs[0].replacement, "'my file.txt'");
     }
 
     #[test]

@@ -209,3 +209,134 @@ fn kill(sig: &str, pid: &str) {
             .success()
     );
 }
+
+/// What a hostile client asks for: a name that, printed raw, retitles the
+/// terminal, clears the screen and draws a fake prompt.
+const HOSTILE: &str = "x\u{1b}]2;PWNED\u{7}\u{1b}[2J\u{1b}[H\u{1b}[31mfake prompt> ";
+/// The same name as the shell must show it.
+const HOSTILE_SHOWN: &str = r"x\e]2;PWNED\x07\e[2J\e[H\e[31mfake prompt> ";
+
+/// True if `out` holds a piece of the hostile name's escape sequences raw.
+fn holds_raw_escapes(out: &str) -> bool {
+    ["\u{1b}]2;", "PWNED\u{7}", "\u{1b}[2J", "\u{1b}[31m"]
+        .iter()
+        .any(|s| out.contains(s))
+}
+
+#[test]
+fn a_hostile_name_reaches_the_operator_escaped() {
+    let other = Peer::start(&[]);
+    let me = tempfile::tempdir().unwrap();
+    let mut s = in_pty(&format!(
+        "--listen 127.0.0.1:0 --dir {} --peer {}",
+        me.path().display(),
+        other.addr
+    ));
+    let (_, addr) = s.exp_regex(r"127\.0\.0\.1:\d+").unwrap();
+    s.exp_string("> ").unwrap();
+    // A client with no rights asks this shell's server for the name.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let line = format!("download TCP \"{HOSTILE}\"");
+    let out = run(elsewhere.path(), &addr, &[&line], &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(HOSTILE_SHOWN), "{err}");
+    assert!(!holds_raw_escapes(&err), "{err:?}");
+
+    let before = s.exp_string("[server] served download").unwrap();
+    let event = s.exp_string("\n").unwrap();
+    assert!(event.contains(HOSTILE_SHOWN), "{event:?}");
+    assert!(
+        !holds_raw_escapes(&before) && !holds_raw_escapes(&event),
+        "{event:?}"
+    );
+
+    // The history table shows the request escaped as well.
+    s.send_line("history").unwrap();
+    let head = s.exp_string("Outcome").unwrap();
+    let table = s
+        .exp_string(&format!("dropbox-shell {}> ", other.addr))
+        .unwrap();
+    let table = head + &table;
+    assert!(table.contains(r"x\e]2;PWNED\x07"), "{table:?}");
+    assert!(!holds_raw_escapes(&table), "{table:?}");
+    s.send_line("exit").unwrap();
+    s.exp_eof().unwrap();
+}
+
+/// Kills a process (by pid) when dropped.
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-KILL", &self.0]).status();
+    }
+}
+
+/// A process that still runs (not gone, not a zombie).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
+}
+
+#[test]
+fn ctrl_c_in_the_shell_spares_a_peer_started_in_the_background() {
+    let theirs = tempfile::tempdir().unwrap();
+    std::fs::write(theirs.path().join("big.bin"), random_bytes(5, 64 << 20)).unwrap();
+    let mine = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, pidfile) = (tmp.path().join("log"), tmp.path().join("pid"));
+    // As scripts did before demo.sh put its helper in its own process
+    // group: `&` from a non-interactive bash, in the terminal's group, with
+    // SIGINT ignored as bash leaves it for such a job.
+    let script = format!(
+        "stty cols 100 rows 40; \
+         {BIN} --listen 127.0.0.1:0 --dir {theirs} --headless >/dev/null 2>{log} & \
+         echo $! > {pidfile}; \
+         for i in $(seq 400); do \
+           addr=$(grep -o '127\\.0\\.0\\.1:[0-9]*' {log} | head -1); \
+           [ -n \"$addr\" ] && break; sleep 0.05; \
+         done; \
+         exec {BIN} --listen 127.0.0.1:0 --io-timeout 30 --dir {mine} --peer $addr",
+        theirs = theirs.path().display(),
+        mine = mine.path().display(),
+        log = log.display(),
+        pidfile = pidfile.display(),
+    );
+    let mut c = Command::new("bash");
+    c.args(["-c", &script]);
+    c.env("TERM", "xterm");
+    let mut s = rexpect::session::spawn_command(c, Some(20_000)).unwrap();
+    s.exp_string("type `help`").unwrap();
+    s.exp_string("> ").unwrap();
+    let pid = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .to_string();
+    let _guard = KillOnDrop(pid.clone());
+
+    s.send_line("download TCP big.bin").unwrap();
+    assert!(
+        wait_for_part_file(mine.path()),
+        "the download never started"
+    );
+    // Frozen, the helper keeps the download going until Ctrl-C.
+    kill("-STOP", &pid);
+    s.send("\x03").unwrap();
+    s.flush().unwrap();
+    s.exp_string("cancelled").unwrap();
+    kill("-CONT", &pid);
+    // A helper that took the Ctrl-C shuts down now; give it the chance.
+    wait_for(Duration::from_secs(3), || !alive(&pid));
+    assert!(
+        alive(&pid),
+        "the background peer died of the shell's Ctrl-C"
+    );
+    s.exp_string("> ").unwrap();
+    s.send_line("peers").unwrap();
+    s.exp_string("| reachable").unwrap();
+    s.send_line("exit").unwrap();
+    s.exp_eof().unwrap();
+}
