@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use dropbox_shell::peer::{Peer, PeerConfig};
 use dropbox_shell::session::Session;
+use dropbox_shell::display::escape;
 use dropbox_shell::shell;
 use dropbox_shell::signals::{SignalWatch, TerminalMode};
 
@@ -125,7 +126,7 @@ fn real_main() -> i32 {
     if let Some(addr) = peer.local_addr() {
         eprintln!(
             "dropbox-shell: sharing {} on {addr} (TCP+UDP), peer id {}",
-            peer.shared.folder.root().display(),
+            escape(&peer.shared.folder.root().to_string_lossy()),
             peer.shared.peer_id()
         );
     }

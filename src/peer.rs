@@ -113,7 +113,7 @@ impl Shared {
             match identity::load_or_create(self.folder.root(), self.folder.state_dir()) {
                 Ok(loaded) => {
                     if let Some(n) = loaded.notice {
-                        eprintln!("dropbox-shell: {n}");
+                        eprintln!("dropbox-shell: {}", crate::display::escape(&n));
                     }
                     loaded.id
                 }
