@@ -116,6 +116,8 @@ pub struct Client {
     r: BufReader<Patient>,
     w: BufWriter<TcpStream>,
     buf: Vec<u8>,
+    /// Warnings the peer sent with its answers, until taken.
+    notes: Vec<String>,
 }
 
 impl Client {
@@ -160,6 +162,7 @@ impl Client {
             ),
             w: BufWriter::with_capacity(64 << 10, stream),
             buf: Vec::new(),
+            notes: Vec::new(),
         };
         write_hello(&mut c.w).context(format!("peer {addr}"))?;
         let v = read_hello(&mut c.r).context(format!("peer {addr}"))?;
@@ -169,6 +172,11 @@ impl Client {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The warnings the peer sent with its answers so far (a few at most).
+    pub fn take_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
     }
 
     fn send(&mut self, req: &Request) -> Result<()> {
@@ -197,6 +205,13 @@ impl Client {
         }
     }
 
+    fn note(&mut self, message: String) {
+        // A peer cannot make us keep an endless list of them.
+        if self.notes.len() < 16 {
+            self.notes.push(message);
+        }
+    }
+
     /// The next message of a long answer, counting its bytes against
     /// [`ANSWER_BYTES`]: a peer that streams without end is cut off.
     fn recv_part(&mut self, taken: &mut usize) -> Result<Response> {
@@ -220,6 +235,7 @@ impl Client {
         loop {
             match self.recv_part(&mut taken)? {
                 Response::Entries { entries } => all.extend(entries),
+                Response::Note { message } => self.note(message),
                 Response::End => return Ok(all),
                 other => bail!("unexpected answer to index: {other:?}"),
             }
@@ -236,6 +252,7 @@ impl Client {
         loop {
             match self.recv_part(&mut taken)? {
                 Response::Hashes { files } => all.extend(files),
+                Response::Note { message } => self.note(message),
                 Response::End => return Ok(all),
                 other => bail!("unexpected answer to hash: {other:?}"),
             }

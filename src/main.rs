@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
+use dropbox_shell::display::escape;
 use dropbox_shell::peer::{Peer, PeerConfig};
 use dropbox_shell::session::Session;
-use dropbox_shell::display::escape;
 use dropbox_shell::shell;
 use dropbox_shell::signals::{SignalWatch, TerminalMode};
 

@@ -141,6 +141,11 @@ pub enum Response {
     },
     /// End of a listing or hash batch stream.
     End,
+    /// A warning within a listing or hash stream (names the peer cannot
+    /// serve); the stream goes on.
+    Note {
+        message: String,
+    },
     /// A file follows: `size` raw bytes, then `Done`.
     File {
         meta: FileMeta,

@@ -103,6 +103,13 @@ fn table(header: &[&str], width: Option<u16>) -> Table {
 pub fn text(out: &Output, width: Option<u16>) -> String {
     match out {
         Output::Nothing | Output::Exit => String::new(),
+        Output::Noted { out, warnings } => {
+            let mut text = text(out, width);
+            for w in warnings {
+                text.push_str(&format!("\nwarning: {}", escape(w)));
+            }
+            text
+        }
         Output::Text(s) => s
             .trim_end()
             .lines()
@@ -377,6 +384,11 @@ pub fn json(out: &Output) -> Value {
         Output::Sync(r) => json!(r),
         Output::SyncStatus(s) => json!(s),
         Output::Peers(ps) => json!({ "peers": ps }),
+        Output::Noted { out, warnings } => {
+            let mut v = json(out);
+            v["warnings"] = json!(warnings);
+            v
+        }
     }
 }
 
@@ -422,6 +434,17 @@ pub fn json_bytes(out: &Output) -> Vec<u8> {
             files: json_rows(entries),
         })
         .unwrap_or_default(),
+        Output::Noted { out, warnings } => {
+            let mut doc = json_bytes(out);
+            // Add the key before the document's closing brace.
+            if doc.last() == Some(&b'}') {
+                doc.pop();
+                let sep = if doc.last() == Some(&b'{') { "" } else { "," };
+                let list = serde_json::to_string(warnings).unwrap_or_default();
+                doc.extend_from_slice(format!("{sep}\"warnings\":{list}}}").as_bytes());
+            }
+            doc
+        }
         other => json(other).to_string().into_bytes(),
     }
 }

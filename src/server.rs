@@ -418,6 +418,9 @@ fn handle(
             if !batch.is_empty() {
                 write_msg(w, &Response::Entries { entries: batch })?;
             }
+            if let Some(message) = folder.unservable_names() {
+                write_msg(w, &Response::Note { message })?;
+            }
             write_msg(w, &Response::End)?;
             Ok(0)
         }
@@ -433,6 +436,9 @@ fn handle(
                         files: chunk.to_vec(),
                     },
                 )?;
+            }
+            if let Some(message) = folder.unservable_names() {
+                write_msg(w, &Response::Note { message })?;
             }
             write_msg(w, &Response::End)?;
             Ok(0)

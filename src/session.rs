@@ -39,6 +39,25 @@ pub enum Output {
     Peers(Vec<PeerStatus>),
     Sync(crate::sync::SyncReport),
     SyncStatus(crate::sync::SyncStatus),
+    /// A result with warnings from the peer (names it cannot serve).
+    Noted {
+        out: Box<Output>,
+        warnings: Vec<String>,
+    },
+}
+
+impl Output {
+    /// `out`, with the peer's warnings attached if there are any.
+    fn noted(out: Output, warnings: Vec<String>) -> Output {
+        if warnings.is_empty() {
+            out
+        } else {
+            Output::Noted {
+                out: Box::new(out),
+                warnings,
+            }
+        }
+    }
 }
 
 /// One row of `peers`.
@@ -252,14 +271,18 @@ impl Session {
 
     fn listing(&self, filter: Filter) -> Result<Output> {
         let peer = self.peer()?;
-        let entries = self.connect(&peer)?.index(filter)?;
-        Ok(Output::Listing { peer, entries })
+        let mut client = self.connect(&peer)?;
+        let entries = client.index(filter)?;
+        let out = Output::Listing { peer, entries };
+        Ok(Output::noted(out, client.take_notes()))
     }
 
     fn hashes(&self, name: Option<&str>) -> Result<Output> {
         let peer = self.peer()?;
-        let files = self.connect(&peer)?.hashes(name)?;
-        Ok(Output::Hashes { peer, files })
+        let mut client = self.connect(&peer)?;
+        let files = client.hashes(name)?;
+        let out = Output::Hashes { peer, files };
+        Ok(Output::noted(out, client.take_notes()))
     }
 
     fn peer_statuses(&self) -> Vec<PeerStatus> {

@@ -424,3 +424,33 @@ fn a_part_file_left_by_a_kill_is_cleared_by_the_next_run() {
     )
     .is_empty()));
 }
+
+#[test]
+fn a_name_that_is_not_utf8_is_reported_not_dropped_in_silence() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = Peer::start(&[]);
+    server.write("fine.txt", b"fine");
+    let odd = std::ffi::OsStr::from_bytes(b"bad\xffname.txt");
+    fs::write(server.dir.path().join(odd), b"odd").unwrap();
+    let me = tempfile::tempdir().unwrap();
+    let (code, docs, _) = run_json(
+        me.path(),
+        &server.addr,
+        &["index longlist", "hash checkall"],
+    );
+    assert_eq!(code, 0);
+    for d in &docs {
+        assert_eq!(d["files"].as_array().unwrap().len(), 1, "{d}");
+        let w = d["warnings"][0].as_str().unwrap_or_else(|| panic!("{d}"));
+        assert!(
+            w.contains(r"bad\xffname.txt") && w.contains("1 name"),
+            "{w}"
+        );
+    }
+    let out = run(me.path(), &server.addr, &["index longlist"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r"warning: 1 name is not valid UTF-8"),
+        "{text}"
+    );
+}

@@ -43,6 +43,9 @@ pub struct Folder {
     /// A client only (no sweep at start): each received file first clears
     /// abandoned part files out of its folder.
     sweep_on_write: bool,
+    /// Paths the last walk passed over because they are not UTF-8 (the
+    /// protocol names files in UTF-8), shown escaped; a few at most.
+    unservable: Mutex<(usize, Vec<String>)>,
 }
 
 impl Folder {
@@ -71,6 +74,7 @@ impl Folder {
             cache: Mutex::new(cache),
             durable: AtomicBool::new(false),
             sweep_on_write: true,
+            unservable: Mutex::new((0, Vec::new())),
         })
     }
 
@@ -205,8 +209,10 @@ impl Folder {
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| !(e.depth() == 1 && e.file_name() == STATE_DIR));
+        let mut odd = (0, Vec::new());
         for item in walker.flatten() {
             let Some(rel) = self.relative(item.path()) else {
+                note_unservable(&mut odd, item.path().strip_prefix(&self.root).ok());
                 continue;
             };
             if is_private(&rel) {
@@ -242,6 +248,24 @@ impl Folder {
             };
             each(entry, &meta);
         }
+        if let Ok(mut last) = self.unservable.lock() {
+            *last = odd;
+        }
+    }
+
+    /// What the last walk passed over because it is not UTF-8: a sentence
+    /// naming a few of them, or `None`.
+    pub fn unservable_names(&self) -> Option<String> {
+        let last = self.unservable.lock().ok()?;
+        let (n, some) = &*last;
+        (*n > 0).then(|| {
+            let more = if *n > some.len() { ", ..." } else { "" };
+            let (what, verb) = if *n == 1 { ("name is", "it") } else { ("names are", "them") };
+            format!(
+                "{n} {what} not valid UTF-8 and cannot be listed, served or synced (rename {verb}): {}{more}",
+                some.join(", ")
+            )
+        })
     }
 
     fn relative(&self, path: &Path) -> Option<String> {
@@ -416,6 +440,24 @@ impl Folder {
         {
             c.save();
         }
+    }
+}
+
+/// Count a path that is not UTF-8, keeping a few of them written out with
+/// the bytes that are not UTF-8 as `\xNN`.
+fn note_unservable(odd: &mut (usize, Vec<String>), rel: Option<&Path>) {
+    use std::os::unix::ffi::OsStrExt;
+    odd.0 += 1;
+    let Some(rel) = rel else { return };
+    if odd.1.len() < 5 {
+        let mut shown = String::new();
+        for chunk in rel.as_os_str().as_bytes().utf8_chunks() {
+            shown.push_str(chunk.valid());
+            for b in chunk.invalid() {
+                shown.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        odd.1.push(shown);
     }
 }
 
