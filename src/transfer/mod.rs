@@ -21,6 +21,7 @@
 pub mod driver;
 pub mod receiver;
 pub mod sender;
+pub mod server;
 pub mod sim;
 pub mod wire;
 
