@@ -283,7 +283,8 @@ mod tests {
         )
         .unwrap();
         h.log(&Record::now(Direction::Made, "p", "before", "ok", 1));
-        let refusal = |i: u64| Record::now(Direction::Served, "x", &format!("bad{i}"), "error: no", 0);
+        let refusal =
+            |i: u64| Record::now(Direction::Served, "x", &format!("bad{i}"), "error: no", 0);
         for i in 0..1000 {
             h.log(&refusal(i));
         }
@@ -295,7 +296,11 @@ mod tests {
         assert_eq!(all.len(), 1 + 20 + 1 + 1 + 1, "{commands:?}");
         assert_eq!(commands[0], "before");
         assert_eq!(commands[20], "bad19");
-        assert!(all[21].outcome.contains("980 refused requests"), "{:?}", all[21]);
+        assert!(
+            all[21].outcome.contains("980 refused requests"),
+            "{:?}",
+            all[21]
+        );
         assert_eq!(&commands[22..], ["good", "mine"]);
         // Three seconds later, three more refusals pass; the rest are counted.
         *now.lock().unwrap() = t0 + Duration::from_secs(3);
@@ -307,7 +312,13 @@ mod tests {
         let commands: Vec<&str> = all.iter().map(|r| r.command.as_str()).collect();
         assert_eq!(
             &commands[24..],
-            ["bad2000", "bad2001", "bad2002", "(refused requests not logged)", "later"]
+            [
+                "bad2000",
+                "bad2001",
+                "bad2002",
+                "(refused requests not logged)",
+                "later"
+            ]
         );
         assert!(all[27].outcome.contains(" 7 refused"), "{:?}", all[27]);
     }

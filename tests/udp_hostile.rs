@@ -68,7 +68,10 @@ fn download_while_changing(
     let text = String::from_utf8_lossy(&out.stdout);
     if out.status.code() == Some(0) {
         let got = fs::read(me.path().join("big.bin")).unwrap();
-        assert!(got == old || got == new, "a torn file was delivered: {text}");
+        assert!(
+            got == old || got == new,
+            "a torn file was delivered: {text}"
+        );
         assert!(got == new, "the retry sends the new version: {text}");
         let doc: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert!(doc["attempts"].as_u64().unwrap() >= 2, "{doc}");
@@ -236,7 +239,8 @@ fn a_request_of_an_older_protocol_version_gets_a_clear_error() {
     let crc = crc32fast::hash(&req[..n]);
     req[n..].copy_from_slice(&crc.to_be_bytes());
     sock.send(&req).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = vec![0u8; 65536];
     let n = sock.recv(&mut buf).unwrap();
     assert_eq!(buf[2], 1, "answered in version 1 framing");

@@ -206,7 +206,10 @@ fn a_file_rewritten_mid_transfer_arrives_whole_in_its_new_version() {
         let d = data(seed, 60_000);
         let new: Vec<u8> = d.iter().map(|b| b ^ 0x5a).collect();
         let out = run(seed, &d, &net(0.05), &opts);
-        assert!(out.result.expect("the retry succeeds") == new, "seed {seed}");
+        assert!(
+            out.result.expect("the retry succeeds") == new,
+            "seed {seed}"
+        );
         assert_eq!(out.attempts, 2);
     }
 }

@@ -203,7 +203,9 @@ pub fn download(
             "{name} changed on the peer while it was sent, in each of {n} attempts over UDP; the local file is unchanged"
         )
     }
-    bail!("the MD5 of {name} did not match after {n} attempts over UDP; the local file is unchanged")
+    bail!(
+        "the MD5 of {name} did not match after {n} attempts over UDP; the local file is unchanged"
+    )
 }
 
 enum Attempt {

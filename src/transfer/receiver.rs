@@ -583,7 +583,11 @@ mod tests {
         }
         r.handle_changed();
         assert_eq!(r.poll_event(), Some(RecvEvent::Changed));
-        assert_eq!(r.poll_deliver(), None, "no byte of a torn copy is handed out");
+        assert_eq!(
+            r.poll_deliver(),
+            None,
+            "no byte of a torn copy is handed out"
+        );
         // Nothing follows: not a Fin, not a second event.
         r.handle_fin(t0, [1; 16], 0);
         assert_eq!(r.poll_event(), None);

@@ -204,8 +204,7 @@ impl Server {
     /// give way; proven ones never do (then the request is refused).
     fn admit(&mut self, from: SocketAddr) -> Result<()> {
         let ip = from.ip();
-        while self.count(|s| !s.sender.is_validated() && s.peer.ip() == ip) >= MAX_UNPROVEN_PER_IP
-        {
+        while self.count(|s| !s.sender.is_validated() && s.peer.ip() == ip) >= MAX_UNPROVEN_PER_IP {
             self.evict_oldest_unproven(Some(ip));
         }
         while self.count(|s| !s.sender.is_validated()) >= MAX_UNPROVEN {
@@ -232,7 +231,10 @@ impl Server {
             .min_by_key(|(_, s)| s.since)
             .map(|(k, _)| *k);
         if let Some(s) = oldest.and_then(|k| self.sessions.remove(&k)) {
-            self.log_end(&s, "error: dropped: the address never confirmed the transfer");
+            self.log_end(
+                &s,
+                "error: dropped: the address never confirmed the transfer",
+            );
         }
     }
 
@@ -244,7 +246,14 @@ impl Server {
         while !message.is_char_boundary(end) {
             end -= 1;
         }
-        encode(id, &Packet::Error { message: &message[..end] }, &mut self.sbuf, 0);
+        encode(
+            id,
+            &Packet::Error {
+                message: &message[..end],
+            },
+            &mut self.sbuf,
+            0,
+        );
         let _ = self.sock.send_to(&self.sbuf, from);
         self.shared.history.log(&Record::now(
             Direction::Served,

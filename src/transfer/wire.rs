@@ -366,7 +366,11 @@ mod tests {
             &mut req,
             0,
         );
-        assert_eq!(foreign_request(&req), None, "our own version is not foreign");
+        assert_eq!(
+            foreign_request(&req),
+            None,
+            "our own version is not foreign"
+        );
         req[2] = 1;
         let n = req.len() - TRAILER;
         let crc = crc32fast::hash(&req[..n]);
