@@ -196,7 +196,7 @@ fn an_unacknowledged_request_gets_at_most_three_times_its_size_back() {
 #[test]
 fn requests_that_never_acknowledge_do_not_make_the_peer_busy() {
     let server = Peer::start(&[]);
-    let data = random_bytes(92, 2 << 20);
+    let data = random_bytes(92, 12 << 20);
     server.write("big.bin", &data);
     // 200 requests from 200 addresses, none of which ever acknowledges.
     let socks: Vec<UdpSocket> = (0..200u64)
@@ -209,6 +209,41 @@ fn requests_that_never_acknowledge_do_not_make_the_peer_busy() {
     let me = tempfile::tempdir().unwrap();
     let (code, docs, err) = run_json(me.path(), &server.addr, &["download UDP big.bin"]);
     assert_eq!(code, 0, "{docs:?} {err}");
+    assert!(fs::read(me.path().join("big.bin")).unwrap() == data);
+    drop(socks);
+    // And a download under way is never dropped for new unproven requests.
+    let target = server.addr.to_socket_addrs().unwrap().next().unwrap();
+    let imp = Impairment {
+        loss: 0.05,
+        seed: 9,
+        ..Default::default()
+    };
+    let relay = Relay::start("127.0.0.1:0", target, imp).unwrap();
+    let me = tempfile::tempdir().unwrap();
+    let dir = me.path().to_path_buf();
+    let addr = server.addr.clone();
+    let flood = std::thread::spawn(move || {
+        assert!(wait_for_part_file(&dir), "the transfer never started");
+        let socks = (0..200u64)
+            .map(|i| {
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.connect(&addr).unwrap();
+                s.send(&request(1000 + i, "big.bin", 1448)).unwrap();
+                s
+            })
+            .collect::<Vec<_>>();
+        (socks, part_len(&dir).is_some())
+    });
+    let out = run(
+        me.path(),
+        &relay.local_addr().to_string(),
+        &["download UDP big.bin"],
+        &["--json", "--udp-payload", "1024"],
+    );
+    let (socks, overlapped) = flood.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(overlapped, "the requests came after the download ended");
     assert!(fs::read(me.path().join("big.bin")).unwrap() == data);
     drop(socks);
 }

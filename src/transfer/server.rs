@@ -201,20 +201,22 @@ impl Server {
     }
 
     /// Make room for a new session from `from`: the oldest unproven ones
-    /// give way; proven ones never do (then the request is refused).
+    /// give way; proven ones never do (the request is refused instead).
+    /// Proven sessions take at most `MAX_SESSIONS - MAX_UNPROVEN` slots
+    /// when a request comes, so the unproven ones always have theirs.
     fn admit(&mut self, from: SocketAddr) -> Result<()> {
         let ip = from.ip();
-        while self.count(|s| !s.sender.is_validated() && s.peer.ip() == ip) >= MAX_UNPROVEN_PER_IP {
-            self.evict_oldest_unproven(Some(ip));
-        }
-        while self.count(|s| !s.sender.is_validated()) >= MAX_UNPROVEN {
-            self.evict_oldest_unproven(None);
-        }
-        if self.count(|s| s.peer.ip() == ip) >= MAX_PER_IP + MAX_UNPROVEN_PER_IP
-            || self.count(|s| s.sender.is_validated() && s.peer.ip() == ip) >= MAX_PER_IP
-            || self.sessions.len() >= MAX_SESSIONS
+        let proven = |s: &Session| s.sender.is_validated();
+        if self.count(|s| proven(s) && s.peer.ip() == ip) >= MAX_PER_IP
+            || self.count(proven) >= MAX_SESSIONS - MAX_UNPROVEN
         {
             bail!("the peer is busy (too many UDP transfers); try again shortly");
+        }
+        while self.count(|s| !proven(s) && s.peer.ip() == ip) >= MAX_UNPROVEN_PER_IP {
+            self.evict_oldest_unproven(Some(ip));
+        }
+        while self.count(|s| !proven(s)) >= MAX_UNPROVEN {
+            self.evict_oldest_unproven(None);
         }
         Ok(())
     }
@@ -241,7 +243,7 @@ impl Server {
     /// Answer a request that opens no session, in at most three times the
     /// `n` bytes it took.
     fn refuse(&mut self, from: SocketAddr, id: u64, name: &str, message: &str, n: usize) {
-        let room = (AMPLIFICATION as usize * n).saturating_sub(super::wire::CONTROL_MAX / 4);
+        let room = (AMPLIFICATION as usize * n).saturating_sub(super::wire::FRAME_OVERHEAD);
         let mut end = message.len().min(room);
         while !message.is_char_boundary(end) {
             end -= 1;

@@ -15,6 +15,8 @@ pub const MAGIC: u16 = 0xDB5A;
 pub const VERSION: u8 = 2;
 const HEADER: usize = 12;
 const TRAILER: usize = 4;
+/// Bytes every datagram takes around its body.
+pub const FRAME_OVERHEAD: usize = HEADER + TRAILER;
 /// Bytes a data datagram adds around its payload.
 pub const DATA_OVERHEAD: usize = HEADER + 8 + TRAILER;
 /// Most ranges an acknowledgement carries.
