@@ -4,12 +4,20 @@
 //! `history.log.1` (replacing the one before) and a new one starts, so a
 //! busy peer's log stays under 32 MiB and `history` still sees the
 //! previous generation.
+//!
+//! Refusals served to others (direction `served`, outcome `error...`) are
+//! rate-limited by a token bucket ([`REFUSAL_BURST`] at once, then
+//! [`REFUSALS_PER_SECOND`]), so a flood of bad requests cannot rotate the
+//! real history away; the ones left out are counted, and a summary line
+//! says how many before the next line is written. Requests this peer made
+//! and requests served well are always logged.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,12 +62,28 @@ impl Record {
 
 /// Size at which the log starts a new generation.
 const ROTATE_AT: u64 = 16 << 20;
+/// Refusals logged at once before the rate limit applies.
+pub const REFUSAL_BURST: f64 = 20.0;
+/// Refusals logged per second after the burst.
+pub const REFUSALS_PER_SECOND: f64 = 1.0;
+
+type Clock = Box<dyn Fn() -> Instant + Send + Sync>;
+
+/// The open log and what the rate limit of refusals remembers.
+struct Log {
+    file: File,
+    size: u64,
+    tokens: f64,
+    refilled: Instant,
+    /// Refusals left out since the last line written.
+    suppressed: u64,
+}
 
 pub struct History {
     path: PathBuf,
-    /// The open log and its size.
-    file: Mutex<(File, u64)>,
+    log: Mutex<Log>,
     rotate_at: u64,
+    clock: Clock,
 }
 
 impl History {
@@ -68,13 +92,25 @@ impl History {
     }
 
     fn open_rotating_at(state_dir: &Path, rotate_at: u64) -> Result<History> {
+        History::open_with(state_dir, rotate_at, Box::new(Instant::now))
+    }
+
+    fn open_with(state_dir: &Path, rotate_at: u64, clock: Clock) -> Result<History> {
         let path = state_dir.join("history.log");
         let file = open_append(&path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let log = Log {
+            file,
+            size,
+            tokens: REFUSAL_BURST,
+            refilled: clock(),
+            suppressed: 0,
+        };
         Ok(History {
             path,
-            file: Mutex::new((file, size)),
+            log: Mutex::new(log),
             rotate_at,
+            clock,
         })
     }
 
@@ -83,21 +119,53 @@ impl History {
     }
 
     /// Append a record; a failure to log never fails the request itself.
+    /// Refusals beyond the rate limit are only counted.
     pub fn log(&self, rec: &Record) {
-        let (Ok(mut line), Ok(mut log)) = (serde_json::to_vec(rec), self.file.lock()) else {
+        let Ok(mut log) = self.log.lock() else {
+            return;
+        };
+        let refusal = rec.direction == Direction::Served && rec.outcome.starts_with("error");
+        if refusal {
+            let now = (self.clock)();
+            let secs = now.saturating_duration_since(log.refilled).as_secs_f64();
+            log.tokens = (log.tokens + secs * REFUSALS_PER_SECOND).min(REFUSAL_BURST);
+            log.refilled = now;
+            if log.tokens < 1.0 {
+                log.suppressed += 1;
+                return;
+            }
+            log.tokens -= 1.0;
+        }
+        if log.suppressed > 0 {
+            let n = log.suppressed;
+            log.suppressed = 0;
+            let summary = Record {
+                command: "(refused requests not logged)".into(),
+                outcome: format!("error: {n} refused requests were not logged (rate limit)"),
+                peer: "-".into(),
+                bytes: 0,
+                direction: Direction::Served,
+                time: rec.time.clone(),
+            };
+            self.append(&mut log, &summary);
+        }
+        self.append(&mut log, rec);
+    }
+
+    fn append(&self, log: &mut Log, rec: &Record) {
+        let Ok(mut line) = serde_json::to_vec(rec) else {
             return;
         };
         line.push(b'\n');
-        let (file, size) = &mut *log;
-        if *size > 0 && *size + line.len() as u64 > self.rotate_at {
+        if log.size > 0 && log.size + line.len() as u64 > self.rotate_at {
             let renamed = std::fs::rename(&self.path, self.previous());
             if let (Ok(()), Ok(new)) = (renamed, open_append(&self.path)) {
-                *file = new;
-                *size = 0;
+                log.file = new;
+                log.size = 0;
             }
         }
-        if file.write_all(&line).is_ok() {
-            *size += line.len() as u64;
+        if log.file.write_all(&line).is_ok() {
+            log.size += line.len() as u64;
         }
     }
 
@@ -198,5 +266,60 @@ mod tests {
         }
         let kept: Vec<String> = (20..31).map(|i| format!("c{i:02}")).collect();
         assert_eq!(commands(&h, 100), kept);
+    }
+
+    #[test]
+    fn a_flood_of_refusals_is_rate_limited_and_counted() {
+        use std::sync::Arc;
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let now = Arc::new(Mutex::new(t0));
+        let clock = now.clone();
+        let h = History::open_with(
+            d.path(),
+            ROTATE_AT,
+            Box::new(move || *clock.lock().unwrap()),
+        )
+        .unwrap();
+        h.log(&Record::now(Direction::Made, "p", "before", "ok", 1));
+        let refusal =
+            |i: u64| Record::now(Direction::Served, "x", &format!("bad{i}"), "error: no", 0);
+        for i in 0..1000 {
+            h.log(&refusal(i));
+        }
+        // Served well and made by us: never dropped, even now.
+        h.log(&Record::now(Direction::Served, "p", "good", "ok", 2));
+        h.log(&Record::now(Direction::Made, "p", "mine", "error: x", 0));
+        let all = h.last(10_000).unwrap();
+        let commands: Vec<&str> = all.iter().map(|r| r.command.as_str()).collect();
+        assert_eq!(all.len(), 1 + 20 + 1 + 1 + 1, "{commands:?}");
+        assert_eq!(commands[0], "before");
+        assert_eq!(commands[20], "bad19");
+        assert!(
+            all[21].outcome.contains("980 refused requests"),
+            "{:?}",
+            all[21]
+        );
+        assert_eq!(&commands[22..], ["good", "mine"]);
+        // Three seconds later, three more refusals pass; the rest are counted.
+        *now.lock().unwrap() = t0 + Duration::from_secs(3);
+        for i in 0..10 {
+            h.log(&refusal(2000 + i));
+        }
+        h.log(&Record::now(Direction::Made, "p", "later", "ok", 0));
+        let all = h.last(10_000).unwrap();
+        let commands: Vec<&str> = all.iter().map(|r| r.command.as_str()).collect();
+        assert_eq!(
+            &commands[24..],
+            [
+                "bad2000",
+                "bad2001",
+                "bad2002",
+                "(refused requests not logged)",
+                "later"
+            ]
+        );
+        assert!(all[27].outcome.contains(" 7 refused"), "{:?}", all[27]);
     }
 }

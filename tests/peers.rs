@@ -672,38 +672,50 @@ fn a_peer_that_stops_mid_transfer_leaves_the_old_file_intact() {
 
 #[test]
 fn a_stale_md5_cache_makes_the_sender_rehash_and_the_download_succeeds() {
-    // The sender's cache vouches for a wrong MD5 under the file's exact
+    // The sender's cache vouches for a wrong MD5 under each file's exact
     // version (as if it changed without its metadata changing): the
-    // receiver's check refuses the bytes, asks again with the cache
-    // bypassed, and gets the file; the sender's cache is corrected.
+    // receiver's check refuses the bytes and asks again, the sender then
+    // bypasses its cache, and the right file arrives, over TCP and UDP.
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let data = random_bytes(7, 100_000);
-    fs::write(dir.path().join("f.bin"), &data).unwrap();
-    let m = fs::metadata(dir.path().join("f.bin")).unwrap();
+    let mut cache = serde_json::Map::new();
+    for name in ["t.bin", "u.bin"] {
+        fs::write(dir.path().join(name), &data).unwrap();
+        let m = fs::metadata(dir.path().join(name)).unwrap();
+        cache.insert(
+            name.into(),
+            serde_json::json!({
+                "size": m.len(),
+                "mtime_ns": m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+                "ctime_ns": m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+                "ino": m.ino(),
+                "md5": vec![0u8; 16],
+            }),
+        );
+    }
     fs::create_dir_all(dir.path().join(".dropbox-shell")).unwrap();
-    let cache = serde_json::json!({ "f.bin": {
-        "size": m.len(),
-        "mtime_ns": m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-        "ctime_ns": m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-        "ino": m.ino(),
-        "md5": vec![0u8; 16],
-    }});
     fs::write(
         dir.path().join(".dropbox-shell/md5-cache.json"),
-        cache.to_string(),
+        serde_json::Value::Object(cache).to_string(),
     )
     .unwrap();
     let server = Peer::start_in(dir, &[]);
     let me = tempfile::tempdir().unwrap();
-    fs::write(me.path().join("f.bin"), b"old").unwrap();
-    let (code, docs, err) = run_json(me.path(), &server.addr, &["download TCP f.bin"]);
+    fs::write(me.path().join("t.bin"), b"old").unwrap();
+    let (code, docs, err) = run_json(
+        me.path(),
+        &server.addr,
+        &["download TCP t.bin", "download UDP u.bin"],
+    );
     assert_eq!(code, 0, "{docs:?} {err}");
-    assert_eq!(docs[0]["md5"], md5_hex(&data));
-    assert_eq!(docs[0]["attempts"], 2);
-    assert_eq!(fs::read(me.path().join("f.bin")).unwrap(), data);
+    for (doc, name) in docs.iter().zip(["t.bin", "u.bin"]) {
+        assert_eq!(doc["md5"], md5_hex(&data), "{doc}");
+        assert_eq!(doc["attempts"], 2, "{doc}");
+        assert_eq!(fs::read(me.path().join(name)).unwrap(), data);
+    }
     // The sender learned: the next download needs one try.
-    let (code, docs, _) = run_json(me.path(), &server.addr, &["download TCP f.bin"]);
+    let (code, docs, _) = run_json(me.path(), &server.addr, &["download TCP t.bin"]);
     assert_eq!((code, &docs[0]["attempts"]), (0, &serde_json::json!(1)));
 }
 

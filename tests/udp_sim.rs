@@ -192,3 +192,35 @@ fn retransmits_only_what_is_missing() {
         out.retransmissions
     );
 }
+
+#[test]
+fn a_file_rewritten_mid_transfer_arrives_whole_in_its_new_version() {
+    // Half the first attempt reads the old bytes, half the new: the sender
+    // says `Changed` instead of `Fin`, and the next attempt sends the new
+    // version whole. Never a torn file.
+    let opts = SimOptions {
+        rewrites: 1,
+        ..Default::default()
+    };
+    for seed in 800..810 {
+        let d = data(seed, 60_000);
+        let new: Vec<u8> = d.iter().map(|b| b ^ 0x5a).collect();
+        let out = run(seed, &d, &net(0.05), &opts);
+        assert!(
+            out.result.expect("the retry succeeds") == new,
+            "seed {seed}"
+        );
+        assert_eq!(out.attempts, 2);
+    }
+}
+
+#[test]
+fn a_file_that_keeps_changing_is_a_clear_error() {
+    let opts = SimOptions {
+        rewrites: 99,
+        ..Default::default()
+    };
+    let out = run(8, &data(8, 30_000), &net(0.0), &opts);
+    let e = out.result.unwrap_err();
+    assert!(e.contains("changed while it was sent"), "{e}");
+}

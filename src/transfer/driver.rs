@@ -2,37 +2,30 @@
 //!
 //! [`download`] is the client: one socket, a [`Receiver`] per attempt, bytes
 //! written to an [`Incoming`] (temporary file, MD5 as they land), repeated
-//! under a new transfer id when the MD5 does not match. [`serve`] is the
-//! server thread: one socket on the peer's port, any number of [`Sender`]
-//! sessions keyed by (address, transfer id), answering the address each
-//! request came from (so a relay in between works). Both wait with `poll(2)`
-//! on the socket until a datagram arrives or the machines' next deadline.
+//! under a new transfer id when the MD5 does not match or the sender says
+//! the file changed while it was sent; each request carries its attempt
+//! number. [`serve`] is the server thread (in [`super::server`]). Both wait
+//! with `poll(2)` on the socket until a datagram arrives or the machines'
+//! next deadline.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::receiver::{MetaInfo, Receiver, ReceiverConfig, RecvEvent, RecvOp};
-use super::sender::{SendOp, Sender, SenderConfig};
-use super::wire::{Packet, begin_data, decode, encode, seal_data};
-use super::{MAX_PAYLOAD, MTU_PAYLOAD, chunk_len};
+use super::wire::{Packet, decode, encode};
+use super::{MAX_PAYLOAD, MTU_PAYLOAD};
 use crate::client::TransferReport;
 use crate::folder::{Finish, Folder, Incoming};
-use crate::history::{Direction, Record};
-use crate::peer::Shared;
 use crate::proto::{FileMeta, hex};
 use crate::{Error, Result, bail};
 
 /// Payload for a 9000-byte jumbo frame.
 pub const JUMBO_PAYLOAD: u32 = 9000 - 20 - 8 - super::wire::DATA_OVERHEAD as u32;
-/// Most UDP transfers a server runs at once.
-pub const MAX_SESSIONS: usize = 64;
+pub use super::server::{MAX_SESSIONS, serve};
 const SOCKET_BUFFER: usize = 8 << 20;
 
 /// How a UDP download runs.
@@ -172,6 +165,7 @@ pub fn download(
         None => vec![MAX_PAYLOAD, JUMBO_PAYLOAD, MTU_PAYLOAD],
     };
     let mut retransmissions = 0;
+    let mut changed = false;
     for attempt in 1..=opts.attempts.max(1) {
         let cfg = ReceiverConfig {
             payloads: payloads.clone(),
@@ -196,12 +190,21 @@ pub fn download(
                     retransmissions,
                 });
             }
-            Attempt::Mismatch { retransmissions: r } => retransmissions += r,
+            Attempt::Mismatch { retransmissions: r } => {
+                retransmissions += r;
+                changed = false;
+            }
+            Attempt::Changed => changed = true,
         }
     }
+    let n = opts.attempts.max(1);
+    if changed {
+        bail!(
+            "{name} changed on the peer while it was sent, in each of {n} attempts over UDP; the local file is unchanged"
+        )
+    }
     bail!(
-        "the MD5 of {name} did not match after {} attempts over UDP; the local file is unchanged",
-        opts.attempts.max(1)
+        "the MD5 of {name} did not match after {n} attempts over UDP; the local file is unchanged"
     )
 }
 
@@ -214,6 +217,8 @@ enum Attempt {
     Mismatch {
         retransmissions: u64,
     },
+    /// The file changed on the sender while it was sent.
+    Changed,
 }
 
 fn attempt_once(
@@ -251,6 +256,7 @@ fn attempt_once(
                             mtime_ns,
                             mode,
                             payload,
+                            token,
                         } => rx.handle_meta(
                             now,
                             MetaInfo {
@@ -258,6 +264,7 @@ fn attempt_once(
                                 mtime_ns,
                                 mode,
                                 payload,
+                                token,
                             },
                         ),
                         Packet::Data { seq, bytes } => rx.handle_data(now, seq, bytes),
@@ -266,6 +273,7 @@ fn attempt_once(
                             retransmissions,
                         } => rx.handle_fin(now, md5, retransmissions),
                         Packet::Error { message } => rx.handle_error(message),
+                        Packet::Changed => rx.handle_changed(),
                         _ => {}
                     }
                 }
@@ -291,14 +299,16 @@ fn attempt_once(
                         };
                         incoming = Some(Incoming::create(folder, &meta)?);
                     }
+                    RecvEvent::Changed => {
+                        // The part file goes with `incoming`; a new attempt follows.
+                        send_done(sock, id, rx.token(), &mut sbuf);
+                        return Ok(Attempt::Changed);
+                    }
                     RecvEvent::Finished {
                         md5,
                         retransmissions,
                     } => {
-                        // Tell the sender we are done (twice, in case one is lost).
-                        encode(id, &Packet::Done, &mut sbuf, 0);
-                        let _ = sock.send(&sbuf);
-                        let _ = sock.send(&sbuf);
+                        send_done(sock, id, rx.token(), &mut sbuf);
                         let Some(inc) = incoming.take() else {
                             bail!("the transfer ended before it began")
                         };
@@ -349,18 +359,20 @@ fn attempt_once(
                     *payload as usize + super::wire::DATA_OVERHEAD,
                 ),
                 RecvOp::Ack {
+                    token,
                     cum,
                     window,
                     ranges,
                 } => (
                     Packet::Ack {
+                        token: *token,
                         cum: *cum,
                         window: *window,
                         ranges: ranges.clone(),
                     },
                     0,
                 ),
-                RecvOp::Done => (Packet::Done, 0),
+                RecvOp::Done => (Packet::Done { token: rx.token() }, 0),
             };
             encode(id, &p, &mut sbuf, pad);
             match sock.send(&sbuf) {
@@ -384,204 +396,9 @@ fn attempt_once(
     }
 }
 
-struct Session {
-    sender: Sender,
-    file: File,
-    meta: FileMeta,
-    peer: SocketAddr,
-    id: u64,
-}
-
-/// The server's UDP thread: serve transfers until `stop` is set.
-pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
-    size_buffers(&sock);
-    if sock.set_nonblocking(true).is_err() {
-        return;
-    }
-    let silence = shared.config.udp_silence;
-    let mut sessions: HashMap<(SocketAddr, u64), Session> = HashMap::new();
-    let mut rbuf = vec![0u8; 65536];
-    let mut sbuf: Vec<u8> = Vec::with_capacity(65536);
-    while !stop.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        loop {
-            match sock.recv_from(&mut rbuf) {
-                Ok((n, from)) => {
-                    let Some((id, p)) = decode(&rbuf[..n]) else {
-                        continue;
-                    };
-                    match p {
-                        Packet::Request {
-                            payload,
-                            window,
-                            name,
-                            ..
-                        } => match sessions.get_mut(&(from, id)) {
-                            Some(s) => s.sender.handle_request(now, window),
-                            None => match open_session(
-                                &shared, &sessions, now, from, id, name, payload, window, silence,
-                            ) {
-                                Ok(s) => {
-                                    sessions.insert((from, id), s);
-                                }
-                                Err(e) => {
-                                    let message = e.to_string();
-                                    encode(id, &Packet::Error { message: &message }, &mut sbuf, 0);
-                                    let _ = sock.send_to(&sbuf, from);
-                                    shared.history.log(&Record::now(
-                                        Direction::Served,
-                                        &from.to_string(),
-                                        &format!("download UDP {name}"),
-                                        &format!("error: {message}"),
-                                        0,
-                                    ));
-                                }
-                            },
-                        },
-                        Packet::Ack {
-                            cum,
-                            window,
-                            ranges,
-                        } => {
-                            if let Some(s) = sessions.get_mut(&(from, id)) {
-                                s.sender.handle_ack(now, cum, window, &ranges);
-                            }
-                        }
-                        Packet::Done => {
-                            if let Some(s) = sessions.get_mut(&(from, id)) {
-                                s.sender.handle_done(now);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Err(e) if would_block(&e) => break,
-                Err(_) => break,
-            }
-        }
-        let mut blocked = false;
-        let mut busy = false;
-        'sessions: for s in sessions.values_mut() {
-            s.sender.handle_timeout(now);
-            for _ in 0..64 {
-                let Some(op) = s.sender.poll_transmit(now) else {
-                    continue 'sessions;
-                };
-                let payload_range = match op {
-                    SendOp::Meta => {
-                        let m = &s.meta;
-                        let p = Packet::Meta {
-                            size: m.size,
-                            mtime_ns: m.mtime_ns,
-                            mode: m.mode,
-                            payload: s.sender.payload(),
-                        };
-                        encode(s.id, &p, &mut sbuf, 0);
-                        0..0
-                    }
-                    SendOp::Fin => {
-                        let p = Packet::Fin {
-                            md5: s.sender.md5().unwrap_or_default(),
-                            retransmissions: s.sender.retransmissions(),
-                        };
-                        encode(s.id, &p, &mut sbuf, 0);
-                        0..0
-                    }
-                    SendOp::Data(seq) => {
-                        begin_data(s.id, seq, &mut sbuf);
-                        let start = sbuf.len();
-                        let len = chunk_len(s.sender.size(), s.sender.payload(), seq);
-                        sbuf.resize(start + len, 0);
-                        if let Err(e) = s
-                            .file
-                            .read_exact_at(&mut sbuf[start..], seq * s.sender.payload() as u64)
-                        {
-                            let message = format!("reading {} failed: {e}", s.meta.name);
-                            encode(s.id, &Packet::Error { message: &message }, &mut sbuf, 0);
-                            let _ = sock.send_to(&sbuf, s.peer);
-                            s.sender.handle_done(now);
-                            continue 'sessions;
-                        }
-                        seal_data(&mut sbuf);
-                        start..start + len
-                    }
-                };
-                match sock.send_to(&sbuf, s.peer) {
-                    Ok(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
-                    Err(e) if would_block(&e) => {
-                        blocked = true;
-                        break 'sessions;
-                    }
-                    Err(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
-                }
-            }
-            busy = true;
-        }
-        sessions.retain(|_, s| {
-            let over = s.sender.is_done() || s.sender.failure().is_some();
-            if over {
-                let outcome = match s.sender.failure() {
-                    Some(f) => format!("error: {f}"),
-                    None => "ok".into(),
-                };
-                let what = format!("download UDP {}", s.meta.name);
-                shared.history.log(&Record::now(
-                    Direction::Served,
-                    &s.peer.to_string(),
-                    &what,
-                    &outcome,
-                    s.sender.size(),
-                ));
-                shared.event(format!("served {what} to {}: {outcome}", s.peer));
-            }
-            !over
-        });
-        if busy && !blocked {
-            continue;
-        }
-        let now = Instant::now();
-        let deadline = sessions
-            .values()
-            .filter_map(|s| s.sender.poll_timeout())
-            .min()
-            .unwrap_or(now + Duration::from_millis(200));
-        let timeout = deadline
-            .saturating_duration_since(now)
-            .min(Duration::from_millis(200));
-        wait(&sock, blocked, timeout);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn open_session(
-    shared: &Shared,
-    sessions: &HashMap<(SocketAddr, u64), Session>,
-    now: Instant,
-    peer: SocketAddr,
-    id: u64,
-    name: &str,
-    payload: u32,
-    window: u32,
-    silence: Duration,
-) -> Result<Session> {
-    if sessions.len() >= MAX_SESSIONS {
-        bail!("the peer is busy (too many UDP transfers); try again shortly");
-    }
-    let (file, meta) = shared.folder.open_file(name)?;
-    let known = file
-        .metadata()
-        .ok()
-        .and_then(|st| shared.folder.cached(&meta.name, &st));
-    let payload = payload.clamp(16, MAX_PAYLOAD);
-    let cfg = SenderConfig {
-        silence,
-        ..Default::default()
-    };
-    Ok(Session {
-        sender: Sender::new(now, meta.size, payload, window, known, cfg),
-        file,
-        meta,
-        peer,
-        id,
-    })
+/// Tell the sender the attempt is over (twice, in case one is lost).
+fn send_done(sock: &UdpSocket, id: u64, token: u64, sbuf: &mut Vec<u8>) {
+    encode(id, &Packet::Done { token }, sbuf, 0);
+    let _ = sock.send(sbuf);
+    let _ = sock.send(sbuf);
 }

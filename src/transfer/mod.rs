@@ -3,9 +3,11 @@
 //! [`sender`] and [`receiver`] are state machines that never touch a socket
 //! or the clock: time is an argument, inputs are `handle_*`, outputs are
 //! `poll_*` (after quinn-proto). [`wire`] encodes and checks datagrams.
-//! [`driver`] binds the machines to a `UdpSocket`, a file and the clock;
-//! [`sim`] runs them over a simulated network that loses, duplicates,
-//! reorders and corrupts datagrams by seed, with a virtual clock.
+//! [`driver`] binds the receiver to a `UdpSocket`, a file and the clock
+//! (the client); [`server`] binds senders to the peer's socket and its
+//! files (the server thread); [`sim`] runs the machines over a simulated
+//! network that loses, duplicates, reorders and corrupts datagrams by seed,
+//! with a virtual clock.
 //!
 //! The protocol in brief: the receiver asks for a file with a `Request`
 //! (padded to the datagram size it wants, which probes the path); the sender
@@ -16,11 +18,27 @@
 //! times out, adapts its congestion window to the loss it sees, and ends
 //! with `Fin` carrying the MD5 it computed while reading the file. The
 //! receiver hashes the bytes as they land in order; a mismatch starts a new
-//! attempt under a new transfer id.
+//! attempt under a new transfer id, whose request carries the attempt
+//! number (a server never answers a retry from its MD5 cache).
+//!
+//! Address validation, as QUIC does it: `Meta` carries a random token and
+//! every `Ack` and `Done` echoes it; until the sender has seen it echoed it
+//! sends at most 3x the bytes it received from that address (requests are
+//! padded), and datagrams with a wrong token are ignored. So a request with
+//! a forged source address cannot make a peer flood someone else, and
+//! requests that never acknowledge hold only a few, evictable, slots.
+//!
+//! Change check: the sender records the identity of the file it opened
+//! (size, mtime, ctime, inode; the open descriptor's and the path's) and
+//! checks it before `Fin`. If the file was rewritten, appended to or
+//! replaced meanwhile, it sends `Changed` instead: the receiver drops what
+//! it got and starts a new attempt, which sends the new version whole.
+//! Wire version 2 (see [`wire`]) added the token and `Changed`.
 
 pub mod driver;
 pub mod receiver;
 pub mod sender;
+pub mod server;
 pub mod sim;
 pub mod wire;
 

@@ -6,9 +6,13 @@
 //! [`Receiver::poll_deliver`] (out-of-order chunks wait in a bounded buffer
 //! that the advertised window protects), acknowledges with a cumulative
 //! number plus the ranges it holds, and reports the sender's MD5 once every
-//! byte is delivered. Datagrams of other transfers never reach it (the
-//! driver matches transfer ids); duplicates and out-of-range chunks are
-//! dropped. A silent sender ends the transfer with a clear error.
+//! byte is delivered. Every acknowledgement echoes the token the meta
+//! carried (the sender's proof that we receive at our address). A sender
+//! that says the file changed under it ends the attempt with
+//! [`RecvEvent::Changed`]: the driver starts a new one. Datagrams of other
+//! transfers never reach it (the driver matches transfer ids); duplicates
+//! and out-of-range chunks are dropped. A silent sender ends the transfer
+//! with a clear error.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -23,6 +27,7 @@ pub enum RecvOp {
         window: u32,
     },
     Ack {
+        token: u64,
         cum: u64,
         window: u32,
         ranges: Vec<(u64, u64)>,
@@ -37,6 +42,8 @@ pub struct MetaInfo {
     pub mtime_ns: i64,
     pub mode: u32,
     pub payload: u32,
+    /// Echoed in every acknowledgement and in `Done`.
+    pub token: u64,
 }
 
 /// Milestones for the driver.
@@ -48,6 +55,9 @@ pub enum RecvEvent {
         md5: [u8; 16],
         retransmissions: u64,
     },
+    /// The sender saw the file change while it was sent; what was received
+    /// is not one version of it.
+    Changed,
     Failed(String),
 }
 
@@ -143,6 +153,11 @@ impl Receiver {
 
     pub fn meta(&self) -> Option<MetaInfo> {
         self.meta
+    }
+
+    /// The sender's token to echo (0 before the meta came).
+    pub fn token(&self) -> u64 {
+        self.meta.map_or(0, |m| m.token)
     }
 
     /// Bytes handed out in order so far, plus those waiting to be taken.
@@ -263,6 +278,17 @@ impl Receiver {
         self.fail(format!("the peer refused: {message}"));
     }
 
+    /// The sender says the file changed while it was sent.
+    pub fn handle_changed(&mut self) {
+        if self.state == State::Receiving
+            || (self.state == State::Complete && !self.finished_reported)
+        {
+            self.state = State::Failed;
+            self.ready.clear();
+            self.events.push_back(RecvEvent::Changed);
+        }
+    }
+
     fn check_complete(&mut self) {
         if self.state == State::Receiving && self.cum == self.chunks && self.sender_md5.is_some() {
             self.state = State::Complete;
@@ -329,6 +355,7 @@ impl Receiver {
                     || self.ack_deadline.is_some_and(|d| now >= d)
                     || now.saturating_duration_since(self.last_ack) >= self.cfg.keepalive;
                 due.then(|| RecvOp::Ack {
+                    token: self.token(),
                     cum: self.cum,
                     window: self.window,
                     ranges: self.ranges(),
@@ -411,6 +438,7 @@ mod tests {
             mtime_ns: 0,
             mode: 0o644,
             payload: 4,
+            token: 9,
         }
     }
 
@@ -510,6 +538,7 @@ mod tests {
                 mtime_ns: 0,
                 mode: 0,
                 payload: 64000,
+                token: 0,
             },
         );
         assert!(matches!(r.poll_event(), Some(RecvEvent::Meta(_))));
@@ -528,6 +557,7 @@ mod tests {
                 mtime_ns: 0,
                 mode: 0,
                 payload: 64000,
+                token: 0,
             },
         );
         assert!(matches!(r.poll_event(), Some(RecvEvent::Failed(_))));
@@ -541,5 +571,26 @@ mod tests {
             Some(RecvEvent::Failed(m)) => assert!(m.contains("silent"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn acks_echo_the_token_and_a_changed_file_ends_the_attempt() {
+        let (mut r, t0) = started(10);
+        r.handle_data(t0, 0, b"0123");
+        match r.poll_transmit(t0) {
+            Some(RecvOp::Ack { token, .. }) => assert_eq!(token, 9),
+            other => panic!("{other:?}"),
+        }
+        r.handle_changed();
+        assert_eq!(r.poll_event(), Some(RecvEvent::Changed));
+        assert_eq!(
+            r.poll_deliver(),
+            None,
+            "no byte of a torn copy is handed out"
+        );
+        // Nothing follows: not a Fin, not a second event.
+        r.handle_fin(t0, [1; 16], 0);
+        assert_eq!(r.poll_event(), None);
+        assert_eq!(r.poll_transmit(t0), None);
     }
 }

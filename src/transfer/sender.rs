@@ -1,7 +1,9 @@
 //! The sending side of a UDP transfer, as a state machine without I/O.
 //!
 //! Inputs: [`Sender::handle_request`], [`Sender::handle_ack`],
-//! [`Sender::handle_done`], [`Sender::handle_timeout`]. Output:
+//! [`Sender::handle_done`], [`Sender::handle_timeout`],
+//! [`Sender::handle_datagram`] (bytes received from the receiver's address)
+//! and [`Sender::file_changed`]. Output:
 //! [`Sender::poll_transmit`] names the next datagram to send (it changes no
 //! state); the driver sends it and confirms with [`Sender::on_sent`], handing
 //! over the bytes of a first-time data chunk so the MD5 is computed as the
@@ -14,6 +16,14 @@
 //! control: once per round trip the loss fraction of that round is compared
 //! with the long-run loss rate; a jump (a burst that overflowed a buffer)
 //! shrinks the window, steady random loss does not.
+//!
+//! Address validation (as QUIC does it): the sender's random token goes out
+//! in the meta; until an `Ack` or `Done` echoes it, the receiver's address
+//! is unproven and the sender sends at most [`AMPLIFICATION`] times the
+//! bytes it received from there, so a forged source address cannot turn a
+//! small request into a flood toward someone else. Datagrams that carry a
+//! wrong token are ignored. A file that changed while it was sent ends the
+//! transfer with `Changed` instead of `Fin`: the receiver then starts anew.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -26,7 +36,12 @@ pub enum SendOp {
     Meta,
     Data(u64),
     Fin,
+    /// The file changed while it was sent (see [`Sender::file_changed`]).
+    Changed,
 }
+
+/// An unproven address gets at most this many times the bytes it sent.
+pub const AMPLIFICATION: u64 = 3;
 
 /// Tuning of a sender.
 #[derive(Debug, Clone)]
@@ -37,6 +52,9 @@ pub struct SenderConfig {
     pub max_rto: Duration,
     /// Give up when the receiver says nothing for this long.
     pub silence: Duration,
+    /// The address token sent in the meta; `None` trusts the address from
+    /// the start (simulations and tests of other concerns).
+    pub token: Option<u64>,
 }
 
 impl Default for SenderConfig {
@@ -47,6 +65,7 @@ impl Default for SenderConfig {
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_secs(1),
             silence: Duration::from_secs(5),
+            token: None,
         }
     }
 }
@@ -90,7 +109,15 @@ pub struct Sender {
     epoch_sent: u64,
     epoch_lost: u64,
     loss_ewma: f64,
+    validated: bool,
+    received_bytes: u64,
+    sent_bytes: u64,
+    changed: bool,
+    changed_sent_at: Option<Instant>,
 }
+
+/// What the transfer was told when the file changed under it.
+pub const CHANGED: &str = "the file changed while it was sent";
 
 impl Sender {
     /// A sender for a file of `size` bytes in chunks of `payload`, for a
@@ -139,7 +166,77 @@ impl Sender {
             epoch_sent: 0,
             epoch_lost: 0,
             loss_ewma: 0.0,
+            validated: cfg.token.is_none(),
+            received_bytes: 0,
+            sent_bytes: 0,
+            changed: false,
+            changed_sent_at: None,
             cfg,
+        }
+    }
+
+    /// The token the meta carries (0 when the address is trusted anyway).
+    pub fn token(&self) -> u64 {
+        self.cfg.token.unwrap_or(0)
+    }
+
+    /// Whether the receiver has echoed the token (or none was needed).
+    pub fn is_validated(&self) -> bool {
+        self.validated
+    }
+
+    /// `bytes` arrived from the receiver's address (any datagram of this
+    /// transfer, the requests included): the budget of an unproven address.
+    pub fn handle_datagram(&mut self, bytes: usize) {
+        self.received_bytes = self.received_bytes.saturating_add(bytes as u64);
+    }
+
+    /// Whether a datagram carrying `token` may be trusted; the first one
+    /// that echoes ours proves the address.
+    fn check_token(&mut self, token: u64) -> bool {
+        match self.cfg.token {
+            None => true,
+            Some(t) if t == token => {
+                self.validated = true;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// The file no longer is what was opened: stop sending data and tell
+    /// the receiver with `Changed` until it answers `Done`.
+    pub fn file_changed(&mut self, _now: Instant) {
+        if self.done || self.failed.is_some() {
+            return;
+        }
+        self.changed = true;
+        self.by_seq.clear();
+        self.by_tx.clear();
+        self.lost.clear();
+    }
+
+    /// Whether the transfer ended (well or not); then [`Sender::failure`]
+    /// says why, if it failed.
+    pub fn is_over(&self) -> bool {
+        self.done || self.failed.is_some()
+    }
+
+    /// What an unproven address may still be sent.
+    fn budget(&self) -> u64 {
+        if self.validated {
+            return u64::MAX;
+        }
+        (AMPLIFICATION * self.received_bytes).saturating_sub(self.sent_bytes)
+    }
+
+    /// Bytes `op` puts on the wire.
+    fn cost(&self, op: SendOp) -> u64 {
+        match op {
+            SendOp::Data(seq) => {
+                (super::chunk_len(self.size, self.payload, seq) + super::wire::DATA_OVERHEAD) as u64
+            }
+            _ => super::wire::CONTROL_MAX as u64,
         }
     }
 
@@ -155,7 +252,11 @@ impl Sender {
         self.done
     }
 
+    /// Why the transfer failed: set once it is over (or given up).
     pub fn failure(&self) -> Option<&str> {
+        if self.changed && self.done {
+            return Some(CHANGED);
+        }
         self.failed.as_deref()
     }
 
@@ -180,14 +281,29 @@ impl Sender {
     }
 
     /// The receiver finished (verified or not): the transfer is over.
-    pub fn handle_done(&mut self, now: Instant) {
+    pub fn handle_done(&mut self, now: Instant, token: u64) {
+        if !self.check_token(token) {
+            return;
+        }
         self.last_heard = now;
         self.done = true;
     }
 
-    /// An acknowledgement: everything below `cum` and the `[a, b)` ranges.
-    pub fn handle_ack(&mut self, now: Instant, cum: u64, window: u32, ranges: &[(u64, u64)]) {
-        if self.done || self.failed.is_some() {
+    /// An acknowledgement echoing `token`: everything below `cum` and the
+    /// `[a, b)` ranges.
+    pub fn handle_ack(
+        &mut self,
+        now: Instant,
+        token: u64,
+        cum: u64,
+        window: u32,
+        ranges: &[(u64, u64)],
+    ) {
+        if self.done || self.failed.is_some() || !self.check_token(token) {
+            return;
+        }
+        if self.changed {
+            self.last_heard = now;
             return;
         }
         self.last_heard = now;
@@ -287,10 +403,14 @@ impl Sender {
             return;
         }
         if now.saturating_duration_since(self.last_heard) >= self.cfg.silence {
-            self.failed = Some(format!(
-                "the receiver sent nothing for {:.1} s",
-                self.cfg.silence.as_secs_f64()
-            ));
+            self.failed = Some(if self.changed {
+                CHANGED.to_string()
+            } else {
+                format!(
+                    "the receiver sent nothing for {:.1} s",
+                    self.cfg.silence.as_secs_f64()
+                )
+            });
             return;
         }
         let mut timed_out = false;
@@ -322,8 +442,19 @@ impl Sender {
     /// The next datagram to send now, if any. Changes nothing until
     /// [`Sender::on_sent`] confirms it.
     pub fn poll_transmit(&self, now: Instant) -> Option<SendOp> {
+        let op = self.next_op(now)?;
+        (self.cost(op) <= self.budget()).then_some(op)
+    }
+
+    fn next_op(&self, now: Instant) -> Option<SendOp> {
         if self.done || self.failed.is_some() {
             return None;
+        }
+        if self.changed {
+            return self
+                .changed_sent_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.rto)
+                .then_some(SendOp::Changed);
         }
         if self.meta_pending {
             return Some(SendOp::Meta);
@@ -349,9 +480,11 @@ impl Sender {
     /// Confirm that `op` went out. For a data chunk, `bytes` is its content
     /// (hashed when it is sent for the first time).
     pub fn on_sent(&mut self, op: SendOp, now: Instant, bytes: &[u8]) {
+        self.sent_bytes = self.sent_bytes.saturating_add(self.cost(op));
         match op {
             SendOp::Meta => self.meta_pending = false,
             SendOp::Fin => self.fin_sent_at = Some(now),
+            SendOp::Changed => self.changed_sent_at = Some(now),
             SendOp::Data(seq) => {
                 let retransmitted = if self.lost.remove(&seq) {
                     self.retransmissions += 1;
@@ -400,78 +533,13 @@ impl Sender {
         {
             t = t.min(f + self.rto);
         }
+        if let Some(c) = self.changed_sent_at.filter(|_| self.changed) {
+            t = t.min(c + self.rto);
+        }
         Some(t)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sends_meta_then_data_within_the_window_then_fin() {
-        let t0 = Instant::now();
-        let mut s = Sender::new(t0, 10, 4, 100, None, SenderConfig::default());
-        assert_eq!(s.poll_transmit(t0), Some(SendOp::Meta));
-        s.on_sent(SendOp::Meta, t0, &[]);
-        let data = b"0123456789";
-        for seq in 0..3u64 {
-            assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(seq)));
-            let a = (seq * 4) as usize;
-            s.on_sent(SendOp::Data(seq), t0, &data[a..(a + 4).min(10)]);
-        }
-        assert_eq!(s.poll_transmit(t0), None);
-        s.handle_ack(t0 + Duration::from_millis(1), 3, 100, &[]);
-        assert_eq!(s.poll_transmit(t0), Some(SendOp::Fin));
-        let md5: [u8; 16] = Md5::digest(data).into();
-        assert_eq!(s.md5(), Some(md5));
-    }
-
-    #[test]
-    fn selective_ack_retransmits_only_the_gap() {
-        let t0 = Instant::now();
-        let mut s = Sender::new(t0, 100, 10, 100, None, SenderConfig::default());
-        s.on_sent(SendOp::Meta, t0, &[]);
-        for seq in 0..8 {
-            s.on_sent(SendOp::Data(seq), t0, &[0; 10]);
-        }
-        // Chunk 2 is missing; 3..8 arrived.
-        s.handle_ack(t0 + Duration::from_millis(1), 2, 100, &[(3, 8)]);
-        assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(2)));
-        s.on_sent(SendOp::Data(2), t0, &[0; 10]);
-        assert_eq!(s.retransmissions(), 1);
-        assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(8)));
-    }
-
-    #[test]
-    fn respects_the_receiver_window() {
-        let t0 = Instant::now();
-        let mut s = Sender::new(t0, 1000, 10, 2, None, SenderConfig::default());
-        s.on_sent(SendOp::Meta, t0, &[]);
-        s.on_sent(SendOp::Data(0), t0, &[0; 10]);
-        s.on_sent(SendOp::Data(1), t0, &[0; 10]);
-        assert_eq!(s.poll_transmit(t0), None);
-        s.handle_ack(t0, 1, 2, &[]);
-        assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(2)));
-    }
-
-    #[test]
-    fn a_silent_receiver_fails_the_transfer() {
-        let t0 = Instant::now();
-        let mut s = Sender::new(t0, 100, 10, 10, None, SenderConfig::default());
-        s.on_sent(SendOp::Meta, t0, &[]);
-        // Nothing in flight: the next deadline is the silence limit itself.
-        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
-        s.handle_timeout(t0 + Duration::from_secs(6));
-        assert!(s.failure().unwrap().contains("nothing"));
-        assert_eq!(s.poll_transmit(t0), None);
-    }
-
-    #[test]
-    fn an_empty_file_goes_straight_to_fin() {
-        let t0 = Instant::now();
-        let mut s = Sender::new(t0, 0, 10, 10, None, SenderConfig::default());
-        s.on_sent(SendOp::Meta, t0, &[]);
-        assert_eq!(s.poll_transmit(t0), Some(SendOp::Fin));
-    }
-}
+#[path = "sender_tests.rs"]
+mod tests;

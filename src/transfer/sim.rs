@@ -1,8 +1,11 @@
 //! A simulated network for the UDP state machines: two queues of datagrams
 //! in flight, a virtual clock, and a seeded random source that drops,
 //! duplicates, reorders, corrupts (caught by the CRC) or forges (a wrong
-//! payload with a valid CRC, caught only by the MD5) datagrams. The same
-//! seed gives the same run on every machine; no socket, no real time.
+//! payload with a valid CRC, caught only by the MD5) datagrams. The file
+//! may also be rewritten in the middle of an attempt (the sender then reads
+//! the new bytes and is told the file changed, as the driver's check does).
+//! The sender requires its address token echoed, as a server's does. The
+//! same seed gives the same run on every machine; no socket, no real time.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -35,6 +38,9 @@ pub struct SimOptions {
     /// The sender stops answering after sending this many datagrams.
     pub sender_dies_after: Option<u64>,
     pub silence: Duration,
+    /// In the first this many attempts, the file is rewritten (every byte
+    /// xor 0x5a) once half of it was sent; later attempts send the new one.
+    pub rewrites: u32,
 }
 
 impl Default for SimOptions {
@@ -44,6 +50,7 @@ impl Default for SimOptions {
             max_attempts: 3,
             sender_dies_after: None,
             silence: Duration::from_secs(5),
+            rewrites: 0,
         }
     }
 }
@@ -140,8 +147,12 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
         elapsed: now - base,
         datagrams: sent,
     };
+    let new_version: Vec<u8> = data.iter().map(|b| b ^ 0x5a).collect();
+    let mut file: &[u8] = data;
+    let mut last_changed = false;
     for attempt in 1..=opts.max_attempts {
         let id = ids.u64(..);
+        let rewrite_at = (attempt <= opts.rewrites).then_some(data.len() as u64 / 2);
         let forging = attempt <= net.forge_attempts;
         let rcfg = ReceiverConfig {
             payloads: vec![opts.payload],
@@ -180,15 +191,19 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                         name: "f",
                     },
                     RecvOp::Ack {
+                        token,
                         cum,
                         window,
                         ranges,
                     } => Packet::Ack {
+                        token: *token,
                         cum: *cum,
                         window: *window,
                         ranges: ranges.clone(),
                     },
-                    RecvOp::Done => Packet::Done,
+                    RecvOp::Done => Packet::Done {
+                        token: receiver.token(),
+                    },
                 };
                 encode(id, &p, &mut buf, 0);
                 net_state.send(&mut to_sender, now, &buf, false);
@@ -204,17 +219,27 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                             mtime_ns: 7,
                             mode: 0o644,
                             payload: s.payload(),
+                            token: s.token(),
                         },
                         SendOp::Data(seq) => {
                             let a = (seq * s.payload() as u64) as usize;
+                            if rewrite_at.is_some_and(|at| a as u64 >= at) {
+                                file = &new_version;
+                            }
                             chunk =
-                                &data[a..a + super::chunk_len(data.len() as u64, s.payload(), seq)];
+                                &file[a..a + super::chunk_len(data.len() as u64, s.payload(), seq)];
                             Packet::Data { seq, bytes: chunk }
+                        }
+                        SendOp::Fin if rewrite_at.is_some() => {
+                            // The driver's check before Fin: the file changed.
+                            s.file_changed(now);
+                            continue;
                         }
                         SendOp::Fin => Packet::Fin {
                             md5: s.md5().unwrap_or_default(),
                             retransmissions: s.retransmissions(),
                         },
+                        SendOp::Changed => Packet::Changed,
                     };
                     encode(id, &p, &mut buf, 0);
                     net_state.send(&mut to_receiver, now, &buf, forging);
@@ -230,6 +255,9 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                 if pid != id || !alive {
                     continue;
                 }
+                if let Some(s) = sender.as_mut() {
+                    s.handle_datagram(b.len());
+                }
                 match p {
                     Packet::Request {
                         payload, window, ..
@@ -238,30 +266,28 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                         None => {
                             let cfg = SenderConfig {
                                 silence: opts.silence,
+                                token: Some(id ^ 0x5eed),
                                 ..Default::default()
                             };
-                            sender = Some(Sender::new(
-                                now,
-                                data.len() as u64,
-                                payload,
-                                window,
-                                None,
-                                cfg,
-                            ));
+                            let mut s =
+                                Sender::new(now, data.len() as u64, payload, window, None, cfg);
+                            s.handle_datagram(b.len());
+                            sender = Some(s);
                         }
                     },
                     Packet::Ack {
+                        token,
                         cum,
                         window,
                         ranges,
                     } => {
                         if let Some(s) = sender.as_mut() {
-                            s.handle_ack(now, cum, window, &ranges)
+                            s.handle_ack(now, token, cum, window, &ranges)
                         }
                     }
-                    Packet::Done => {
+                    Packet::Done { token } => {
                         if let Some(s) = sender.as_mut() {
-                            s.handle_done(now)
+                            s.handle_done(now, token)
                         }
                     }
                     _ => {}
@@ -278,6 +304,7 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                         mtime_ns,
                         mode,
                         payload,
+                        token,
                     } => receiver.handle_meta(
                         now,
                         MetaInfo {
@@ -285,6 +312,7 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                             mtime_ns,
                             mode,
                             payload,
+                            token,
                         },
                     ),
                     Packet::Data { seq, bytes } => receiver.handle_data(now, seq, bytes),
@@ -293,6 +321,7 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                         retransmissions,
                     } => receiver.handle_fin(now, md5, retransmissions),
                     Packet::Error { message } => receiver.handle_error(message),
+                    Packet::Changed => receiver.handle_changed(),
                     _ => {}
                 }
             }
@@ -317,6 +346,11 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
                         if ours == md5 {
                             return end(Ok(got), attempt, retransmissions, now, net_state.sent);
                         }
+                        last_changed = false;
+                        next_attempt = true;
+                    }
+                    RecvEvent::Changed => {
+                        last_changed = true;
                         next_attempt = true;
                     }
                     RecvEvent::Failed(msg) => {
@@ -346,11 +380,13 @@ pub fn run(seed: u64, data: &[u8], net: &Network, opts: &SimOptions) -> SimOutco
             now = next.max(now + Duration::from_micros(1));
         }
     }
+    let why = if last_changed {
+        "the file changed while it was sent, in each of"
+    } else {
+        "the MD5 did not match after"
+    };
     end(
-        Err(format!(
-            "the MD5 did not match after {} attempts",
-            opts.max_attempts
-        )),
+        Err(format!("{why} {} attempts", opts.max_attempts)),
         opts.max_attempts,
         retransmissions,
         now,

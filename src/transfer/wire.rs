@@ -4,11 +4,19 @@
 //! ```text
 //! u16 magic 0xDB5A | u8 version | u8 kind | u64 transfer id | body | u32 crc32
 //! ```
+//!
+//! Version 2 added the address token (in `Meta`, echoed in `Ack` and
+//! `Done`) and the `Changed` datagram. A request of another version is
+//! answered with an `Error` in that version's framing
+//! ([`foreign_request`], [`encode_error_as`]), so an old peer reads a clear
+//! message instead of waiting for an answer.
 
 pub const MAGIC: u16 = 0xDB5A;
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 const HEADER: usize = 12;
 const TRAILER: usize = 4;
+/// Bytes every datagram takes around its body.
+pub const FRAME_OVERHEAD: usize = HEADER + TRAILER;
 /// Bytes a data datagram adds around its payload.
 pub const DATA_OVERHEAD: usize = HEADER + 8 + TRAILER;
 /// Most ranges an acknowledgement carries.
@@ -21,6 +29,9 @@ const K_ACK: u8 = 4;
 const K_FIN: u8 = 5;
 const K_DONE: u8 = 6;
 const K_ERROR: u8 = 7;
+const K_CHANGED: u8 = 8;
+/// Most bytes a datagram other than `Data`, `Request` or `Error` takes.
+pub const CONTROL_MAX: usize = 64;
 
 /// One datagram's meaning.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +44,14 @@ pub enum Packet<'a> {
         window: u32,
         name: &'a str,
     },
+    /// `token` is random: a receiver that echoes it proves it gets our
+    /// datagrams at the address it claims.
     Meta {
         size: u64,
         mtime_ns: i64,
         mode: u32,
         payload: u32,
+        token: u64,
     },
     Data {
         seq: u64,
@@ -45,6 +59,7 @@ pub enum Packet<'a> {
     },
     /// Everything below `cum` is held, and so are the `[start, end)` ranges.
     Ack {
+        token: u64,
         cum: u64,
         window: u32,
         ranges: Vec<(u64, u64)>,
@@ -53,16 +68,25 @@ pub enum Packet<'a> {
         md5: [u8; 16],
         retransmissions: u64,
     },
-    Done,
+    Done {
+        token: u64,
+    },
     Error {
         message: &'a str,
     },
+    /// The file changed while it was sent: this attempt cannot give one
+    /// whole version of it, a new one will.
+    Changed,
 }
 
 fn header(out: &mut Vec<u8>, kind: u8, id: u64) {
+    header_as(out, VERSION, kind, id)
+}
+
+fn header_as(out: &mut Vec<u8>, version: u8, kind: u8, id: u64) {
     out.clear();
     out.extend_from_slice(&MAGIC.to_be_bytes());
-    out.push(VERSION);
+    out.push(version);
     out.push(kind);
     out.extend_from_slice(&id.to_be_bytes());
 }
@@ -98,12 +122,14 @@ pub fn encode(id: u64, packet: &Packet, out: &mut Vec<u8>, pad_to: usize) {
             mtime_ns,
             mode,
             payload,
+            token,
         } => {
             header(out, K_META, id);
             out.extend_from_slice(&size.to_be_bytes());
             out.extend_from_slice(&mtime_ns.to_be_bytes());
             out.extend_from_slice(&mode.to_be_bytes());
             out.extend_from_slice(&payload.to_be_bytes());
+            out.extend_from_slice(&token.to_be_bytes());
         }
         Packet::Data { seq, bytes } => {
             header(out, K_DATA, id);
@@ -111,11 +137,13 @@ pub fn encode(id: u64, packet: &Packet, out: &mut Vec<u8>, pad_to: usize) {
             out.extend_from_slice(bytes);
         }
         Packet::Ack {
+            token,
             cum,
             window,
             ranges,
         } => {
             header(out, K_ACK, id);
+            out.extend_from_slice(&token.to_be_bytes());
             out.extend_from_slice(&cum.to_be_bytes());
             out.extend_from_slice(&window.to_be_bytes());
             let n = ranges.len().min(MAX_RANGES);
@@ -133,12 +161,39 @@ pub fn encode(id: u64, packet: &Packet, out: &mut Vec<u8>, pad_to: usize) {
             out.extend_from_slice(md5);
             out.extend_from_slice(&retransmissions.to_be_bytes());
         }
-        Packet::Done => header(out, K_DONE, id),
+        Packet::Done { token } => {
+            header(out, K_DONE, id);
+            out.extend_from_slice(&token.to_be_bytes());
+        }
         Packet::Error { message } => {
             header(out, K_ERROR, id);
             out.extend_from_slice(&message.as_bytes()[..message.len().min(1024)]);
         }
+        Packet::Changed => header(out, K_CHANGED, id),
     }
+    seal(out);
+}
+
+/// A well-formed request of another protocol version: its version and
+/// transfer id, to answer with [`encode_error_as`].
+pub fn foreign_request(bytes: &[u8]) -> Option<(u8, u64)> {
+    if bytes.len() < HEADER + TRAILER {
+        return None;
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - TRAILER);
+    if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().ok()?) {
+        return None;
+    }
+    let mut c = Cursor(body);
+    let (magic, version, kind, id) = (c.u16()?, c.u8()?, c.u8()?, c.u64()?);
+    (magic == MAGIC && version != VERSION && kind == K_REQUEST).then_some((version, id))
+}
+
+/// An `Error` framed as protocol `version` frames it (the same in every
+/// version so far: header, message, CRC).
+pub fn encode_error_as(version: u8, id: u64, message: &str, out: &mut Vec<u8>) {
+    header_as(out, version, K_ERROR, id);
+    out.extend_from_slice(&message.as_bytes()[..message.len().min(1024)]);
     seal(out);
 }
 
@@ -213,12 +268,14 @@ pub fn decode(bytes: &[u8]) -> Option<(u64, Packet<'_>)> {
             mtime_ns: c.u64()? as i64,
             mode: c.u32()?,
             payload: c.u32()?,
+            token: c.u64()?,
         },
         K_DATA => {
             let seq = c.u64()?;
             Packet::Data { seq, bytes: c.0 }
         }
         K_ACK => {
+            let token = c.u64()?;
             let cum = c.u64()?;
             let window = c.u32()?;
             let n = c.u8()? as usize;
@@ -231,6 +288,7 @@ pub fn decode(bytes: &[u8]) -> Option<(u64, Packet<'_>)> {
                 ranges.push((a, b));
             }
             Packet::Ack {
+                token,
                 cum,
                 window,
                 ranges,
@@ -240,10 +298,11 @@ pub fn decode(bytes: &[u8]) -> Option<(u64, Packet<'_>)> {
             md5: c.take(16)?.try_into().ok()?,
             retransmissions: c.u64()?,
         },
-        K_DONE => Packet::Done,
+        K_DONE => Packet::Done { token: c.u64()? },
         K_ERROR => Packet::Error {
             message: std::str::from_utf8(c.0).ok()?,
         },
+        K_CHANGED => Packet::Changed,
         _ => return None,
     };
     Some((id, packet))
@@ -272,12 +331,14 @@ mod tests {
             mtime_ns: -3,
             mode: 0o644,
             payload: 1448,
+            token: u64::MAX - 1,
         });
         round(Packet::Data {
             seq: 9,
             bytes: b"hello",
         });
         round(Packet::Ack {
+            token: 11,
             cum: 3,
             window: 10,
             ranges: vec![(5, 7), (9, 10)],
@@ -286,10 +347,65 @@ mod tests {
             md5: [7; 16],
             retransmissions: 3,
         });
-        round(Packet::Done);
+        round(Packet::Done { token: 12 });
         round(Packet::Error {
             message: "no such file",
         });
+        round(Packet::Changed);
+    }
+
+    #[test]
+    fn an_old_version_request_is_answered_in_its_own_framing() {
+        let mut req = Vec::new();
+        encode(
+            5,
+            &Packet::Request {
+                attempt: 1,
+                payload: 100,
+                window: 1,
+                name: "x",
+            },
+            &mut req,
+            0,
+        );
+        assert_eq!(
+            foreign_request(&req),
+            None,
+            "our own version is not foreign"
+        );
+        req[2] = 1;
+        let n = req.len() - TRAILER;
+        let crc = crc32fast::hash(&req[..n]);
+        req[n..].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(decode(&req), None);
+        assert_eq!(foreign_request(&req), Some((1, 5)));
+        let mut answer = Vec::new();
+        encode_error_as(1, 5, "upgrade", &mut answer);
+        assert_eq!(answer[2], 1);
+        assert_eq!(&answer[HEADER..answer.len() - TRAILER], b"upgrade");
+    }
+
+    #[test]
+    fn control_datagrams_fit_the_control_bound() {
+        let mut out = Vec::new();
+        for p in [
+            Packet::Meta {
+                size: 1,
+                mtime_ns: 1,
+                mode: 1,
+                payload: 1,
+                token: 1,
+            },
+            Packet::Fin {
+                md5: [0; 16],
+                retransmissions: 1,
+            },
+            Packet::Done { token: 1 },
+            Packet::Changed,
+        ] {
+            encode(1, &p, &mut out, 0);
+            assert!(out.len() <= CONTROL_MAX, "{p:?}");
+        }
     }
 
     #[test]

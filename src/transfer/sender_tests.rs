@@ -1,0 +1,152 @@
+//! Tests of the sender state machine.
+
+use super::*;
+
+#[test]
+fn sends_meta_then_data_within_the_window_then_fin() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 10, 4, 100, None, SenderConfig::default());
+    assert_eq!(s.poll_transmit(t0), Some(SendOp::Meta));
+    s.on_sent(SendOp::Meta, t0, &[]);
+    let data = b"0123456789";
+    for seq in 0..3u64 {
+        assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(seq)));
+        let a = (seq * 4) as usize;
+        s.on_sent(SendOp::Data(seq), t0, &data[a..(a + 4).min(10)]);
+    }
+    assert_eq!(s.poll_transmit(t0), None);
+    s.handle_ack(t0 + Duration::from_millis(1), 0, 3, 100, &[]);
+    assert_eq!(s.poll_transmit(t0), Some(SendOp::Fin));
+    let md5: [u8; 16] = Md5::digest(data).into();
+    assert_eq!(s.md5(), Some(md5));
+}
+
+#[test]
+fn selective_ack_retransmits_only_the_gap() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 100, 10, 100, None, SenderConfig::default());
+    s.on_sent(SendOp::Meta, t0, &[]);
+    for seq in 0..8 {
+        s.on_sent(SendOp::Data(seq), t0, &[0; 10]);
+    }
+    // Chunk 2 is missing; 3..8 arrived.
+    s.handle_ack(t0 + Duration::from_millis(1), 0, 2, 100, &[(3, 8)]);
+    assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(2)));
+    s.on_sent(SendOp::Data(2), t0, &[0; 10]);
+    assert_eq!(s.retransmissions(), 1);
+    assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(8)));
+}
+
+#[test]
+fn respects_the_receiver_window() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 1000, 10, 2, None, SenderConfig::default());
+    s.on_sent(SendOp::Meta, t0, &[]);
+    s.on_sent(SendOp::Data(0), t0, &[0; 10]);
+    s.on_sent(SendOp::Data(1), t0, &[0; 10]);
+    assert_eq!(s.poll_transmit(t0), None);
+    s.handle_ack(t0, 0, 1, 2, &[]);
+    assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(2)));
+}
+
+#[test]
+fn a_silent_receiver_fails_the_transfer() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 100, 10, 10, None, SenderConfig::default());
+    s.on_sent(SendOp::Meta, t0, &[]);
+    // Nothing in flight: the next deadline is the silence limit itself.
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+    s.handle_timeout(t0 + Duration::from_secs(6));
+    assert!(s.failure().unwrap().contains("nothing"));
+    assert_eq!(s.poll_transmit(t0), None);
+}
+
+#[test]
+fn an_empty_file_goes_straight_to_fin() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 0, 10, 10, None, SenderConfig::default());
+    s.on_sent(SendOp::Meta, t0, &[]);
+    assert_eq!(s.poll_transmit(t0), Some(SendOp::Fin));
+}
+
+fn guarded(size: u64, payload: u32) -> (Sender, Instant) {
+    let t0 = Instant::now();
+    let cfg = SenderConfig {
+        token: Some(77),
+        initial_window: 64.0,
+        ..Default::default()
+    };
+    (Sender::new(t0, size, payload, 1000, None, cfg), t0)
+}
+
+/// Send whatever the sender offers now; the bytes it put on the wire.
+fn drain(s: &mut Sender, now: Instant) -> u64 {
+    let mut sent = 0;
+    while let Some(op) = s.poll_transmit(now) {
+        sent += s.cost(op);
+        s.on_sent(op, now, &[0; 1000]);
+    }
+    sent
+}
+
+#[test]
+fn an_unproven_address_gets_at_most_three_times_what_it_sent() {
+    let (mut s, t0) = guarded(1 << 20, 1000);
+    assert_eq!(s.poll_transmit(t0), None, "nothing before a request counts");
+    s.handle_datagram(1024);
+    let sent = drain(&mut s, t0);
+    assert!(sent > 0 && sent <= 3 * 1024, "{sent}");
+    // Timeouts and retransmissions stay within the same budget.
+    for i in 1..20 {
+        let now = t0 + Duration::from_secs(i) / 10;
+        s.handle_timeout(now);
+        drain(&mut s, now);
+    }
+    assert!(s.sent_bytes <= 3 * 1024, "{}", s.sent_bytes);
+    // A repeated (padded) request earns a little more.
+    s.handle_datagram(1024);
+    s.handle_request(t0, 1000);
+    let more = drain(&mut s, t0);
+    assert!(more > 0 && s.sent_bytes <= 6 * 1024, "{more}");
+}
+
+#[test]
+fn only_an_echo_of_the_token_proves_the_address() {
+    let (mut s, t0) = guarded(1 << 20, 1000);
+    s.handle_datagram(1024);
+    drain(&mut s, t0);
+    // A forged acknowledgement (wrong token) neither counts nor validates.
+    s.handle_datagram(40);
+    s.handle_ack(t0, 78, 2, 1000, &[]);
+    assert!(!s.is_validated());
+    assert_eq!(s.cum, 0);
+    s.handle_done(t0, 78);
+    assert!(!s.is_over());
+    // The right token lifts the limit: a whole window goes out.
+    s.handle_ack(t0, 77, 2, 1000, &[]);
+    assert!(s.is_validated());
+    assert_eq!(s.cum, 2);
+    assert!(drain(&mut s, t0) > 20 * 1000);
+}
+
+#[test]
+fn a_changed_file_ends_with_changed_not_fin() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 10, 4, 100, None, SenderConfig::default());
+    s.on_sent(SendOp::Meta, t0, &[]);
+    for seq in 0..3 {
+        s.on_sent(SendOp::Data(seq), t0, b"abcd");
+    }
+    s.file_changed(t0);
+    assert_eq!(s.poll_transmit(t0), Some(SendOp::Changed));
+    s.on_sent(SendOp::Changed, t0, &[]);
+    // Acks do not bring data or Fin back; Changed repeats until Done.
+    s.handle_ack(t0, 0, 3, 100, &[]);
+    assert_eq!(s.poll_transmit(t0), None);
+    let later = s.poll_timeout().unwrap();
+    assert_eq!(s.poll_transmit(later), Some(SendOp::Changed));
+    assert!(!s.is_over());
+    s.handle_done(later, 0);
+    assert!(s.is_over());
+    assert_eq!(s.failure(), Some(CHANGED));
+}

@@ -1,0 +1,419 @@
+//! The server's UDP thread: one socket on the peer's port, [`Sender`]
+//! sessions keyed by (address, transfer id), each answering the address its
+//! request came from (so a relay in between works).
+//!
+//! What unauthenticated datagrams can make it do is bounded. A session whose
+//! address has not echoed its token yet is "unproven": its sender sends at
+//! most three times the bytes that address sent it; there are at most
+//! [`MAX_UNPROVEN`] such sessions ([`MAX_UNPROVEN_PER_IP`] per source IP),
+//! and a new request evicts the oldest rather than being refused, so a
+//! trickle of requests that never acknowledge cannot take the slots of
+//! proven downloads ([`MAX_SESSIONS`] in all, [`MAX_PER_IP`] per IP). A
+//! refusal (`Error`) is cut to three times the request's size too.
+//!
+//! A session remembers the identity of the file it opened ([`FileId`]: size,
+//! mtime, ctime, inode of the descriptor) and checks it, and the path's, before
+//! it sends `Fin` and when a read fails: a file rewritten, appended to or
+//! replaced meanwhile ends the attempt with `Changed`, never with a `Fin`
+//! for bytes that are no version of the file. A retried request (attempt >
+//! 1) is never answered from the MD5 cache: the sender hashes what it reads.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::driver::{size_buffers, wait};
+use super::sender::{AMPLIFICATION, SendOp, Sender, SenderConfig};
+use super::wire::{
+    Packet, VERSION, begin_data, decode, encode, encode_error_as, foreign_request, seal_data,
+};
+use super::{MAX_PAYLOAD, chunk_len};
+use crate::history::{Direction, Record};
+use crate::peer::Shared;
+use crate::proto::FileMeta;
+use crate::{Context, Result, bail};
+
+/// Most UDP transfers a server runs at once.
+pub const MAX_SESSIONS: usize = 64;
+/// Most proven transfers to one IP address at once.
+pub const MAX_PER_IP: usize = 16;
+/// Most sessions whose address has not echoed its token yet; the oldest is
+/// dropped for a new one.
+pub const MAX_UNPROVEN: usize = 16;
+/// Most unproven sessions from one IP address; the oldest is dropped.
+pub const MAX_UNPROVEN_PER_IP: usize = 4;
+
+/// What a rewrite, an append or a replacement of a file changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl FileId {
+    pub fn of(st: &Metadata) -> FileId {
+        FileId {
+            dev: st.dev(),
+            ino: st.ino(),
+            size: st.len(),
+            mtime_ns: crate::folder::mtime_ns(st),
+            ctime_ns: st.ctime().saturating_mul(1_000_000_000) + st.ctime_nsec(),
+        }
+    }
+}
+
+struct Session {
+    sender: Sender,
+    file: File,
+    meta: FileMeta,
+    /// The file as it was opened, and where it lives.
+    opened: FileId,
+    path: PathBuf,
+    peer: SocketAddr,
+    id: u64,
+    since: Instant,
+}
+
+impl Session {
+    /// Whether the open file, and the file at its path, are still the one
+    /// that was opened.
+    fn unchanged(&self) -> bool {
+        let fd = self.file.metadata().map(|m| FileId::of(&m));
+        let path = std::fs::metadata(&self.path).map(|m| FileId::of(&m));
+        matches!((fd, path), (Ok(a), Ok(b)) if a == self.opened && b == self.opened)
+    }
+}
+
+type Key = (SocketAddr, u64);
+
+struct Server {
+    sock: UdpSocket,
+    shared: Arc<Shared>,
+    sessions: HashMap<Key, Session>,
+    sbuf: Vec<u8>,
+}
+
+/// The server's UDP thread: serve transfers until `stop` is set.
+pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    size_buffers(&sock);
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut srv = Server {
+        sock,
+        shared,
+        sessions: HashMap::new(),
+        sbuf: Vec::with_capacity(65536),
+    };
+    let mut rbuf = vec![0u8; 65536];
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        while let Ok((n, from)) = srv.sock.recv_from(&mut rbuf) {
+            srv.receive(now, &rbuf[..n], from);
+        }
+        let mut blocked = false;
+        let mut busy = false;
+        for s in srv.sessions.values_mut() {
+            match pump(&srv.sock, &mut srv.sbuf, s, now) {
+                Pump::Idle => {}
+                Pump::Busy => busy = true,
+                Pump::Blocked => {
+                    blocked = true;
+                    break;
+                }
+            }
+        }
+        srv.reap();
+        if busy && !blocked {
+            continue;
+        }
+        let now = Instant::now();
+        let deadline = srv
+            .sessions
+            .values()
+            .filter_map(|s| s.sender.poll_timeout())
+            .min()
+            .unwrap_or(now + Duration::from_millis(200));
+        let timeout = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(200));
+        wait(&srv.sock, blocked, timeout);
+    }
+}
+
+impl Server {
+    /// One datagram of `n` bytes from `from`.
+    fn receive(&mut self, now: Instant, bytes: &[u8], from: SocketAddr) {
+        let n = bytes.len();
+        let Some((id, p)) = decode(bytes) else {
+            if let Some((version, id)) = foreign_request(bytes) {
+                let msg = format!(
+                    "the peer speaks UDP protocol version {VERSION}, not {version}; use the same dropbox-shell version on both sides"
+                );
+                encode_error_as(version, id, &msg, &mut self.sbuf);
+                if self.sbuf.len() <= AMPLIFICATION as usize * n {
+                    let _ = self.sock.send_to(&self.sbuf, from);
+                }
+            }
+            return;
+        };
+        if let Some(s) = self.sessions.get_mut(&(from, id)) {
+            s.sender.handle_datagram(n);
+            match p {
+                Packet::Request { window, .. } => s.sender.handle_request(now, window),
+                Packet::Ack {
+                    token,
+                    cum,
+                    window,
+                    ranges,
+                } => s.sender.handle_ack(now, token, cum, window, &ranges),
+                Packet::Done { token } => s.sender.handle_done(now, token),
+                _ => {}
+            }
+            return;
+        }
+        if let Packet::Request {
+            attempt,
+            payload,
+            window,
+            name,
+        } = p
+        {
+            let opened = self.admit(from).and_then(|()| {
+                open_session(&self.shared, now, from, id, name, attempt, payload, window)
+            });
+            match opened {
+                Ok(mut s) => {
+                    s.sender.handle_datagram(n);
+                    self.sessions.insert((from, id), s);
+                }
+                Err(e) => self.refuse(from, id, name, &e.to_string(), n),
+            }
+        }
+    }
+
+    /// Make room for a new session from `from`: the oldest unproven ones
+    /// give way; proven ones never do (the request is refused instead).
+    /// Proven sessions take at most `MAX_SESSIONS - MAX_UNPROVEN` slots
+    /// when a request comes, so the unproven ones always have theirs.
+    fn admit(&mut self, from: SocketAddr) -> Result<()> {
+        let ip = from.ip();
+        let proven = |s: &Session| s.sender.is_validated();
+        if self.count(|s| proven(s) && s.peer.ip() == ip) >= MAX_PER_IP
+            || self.count(proven) >= MAX_SESSIONS - MAX_UNPROVEN
+        {
+            bail!("the peer is busy (too many UDP transfers); try again shortly");
+        }
+        while self.count(|s| !proven(s) && s.peer.ip() == ip) >= MAX_UNPROVEN_PER_IP {
+            self.evict_oldest_unproven(Some(ip));
+        }
+        while self.count(|s| !proven(s)) >= MAX_UNPROVEN {
+            self.evict_oldest_unproven(None);
+        }
+        Ok(())
+    }
+
+    fn count(&self, f: impl Fn(&Session) -> bool) -> usize {
+        self.sessions.values().filter(|s| f(s)).count()
+    }
+
+    fn evict_oldest_unproven(&mut self, ip: Option<IpAddr>) {
+        let oldest = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.sender.is_validated() && ip.is_none_or(|ip| s.peer.ip() == ip))
+            .min_by_key(|(_, s)| s.since)
+            .map(|(k, _)| *k);
+        if let Some(s) = oldest.and_then(|k| self.sessions.remove(&k)) {
+            self.log_end(
+                &s,
+                "error: dropped: the address never confirmed the transfer",
+            );
+        }
+    }
+
+    /// Answer a request that opens no session, in at most three times the
+    /// `n` bytes it took.
+    fn refuse(&mut self, from: SocketAddr, id: u64, name: &str, message: &str, n: usize) {
+        let room = (AMPLIFICATION as usize * n).saturating_sub(super::wire::FRAME_OVERHEAD);
+        let mut end = message.len().min(room);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        encode(
+            id,
+            &Packet::Error {
+                message: &message[..end],
+            },
+            &mut self.sbuf,
+            0,
+        );
+        let _ = self.sock.send_to(&self.sbuf, from);
+        self.shared.history.log(&Record::now(
+            Direction::Served,
+            &from.to_string(),
+            &format!("download UDP {name}"),
+            &format!("error: {message}"),
+            0,
+        ));
+    }
+
+    /// Log and drop the sessions that are over.
+    fn reap(&mut self) {
+        let over: Vec<Key> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.sender.is_over())
+            .map(|(k, _)| *k)
+            .collect();
+        for k in over {
+            if let Some(s) = self.sessions.remove(&k) {
+                let outcome = match s.sender.failure() {
+                    Some(f) => format!("error: {f}"),
+                    None => "ok".into(),
+                };
+                self.log_end(&s, &outcome);
+            }
+        }
+    }
+
+    fn log_end(&self, s: &Session, outcome: &str) {
+        let what = format!("download UDP {}", s.meta.name);
+        self.shared.history.log(&Record::now(
+            Direction::Served,
+            &s.peer.to_string(),
+            &what,
+            outcome,
+            s.sender.size(),
+        ));
+        if outcome == "ok" || s.sender.is_validated() {
+            self.shared
+                .event(format!("served {what} to {}: {outcome}", s.peer));
+        }
+    }
+}
+
+enum Pump {
+    Idle,
+    Busy,
+    Blocked,
+}
+
+/// Send what one session has to send now (at most 64 datagrams).
+fn pump(sock: &UdpSocket, sbuf: &mut Vec<u8>, s: &mut Session, now: Instant) -> Pump {
+    s.sender.handle_timeout(now);
+    for _ in 0..64 {
+        let Some(op) = s.sender.poll_transmit(now) else {
+            return Pump::Idle;
+        };
+        let payload_range = match op {
+            SendOp::Meta => {
+                let m = &s.meta;
+                let p = Packet::Meta {
+                    size: m.size,
+                    mtime_ns: m.mtime_ns,
+                    mode: m.mode,
+                    payload: s.sender.payload(),
+                    token: s.sender.token(),
+                };
+                encode(s.id, &p, sbuf, 0);
+                0..0
+            }
+            SendOp::Fin if !s.unchanged() => {
+                s.sender.file_changed(now);
+                continue;
+            }
+            SendOp::Fin => {
+                let p = Packet::Fin {
+                    md5: s.sender.md5().unwrap_or_default(),
+                    retransmissions: s.sender.retransmissions(),
+                };
+                encode(s.id, &p, sbuf, 0);
+                0..0
+            }
+            SendOp::Changed => {
+                encode(s.id, &Packet::Changed, sbuf, 0);
+                0..0
+            }
+            SendOp::Data(seq) => {
+                begin_data(s.id, seq, sbuf);
+                let start = sbuf.len();
+                let len = chunk_len(s.sender.size(), s.sender.payload(), seq);
+                sbuf.resize(start + len, 0);
+                let at = seq * s.sender.payload() as u64;
+                if let Err(e) = s.file.read_exact_at(&mut sbuf[start..], at) {
+                    if !s.unchanged() {
+                        s.sender.file_changed(now);
+                        continue;
+                    }
+                    let message = format!("reading {} failed: {e}", s.meta.name);
+                    encode(s.id, &Packet::Error { message: &message }, sbuf, 0);
+                    let _ = sock.send_to(sbuf, s.peer);
+                    s.sender.handle_done(now, s.sender.token());
+                    return Pump::Idle;
+                }
+                seal_data(sbuf);
+                start..start + len
+            }
+        };
+        match sock.send_to(sbuf, s.peer) {
+            Ok(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Pump::Blocked,
+            Err(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
+        }
+    }
+    Pump::Busy
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_session(
+    shared: &Shared,
+    now: Instant,
+    peer: SocketAddr,
+    id: u64,
+    name: &str,
+    attempt: u32,
+    payload: u32,
+    window: u32,
+) -> Result<Session> {
+    let (file, meta) = shared.folder.open_file(name)?;
+    let st = file.metadata().context(&meta.name)?;
+    // A second attempt follows a mismatch: the cache may be what was wrong.
+    let known = if attempt > 1 {
+        None
+    } else {
+        shared.folder.cached(&meta.name, &st)
+    };
+    // The identity of what the meta describes: a change between the open
+    // and this fstat shows at the check before `Fin`.
+    let opened = FileId {
+        size: meta.size,
+        mtime_ns: meta.mtime_ns,
+        ..FileId::of(&st)
+    };
+    let path = shared.folder.root().join(&meta.name);
+    let payload = payload.clamp(16, MAX_PAYLOAD);
+    let cfg = SenderConfig {
+        silence: shared.config.udp_silence,
+        token: Some(fastrand::u64(..)),
+        ..Default::default()
+    };
+    Ok(Session {
+        sender: Sender::new(now, meta.size, payload, window, known, cfg),
+        file,
+        meta,
+        opened,
+        path,
+        peer,
+        id,
+        since: now,
+    })
+}
