@@ -85,15 +85,7 @@ fn a_client_only_run_opens_no_server_socket_and_leaves_no_state_folder() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("index longlist"));
     assert_eq!(fs::read_dir(me.path()).unwrap().count(), 0);
     // A download writes a file: then the state folder may hold its MD5.
-    let out = client(me.path(), state.path())
-        .args(["--peer", &server.addr, "-c", "download TCP a.txt"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_client_only(me.path(), &server.addr, "download TCP a.txt");
     assert_eq!(fs::read(me.path().join("a.txt")).unwrap(), b"hello");
 }
 

@@ -393,22 +393,7 @@ fn a_part_file_left_by_a_kill_is_cleared_by_the_next_run() {
         "the kill left its part file"
     );
     // The next client-only run that receives a file into that folder clears it.
-    let out = Command::new(BIN)
-        .args([
-            "--peer",
-            &server.addr,
-            "-c",
-            "download TCP small.txt",
-            "--dir",
-        ])
-        .arg(me.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_client_only(me.path(), &server.addr, "download TCP small.txt");
     assert!(
         part_files(me.path()).is_empty(),
         "{:?}",

@@ -516,22 +516,11 @@ fn commands_from_stdin_and_exit_codes() {
     let server = Peer::start(&[]);
     server.write("a.txt", b"a");
     let me = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--dir"])
-        .arg(me.path())
-        .args(["--peer", &server.addr])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"# a comment\n\nindex longlist\ndownload TCP a.txt\nexit\nindex longlist\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_stdin(
+        me.path(),
+        &server.addr,
+        "# a comment\n\nindex longlist\ndownload TCP a.txt\nexit\nindex longlist\n",
+    );
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(

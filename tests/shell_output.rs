@@ -5,9 +5,6 @@
 
 mod util;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use chrono::{DateTime, Local};
 use dropbox_shell::proto::HashEntry;
 use dropbox_shell::render::{json, text as render};
@@ -21,26 +18,6 @@ fn local(rfc3339: &str) -> String {
         .with_timezone(&Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
-}
-
-/// Lines read from standard input by a client in `dir` against `peer`.
-fn run_stdin(dir: &std::path::Path, peer: &str, input: &str) -> std::process::Output {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--dir"])
-        .arg(dir)
-        .args(["--peer", peer])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {

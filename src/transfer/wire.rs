@@ -174,17 +174,20 @@ pub fn encode(id: u64, packet: &Packet, out: &mut Vec<u8>, pad_to: usize) {
     seal(out);
 }
 
-/// A well-formed request of another protocol version: its version and
-/// transfer id, to answer with [`encode_error_as`].
-pub fn foreign_request(bytes: &[u8]) -> Option<(u8, u64)> {
+/// A datagram without its CRC trailer, if it is long enough and the CRC
+/// matches.
+fn checked_body(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.len() < HEADER + TRAILER {
         return None;
     }
     let (body, crc) = bytes.split_at(bytes.len() - TRAILER);
-    if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().ok()?) {
-        return None;
-    }
-    let mut c = Cursor(body);
+    (crc32fast::hash(body) == u32::from_be_bytes(crc.try_into().ok()?)).then_some(body)
+}
+
+/// A well-formed request of another protocol version: its version and
+/// transfer id, to answer with [`encode_error_as`].
+pub fn foreign_request(bytes: &[u8]) -> Option<(u8, u64)> {
+    let mut c = Cursor(checked_body(bytes)?);
     let (magic, version, kind, id) = (c.u16()?, c.u8()?, c.u8()?, c.u64()?);
     (magic == MAGIC && version != VERSION && kind == K_REQUEST).then_some((version, id))
 }
@@ -236,14 +239,7 @@ impl<'a> Cursor<'a> {
 
 /// Decode a datagram: `None` if it is corrupted, truncated or not ours.
 pub fn decode(bytes: &[u8]) -> Option<(u64, Packet<'_>)> {
-    if bytes.len() < HEADER + TRAILER {
-        return None;
-    }
-    let (body, crc) = bytes.split_at(bytes.len() - TRAILER);
-    if crc32fast::hash(body) != u32::from_be_bytes(crc.try_into().ok()?) {
-        return None;
-    }
-    let mut c = Cursor(body);
+    let mut c = Cursor(checked_body(bytes)?);
     if c.u16()? != MAGIC || c.u8()? != VERSION {
         return None;
     }

@@ -126,6 +126,43 @@ pub fn run(dir: &Path, peer: &str, cmds: &[&str], extra: &[&str]) -> Output {
     c.stdin(Stdio::null()).output().unwrap()
 }
 
+/// Feed `input` to the standard input of a client in `dir` against `peer`.
+pub fn run_stdin(dir: &Path, peer: &str, input: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--dir"])
+        .arg(dir)
+        .args(["--peer", peer])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Run commands with `-c` from a client only (no `--listen`) in `dir`
+/// against `peer`, and check that it succeeded.
+pub fn run_client_only(dir: &Path, peer: &str, cmd: &str) -> Output {
+    let out = Command::new(BIN)
+        .args(["--peer", peer, "-c", cmd, "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Run commands with `--json` and parse one JSON document per stdout line.
 pub fn run_json(dir: &Path, peer: &str, cmds: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
     let out = run(dir, peer, cmds, &["--json"]);
