@@ -14,7 +14,7 @@ mod stat;
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +25,10 @@ use rayon::prelude::*;
 pub use hashcache::HashCache;
 pub use incoming::{Finish, Incoming, mismatch};
 pub use md5pipe::Md5Pipe;
-pub use stat::{PERMISSION_BITS, Version, mode_for_new_file, open_regular, umask};
+pub use stat::{
+    PERMISSION_BITS, Version, file_meta, file_time, mode_for_new_file, mtime_ns, open_regular,
+    umask,
+};
 
 use crate::names::{STATE_DIR, clean_name, is_private};
 use crate::proto::{Entry, FileMeta, HashEntry, Kind, hex};
@@ -467,31 +470,6 @@ fn failed(name: &str, e: Error) -> HashEntry {
         md5: None,
         mtime_ns: 0,
         error: Some(e.to_string()),
-    }
-}
-
-/// Modification time in nanoseconds since the epoch.
-pub fn mtime_ns(meta: &Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
-}
-
-/// A time in nanoseconds since the epoch, as `filetime` wants it.
-pub fn file_time(nanos: i64) -> filetime::FileTime {
-    filetime::FileTime::from_unix_time(
-        nanos.div_euclid(1_000_000_000),
-        nanos.rem_euclid(1_000_000_000) as u32,
-    )
-}
-
-/// The transfer header for a file with this metadata.
-pub fn file_meta(name: String, meta: &Metadata) -> FileMeta {
-    FileMeta {
-        name,
-        size: meta.len(),
-        mtime_ns: mtime_ns(meta),
-        mode: meta.permissions().mode() & PERMISSION_BITS,
     }
 }
 

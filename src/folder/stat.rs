@@ -1,15 +1,18 @@
 //! What a file is and whether it is still the same: opening only regular
 //! files (never blocking on a FIFO or touching a device), the version of a
 //! file that a rewrite cannot hide (size, mtime, ctime, inode, as git
-//! checks its index against "racy" edits), and the permission bits that may
-//! travel between peers.
+//! checks its index against "racy" edits), the permission bits that may
+//! travel between peers, and a file's times and header as they travel.
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::OnceLock;
+
+use crate::proto::FileMeta;
 
 /// The only mode bits that travel: read, write and execute for owner,
 /// group and others. Never setuid, setgid or sticky.
@@ -73,7 +76,7 @@ impl Version {
     pub fn of(meta: &Metadata) -> Version {
         Version {
             size: meta.len(),
-            mtime_ns: super::mtime_ns(meta),
+            mtime_ns: mtime_ns(meta),
             ctime_ns: meta
                 .ctime()
                 .saturating_mul(1_000_000_000)
@@ -86,6 +89,31 @@ impl Version {
     /// The version of the file now at `path` (following symlinks).
     pub fn at(path: &Path) -> Option<Version> {
         std::fs::metadata(path).ok().map(|m| Version::of(&m))
+    }
+}
+
+/// Modification time in nanoseconds since the epoch.
+pub fn mtime_ns(meta: &Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// A time in nanoseconds since the epoch, as `filetime` wants it.
+pub fn file_time(nanos: i64) -> filetime::FileTime {
+    filetime::FileTime::from_unix_time(
+        nanos.div_euclid(1_000_000_000),
+        nanos.rem_euclid(1_000_000_000) as u32,
+    )
+}
+
+/// The transfer header for a file with this metadata.
+pub fn file_meta(name: String, meta: &Metadata) -> FileMeta {
+    FileMeta {
+        name,
+        size: meta.len(),
+        mtime_ns: mtime_ns(meta),
+        mode: meta.permissions().mode() & PERMISSION_BITS,
     }
 }
 
