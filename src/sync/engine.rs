@@ -2,7 +2,10 @@
 //! and the file-system watcher's wake-ups, and runs one round at a time.
 //! Many wake-ups become one round: watcher events only mark the folder
 //! dirty and set a short deadline (a debounce); a periodic full re-check
-//! catches whatever the watcher missed.
+//! catches whatever the watcher missed. It also owns the mass-deletion
+//! guard ([`super::guard`]), the memory of failed actions
+//! ([`super::stuck`]) and, while syncing, the control socket through which
+//! another process in the folder reaches it ([`super::control`]).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -14,10 +17,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, select};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::guard::DeletionGuard;
 use super::lock::SyncLock;
-use super::plan::{Action, FileState, Index, conflict_name, plan};
+use super::plan::{Action, FileState, Index, PERM_BITS, conflict_name, plan};
+use super::stuck::Stuck;
 use crate::client::Client;
 use crate::history::{Direction, Record};
 use crate::names::clean_name;
@@ -76,7 +81,7 @@ pub enum SyncCmd {
 }
 
 /// What one round did with one partner.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PartnerRound {
     pub peer: String,
     pub peer_id: Option<String>,
@@ -89,15 +94,18 @@ pub struct PartnerRound {
     pub bytes: u64,
     /// Deletions held back until `sync confirm`.
     pub paused_deletions: usize,
+    /// Actions not tried again: they failed before on the same states.
+    #[serde(default)]
+    pub left_alone: usize,
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncReport {
     pub partners: Vec<PartnerRound>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartnerStatus {
     pub peer: String,
     pub peer_id: Option<String>,
@@ -110,7 +118,7 @@ pub struct PartnerStatus {
     pub next_try: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncStatus {
     pub enabled: bool,
     pub interval_seconds: u64,
@@ -139,6 +147,8 @@ pub struct SyncEngine {
     stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     _watcher: Option<notify::RecommendedWatcher>,
+    /// While `--sync` runs: the socket another process of the folder asks.
+    control: Mutex<Option<super::control::ControlServer>>,
     /// Held while `--sync` runs.
     _lock: Option<SyncLock>,
 }
@@ -178,6 +188,11 @@ impl SyncEngine {
             let started = std::time::SystemTime::now();
             shared.folder.remove_stale_parts(started);
         }
+        let control = if cfg.enabled {
+            start_control(&shared, tx.clone())
+        } else {
+            None
+        };
         let stopping = Arc::new(AtomicBool::new(false));
         let mut actor = Actor {
             shared,
@@ -186,6 +201,8 @@ impl SyncEngine {
             last_round: None,
             pending: false,
             stopping: stopping.clone(),
+            guard: DeletionGuard::default(),
+            stuck: Stuck::default(),
         };
         let thread = thread::Builder::new().name("sync".into()).spawn(move || {
             // Without a watcher its sender is gone: a closed channel is
@@ -202,6 +219,7 @@ impl SyncEngine {
             stopping,
             thread: Mutex::new(Some(thread)),
             _watcher: watcher,
+            control: Mutex::new(control),
             _lock: lock,
         })
     }
@@ -214,10 +232,32 @@ impl SyncEngine {
     /// their next chunk and remove their temporary files), and wait for
     /// the thread.
     pub fn stop(&self) {
+        if let Some(c) = self.control.lock().ok().and_then(|mut c| c.take()) {
+            c.stop();
+        }
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.tx.send(SyncCmd::Stop);
         if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
+        }
+    }
+}
+
+/// The control socket of a syncing peer; a folder where it cannot be made
+/// still syncs, and says why `sync` from another process will not reach it.
+fn start_control(
+    shared: &Arc<Shared>,
+    tx: Sender<SyncCmd>,
+) -> Option<super::control::ControlServer> {
+    match super::control::ControlServer::start(shared.folder.state_dir(), tx) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let msg = format!("no control socket ({e}); other processes cannot reach this one");
+            shared
+                .history
+                .log(&Record::now(Direction::Made, "-", "sync control", &msg, 0));
+            shared.sync_event(msg);
+            None
         }
     }
 }
@@ -256,6 +296,8 @@ struct Actor {
     pending: bool,
     /// The cancel flag of every connection a round opens.
     stopping: Arc<AtomicBool>,
+    guard: DeletionGuard,
+    stuck: Stuck,
 }
 
 fn now_text() -> String {
@@ -302,7 +344,12 @@ impl Actor {
                 recv(rx) -> cmd => match cmd {
                     Err(_) | Ok(SyncCmd::Stop) => break,
                     Ok(SyncCmd::RunNow(confirm, reply)) => {
-                        let report = self.round_all(confirm, false);
+                        // Asked by hand: what failed before is tried again.
+                        self.stuck.clear();
+                        let report = self.round_all(confirm, false, true);
+                        if confirm {
+                            self.guard.confirmed();
+                        }
                         let _ = reply.send(report);
                     }
                     Ok(SyncCmd::Status(reply)) => {
@@ -338,10 +385,10 @@ impl Actor {
             if due.is_some_and(|d| now >= d) {
                 due = None;
                 if all {
-                    self.round_all(false, true);
+                    self.round_all(false, true, false);
                 } else {
                     for i in std::mem::take(&mut some) {
-                        self.round_logged(i, false);
+                        self.round_logged(i, false, false);
                     }
                 }
                 all = false;
@@ -430,19 +477,23 @@ impl Actor {
     /// A round with every partner; with `due_only`, not with those still
     /// waiting out their backoff. Half an interval of slack: a timer tick
     /// that comes a moment before a partner's time still takes it.
-    fn round_all(&mut self, confirm: bool, due_only: bool) -> SyncReport {
+    /// `by_hand`: asked for by `sync`, which shows the report itself.
+    fn round_all(&mut self, confirm: bool, due_only: bool, by_hand: bool) -> SyncReport {
         let soon = Instant::now() + self.cfg.interval / 2;
         let due: Vec<usize> = (0..self.partners.len())
             .filter(|&i| !due_only || self.partners[i].retry_at.is_none_or(|t| t <= soon))
             .collect();
         let partners = due
             .into_iter()
-            .map(|i| self.round_logged(i, confirm))
+            .map(|i| self.round_logged(i, confirm, by_hand))
             .collect();
         SyncReport { partners }
     }
 
-    fn round_logged(&mut self, i: usize, confirm: bool) -> PartnerRound {
+    /// A round with partner `i`, logged; one the engine started by itself
+    /// is also told to the shell (a round asked for by hand is shown by
+    /// the command that asked).
+    fn round_logged(&mut self, i: usize, confirm: bool, by_hand: bool) -> PartnerRound {
         let started = Instant::now();
         let mut report = PartnerRound {
             peer: self.partners[i].addr.clone(),
@@ -487,8 +538,10 @@ impl Actor {
                 &summary,
                 report.bytes,
             ));
-            self.shared
-                .sync_event(format!("sync with {}: {summary}", report.peer));
+            if !by_hand {
+                self.shared
+                    .sync_event(format!("sync with {}: {summary}", report.peer));
+            }
         }
         report
     }
@@ -533,19 +586,30 @@ impl Actor {
         let (remote, their_base) = to_index(&remote_entries);
         let base = self.shared.sync_db.load(&remote_id)?;
         let plan = plan(&local, &remote, &base, &their_base);
-        let hold_deletions = plan.is_mass_deletion() && !confirm;
+        let hold_deletions = !confirm
+            && self
+                .guard
+                .hold(Instant::now(), plan.local_files, plan.deletions());
         if hold_deletions {
             rep.paused_deletions = plan.deletions();
         }
         let mut changes: Vec<(String, Option<FileState>)> = Vec::new();
         // Pulls go in one pipelined batch; everything else runs in plan
         // order around it (folders and renames before, modes and deletions
-        // after). A failure is this path's alone.
+        // after). A failure is this path's alone, and is not tried again
+        // while neither side changes.
         let mut pulls: Vec<(String, Option<FileState>)> = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
         let mut after_pulls = false;
+        let now = Instant::now();
         for (path, action) in &plan.actions {
             let r = remote.get(path);
             let l = local.get(path);
+            let bookkeeping = matches!(action, Action::Nothing | Action::Record | Action::Forget);
+            if !bookkeeping && self.stuck.left_alone(&remote_id, path, l, r, now) {
+                rep.left_alone += 1;
+                continue;
+            }
             let outcome = match action {
                 Action::Pull | Action::ConflictPull => self
                     .prepare_pull(path, action, l, rep)
@@ -553,17 +617,15 @@ impl Actor {
                 _ => {
                     if !after_pulls && !pulls.is_empty() {
                         after_pulls = true;
-                        if let Err(e) = self.pull_all(
+                        self.pull_batch(
                             &mut client,
                             &remote_id,
                             &pulls,
                             &remote,
                             rep,
                             &mut changes,
-                        ) {
-                            rep.errors
-                                .push(format!("pulling from {addr}: {e}; the rest next round"));
-                        }
+                            &mut failed,
+                        );
                     }
                     self.apply(path, action, l, r, hold_deletions, rep, &mut changes)
                 }
@@ -571,38 +633,65 @@ impl Actor {
             if let Err(e) = outcome {
                 rep.errors.push(format!("{path}: {e}"));
                 self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
+                failed.push(path.clone());
             }
         }
-        if !after_pulls
-            && !pulls.is_empty()
-            && let Err(e) =
-                self.pull_all(&mut client, &remote_id, &pulls, &remote, rep, &mut changes)
-        {
-            rep.errors
-                .push(format!("pulling from {addr}: {e}; the rest next round"));
+        if !after_pulls && !pulls.is_empty() {
+            self.pull_batch(
+                &mut client,
+                &remote_id,
+                &pulls,
+                &remote,
+                rep,
+                &mut changes,
+                &mut failed,
+            );
+        }
+        for path in failed {
+            self.stuck
+                .failed(&remote_id, &path, local.get(&path), remote.get(&path), now);
+        }
+        if !confirm {
+            self.guard.applied(Instant::now(), rep.deleted);
         }
         self.shared.sync_db.apply(&remote_id, &changes)?;
         self.shared.folder.save_cache();
         Ok(())
     }
 
-    /// Before pulling: a conflict moves our version aside. Returns the local
-    /// state the pull expects to replace (checked again before the rename).
-    fn prepare_pull(
+    /// [`Actor::pull_all`], its failure noted for the round.
+    #[allow(clippy::too_many_arguments)]
+    fn pull_batch(
         &self,
-        path: &str,
-        action: &Action,
-        local: Option<&FileState>,
+        client: &mut Client,
+        remote_id: &str,
+        pulls: &[(String, Option<FileState>)],
+        remote: &Index,
         rep: &mut PartnerRound,
-    ) -> Result<Option<FileState>> {
-        if *action != Action::ConflictPull {
-            return Ok(local.cloned());
+        changes: &mut Vec<(String, Option<FileState>)>,
+        failed: &mut Vec<String>,
+    ) {
+        if let Err(e) = self.pull_all(client, remote_id, pulls, remote, rep, changes, failed) {
+            rep.errors.push(format!(
+                "pulling from {}: {e}; the rest next round",
+                client.addr()
+            ));
         }
+    }
+
+    /// Move our version of `path` aside to a conflict copy (a name not
+    /// taken yet); returns that name.
+    fn move_aside(&self, path: &str, local: &FileState, rep: &mut PartnerRound) -> Result<String> {
         let folder = &self.shared.folder;
-        let l = local.ok_or_else(|| Error::new("no local state"))?;
-        still_as_planned(folder.root(), path, Some(l))?;
+        still_as_planned(folder.root(), path, Some(local))?;
         let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-        let aside = conflict_name(path, &stamp, &self.shared.peer_id);
+        let aside = (0..100)
+            .map(|n| match n {
+                0 => conflict_name(path, &stamp, &self.shared.peer_id),
+                n => conflict_name(path, &format!("{stamp}-{n}"), &self.shared.peer_id),
+            })
+            .find(|a| fs::symlink_metadata(folder.root().join(a)).is_err())
+            .ok_or_else(|| Error::new(format!("no free conflict name for {path}")))?;
         fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
             .context(format!("moving {path} aside to {aside}"))?;
         rep.conflicts += 1;
@@ -612,6 +701,26 @@ impl Actor {
             &format!("ours kept as {aside}"),
             0,
         );
+        Ok(aside)
+    }
+
+    /// Before pulling: refuse a file that could not land here (a file
+    /// where one of its folders should be), and on a conflict move our
+    /// version aside. Returns the local state the pull expects to replace
+    /// (checked again before the rename).
+    fn prepare_pull(
+        &self,
+        path: &str,
+        action: &Action,
+        local: Option<&FileState>,
+        rep: &mut PartnerRound,
+    ) -> Result<Option<FileState>> {
+        can_land(self.shared.folder.root(), path)?;
+        if *action != Action::ConflictPull {
+            return Ok(local.cloned());
+        }
+        let l = local.ok_or_else(|| Error::new("no local state"))?;
+        self.move_aside(path, l, rep)?;
         Ok(None)
     }
 
@@ -656,6 +765,7 @@ impl Actor {
     /// [`MAX_LANES`]` - 1` more connections to the same partner, one per
     /// core: each lane receives, writes and hashes its files on its own
     /// thread, taking the next name from a shared queue.
+    #[allow(clippy::too_many_arguments)]
     fn pull_all(
         &self,
         client: &mut Client,
@@ -664,6 +774,7 @@ impl Actor {
         remote: &Index,
         rep: &mut PartnerRound,
         changes: &mut Vec<(String, Option<FileState>)>,
+        failed: &mut Vec<String>,
     ) -> Result<()> {
         let folder = &self.shared.folder;
         let root = folder.root().to_path_buf();
@@ -736,6 +847,7 @@ impl Actor {
                         &format!("error: {e}"),
                         0,
                     );
+                    failed.push(path);
                 }
             }
         }
@@ -756,12 +868,22 @@ impl Actor {
         let folder = &self.shared.folder;
         let peer = rep.peer.clone();
         match action {
-            Action::Nothing | Action::KindClash => {
-                if *action == Action::KindClash {
-                    rep.errors.push(format!(
-                        "{path}: a file on one side and a folder on the other; left alone"
-                    ));
-                }
+            Action::Nothing => {}
+            Action::FolderWins => {
+                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
+                let l = local.ok_or_else(|| Error::new("no local state"))?;
+                self.move_aside(path, l, rep)?;
+                let p = folder.local_path(path)?;
+                fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(r.perm())).ok();
+                changes.push((path.to_string(), Some(r.clone())));
+                rep.folders += 1;
+                self.log(
+                    &peer,
+                    &format!("sync mkdir {path}"),
+                    "ok (a folder there)",
+                    0,
+                );
             }
             Action::Record => changes.push((path.to_string(), local.cloned())),
             Action::Forget => changes.push((path.to_string(), None)),
@@ -770,14 +892,15 @@ impl Actor {
                 let r = remote.ok_or_else(|| Error::new("no remote state"))?;
                 let p = folder.local_path(path)?;
                 fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
+                fs::set_permissions(&p, fs::Permissions::from_mode(r.perm())).ok();
                 changes.push((path.to_string(), Some(r.clone())));
                 rep.folders += 1;
                 self.log(&peer, &format!("sync mkdir {path}"), "ok", 0);
             }
             Action::SetMode(mode) => {
                 let p = folder.local_path(path)?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))
+                let mode = mode & PERM_BITS;
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode))
                     .context(format!("chmod {path}"))?;
                 changes.push((path.to_string(), remote.cloned()));
                 rep.modes += 1;
@@ -788,7 +911,12 @@ impl Actor {
                     return Ok(());
                 }
                 still_as_planned(folder.root(), path, local)?;
-                to_trash(folder, path)?;
+                super::trash::move_to_trash(
+                    &folder.state_dir().join("trash"),
+                    &folder.target_path(path)?,
+                    path,
+                    chrono::Local::now(),
+                )?;
                 changes.push((path.to_string(), None));
                 rep.deleted += 1;
                 self.log(
@@ -823,7 +951,7 @@ impl Actor {
                 fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
                 let mtime = crate::folder::file_time(r.mtime_ns);
                 filetime::set_file_mtime(&new, mtime).ok();
-                fs::set_permissions(&new, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
+                fs::set_permissions(&new, fs::Permissions::from_mode(r.perm())).ok();
                 changes.push((path.to_string(), Some(r.clone())));
                 changes.push((from.clone(), None));
                 rep.renamed += 1;
@@ -887,14 +1015,24 @@ fn still_as_planned(root: &Path, path: &str, expected: Option<&FileState>) -> Re
     Ok(())
 }
 
-/// Move a file into `.dropbox-shell/trash/<time>/<path>` instead of deleting it.
-fn to_trash(folder: &crate::folder::Folder, path: &str) -> Result<()> {
-    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S%.3f").to_string();
-    let dest = folder.state_dir().join("trash").join(stamp).join(path);
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).context("creating the trash folder")?;
+/// Refuse a pull whose bytes could not land: one of the folders of `path`
+/// is a file (or anything else but a folder) here.
+fn can_land(root: &Path, path: &str) -> Result<()> {
+    let mut at = root.to_path_buf();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        match fs::metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "{} is a file here, not a folder; not pulled",
+                parts[..=i].join("/")
+            ),
+            Err(_) => break,
+        }
     }
-    fs::rename(folder.target_path(path)?, &dest).context(format!("moving {path} to the trash"))
+    Ok(())
 }
 
 fn summary(r: &PartnerRound) -> String {
@@ -913,8 +1051,15 @@ fn summary(r: &PartnerRound) -> String {
     }
     if r.paused_deletions > 0 {
         parts.push(format!(
-            "{} deletions paused (more than half the files): `sync confirm` to apply",
-            r.paused_deletions
+            "{} deletions paused (more than half the files within {} minutes): `sync confirm` to apply",
+            r.paused_deletions,
+            super::guard::WINDOW.as_secs() / 60
+        ));
+    }
+    if r.left_alone > 0 {
+        parts.push(format!(
+            "{} left alone (failed before; `sync` tries again)",
+            r.left_alone
         ));
     }
     match r.errors.as_slice() {
@@ -941,5 +1086,45 @@ mod tests {
         assert_eq!(backoff(s(10), 7), MAX_BACKOFF);
         assert_eq!(backoff(s(10), u32::MAX), MAX_BACKOFF);
         assert_eq!(backoff(s(3600), 2), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_round_asked_by_hand_is_shown_by_the_command_not_as_an_event() {
+        use crate::peer::{EventSource, Peer, PeerConfig};
+        let start = |dir: &Path, sync: bool, peers: Vec<String>| {
+            Peer::start(PeerConfig {
+                dir: dir.to_path_buf(),
+                sync,
+                interval: Duration::from_secs(1),
+                peers,
+                ..PeerConfig::default()
+            })
+            .unwrap()
+        };
+        let (da, db, dc) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        fs::write(da.path().join("x.txt"), b"x").unwrap();
+        let a = start(da.path(), false, Vec::new());
+        let partner = vec![a.local_addr().to_string()];
+        // By hand (`sync`): the report is the answer, no event.
+        let b = start(db.path(), false, partner.clone());
+        let events = b.shared.events();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let engine = b.shared.sync_engine().unwrap();
+        engine.send(SyncCmd::RunNow(false, tx)).unwrap();
+        assert_eq!(rx.recv().unwrap().partners[0].pulled, 1);
+        assert_eq!(events.try_recv().ok(), None);
+        // A round the engine starts by itself is told to the shell.
+        let c = start(dc.path(), true, partner);
+        let event = c.shared.events().recv_timeout(Duration::from_secs(30));
+        let event = event.unwrap();
+        assert_eq!(event.source, EventSource::Sync);
+        assert!(event.text.contains("pulled 1"), "{event:?}");
+        for p in [c, b, a] {
+            p.shutdown();
+        }
     }
 }
