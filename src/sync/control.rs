@@ -58,6 +58,29 @@ pub enum Answer {
     Error(String),
 }
 
+/// Longest socket path the kernel takes (`sun_path` holds 108 bytes).
+const MAX_SOCKET_PATH: usize = 100;
+
+/// A path to the socket `path` short enough for the kernel: itself, or
+/// (for a deep folder) the same file through an open descriptor of its
+/// folder, `/proc/self/fd/N/control.sock`, valid while the returned file
+/// is open.
+fn reachable(path: &Path) -> (PathBuf, Option<fs::File>) {
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return (path.to_path_buf(), None);
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return (path.to_path_buf(), None);
+    };
+    match fs::File::open(dir) {
+        Ok(d) => (
+            Path::new(&format!("/proc/self/fd/{}", d.as_raw_fd())).join(name),
+            Some(d),
+        ),
+        Err(_) => (path.to_path_buf(), None),
+    }
+}
+
 /// The uid of the process at the other end of a Unix socket.
 fn peer_uid(s: &UnixStream) -> Option<u32> {
     let mut cred = libc::ucred {
@@ -116,8 +139,10 @@ impl ControlServer {
             Ok(_) => bail!("{} exists and is not a socket", path.display()),
             Err(_) => {}
         }
-        let listener =
-            UnixListener::bind(&path).context(format!("listening on {}", path.display()))?;
+        let listener = {
+            let (addr, _dir) = reachable(&path);
+            UnixListener::bind(&addr).context(format!("listening on {}", path.display()))?
+        };
         let ready = fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
             .and_then(|_| listener.set_nonblocking(true));
         if let Err(e) = ready {
@@ -266,7 +291,8 @@ fn ask_engine(engine: &Sender<SyncCmd>, req: Request) -> Answer {
 /// awaited until it comes or `cancel` is set.
 pub fn ask(state_dir: &Path, req: &Request, cancel: &AtomicBool) -> Result<Option<Answer>> {
     let path = state_dir.join(SOCKET);
-    let stream = match UnixStream::connect(&path) {
+    let (addr, _dir) = reachable(&path);
+    let stream = match UnixStream::connect(&addr) {
         Ok(s) => s,
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
             return Ok(None);
@@ -368,6 +394,30 @@ mod tests {
         server.stop();
         assert!(!sock.exists(), "the socket is removed");
         assert!(ask(d.path(), &Request::Status, &cancel).unwrap().is_none());
+        engine.join().unwrap();
+    }
+
+    #[test]
+    fn a_deep_folder_still_gets_its_socket() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a-rather-long-folder-name".repeat(6));
+        fs::create_dir_all(&deep).unwrap();
+        assert!(deep.join(SOCKET).as_os_str().len() > 108);
+        let (tx, rx) = crossbeam_channel::bounded::<SyncCmd>(4);
+        let engine = thread::spawn(move || {
+            for cmd in rx {
+                if let SyncCmd::RunNow(_, reply) = cmd {
+                    let _ = reply.send(SyncReport::default());
+                }
+            }
+        });
+        let server = ControlServer::start(&deep, tx).unwrap();
+        assert!(deep.join(SOCKET).exists());
+        let cancel = AtomicBool::new(false);
+        let answer = ask(&deep, &Request::Sync { confirm: false }, &cancel).unwrap();
+        assert!(matches!(answer, Some(Answer::Report(_))), "{answer:?}");
+        server.stop();
+        assert!(!deep.join(SOCKET).exists());
         engine.join().unwrap();
     }
 
