@@ -89,9 +89,11 @@ fn a_pull_that_cannot_land_is_not_made_and_reported_once() {
     // SAFETY: a valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     let ga = syncing_in(ga_dir, &[]);
-    let gb = syncing(&["--peer", &ga.addr]);
-    gb.write("z/inner.bin", &random_bytes(6, 1 << 20));
-    gb.write("other.txt", b"this one lands");
+    let gb_dir = tempfile::tempdir().unwrap();
+    fs::create_dir(gb_dir.path().join("z")).unwrap();
+    fs::write(gb_dir.path().join("z/inner.bin"), random_bytes(6, 1 << 20)).unwrap();
+    fs::write(gb_dir.path().join("other.txt"), b"this one lands").unwrap();
+    let gb = syncing_in(gb_dir, &["--peer", &ga.addr]);
     assert!(wait_for(LIMIT, || ga.path("other.txt").exists()));
     // Several more rounds (one a second).
     std::thread::sleep(Duration::from_secs(4));
@@ -245,15 +247,13 @@ fn setuid_setgid_and_sticky_never_travel_by_sync() {
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&b.path("tool")), 0o755);
     assert_eq!(mode(&b.path("shared")), 0o777);
-    // And no round repeats a chmod on either side.
+    // And no round chmods the file on either side: 4755 and 0755 are the same.
     for dir in [a.dir.path(), b.dir.path()] {
         let chmods = history(dir)
             .iter()
             .filter(|l| {
-                l["command"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("sync chmod")
+                let c = l["command"].as_str().unwrap_or("");
+                c.starts_with("sync chmod") && c.ends_with(" tool")
             })
             .count();
         assert_eq!(chmods, 0, "{:?}", history(dir));
