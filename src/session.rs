@@ -232,8 +232,26 @@ impl Session {
         }
     }
 
+    /// `sync`, `sync status`, `sync confirm`: answered by our own engine,
+    /// or, when we do not sync the folder ourselves and another process
+    /// does, by that process through its control socket.
     fn sync(&self, verb: SyncVerb) -> Result<Output> {
         use crate::sync::SyncCmd;
+        use crate::sync::control::{self, Answer, Request};
+        if !self.shared.config.sync {
+            let req = match verb {
+                SyncVerb::Status => Request::Status,
+                SyncVerb::Now | SyncVerb::Confirm => Request::Sync {
+                    confirm: verb == SyncVerb::Confirm,
+                },
+            };
+            match control::ask(self.shared.folder.state_dir(), &req, &self.cancel)? {
+                Some(Answer::Status(s)) => return Ok(Output::SyncStatus(s)),
+                Some(Answer::Report(r)) => return sync_report(r, true),
+                Some(Answer::Error(e)) => bail!("the process that syncs this folder says: {e}"),
+                None => {}
+            }
+        }
         let engine = self
             .shared
             .sync_engine()
@@ -250,21 +268,7 @@ impl Session {
                 engine
                     .send(SyncCmd::RunNow(verb == SyncVerb::Confirm, tx))
                     .map_err(|_| gone())?;
-                let report = rx.recv().map_err(|_| gone())?;
-                if report.partners.is_empty() {
-                    bail!(
-                        "no peer to sync with; start with --peer HOST:PORT (or let peers connect to this one)"
-                    );
-                }
-                if let Some(p) = report.partners.iter().find(|p| !p.errors.is_empty())
-                    && report
-                        .partners
-                        .iter()
-                        .all(|p| p.pulled + p.renamed + p.deleted == 0)
-                {
-                    bail!("sync with {} failed: {}", p.peer, p.errors.join("; "));
-                }
-                Ok(Output::Sync(report))
+                sync_report(rx.recv().map_err(|_| gone())?, false)
             }
         }
     }
@@ -307,6 +311,31 @@ impl Session {
             })
             .collect()
     }
+}
+
+/// A round's report, or an error when there was nobody to sync with or
+/// nothing went through. `elsewhere`: the round ran in the process that
+/// syncs this folder, with its partners.
+fn sync_report(report: crate::sync::SyncReport, elsewhere: bool) -> Result<Output> {
+    if report.partners.is_empty() {
+        if elsewhere {
+            bail!(
+                "the process that syncs this folder has no peer to sync with (it syncs with its own --peer partners)"
+            );
+        }
+        bail!(
+            "no peer to sync with; start with --peer HOST:PORT (or let peers connect to this one)"
+        );
+    }
+    if let Some(p) = report.partners.iter().find(|p| !p.errors.is_empty())
+        && report
+            .partners
+            .iter()
+            .all(|p| p.pulled + p.renamed + p.deleted == 0)
+    {
+        bail!("sync with {} failed: {}", p.peer, p.errors.join("; "));
+    }
+    Ok(Output::Sync(report))
 }
 
 /// Files in a peer's folder (for completion); a peer that does not answer

@@ -2,33 +2,35 @@
 //! and the file-system watcher's wake-ups, and runs one round at a time.
 //! Many wake-ups become one round: watcher events only mark the folder
 //! dirty and set a short deadline (a debounce); a periodic full re-check
-//! catches whatever the watcher missed.
+//! catches whatever the watcher missed. It also owns the mass-deletion
+//! guard ([`super::guard`]), the memory of failed actions
+//! ([`super::stuck`]) and, while syncing, the control socket through which
+//! another process in the folder reaches it ([`super::control`]).
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, select};
-use serde::Serialize;
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+use serde::{Deserialize, Serialize};
 
+use super::guard::DeletionGuard;
 use super::lock::SyncLock;
-use super::plan::{Action, FileState, Index, conflict_name, plan};
-use crate::client::Client;
+use super::plan::{Index, plan};
+use super::stuck::Stuck;
 use crate::history::{Direction, Record};
 use crate::names::clean_name;
 use crate::peer::Shared;
 use crate::proto::SyncEntry;
-use crate::{Context, Error, Result, bail};
+use crate::{Error, Result};
+
+mod round;
 
 /// How long file-system events are gathered before a round starts.
 const DEBOUNCE: Duration = Duration::from_millis(40);
-/// Longest a pulled file waits to be recorded in the sync database.
-const RECORD_EVERY: Duration = Duration::from_millis(50);
 /// Longest the timer and local changes leave a failing partner alone.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -76,7 +78,7 @@ pub enum SyncCmd {
 }
 
 /// What one round did with one partner.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PartnerRound {
     pub peer: String,
     pub peer_id: Option<String>,
@@ -89,15 +91,18 @@ pub struct PartnerRound {
     pub bytes: u64,
     /// Deletions held back until `sync confirm`.
     pub paused_deletions: usize,
+    /// Actions not tried again: they failed before on the same states.
+    #[serde(default)]
+    pub left_alone: usize,
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncReport {
     pub partners: Vec<PartnerRound>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartnerStatus {
     pub peer: String,
     pub peer_id: Option<String>,
@@ -110,7 +115,7 @@ pub struct PartnerStatus {
     pub next_try: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncStatus {
     pub enabled: bool,
     pub interval_seconds: u64,
@@ -139,6 +144,8 @@ pub struct SyncEngine {
     stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
     _watcher: Option<notify::RecommendedWatcher>,
+    /// While `--sync` runs: the socket another process of the folder asks.
+    control: Mutex<Option<super::control::ControlServer>>,
     /// Held while `--sync` runs.
     _lock: Option<SyncLock>,
 }
@@ -179,6 +186,11 @@ impl SyncEngine {
                 .folder
                 .remove_abandoned_parts(&AtomicBool::new(false));
         }
+        let control = if cfg.enabled {
+            start_control(&shared, tx.clone())
+        } else {
+            None
+        };
         let stopping = Arc::new(AtomicBool::new(false));
         let mut actor = Actor {
             shared,
@@ -187,6 +199,8 @@ impl SyncEngine {
             last_round: None,
             pending: false,
             stopping: stopping.clone(),
+            guard: DeletionGuard::default(),
+            stuck: Stuck::default(),
         };
         let thread = thread::Builder::new().name("sync".into()).spawn(move || {
             // Without a watcher its sender is gone: a closed channel is
@@ -203,6 +217,7 @@ impl SyncEngine {
             stopping,
             thread: Mutex::new(Some(thread)),
             _watcher: watcher,
+            control: Mutex::new(control),
             _lock: lock,
         })
     }
@@ -215,10 +230,32 @@ impl SyncEngine {
     /// their next chunk and remove their temporary files), and wait for
     /// the thread.
     pub fn stop(&self) {
+        if let Some(c) = self.control.lock().ok().and_then(|mut c| c.take()) {
+            c.stop();
+        }
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.tx.send(SyncCmd::Stop);
         if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
             let _ = t.join();
+        }
+    }
+}
+
+/// The control socket of a syncing peer; a folder where it cannot be made
+/// still syncs, and says why `sync` from another process will not reach it.
+fn start_control(
+    shared: &Arc<Shared>,
+    tx: Sender<SyncCmd>,
+) -> Option<super::control::ControlServer> {
+    match super::control::ControlServer::start(shared.folder.state_dir(), tx) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let msg = format!("no control socket ({e}); other processes cannot reach this one");
+            shared
+                .history
+                .log(&Record::now(Direction::Made, "-", "sync control", &msg, 0));
+            shared.sync_event(msg);
+            None
         }
     }
 }
@@ -257,6 +294,8 @@ struct Actor {
     pending: bool,
     /// The cancel flag of every connection a round opens.
     stopping: Arc<AtomicBool>,
+    guard: DeletionGuard,
+    stuck: Stuck,
 }
 
 fn now_text() -> String {
@@ -303,7 +342,12 @@ impl Actor {
                 recv(rx) -> cmd => match cmd {
                     Err(_) | Ok(SyncCmd::Stop) => break,
                     Ok(SyncCmd::RunNow(confirm, reply)) => {
-                        let report = self.round_all(confirm, false);
+                        // Asked by hand: what failed before is tried again.
+                        self.stuck.clear();
+                        let report = self.round_all(confirm, false, true);
+                        if confirm {
+                            self.guard.confirmed();
+                        }
                         let _ = reply.send(report);
                     }
                     Ok(SyncCmd::Status(reply)) => {
@@ -339,10 +383,10 @@ impl Actor {
             if due.is_some_and(|d| now >= d) {
                 due = None;
                 if all {
-                    self.round_all(false, true);
+                    self.round_all(false, true, false);
                 } else {
                     for i in std::mem::take(&mut some) {
-                        self.round_logged(i, false);
+                        self.round_logged(i, false, false);
                     }
                 }
                 all = false;
@@ -431,19 +475,23 @@ impl Actor {
     /// A round with every partner; with `due_only`, not with those still
     /// waiting out their backoff. Half an interval of slack: a timer tick
     /// that comes a moment before a partner's time still takes it.
-    fn round_all(&mut self, confirm: bool, due_only: bool) -> SyncReport {
+    /// `by_hand`: asked for by `sync`, which shows the report itself.
+    fn round_all(&mut self, confirm: bool, due_only: bool, by_hand: bool) -> SyncReport {
         let soon = Instant::now() + self.cfg.interval / 2;
         let due: Vec<usize> = (0..self.partners.len())
             .filter(|&i| !due_only || self.partners[i].retry_at.is_none_or(|t| t <= soon))
             .collect();
         let partners = due
             .into_iter()
-            .map(|i| self.round_logged(i, confirm))
+            .map(|i| self.round_logged(i, confirm, by_hand))
             .collect();
         SyncReport { partners }
     }
 
-    fn round_logged(&mut self, i: usize, confirm: bool) -> PartnerRound {
+    /// A round with partner `i`, logged; one the engine started by itself
+    /// is also told to the shell (a round asked for by hand is shown by
+    /// the command that asked).
+    fn round_logged(&mut self, i: usize, confirm: bool, by_hand: bool) -> PartnerRound {
         let started = Instant::now();
         let mut report = PartnerRound {
             peer: self.partners[i].addr.clone(),
@@ -488,8 +536,10 @@ impl Actor {
                 &summary,
                 report.bytes,
             ));
-            self.shared
-                .sync_event(format!("sync with {}: {summary}", report.peer));
+            if !by_hand {
+                self.shared
+                    .sync_event(format!("sync with {}: {summary}", report.peer));
+            }
         }
         report
     }
@@ -499,407 +549,6 @@ impl Actor {
             .history
             .log(&Record::now(Direction::Made, peer, what, outcome, bytes));
     }
-
-    /// One round with partner `i`.
-    fn round(&mut self, i: usize, confirm: bool, rep: &mut PartnerRound) -> Result<()> {
-        let folder = &self.shared.folder;
-        let local_entries = folder.sync_index()?;
-        let addr = self.partners[i].addr.clone();
-        let mut client = connect_partner(&addr, &self.stopping)?;
-        let known = match &self.partners[i].id {
-            Some(id) => self.shared.sync_db()?.load(id)?,
-            None => Index::new(),
-        };
-        let offered = super::offer(local_entries.clone(), &known);
-        let (remote_id, remote_entries) =
-            client.sync_exchange(self.shared.peer_id(), self.cfg.listen_port, &offered)?;
-        if remote_id == self.shared.peer_id() {
-            bail!("{addr} is this very peer (same peer id); not syncing with itself");
-        }
-        // Remember who answered; merge with a learned entry of the same id.
-        if let Some(j) = self
-            .partners
-            .iter()
-            .position(|p| p.id.as_deref() == Some(remote_id.as_str()))
-            && j != i
-            && !self.partners[j].configured
-        {
-            self.partners.remove(j);
-            let i = if j < i { i - 1 } else { i };
-            self.partners[i].id = Some(remote_id.clone());
-            return self.round(i, confirm, rep);
-        }
-        self.partners[i].id = Some(remote_id.clone());
-        let (local, _) = to_index(&local_entries);
-        let (remote, their_base) = to_index(&remote_entries);
-        let base = self.shared.sync_db()?.load(&remote_id)?;
-        let plan = plan(&local, &remote, &base, &their_base);
-        let hold_deletions = plan.is_mass_deletion() && !confirm;
-        if hold_deletions {
-            rep.paused_deletions = plan.deletions();
-        }
-        let mut changes: Vec<(String, Option<FileState>)> = Vec::new();
-        // Pulls go in one pipelined batch; everything else runs in plan
-        // order around it (folders and renames before, modes and deletions
-        // after). A failure is this path's alone.
-        let mut pulls: Vec<(String, Option<FileState>)> = Vec::new();
-        let mut after_pulls = false;
-        for (path, action) in &plan.actions {
-            let r = remote.get(path);
-            let l = local.get(path);
-            let outcome = match action {
-                Action::Pull | Action::ConflictPull => self
-                    .prepare_pull(path, action, l, rep)
-                    .map(|expect| pulls.push((path.clone(), expect))),
-                _ => {
-                    if !after_pulls && !pulls.is_empty() {
-                        after_pulls = true;
-                        if let Err(e) = self.pull_all(
-                            &mut client,
-                            &remote_id,
-                            &pulls,
-                            &remote,
-                            rep,
-                            &mut changes,
-                        ) {
-                            rep.errors
-                                .push(format!("pulling from {addr}: {e}; the rest next round"));
-                        }
-                    }
-                    self.apply(path, action, l, r, hold_deletions, rep, &mut changes)
-                }
-            };
-            if let Err(e) = outcome {
-                rep.errors.push(format!("{path}: {e}"));
-                self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
-            }
-        }
-        if !after_pulls
-            && !pulls.is_empty()
-            && let Err(e) =
-                self.pull_all(&mut client, &remote_id, &pulls, &remote, rep, &mut changes)
-        {
-            rep.errors
-                .push(format!("pulling from {addr}: {e}; the rest next round"));
-        }
-        self.shared.sync_db()?.apply(&remote_id, &changes)?;
-        self.shared.folder.save_cache();
-        Ok(())
-    }
-
-    /// Before pulling: a conflict moves our version aside. Returns the local
-    /// state the pull expects to replace (checked again before the rename).
-    fn prepare_pull(
-        &self,
-        path: &str,
-        action: &Action,
-        local: Option<&FileState>,
-        rep: &mut PartnerRound,
-    ) -> Result<Option<FileState>> {
-        if *action != Action::ConflictPull {
-            return Ok(local.cloned());
-        }
-        let folder = &self.shared.folder;
-        let l = local.ok_or_else(|| Error::new("no local state"))?;
-        still_as_planned(folder.root(), path, Some(l))?;
-        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-        let aside = conflict_name(path, &stamp, self.shared.peer_id());
-        fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
-            .context(format!("moving {path} aside to {aside}"))?;
-        rep.conflicts += 1;
-        self.log(
-            &rep.peer,
-            &format!("sync conflict {path}"),
-            &format!("ours kept as {aside}"),
-            0,
-        );
-        Ok(None)
-    }
-
-    /// Record pulled files in the sync database as they land, not only at
-    /// the end of the round: a peer killed in between still knows them
-    /// after a restart (else a deletion made meanwhile on the other side
-    /// would be undone). Batched, up to [`RECORD_EVERY`] behind, so that
-    /// many small files cost a few commits; ends when `landed` closes.
-    /// Returns what it could not record, for the round's final write.
-    fn record_as_they_land(
-        &self,
-        remote_id: &str,
-        landed: Receiver<(String, Option<FileState>)>,
-    ) -> Vec<(String, Option<FileState>)> {
-        let mut unrecorded = Vec::new();
-        let mut record = |batch: &mut Vec<(String, Option<FileState>)>| {
-            let recorded = self
-                .shared
-                .sync_db()
-                .and_then(|db| db.apply(remote_id, batch));
-            if recorded.is_err() {
-                unrecorded.append(batch);
-            }
-            batch.clear();
-        };
-        let mut batch = Vec::new();
-        let mut due = Instant::now();
-        loop {
-            let next = if batch.is_empty() {
-                due = Instant::now() + RECORD_EVERY;
-                landed.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                landed.recv_deadline(due)
-            };
-            match next {
-                Ok(change) => batch.push(change),
-                Err(RecvTimeoutError::Timeout) => record(&mut batch),
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        record(&mut batch);
-        unrecorded
-    }
-
-    /// Pull every file of `pulls`, pipelined, over `client` and up to
-    /// [`MAX_LANES`]` - 1` more connections to the same partner, one per
-    /// core: each lane receives, writes and hashes its files on its own
-    /// thread, taking the next name from a shared queue.
-    fn pull_all(
-        &self,
-        client: &mut Client,
-        remote_id: &str,
-        pulls: &[(String, Option<FileState>)],
-        remote: &Index,
-        rep: &mut PartnerRound,
-        changes: &mut Vec<(String, Option<FileState>)>,
-    ) -> Result<()> {
-        let folder = &self.shared.folder;
-        let root = folder.root().to_path_buf();
-        let expected: std::collections::HashMap<&str, Option<&FileState>> = pulls
-            .iter()
-            .map(|(p, e)| (p.as_str(), e.as_ref()))
-            .collect();
-        let peer = rep.peer.clone();
-        let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
-        let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
-        let results = Mutex::new(Vec::new());
-        let lane = |c: &mut Client, landed: &Sender<(String, Option<FileState>)>| {
-            c.download_many(
-                &mut std::iter::from_fn(|| queue.lock().ok()?.next()),
-                folder,
-                32,
-                &mut |name| still_as_planned(&root, name, expected.get(name).copied().flatten()),
-                &mut |name, result| {
-                    // If it changed there since the index was sent, nothing
-                    // is recorded yet.
-                    if let Ok(report) = &result {
-                        let r = remote.get(name);
-                        let same = r.and_then(|r| r.md5.as_deref()) == Some(report.md5.as_str());
-                        let _ =
-                            landed.send((name.to_string(), if same { r.cloned() } else { None }));
-                    }
-                    if let Ok(mut r) = results.lock() {
-                        r.push((name.to_string(), result));
-                    }
-                },
-            )
-        };
-        let lane = &lane;
-        let batch = thread::scope(|s| {
-            // The recorder ends when the last lane drops its sender.
-            let (landed, to_record) = crossbeam_channel::unbounded();
-            let recorder = s.spawn(|| self.record_as_they_land(remote_id, to_record));
-            let others: Vec<_> = extra
-                .iter_mut()
-                .map(|c| {
-                    let landed = landed.clone();
-                    s.spawn(move || lane(c, &landed))
-                })
-                .collect();
-            let mut batch = lane(client, &landed);
-            drop(landed);
-            for o in others {
-                let r = o
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::new("a pulling thread failed")));
-                batch = batch.and(r);
-            }
-            // What the recorder could not write goes with the round's other changes.
-            changes.extend(recorder.join().unwrap_or_default());
-            batch
-        });
-        let results = results.into_inner().unwrap_or_default();
-        for (path, result) in results {
-            match result {
-                Ok(report) => {
-                    rep.pulled += 1;
-                    rep.bytes += report.size;
-                    self.log(&peer, &format!("sync pull {path}"), "ok", report.size);
-                }
-                Err(e) => {
-                    rep.errors.push(format!("{path}: {e}"));
-                    self.log(
-                        &peer,
-                        &format!("sync pull {path}"),
-                        &format!("error: {e}"),
-                        0,
-                    );
-                }
-            }
-        }
-        batch
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        path: &str,
-        action: &Action,
-        local: Option<&FileState>,
-        remote: Option<&FileState>,
-        hold_deletions: bool,
-        rep: &mut PartnerRound,
-        changes: &mut Vec<(String, Option<FileState>)>,
-    ) -> Result<()> {
-        let folder = &self.shared.folder;
-        let peer = rep.peer.clone();
-        match action {
-            Action::Nothing | Action::KindClash => {
-                if *action == Action::KindClash {
-                    rep.errors.push(format!(
-                        "{path}: a file on one side and a folder on the other; left alone"
-                    ));
-                }
-            }
-            Action::Record => changes.push((path.to_string(), local.cloned())),
-            Action::Forget => changes.push((path.to_string(), None)),
-            Action::Pull | Action::ConflictPull => bail!("pulls run in a batch"),
-            Action::MakeDir => {
-                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-                let p = folder.local_path(path)?;
-                fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
-                changes.push((path.to_string(), Some(r.clone())));
-                rep.folders += 1;
-                self.log(&peer, &format!("sync mkdir {path}"), "ok", 0);
-            }
-            Action::SetMode(mode) => {
-                let p = folder.local_path(path)?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))
-                    .context(format!("chmod {path}"))?;
-                changes.push((path.to_string(), remote.cloned()));
-                rep.modes += 1;
-                self.log(&peer, &format!("sync chmod {mode:04o} {path}"), "ok", 0);
-            }
-            Action::Delete => {
-                if hold_deletions {
-                    return Ok(());
-                }
-                still_as_planned(folder.root(), path, local)?;
-                to_trash(folder, path)?;
-                changes.push((path.to_string(), None));
-                rep.deleted += 1;
-                self.log(
-                    &peer,
-                    &format!("sync delete {path}"),
-                    "moved to .dropbox-shell/trash",
-                    0,
-                );
-            }
-            Action::RemoveDir => {
-                if hold_deletions {
-                    return Ok(());
-                }
-                let p = folder.local_path(path)?;
-                if fs::read_dir(&p)
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(false)
-                {
-                    fs::remove_dir(&p).context(format!("removing folder {path}"))?;
-                    changes.push((path.to_string(), None));
-                    rep.folders += 1;
-                    self.log(&peer, &format!("sync rmdir {path}"), "ok", 0);
-                }
-            }
-            Action::Rename { from } => {
-                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-                let old = folder.target_path(from)?;
-                let new = folder.target_path(path)?;
-                if let Some(parent) = new.parent() {
-                    fs::create_dir_all(parent).context(format!("creating the folder of {path}"))?;
-                }
-                fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
-                let mtime = crate::folder::file_time(r.mtime_ns);
-                filetime::set_file_mtime(&new, mtime).ok();
-                fs::set_permissions(&new, fs::Permissions::from_mode(r.mode & 0o7777)).ok();
-                changes.push((path.to_string(), Some(r.clone())));
-                changes.push((from.clone(), None));
-                rep.renamed += 1;
-                self.log(
-                    &peer,
-                    &format!("sync rename {from} -> {path}"),
-                    "ok (no bytes sent)",
-                    0,
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Connections one round pulls over at most.
-const MAX_LANES: usize = 4;
-/// Fewer files than this per extra connection are not worth its set-up.
-const FILES_PER_LANE: usize = 8;
-
-/// How many connections to pull `files` files over: one per core.
-fn lanes_for(files: usize) -> usize {
-    let cores = thread::available_parallelism().map_or(1, |n| n.get());
-    cores
-        .min(MAX_LANES)
-        .min(files.div_ceil(FILES_PER_LANE))
-        .max(1)
-}
-
-/// A connection for a sync round: never cancelled, patient for 30 s.
-fn connect_partner(addr: &str, stopping: &Arc<AtomicBool>) -> Result<Client> {
-    Client::connect(addr, stopping.clone(), Duration::from_secs(30))
-}
-
-/// Up to `n` more connections to `addr` that answered a first request (a
-/// partner at its connection cap answers "busy"; then fewer lanes it is).
-fn extra_lanes(addr: &str, n: usize, stopping: &Arc<AtomicBool>) -> Vec<Client> {
-    (0..n)
-        .map_while(|_| {
-            let mut c = connect_partner(addr, stopping).ok()?;
-            c.info().ok()?;
-            Some(c)
-        })
-        .collect()
-}
-
-/// Refuse to touch a local path that changed since the round's plan was
-/// made (a file still being written, or edited meanwhile).
-fn still_as_planned(root: &Path, path: &str, expected: Option<&FileState>) -> Result<()> {
-    let now = fs::symlink_metadata(root.join(path)).ok();
-    let same = match (now, expected) {
-        (None, None) => true,
-        (Some(m), Some(e)) => {
-            m.is_dir() || (m.len() == e.size && crate::folder::mtime_ns(&m) == e.mtime_ns)
-        }
-        _ => false,
-    };
-    if !same {
-        bail!("changed here while syncing; left for the next round");
-    }
-    Ok(())
-}
-
-/// Move a file into `.dropbox-shell/trash/<time>/<path>` instead of deleting it.
-fn to_trash(folder: &crate::folder::Folder, path: &str) -> Result<()> {
-    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S%.3f").to_string();
-    let dest = folder.state_dir().join("trash").join(stamp).join(path);
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).context("creating the trash folder")?;
-    }
-    fs::rename(folder.target_path(path)?, &dest).context(format!("moving {path} to the trash"))
 }
 
 fn summary(r: &PartnerRound) -> String {
@@ -918,8 +567,15 @@ fn summary(r: &PartnerRound) -> String {
     }
     if r.paused_deletions > 0 {
         parts.push(format!(
-            "{} deletions paused (more than half the files): `sync confirm` to apply",
-            r.paused_deletions
+            "{} deletions paused (more than half the files within {} minutes): `sync confirm` to apply",
+            r.paused_deletions,
+            super::guard::WINDOW.as_secs() / 60
+        ));
+    }
+    if r.left_alone > 0 {
+        parts.push(format!(
+            "{} left alone (failed before; `sync` tries again)",
+            r.left_alone
         ));
     }
     match r.errors.as_slice() {
@@ -946,5 +602,45 @@ mod tests {
         assert_eq!(backoff(s(10), 7), MAX_BACKOFF);
         assert_eq!(backoff(s(10), u32::MAX), MAX_BACKOFF);
         assert_eq!(backoff(s(3600), 2), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_round_asked_by_hand_is_shown_by_the_command_not_as_an_event() {
+        use crate::peer::{EventSource, Peer, PeerConfig};
+        let start = |dir: &Path, sync: bool, peers: Vec<String>| {
+            Peer::start(PeerConfig {
+                dir: dir.to_path_buf(),
+                sync,
+                interval: Duration::from_secs(1),
+                peers,
+                ..PeerConfig::default()
+            })
+            .unwrap()
+        };
+        let (da, db, dc) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        std::fs::write(da.path().join("x.txt"), b"x").unwrap();
+        let a = start(da.path(), false, Vec::new());
+        let partner = vec![a.local_addr().unwrap().to_string()];
+        // By hand (`sync`): the report is the answer, no event.
+        let b = start(db.path(), false, partner.clone());
+        let events = b.shared.events();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let engine = b.shared.sync_engine().unwrap();
+        engine.send(SyncCmd::RunNow(false, tx)).unwrap();
+        assert_eq!(rx.recv().unwrap().partners[0].pulled, 1);
+        assert_eq!(events.try_recv().ok(), None);
+        // A round the engine starts by itself is told to the shell.
+        let c = start(dc.path(), true, partner);
+        let event = c.shared.events().recv_timeout(Duration::from_secs(30));
+        let event = event.unwrap();
+        assert_eq!(event.source, EventSource::Sync);
+        assert!(event.text.contains("pulled 1"), "{event:?}");
+        for p in [c, b, a] {
+            p.shutdown();
+        }
     }
 }

@@ -4,7 +4,11 @@
 //! remote and the last-synced state; [`db`] keeps the last-synced state;
 //! [`engine`] is the actor that runs rounds on a timer, on file-system
 //! events, on the shell's `sync` and when a partner offers its index;
-//! [`lock`] lets only one process sync a folder.
+//! [`lock`] lets only one process sync a folder, and [`control`] lets
+//! another process of the folder reach the one that syncs it (`sync`,
+//! `sync status`, `sync confirm`); [`guard`] holds back mass deletions,
+//! counted over a window of time; [`stuck`] remembers failed actions so
+//! they are not retried every round; [`trash`] is where deletions go.
 //!
 //! A round with a partner: send our index (with MD5s) and receive theirs on
 //! one connection, plan, then pull what we need over the same connection
@@ -12,10 +16,14 @@
 //! modes locally. Every peer only ever changes its own folder; a partner
 //! that sees our index and needs something runs a round back to us.
 
+pub mod control;
 pub mod db;
 pub mod engine;
+pub mod guard;
 pub mod lock;
 pub mod plan;
+pub mod stuck;
+pub mod trash;
 
 pub use engine::{SyncCmd, SyncConfig, SyncEngine, SyncReport, SyncStatus};
 

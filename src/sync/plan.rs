@@ -33,11 +33,21 @@ impl FileState {
         self.kind == other.kind && (self.kind == Kind::Dir || self.md5 == other.md5)
     }
 
-    /// Same content and same permission bits.
+    /// Same content and same permission bits (`0o777`: setuid, setgid and
+    /// sticky never travel, so they make no difference either).
     pub fn same(&self, other: &FileState) -> bool {
-        self.same_content(other) && self.mode == other.mode
+        self.same_content(other) && self.perm() == other.perm()
+    }
+
+    /// The permission bits that sync compares and sets.
+    pub fn perm(&self) -> u32 {
+        self.mode & PERM_BITS
     }
 }
+
+/// The mode bits that travel: read, write and execute, never setuid,
+/// setgid or sticky.
+pub const PERM_BITS: u32 = 0o777;
 
 /// What to do with one path on the local side.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +73,11 @@ pub enum Action {
     /// Instead of pulling: the same bytes are here under `from`, which is
     /// deleted there (a rename).
     Rename { from: String },
-    /// A file on one side and a folder on the other: left alone, reported.
-    KindClash,
+    /// A file here and a folder there: the folder wins the name (as in
+    /// Syncthing). Move our file aside to a conflict copy (the other side
+    /// pulls it later), then make the folder; its contents follow as pulls.
+    /// The side that holds the folder does nothing.
+    FolderWins,
 }
 
 /// True when `a` is the version that wins a conflict against `b`: the newer,
@@ -94,14 +107,20 @@ pub fn decide(
                 Action::Record
             }
         }
-        (Some(l), Some(r)) if l.kind != r.kind => Action::KindClash,
+        (Some(l), Some(r)) if l.kind != r.kind => {
+            if l.kind == Kind::File {
+                Action::FolderWins
+            } else {
+                Action::Nothing
+            }
+        }
         (Some(l), Some(r)) if l.same_content(r) => {
-            // Only the mode differs.
+            // Only the permission bits differ.
             match base {
-                Some(b) if l.mode == b.mode => Action::SetMode(r.mode),
-                Some(b) if r.mode == b.mode => Action::Nothing,
+                Some(b) if l.perm() == b.perm() => Action::SetMode(r.perm()),
+                Some(b) if r.perm() == b.perm() => Action::Nothing,
                 // Both changed it, or no history: the larger mode, on both sides.
-                _ if r.mode > l.mode => Action::SetMode(r.mode),
+                _ if r.perm() > l.perm() => Action::SetMode(r.perm()),
                 _ => Action::Nothing,
             }
         }
@@ -166,13 +185,6 @@ impl Plan {
         self.count(|a| matches!(a, Action::Delete))
     }
 
-    /// More than half of the files here would go: suspicious (an emptied or
-    /// unmounted folder on the other side), so it waits for confirmation.
-    pub fn is_mass_deletion(&self) -> bool {
-        let d = self.deletions();
-        d >= 2 && d * 2 > self.local_files
-    }
-
     /// The bookkeeping of this plan: paths both sides agree on (to record)
     /// and paths gone on both (to forget).
     pub fn bookkeeping(&self, local: &Index) -> Vec<(String, Option<FileState>)> {
@@ -196,7 +208,7 @@ impl Plan {
 
 fn rank(a: &Action) -> u8 {
     match a {
-        Action::MakeDir => 0,
+        Action::MakeDir | Action::FolderWins => 0,
         Action::Rename { .. } => 1,
         Action::ConflictPull | Action::Pull => 2,
         Action::SetMode(_) => 3,
@@ -268,18 +280,35 @@ pub fn plan(local: &Index, remote: &Index, base: &Index, their_base: &Index) -> 
     }
 }
 
+const CONFLICT_MARK: &str = ".sync-conflict-";
+
 /// The name of a conflict copy: `dir/name.sync-conflict-<date>-<peer>.ext`.
+/// A conflict copy of a conflict copy gets a fresh marker in place of the
+/// old one, not a second one.
 pub fn conflict_name(path: &str, date: &str, peer: &str) -> String {
     let (dir, base) = match path.rfind('/') {
         Some(i) => (&path[..=i], &path[i + 1..]),
         None => ("", path),
+    };
+    // The marker runs to the next dot (dates and peer ids have none).
+    let unmarked;
+    let base = match base.find(CONFLICT_MARK) {
+        Some(i) if i > 0 => {
+            let rest = &base[i + CONFLICT_MARK.len()..];
+            let end = rest
+                .find('.')
+                .map_or(base.len(), |j| i + CONFLICT_MARK.len() + j);
+            unmarked = format!("{}{}", &base[..i], &base[end..]);
+            unmarked.as_str()
+        }
+        _ => base,
     };
     let (stem, ext) = match base.rfind('.') {
         Some(i) if i > 0 => (&base[..i], &base[i..]),
         _ => (base, ""),
     };
     let short: String = peer.chars().take(8).collect();
-    format!("{dir}{stem}.sync-conflict-{date}-{short}{ext}")
+    format!("{dir}{stem}{CONFLICT_MARK}{date}-{short}{ext}")
 }
 
 #[cfg(test)]
@@ -362,6 +391,7 @@ mod tests {
             Some(f("base", 10)),
             Some(f("a", 20)),
             Some(f("b", 30)),
+            Some(d()),
         ];
         for l in &states {
             for r in &states {
@@ -394,7 +424,11 @@ mod tests {
         assert_eq!(decide(None, Some(&dir), None), MakeDir);
         assert_eq!(decide(Some(&dir), None, Some(&dir)), RemoveDir);
         assert_eq!(decide(Some(&dir), Some(&dir), None), Record);
-        assert_eq!(decide(Some(&dir), Some(&f("x", 1)), None), KindClash);
+        // A file against a folder: the folder wins, the file holder acts.
+        assert_eq!(decide(Some(&dir), Some(&f("x", 1)), None), Nothing);
+        assert_eq!(decide(Some(&f("x", 1)), Some(&dir), None), FolderWins);
+        assert_eq!(decide(Some(&f("x", 1)), Some(&dir), Some(&dir)), FolderWins);
+        assert_eq!(decide(Some(&dir), Some(&f("x", 1)), Some(&dir)), Nothing);
         let x = f("x", 1);
         assert_eq!(
             decide(Some(&x), Some(&m(&x, 0o600)), Some(&x)),
@@ -459,11 +493,50 @@ mod tests {
             .collect();
         assert_eq!(order, vec!["n", "n/new", "f1", "f2", "f3", "a/b", "a"]);
         assert_eq!(p.deletions(), 3);
-        assert!(p.is_mass_deletion(), "3 of 4 files");
-        let small: Index = [("f0".to_string(), f("m0", 1))].into();
-        assert!(
-            !plan(&small, &Index::new(), &small, &Index::new()).is_mass_deletion(),
-            "one file is not a mass deletion"
+        assert_eq!(p.local_files, 4);
+    }
+
+    #[test]
+    fn a_file_against_a_folder_moves_aside_before_the_folders_contents_come() {
+        let x = f("x", 1);
+        let local: Index = [("z".to_string(), x.clone())].into();
+        let remote: Index = [
+            ("z".to_string(), d()),
+            ("z/inner.bin".to_string(), f("i", 1)),
+        ]
+        .into();
+        let none = Index::new();
+        let p = plan(&local, &remote, &none, &none);
+        assert_eq!(
+            p.actions,
+            vec![
+                ("z".to_string(), FolderWins),
+                ("z/inner.bin".to_string(), Pull)
+            ]
+        );
+        // The side with the folder leaves it all alone.
+        let p = plan(&remote, &local, &none, &none);
+        assert!(p.is_idle(), "{p:?}");
+    }
+
+    #[test]
+    fn only_the_permission_bits_count() {
+        let x = f("x", 1);
+        let (plain, setuid) = (m(&x, 0o755), m(&x, 0o4755));
+        assert!(plain.same(&setuid));
+        for base in [None, Some(&plain), Some(&setuid)] {
+            let want = if base.is_none() { Record } else { Nothing };
+            assert_eq!(decide(Some(&plain), Some(&setuid), base), want);
+            assert_eq!(decide(Some(&setuid), Some(&plain), base), want);
+        }
+        // A mode change carries its permission bits only.
+        assert_eq!(
+            decide(
+                Some(&m(&x, 0o644)),
+                Some(&m(&x, 0o6755)),
+                Some(&m(&x, 0o644))
+            ),
+            SetMode(0o755)
         );
     }
 
@@ -509,6 +582,26 @@ mod tests {
         assert_eq!(
             conflict_name(".bashrc", "1", "p"),
             ".bashrc.sync-conflict-1-p"
+        );
+    }
+
+    #[test]
+    fn a_conflict_copy_of_a_conflict_copy_gets_a_fresh_marker() {
+        assert_eq!(
+            conflict_name(
+                "d/report.sync-conflict-20240501-120000-abcdef01.txt",
+                "20250101-000000",
+                "0123456789"
+            ),
+            "d/report.sync-conflict-20250101-000000-01234567.txt"
+        );
+        assert_eq!(
+            conflict_name("Makefile.sync-conflict-1-p", "2", "q"),
+            "Makefile.sync-conflict-2-q"
+        );
+        assert_eq!(
+            conflict_name("a.tar.sync-conflict-1-p.gz", "2", "q"),
+            "a.tar.sync-conflict-2-q.gz"
         );
     }
 }
