@@ -439,3 +439,23 @@ fn a_name_that_is_not_utf8_is_reported_not_dropped_in_silence() {
         "{text}"
     );
 }
+
+#[test]
+fn a_name_that_is_not_utf8_is_reported_once_by_sync_and_not_synced() {
+    use std::os::unix::ffi::OsStrExt;
+    let server = Peer::start(&["--sync", "--interval", "1"]);
+    let me = tempfile::tempdir().unwrap();
+    fs::write(me.path().join("fine.txt"), b"fine").unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"bad\xffname.txt");
+    fs::write(me.path().join(odd), b"odd").unwrap();
+    // One process runs both rounds: the word is said in the first only.
+    let (_, docs, err) = run_json(me.path(), &server.addr, &["sync", "sync"]);
+    let first = docs[0].to_string();
+    assert!(first.contains(r"bad\\xffname.txt"), "{first} {err}");
+    assert!(!docs[1].to_string().contains("UTF-8"), "{}", docs[1]);
+    assert!(
+        visible_files(server.dir.path())
+            .iter()
+            .all(|n| !n.contains("bad"))
+    );
+}

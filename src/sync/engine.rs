@@ -201,6 +201,7 @@ impl SyncEngine {
             stopping: stopping.clone(),
             guard: DeletionGuard::default(),
             stuck: Stuck::default(),
+            unservable_told: None,
         };
         let thread = thread::Builder::new().name("sync".into()).spawn(move || {
             // Without a watcher its sender is gone: a closed channel is
@@ -296,6 +297,9 @@ struct Actor {
     stopping: Arc<AtomicBool>,
     guard: DeletionGuard,
     stuck: Stuck,
+    /// The last word given on names that cannot be synced (not UTF-8), so
+    /// it is said once, not every round.
+    unservable_told: Option<String>,
 }
 
 fn now_text() -> String {

@@ -28,6 +28,11 @@ impl Actor {
     pub(super) fn round(&mut self, i: usize, confirm: bool, rep: &mut PartnerRound) -> Result<()> {
         let folder = &self.shared.folder;
         let local_entries = folder.sync_index()?;
+        let unservable = folder.unservable_names();
+        if unservable.is_some() && unservable != self.unservable_told {
+            rep.errors.extend(unservable.clone());
+        }
+        self.unservable_told = unservable;
         let addr = self.partners[i].addr.clone();
         let mut client = connect_partner(&addr, &self.stopping)?;
         let known = match &self.partners[i].id {
@@ -234,7 +239,10 @@ impl Actor {
     ) -> Vec<(String, Option<FileState>)> {
         let mut unrecorded = Vec::new();
         let mut record = |batch: &mut Vec<(String, Option<FileState>)>| {
-            let recorded = self.shared.sync_db().and_then(|db| db.apply(remote_id, batch));
+            let recorded = self
+                .shared
+                .sync_db()
+                .and_then(|db| db.apply(remote_id, batch));
             if recorded.is_err() {
                 unrecorded.append(batch);
             }
