@@ -5,12 +5,16 @@
 //! return values: [`names`] (safe relative names), [`timestamp`] (the time
 //! forms `index shortlist` accepts), [`cli`] (a shell line to a [`cli::Command`]),
 //! [`proto`] (TCP messages and framing), [`transfer`] (the UDP sender and
-//! receiver state machines). I/O parts drive them: [`folder`] (the shared folder
-//! on disk, MD5 cache, temp-then-rename writes), [`server`] (TCP and UDP
-//! listeners), [`client`] (requests to a peer), [`history`] (request log),
-//! [`peer`] (one running peer), [`session`] (commands run against peers),
-//! [`render`] (tables and JSON), [`shell`] (the interactive loop) and
-//! [`sync`] (two-way folder sync: a pure plan, a database, an actor).
+//! receiver state machines), [`display`] (control characters made visible
+//! for the terminal), [`limits`] (what a peer can make us spend, and the
+//! budget connections share). I/O parts drive them: [`folder`] (the shared
+//! folder on disk: only regular files opened, MD5 cache, temp-then-rename
+//! writes), [`identity`] (the peer id, tied to its folder), [`server`] (TCP
+//! and UDP listeners), [`client`] (requests to a peer), [`history`] (request
+//! log), [`peer`] (one running peer, or a client only), [`session`]
+//! (commands run against peers), [`render`] (tables and JSON), [`shell`]
+//! (the interactive loop) and [`sync`] (two-way folder sync: a pure plan, a
+//! database, an actor, a local control socket).
 
 pub mod cli;
 pub mod client;
