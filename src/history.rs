@@ -52,13 +52,15 @@ impl Record {
         Record {
             time: crate::timestamp::event_time(chrono::Utc::now()),
             direction,
-            peer: peer.to_string(),
-            command: command.to_string(),
-            outcome: outcome.to_string(),
+            peer: clip(peer, LINE_TEXT).into_owned(),
+            command: clip(command, LINE_TEXT).into_owned(),
+            outcome: clip(outcome, LINE_TEXT).into_owned(),
             bytes,
         }
     }
 }
+
+use crate::limits::{LINE_TEXT, clip};
 
 /// Size at which the log starts a new generation.
 const ROTATE_AT: u64 = 16 << 20;

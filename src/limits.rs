@@ -20,6 +20,23 @@ pub const REGEX_MEMORY: usize = 1 << 20;
 /// once; more are closed without one.
 pub const BUSY_ANSWERS: usize = 16;
 
+/// Longest text (a command, an outcome, a note) kept in one history line or
+/// event: a peer's 4 MiB name must not become a 4 MiB log line.
+pub const LINE_TEXT: usize = 512;
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked with
+/// an ellipsis when cut.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end]).into()
+}
+
 /// A number of bytes shared by many holders; each takes what it needs and
 /// gives it back when its [`Held`] drops.
 pub struct Budget {
@@ -121,6 +138,14 @@ mod tests {
         two.grow(60, "x").unwrap();
         drop(two);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn long_text_is_clipped_at_a_character_boundary() {
+        assert_eq!(clip("short", 10), "short");
+        let long = "é".repeat(600);
+        let c = clip(&long, LINE_TEXT);
+        assert!(c.len() <= LINE_TEXT && c.ends_with("..."));
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl Shared {
     }
 
     fn note(&self, source: EventSource, text: String) {
+        let text = crate::limits::clip(&text, crate::limits::LINE_TEXT).into_owned();
         let _ = self.events_tx.try_send(Event { source, text });
     }
 

@@ -65,10 +65,7 @@ pub fn parse_time<Tz: TimeZone>(
         return Ok(t.with_timezone(&Utc));
     }
     if let Some(t) = rfc3339_minutes(s) {
-        return Ok(match bound {
-            Bound::Start => t,
-            Bound::End => t + Duration::minutes(1) - Duration::nanoseconds(1),
-        });
+        return end_of(t, bound, Duration::minutes(1)).ok_or_else(unreadable);
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return day(d, bound, tz, text);
@@ -98,10 +95,7 @@ fn unix_seconds(s: &str, bound: Bound) -> Option<DateTime<Utc>> {
         return None;
     }
     let t = DateTime::from_timestamp(s.parse().ok()?, 0)?;
-    Some(match bound {
-        Bound::Start => t,
-        Bound::End => t + Duration::nanoseconds(999_999_999),
-    })
+    end_of(t, bound, Duration::seconds(1))
 }
 
 /// `-30m`, `-2h`, `-3d`, `-1w`, `-90s`: how long before now.
@@ -150,11 +144,22 @@ fn local<Tz: TimeZone>(
     let Some(start) = tz.from_local_datetime(&t).earliest() else {
         bail!("{text:?} does not exist in local time (a clock change skips it)");
     };
-    let start = start.with_timezone(&Utc);
-    Ok(match bound {
-        Bound::Start => start,
-        Bound::End => start + span - Duration::nanoseconds(1),
+    end_of(start.with_timezone(&Utc), bound, span).ok_or_else(|| {
+        Error::new(format!(
+            "{text:?} is outside the times this program handles"
+        ))
     })
+}
+
+/// A bound that covers `span` from `t`: `t` itself as a start, the last
+/// nanosecond of the span as an end; `None` past the end of time.
+fn end_of(t: DateTime<Utc>, bound: Bound, span: Duration) -> Option<DateTime<Utc>> {
+    match bound {
+        Bound::Start => Some(t),
+        Bound::End => t
+            .checked_add_signed(span)?
+            .checked_sub_signed(Duration::nanoseconds(1)),
+    }
 }
 
 /// Parse a `<start> <end>` pair and check that start <= end.
@@ -216,6 +221,26 @@ mod tests {
         parse_time(s, Bound::End, &tz(), now())
             .unwrap()
             .to_rfc3339()
+    }
+
+    #[test]
+    fn times_at_the_end_of_chrono_s_range_are_errors_not_panics() {
+        for text in [
+            "+262143-12-31",
+            "+262143-12-31T23:59Z",
+            "+262143-12-31 23:59",
+            "+262143-12-31T23:59:59",
+            "-9999999999999w",
+            "@9223372036854775807",
+        ] {
+            for bound in [Bound::Start, Bound::End] {
+                // Either a time or a clear error; never a panic.
+                if let Err(e) = parse_time(text, bound, &tz(), now()) {
+                    assert!(!e.message().is_empty());
+                }
+            }
+        }
+        assert!(parse_time("+262143-12-31", Bound::End, &tz(), now()).is_err());
     }
 
     #[test]

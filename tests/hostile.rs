@@ -459,3 +459,27 @@ fn a_name_that_is_not_utf8_is_reported_once_by_sync_and_not_synced() {
             .all(|n| !n.contains("bad"))
     );
 }
+
+#[test]
+fn a_huge_name_in_a_request_makes_no_huge_history_line() {
+    let server = Peer::start(&[]);
+    let (mut s, mut r) = raw_client(&server.addr);
+    let name = format!("/{}", "A".repeat(3 << 20));
+    proto::write_msg(&mut s, &Request::Hash { name: Some(name) }).unwrap();
+    let mut buf = Vec::new();
+    let answer = proto::read_msg::<Response>(&mut r, &mut buf).unwrap();
+    assert!(matches!(answer, Response::Error { .. }));
+    drop(s);
+    let log = server.path(".dropbox-shell/history.log");
+    assert!(wait_for(Duration::from_secs(10), || fs::read_to_string(
+        &log
+    )
+    .is_ok_and(|l| l.contains("hash verify"))));
+    let longest = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(str::len)
+        .max()
+        .unwrap();
+    assert!(longest < 4096, "a history line of {longest} bytes");
+}
