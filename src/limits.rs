@@ -3,6 +3,7 @@
 //! that many connections draw on at once. The README's "Limits and
 //! defaults" section lists the same numbers.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::{Result, bail};
@@ -16,6 +17,10 @@ pub const ANSWER_BYTES: usize = 256 << 20;
 pub const REGEX_LEN: usize = 4096;
 /// Memory a compiled `index regex` may take (program and lazy DFA each).
 pub const REGEX_MEMORY: usize = 1 << 20;
+/// Partners a syncing peer learns from their offers (beyond those given
+/// with `--peer`); offers from further new ids are answered but neither
+/// recorded nor synced with.
+pub const LEARNED_PARTNERS: usize = 64;
 /// Connections beyond `--max-connections` that get a "busy" answer at
 /// once; more are closed without one.
 pub const BUSY_ANSWERS: usize = 16;
@@ -52,10 +57,10 @@ impl Budget {
         }
     }
 
-    /// An empty claim on this budget.
-    pub fn hold(&self) -> Held<'_> {
+    /// An empty claim on this budget; it may travel with what it pays for.
+    pub fn hold(self: &Arc<Self>) -> Held {
         Held {
-            budget: self,
+            budget: self.clone(),
             bytes: 0,
         }
     }
@@ -67,15 +72,21 @@ impl Budget {
 }
 
 /// Bytes taken from a [`Budget`], given back on drop.
-pub struct Held<'a> {
-    budget: &'a Budget,
+pub struct Held {
+    budget: Arc<Budget>,
     bytes: usize,
 }
 
-impl Held<'_> {
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Held({} bytes)", self.bytes)
+    }
+}
+
+impl Held {
     /// Take `n` more bytes, or say what was refused (`what` names it).
     pub fn grow(&mut self, n: usize, what: &str) -> Result<()> {
-        let b = self.budget;
+        let b = &self.budget;
         let mut used = b.used.load(Ordering::SeqCst);
         loop {
             if used.saturating_add(n) > b.limit {
@@ -97,7 +108,7 @@ impl Held<'_> {
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::SeqCst);
     }
@@ -125,7 +136,7 @@ mod tests {
 
     #[test]
     fn a_budget_is_shared_and_given_back() {
-        let b = Budget::new(100);
+        let b = Arc::new(Budget::new(100));
         let mut one = b.hold();
         one.grow(60, "x").unwrap();
         let mut two = b.hold();

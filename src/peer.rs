@@ -160,6 +160,7 @@ impl Shared {
         addr: String,
         entries: Vec<crate::proto::SyncEntry>,
         local: Vec<crate::proto::SyncEntry>,
+        held: crate::limits::Held,
     ) {
         if let Some(tx) = self.sync.get() {
             let _ = tx.try_send(SyncCmd::Offered {
@@ -167,6 +168,7 @@ impl Shared {
                 addr,
                 entries,
                 local,
+                _held: held,
             });
         }
     }

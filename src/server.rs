@@ -18,8 +18,8 @@ use crate::limits::{BUSY_ANSWERS, Budget, OFFER_BYTES, bounded_regex};
 use crate::names::clean_name;
 use crate::peer::Shared;
 use crate::proto::{
-    BATCH, CHUNK, Filter, Request, Response, VERSION, decode, read_frame, read_hello, write_hello,
-    write_msg,
+    BATCH, CHUNK, Filter, Request, Response, SyncEntry, VERSION, decode, read_frame, read_hello,
+    write_hello, write_msg,
 };
 use crate::stream::{receive_file, send_file};
 use crate::{Context, Error, Result, bail};
@@ -221,7 +221,7 @@ fn refuse_busy(stream: TcpStream) {
     );
 }
 
-fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool, offers: &Budget) {
+fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool, offers: &Arc<Budget>) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -382,7 +382,7 @@ fn handle(
     buf: &mut Vec<u8>,
     shared: &Shared,
     peer: &str,
-    offers: &Budget,
+    offers: &Arc<Budget>,
 ) -> Result<u64> {
     let folder = &shared.folder;
     match req {
@@ -482,19 +482,19 @@ fn handle(
         } => {
             // The partner's index stays in memory until answered: it is
             // held against a budget shared by every connection.
+            // The claim travels with the entries to the sync engine and
+            // is given back only when the engine has absorbed them.
             let mut held = offers.hold();
             let what = "a sync offer";
-            // A decoded entry takes about the bytes it took on the wire.
-            held.grow(buf.len(), what)?;
+            held.grow(in_memory(&entries, &[]), what)?;
             while more {
-                let frame = read_frame(r, buf)?;
-                held.grow(frame.map_or(0, <[u8]>::len), what)?;
-                match frame.map(decode::<Request>) {
+                match read_frame(r, buf)?.map(decode::<Request>) {
                     Some(Ok(Request::SyncOffer {
                         entries: e,
                         more: m,
                         ..
                     })) => {
+                        held.grow(in_memory(&entries, &e), what)?;
                         entries.extend(e);
                         more = m;
                     }
@@ -503,6 +503,7 @@ fn handle(
             }
             let known = shared.sync_db()?.load(&peer_id)?;
             let local = folder.sync_index()?;
+            held.grow(in_memory(&[], &local), what)?;
             let ours = crate::sync::offer(local.clone(), &known);
             for (b, more) in crate::proto::batches(&ours) {
                 write_msg(
@@ -516,7 +517,7 @@ fn handle(
             }
             // Tell our sync engine: the partner may have something for us.
             let ip = peer.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(peer);
-            shared.sync_offered(peer_id, format!("{ip}:{listen_port}"), entries, local);
+            shared.sync_offered(peer_id, format!("{ip}:{listen_port}"), entries, local, held);
             Ok(0)
         }
         Request::Upload { meta, force } => {
@@ -545,6 +546,23 @@ fn handle(
             Ok(size)
         }
     }
+}
+
+/// Memory that `more` entries take once added to `held` (the vector's
+/// growth included): what a sync offer is charged against the budget.
+fn in_memory(held: &[SyncEntry], more: &[SyncEntry]) -> usize {
+    let slot = std::mem::size_of::<SyncEntry>();
+    // Appending may double the vector's room.
+    let growth = if held.len() + more.len() > held.len().next_power_of_two() {
+        (held.len() + more.len()).next_power_of_two() * slot
+    } else {
+        0
+    };
+    let text: usize = more
+        .iter()
+        .map(|e| e.name.len() + e.md5.as_ref().map_or(0, String::len))
+        .sum();
+    growth.max(more.len() * slot) + text
 }
 
 /// A test on a listing entry.

@@ -483,3 +483,37 @@ fn a_huge_name_in_a_request_makes_no_huge_history_line() {
         .unwrap();
     assert!(longest < 4096, "a history line of {longest} bytes");
 }
+
+#[test]
+fn offers_from_ever_new_ids_do_not_grow_the_partner_list_without_end() {
+    let server = Peer::start(&["--sync", "--interval", "3600"]);
+    for i in 0..80 {
+        let (mut s, mut r) = raw_client(&server.addr);
+        let offer = Request::SyncOffer {
+            peer_id: format!("stranger{i}"),
+            listen_port: 1,
+            entries: Vec::new(),
+            more: false,
+        };
+        proto::write_msg(&mut s, &offer).unwrap();
+        let mut buf = Vec::new();
+        let answer = proto::read_msg::<Response>(&mut r, &mut buf).unwrap();
+        assert!(matches!(answer, Response::SyncIndex { .. }), "{answer:?}");
+    }
+    // Asked through the folder's control socket, as a user would.
+    let status = || {
+        let out = Command::new(BIN)
+            .args(["--json", "-c", "sync status", "--dir"])
+            .arg(server.dir.path())
+            .output()
+            .unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+        doc["partners"].as_array().map_or(0, Vec::len)
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || status() == 64),
+        "{}",
+        status()
+    );
+}

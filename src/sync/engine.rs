@@ -73,6 +73,9 @@ pub enum SyncCmd {
         entries: Vec<SyncEntry>,
         /// Our index as the server just computed it for the answer.
         local: Vec<SyncEntry>,
+        /// The memory these take, held against the server's offer budget
+        /// until the engine is done with them.
+        _held: crate::limits::Held,
     },
     Stop,
 }
@@ -357,8 +360,10 @@ impl Actor {
                     Ok(SyncCmd::Status(reply)) => {
                         let _ = reply.send(self.status());
                     }
-                    Ok(SyncCmd::Offered { peer_id, addr, entries, local }) => {
-                        let i = self.partner_for(&peer_id, &addr);
+                    Ok(SyncCmd::Offered { peer_id, addr, entries, local, .. }) => {
+                        // A stranger beyond the learned partners' room is
+                        // answered (by the server) but not remembered.
+                        let Some(i) = self.partner_for(&peer_id, &addr) else { continue };
                         // It is back: no more waiting on it.
                         self.partners[i].failures = 0;
                         self.partners[i].retry_at = None;
@@ -427,7 +432,7 @@ impl Actor {
     }
 
     /// The partner with this id (updating its address), or a new one.
-    fn partner_for(&mut self, id: &str, addr: &str) -> usize {
+    fn partner_for(&mut self, id: &str, addr: &str) -> Option<usize> {
         if let Some(i) = self
             .partners
             .iter()
@@ -436,7 +441,7 @@ impl Actor {
             if !self.partners[i].configured {
                 self.partners[i].addr = addr.to_string();
             }
-            return i;
+            return Some(i);
         }
         if let Some(i) = self
             .partners
@@ -444,7 +449,11 @@ impl Actor {
             .position(|p| p.id.is_none() && p.addr == addr)
         {
             self.partners[i].id = Some(id.to_string());
-            return i;
+            return Some(i);
+        }
+        let learned = self.partners.iter().filter(|p| !p.configured).count();
+        if learned >= crate::limits::LEARNED_PARTNERS {
+            return None;
         }
         self.partners.push(Partner {
             addr: addr.to_string(),
@@ -456,7 +465,7 @@ impl Actor {
             failures: 0,
             retry_at: None,
         });
-        self.partners.len() - 1
+        Some(self.partners.len() - 1)
     }
 
     /// A partner showed us its index: record what we agree on (so both
