@@ -562,7 +562,7 @@ fn in_memory(held: &[SyncEntry], more: &[SyncEntry]) -> usize {
         .iter()
         .map(|e| e.name.len() + e.md5.as_ref().map_or(0, String::len))
         .sum();
-    growth.max(more.len() * slot) + text
+    growth.max(std::mem::size_of_val(more)) + text
 }
 
 /// A test on a listing entry.
