@@ -245,7 +245,7 @@ impl Session {
                     confirm: verb == SyncVerb::Confirm,
                 },
             };
-            match control::ask(self.shared.folder.state_dir(), &req, &self.cancel)? {
+            match control::ask(self.shared.folder.state_path(), &req, &self.cancel)? {
                 Some(Answer::Status(s)) => return Ok(Output::SyncStatus(s)),
                 Some(Answer::Report(r)) => return sync_report(r, true),
                 Some(Answer::Error(e)) => bail!("the process that syncs this folder says: {e}"),

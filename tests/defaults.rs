@@ -61,13 +61,16 @@ fn a_client_only_run_opens_no_server_socket_and_leaves_no_state_folder() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     stdin.write_all(b"index longlist\n").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Once its answer is printed the command is over: the client is idle.
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert!(line.contains("a.txt"), "{line}");
     assert_eq!(sockets_of(child.id()), 0, "an idle client holds sockets");
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("a.txt"));
     // No start line: nothing is shared.
     assert!(!String::from_utf8_lossy(&out.stderr).contains("sharing"));
     assert_eq!(
@@ -83,6 +86,13 @@ fn a_client_only_run_opens_no_server_socket_and_leaves_no_state_folder() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("index longlist"));
+    assert_eq!(fs::read_dir(me.path()).unwrap().count(), 0);
+    // Asking about sync (no peer syncs this folder) writes nothing either.
+    let out = client(me.path(), state.path())
+        .args(["--json", "-c", "sync status", "-c", "sync"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no peer to sync with"));
     assert_eq!(fs::read_dir(me.path()).unwrap().count(), 0);
     // A download writes a file: then the state folder may hold its MD5.
     run_client_only(me.path(), &server.addr, "download TCP a.txt");

@@ -118,6 +118,12 @@ impl Folder {
         &self.root
     }
 
+    /// Where the private state folder is (or would be), without making it:
+    /// for looking only.
+    pub fn state_path(&self) -> &Path {
+        &self.state
+    }
+
     /// The private state folder, made now if it was not there yet (a
     /// failure shows when the caller writes into it).
     pub fn state_dir(&self) -> &Path {
