@@ -74,10 +74,21 @@ fn a_file_against_a_folder_keeps_both_and_stops_pulling() {
     std::thread::sleep(Duration::from_secs(3));
     let served = history(gb.dir.path())
         .iter()
-        .filter(|l| l["direction"] == "served" && l["command"] == "download z/inner.bin")
+        .filter(|l| l["direction"] == "served" && served_download(l, "z/inner.bin"))
         .count();
-    assert!(served <= 2, "z/inner.bin served {served} times");
+    // Once for the pull that made ga's copy (twice if a round raced it).
+    assert!(
+        (1..=2).contains(&served),
+        "z/inner.bin served {served} times"
+    );
     assert_converges(ga.dir.path(), gb.dir.path());
+}
+
+/// A history line of ours serving `name` (by TCP, as sync pulls).
+fn served_download(line: &serde_json::Value, name: &str) -> bool {
+    line["command"]
+        .as_str()
+        .is_some_and(|c| c.starts_with(&format!("download TCP {name}")))
 }
 
 #[test]
@@ -99,7 +110,7 @@ fn a_pull_that_cannot_land_is_not_made_and_reported_once() {
     std::thread::sleep(Duration::from_secs(4));
     let served = history(gb.dir.path())
         .iter()
-        .filter(|l| l["direction"] == "served" && l["command"] == "download z/inner.bin")
+        .filter(|l| l["direction"] == "served" && served_download(l, "z/inner.bin"))
         .count();
     assert_eq!(served, 0, "bytes that could not land were pulled");
     for path in ["z", "z/inner.bin"] {
