@@ -44,13 +44,23 @@ impl Incoming {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("file");
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{base}."))
-            .suffix(PART_SUFFIX)
-            .tempfile_in(&dir)
-            .context(format!("creating a temporary file for {name}"))?;
-        // Held while we write it: a sweep knows it is not abandoned.
-        super::parts::hold(tmp.as_file());
+        // Held while we write it, so a sweep knows it is not abandoned; a
+        // sweep that got to the new file first makes us take another.
+        let mut made = None;
+        for _ in 0..3 {
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!(".{base}."))
+                .suffix(PART_SUFFIX)
+                .tempfile_in(&dir)
+                .context(format!("creating a temporary file for {name}"))?;
+            if super::parts::hold(tmp.as_file(), tmp.path()) {
+                made = Some(tmp);
+                break;
+            }
+        }
+        let Some(tmp) = made else {
+            bail!("creating a temporary file for {name}: it kept being taken away");
+        };
         if folder.sweeps_on_write() {
             super::parts::sweep_dir(&dir);
         }

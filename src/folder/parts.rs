@@ -7,17 +7,23 @@
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::names::{PART_SUFFIX, STATE_DIR};
 
-/// Mark a part file as being written (until `file` is closed).
-pub fn hold(file: &File) {
+/// Mark a just-made part file at `path` as being written (until `file` is
+/// closed). False if a sweep got to it first (it holds the lock, or has
+/// removed the file already): then the caller makes another one.
+pub fn hold(file: &File, path: &Path) -> bool {
     // SAFETY: flock on an fd owned by `file`, which outlives the call.
-    unsafe {
-        libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB);
-    }
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    let still_there = match (file.metadata(), fs::symlink_metadata(path)) {
+        (Ok(ours), Ok(there)) => ours.ino() == there.ino() && ours.dev() == there.dev(),
+        _ => false,
+    };
+    locked && still_there
 }
 
 fn is_part_name(name: &std::ffi::OsStr) -> bool {
@@ -27,7 +33,7 @@ fn is_part_name(name: &std::ffi::OsStr) -> bool {
 
 /// Remove `path` if it is a part file nobody writes. True if removed.
 fn remove_if_abandoned(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else {
+    let Ok(file) = super::stat::open_regular(path) else {
         return false;
     };
     // SAFETY: flock on an fd owned by `file`, which outlives the call.
@@ -83,7 +89,11 @@ mod tests {
             .append(true)
             .open(p(".c.x3.dbsh-part"))
             .unwrap();
-        hold(&live);
+        assert!(hold(&live, &p(".c.x3.dbsh-part")));
+        // A second holder (as when a sweep came first) is told so.
+        let other = File::open(p(".c.x3.dbsh-part")).unwrap();
+        assert!(!hold(&other, &p(".c.x3.dbsh-part")));
+        drop(other);
         assert_eq!(sweep_dir(d.path()), 1);
         assert!(p("sub/.b.x2.dbsh-part").exists());
         assert_eq!(sweep_tree(d.path(), &AtomicBool::new(false)), 1);
@@ -91,5 +101,15 @@ mod tests {
         assert!(p("keep.dbsh-part-not").exists());
         drop(live);
         assert_eq!(sweep_dir(d.path()), 1);
+    }
+
+    #[test]
+    fn a_part_file_swept_before_it_was_held_is_not_taken_for_ours() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(".a.x.dbsh-part");
+        let file = File::create(&path).unwrap();
+        // A sweep took the unlocked new file away before we locked it.
+        assert_eq!(sweep_dir(d.path()), 1);
+        assert!(!hold(&file, &path));
     }
 }

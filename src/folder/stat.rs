@@ -18,23 +18,30 @@ use crate::proto::FileMeta;
 /// group and others. Never setuid, setgid or sticky.
 pub const PERMISSION_BITS: u32 = 0o777;
 
-/// Open `path` for reading only if it is a regular file. The type is
-/// checked before the open (so a device or FIFO is never opened) and again
-/// on the opened descriptor (so a swap in between is caught). The open
-/// itself does not block: a FIFO swapped in at the last moment fails the
-/// second check instead of hanging the thread.
+/// Open `path` for reading only if it is a regular file, without ever
+/// opening anything else: the path is first opened with `O_PATH` (which
+/// opens no device and never blocks), its type is checked on that
+/// descriptor, and only then is that very inode opened for reading through
+/// `/proc/self/fd`, so nothing can be swapped in between. Where `/proc` is
+/// missing, a non-blocking open checked before and after stands in.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    let before = std::fs::metadata(path)?;
-    if !before.is_file() {
-        return Err(not_regular(&before));
-    }
-    let file = OpenOptions::new()
+    let handle = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags(libc::O_PATH)
         .open(path)?;
-    let meta = file.metadata()?;
+    let meta = handle.metadata()?;
     if !meta.is_file() {
         return Err(not_regular(&meta));
+    }
+    let through = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let file = match open_nonblocking(Path::new(&through)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => open_nonblocking(path)?,
+        Err(e) => return Err(e),
+    };
+    let opened = file.metadata()?;
+    if !opened.is_file() || Version::of(&opened).ino != Version::of(&meta).ino {
+        return Err(not_regular(&opened));
     }
     // Reads of a regular file never block; clear the flag anyway so the
     // descriptor behaves like any other (sendfile, read_at).
@@ -47,6 +54,13 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
         }
     }
     Ok(file)
+}
+
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
 }
 
 fn not_regular(meta: &Metadata) -> io::Error {
@@ -161,6 +175,9 @@ mod tests {
         let e = open_regular(&fifo).unwrap_err();
         assert!(e.to_string().contains("FIFO"), "{e}");
         assert!(open_regular(d.path()).is_err());
+        // A device is never opened (O_PATH first), just refused.
+        let e = open_regular(Path::new("/dev/null")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
         std::fs::write(d.path().join("f"), b"x").unwrap();
         let f = open_regular(&d.path().join("f")).unwrap();
         // SAFETY: F_GETFL on an open fd.
