@@ -1,9 +1,11 @@
 //! This peer's id, and the folder it belongs to. The id lives in
-//! `.dropbox-shell/peer-id` beside the device and inode of the shared
-//! folder it was made for: a copied folder (`cp -a`, a restored backup)
-//! brings the file along but sits on another inode, so it takes an id of
-//! its own instead of posing as the original to their common partners
-//! (which would make each undo the other's changes).
+//! `.dropbox-shell/peer-id` beside the inode of the shared folder it was
+//! made for: a copied folder (`cp -a`, a restored backup) brings the file
+//! along but sits on another inode, so it takes an id of its own instead
+//! of posing as the original to their common partners (which would make
+//! each undo the other's changes). The device number is left out: on
+//! network, FUSE and btrfs mounts it can change from one boot to the next,
+//! and an ordinary restart must keep the id.
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -22,7 +24,7 @@ pub struct LoadedId {
 
 fn folder_key(root: &Path) -> Result<String> {
     let m = fs::metadata(root).context(format!("shared folder {}", root.display()))?;
-    Ok(format!("{}:{}", m.dev(), m.ino()))
+    Ok(m.ino().to_string())
 }
 
 fn valid(id: &str) -> bool {
