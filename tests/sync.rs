@@ -13,18 +13,6 @@ use util::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-fn syncing(extra: &[&str]) -> Peer {
-    let mut args = vec!["--sync", "--interval", "1"];
-    args.extend_from_slice(extra);
-    Peer::start(&args)
-}
-
-fn syncing_in(dir: tempfile::TempDir, extra: &[&str]) -> Peer {
-    let mut args = vec!["--sync", "--interval", "1"];
-    args.extend_from_slice(extra);
-    Peer::start_in(dir, &args)
-}
-
 fn converged(a: &Path, b: &Path) -> bool {
     tree(a) == tree(b)
 }

@@ -96,6 +96,20 @@ impl Peer {
     }
 }
 
+/// A headless peer that syncs a new temporary folder, checking every second.
+pub fn syncing(extra: &[&str]) -> Peer {
+    let mut args = vec!["--sync", "--interval", "1"];
+    args.extend_from_slice(extra);
+    Peer::start(&args)
+}
+
+/// A headless peer that syncs `dir`, checking every second.
+pub fn syncing_in(dir: tempfile::TempDir, extra: &[&str]) -> Peer {
+    let mut args = vec!["--sync", "--interval", "1"];
+    args.extend_from_slice(extra);
+    Peer::start_in(dir, &args)
+}
+
 impl Peer {
     /// Stop the peer with a signal (`-KILL`, `-TERM`) and keep its folder.
     pub fn stop(mut self, sig: &str) -> tempfile::TempDir {
