@@ -126,9 +126,11 @@ use chroot = no
 [big]
   path = $W/big
   read only = yes
+  exclude = .dropbox-shell/
 [list]
   path = $W/list
   read only = yes
+  exclude = .dropbox-shell/
 [many]
   path = $W/many
   read only = yes
