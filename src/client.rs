@@ -16,6 +16,7 @@ use crate::proto::{
     read_hello, read_msg, write_hello, write_msg,
 };
 use crate::stream::{receive_file, send_file};
+use crate::transfer::TransferReport;
 use crate::{Context, Error, Result, bail};
 
 /// How long to wait for a peer to accept a connection.
@@ -60,18 +61,6 @@ impl Received {
             }
         })
     }
-}
-
-/// What a finished transfer reports.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TransferReport {
-    pub name: String,
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub md5: String,
-    pub seconds: f64,
-    pub attempts: u32,
-    pub retransmissions: u64,
 }
 
 /// A read half that waits in slices, checking for cancellation and silence.

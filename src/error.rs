@@ -2,37 +2,70 @@
 //! (path, peer, command) wrapped around the cause as it travels up.
 //!
 //! Errors are shown to a person once, at the top (shell line, JSON `error`
-//! key or stderr), so they carry text rather than a deep enum.
+//! key or stderr), so they carry text; an [`ErrorKind`] beside the text
+//! says what kind of failure it is, for the code that must branch on it
+//! (retry, give up, say "busy"), so nobody reads the text to decide.
 
 use std::fmt;
 
-/// An error with a human-readable message.
+/// The kinds of failure that callers tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No such file (or peer, or deposit).
+    NotFound,
+    /// Not allowed: outside the folder, uploads off, a special file.
+    Refused,
+    /// The peer has no room now; later may work.
+    Busy,
+    /// Nothing came in time.
+    Timeout,
+    /// The peer is unreachable, hung up or closed the connection.
+    PeerGone,
+    /// Bytes did not match their MD5, or a message broke the protocol.
+    Integrity,
+    /// The file changed while it was read; another try may work.
+    Changed,
+    /// A command, name or argument that cannot be used.
+    BadInput,
+    /// The user pressed Ctrl-C (or the process is stopping).
+    Cancelled,
+    /// Anything else (a local I/O failure, a full disk...).
+    Other,
+}
+
+/// An error with a human-readable message and its kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     message: String,
-    cancelled: bool,
+    kind: ErrorKind,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(message: impl Into<String>) -> Self {
+        Error::of(ErrorKind::Other, message)
+    }
+
+    /// An error of a kind callers may branch on.
+    pub fn of(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             message: message.into(),
-            cancelled: false,
+            kind,
         }
     }
 
     /// The user pressed Ctrl-C while the command ran.
     pub fn cancelled() -> Self {
-        Error {
-            message: "cancelled".into(),
-            cancelled: true,
-        }
+        Error::of(ErrorKind::Cancelled, "cancelled")
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.cancelled
+        self.kind == ErrorKind::Cancelled
     }
 
     pub fn message(&self) -> &str {
@@ -68,10 +101,24 @@ pub fn cancelled_io() -> std::io::Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        use std::io::ErrorKind as Io;
         if e.get_ref().is_some_and(|inner| inner.is::<Cancelled>()) {
             return Error::cancelled();
         }
-        Error::new(e.to_string())
+        let kind = match e.kind() {
+            Io::NotFound => ErrorKind::NotFound,
+            Io::PermissionDenied => ErrorKind::Refused,
+            Io::TimedOut | Io::WouldBlock => ErrorKind::Timeout,
+            Io::ConnectionRefused
+            | Io::ConnectionReset
+            | Io::ConnectionAborted
+            | Io::BrokenPipe
+            | Io::UnexpectedEof
+            | Io::NotConnected => ErrorKind::PeerGone,
+            Io::InvalidData => ErrorKind::Integrity,
+            _ => ErrorKind::Other,
+        };
+        Error::of(kind, e.to_string())
     }
 }
 
@@ -84,19 +131,43 @@ impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
         self.map_err(|e| {
             let e: Error = e.into();
-            if e.cancelled {
+            if e.is_cancelled() {
                 e
             } else {
-                Error::new(format!("{what}: {}", e.message))
+                Error::of(e.kind, format!("{what}: {}", e.message))
             }
         })
     }
 }
 
-/// Return early with a formatted [`Error`].
+/// Return early with a formatted [`Error`]; `bail!(kind: Busy, "...")`
+/// gives it a kind.
 #[macro_export]
 macro_rules! bail {
+    (kind: $kind:ident, $($arg:tt)*) => {
+        return Err($crate::Error::of($crate::ErrorKind::$kind, format!($($arg)*)))
+    };
     ($($arg:tt)*) => {
         return Err($crate::Error::new(format!($($arg)*)))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_survive_context_and_come_from_io_errors() {
+        let gone: Result<()> =
+            Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
+        let e = gone.context("peer 1.2.3.4:9").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PeerGone);
+        assert!(e.message().starts_with("peer 1.2.3.4:9: "));
+        let busy = || -> Result<()> { crate::bail!(kind: Busy, "the peer is busy ({} slots)", 4) };
+        assert_eq!(busy().unwrap_err().kind(), ErrorKind::Busy);
+        assert_eq!(busy().unwrap_err().message(), "the peer is busy (4 slots)");
+        assert!(Error::cancelled().is_cancelled());
+        let stopped: Result<()> = Err(cancelled_io().into());
+        assert!(stopped.context("x").unwrap_err().is_cancelled());
+    }
 }

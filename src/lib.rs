@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod display;
 pub mod error;
+pub mod events;
 pub mod folder;
 pub mod history;
 pub mod identity;
@@ -38,4 +39,4 @@ pub mod sync;
 pub mod timestamp;
 pub mod transfer;
 
-pub use error::{Context, Error, Result};
+pub use error::{Context, Error, ErrorKind, Result};

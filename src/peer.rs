@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
+
+use crate::events::Events;
 
 use crate::folder::Folder;
 use crate::history::History;
@@ -61,38 +63,10 @@ impl Default for PeerConfig {
     }
 }
 
-/// Where a note for the shell comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventSource {
-    /// A request another peer made of our server.
-    Server,
-    /// A sync round our own engine ran.
-    Sync,
-}
-
-/// A one-line note from a background thread for the shell to print.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub source: EventSource,
-    /// As the thread wrote it: names in it come from peers and the disk,
-    /// so whoever prints it escapes it.
-    pub text: String,
-}
-
-impl Event {
-    /// The label the shell prints before the text.
-    pub fn label(&self) -> &'static str {
-        match self.source {
-            EventSource::Server => "[server]",
-            EventSource::Sync => "[sync]",
-        }
-    }
-}
-
 /// State shared by the server threads and the shell.
 pub struct Shared {
-    pub folder: Folder,
-    pub history: History,
+    pub folder: Arc<Folder>,
+    pub history: Arc<History>,
     /// The last-synced state, per partner; opened on first use.
     sync_db: OnceLock<crate::sync::db::SyncDb>,
     /// This peer's id; loaded (or made) on first use.
@@ -101,8 +75,7 @@ pub struct Shared {
     /// Where the shell keeps its line history: the state folder of a
     /// serving peer, the user's state directory for a client only.
     private_dir: PathBuf,
-    events_tx: Sender<Event>,
-    events_rx: Receiver<Event>,
+    pub events: Events,
     sync: OnceLock<Sender<SyncCmd>>,
 }
 
@@ -137,21 +110,6 @@ impl Shared {
         &self.private_dir
     }
 
-    /// A one-line note from a server thread for the shell to print.
-    pub fn event(&self, msg: String) {
-        self.note(EventSource::Server, msg);
-    }
-
-    /// A one-line note from the sync engine for the shell to print.
-    pub fn sync_event(&self, msg: String) {
-        self.note(EventSource::Sync, msg);
-    }
-
-    fn note(&self, source: EventSource, text: String) {
-        let text = crate::limits::clip(&text, crate::limits::LINE_TEXT).into_owned();
-        let _ = self.events_tx.try_send(Event { source, text });
-    }
-
     /// A partner offered its sync index (`entries`), answered with ours
     /// (`local`): let the engine record what we agree on and decide on a round.
     pub fn sync_offered(
@@ -176,11 +134,6 @@ impl Shared {
     /// The sync engine's inbox.
     pub fn sync_engine(&self) -> Option<&Sender<SyncCmd>> {
         self.sync.get()
-    }
-
-    /// Notes from the server threads, for the shell's printer.
-    pub fn events(&self) -> Receiver<Event> {
-        self.events_rx.clone()
     }
 }
 
@@ -220,16 +173,14 @@ impl Peer {
             None => folder.state_dir().to_path_buf(),
         };
         let history = History::open(&private_dir)?;
-        let (events_tx, events_rx) = crossbeam_channel::bounded(256);
         let shared = Arc::new(Shared {
-            folder,
-            history,
+            folder: Arc::new(folder),
+            history: Arc::new(history),
             sync_db: OnceLock::new(),
             peer_id: OnceLock::new(),
             config,
             private_dir,
-            events_tx,
-            events_rx,
+            events: Events::default(),
             sync: OnceLock::new(),
         });
         let server = match serving {

@@ -279,7 +279,10 @@ fn serve_connection(stream: TcpStream, shared: &Shared, stop: &AtomicBool, offer
             &outcome,
             bytes,
         ));
-        shared.event(format!("served {what} to {peer}: {outcome}"));
+        shared
+            .events
+            .sender()
+            .server(format!("served {what} to {peer}: {outcome}"));
         if !flushed {
             return;
         }

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::cli::{Command, Protocol, SyncVerb, help_text};
-use crate::client::{Client, TransferReport};
+use crate::client::Client;
 use crate::history::{Direction, Record};
 use crate::peer::Shared;
 use crate::proto::{Entry, Filter, HashEntry};
 use crate::timestamp::to_nanos;
+use crate::transfer::TransferReport;
 use crate::transfer::driver::{self, UdpOptions};
 use crate::{Error, Result, bail};
 

@@ -122,7 +122,7 @@ fn error_line(e: &crate::Error) -> String {
 
 /// A background thread's note as printed above the prompt: its label, then
 /// its text escaped (it names files and peers that others chose).
-fn event_line(ev: &crate::peer::Event) -> String {
+fn event_line(ev: &crate::events::Event) -> String {
     format!("{} {}", ev.label(), escape(&ev.text))
 }
 
@@ -318,7 +318,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
     // Server messages go through the external printer, above the prompt.
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let printer_thread = rl.create_external_printer().ok().map(|mut printer| {
-        let events = session.shared().events();
+        let events = session.shared().events.receiver();
         std::thread::Builder::new()
             .name("shell-printer".into())
             .spawn(move || {
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn events_and_errors_reach_the_terminal_escaped() {
-        use crate::peer::{Event, EventSource};
+        use crate::events::{Event, EventSource};
         let hostile = "served download x\u{1b}]2;PWNED\u{7}\u{1b}[2J to p: error: no such file";
         let ev = Event {
             source: EventSource::Server,

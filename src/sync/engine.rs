@@ -258,7 +258,7 @@ fn start_control(
             shared
                 .history
                 .log(&Record::now(Direction::Made, "-", "sync control", &msg, 0));
-            shared.sync_event(msg);
+            shared.events.sender().sync(msg);
             None
         }
     }
@@ -551,7 +551,9 @@ impl Actor {
             ));
             if !by_hand {
                 self.shared
-                    .sync_event(format!("sync with {}: {summary}", report.peer));
+                    .events
+                    .sender()
+                    .sync(format!("sync with {}: {summary}", report.peer));
             }
         }
         report
@@ -619,7 +621,7 @@ mod tests {
 
     #[test]
     fn a_round_asked_by_hand_is_shown_by_the_command_not_as_an_event() {
-        use crate::peer::{EventSource, Peer, PeerConfig};
+        use crate::peer::{Peer, PeerConfig};
         let start = |dir: &Path, sync: bool, peers: Vec<String>| {
             Peer::start(PeerConfig {
                 dir: dir.to_path_buf(),
@@ -640,7 +642,7 @@ mod tests {
         let partner = vec![a.local_addr().unwrap().to_string()];
         // By hand (`sync`): the report is the answer, no event.
         let b = start(db.path(), false, partner.clone());
-        let events = b.shared.events();
+        let events = b.shared.events.receiver();
         let (tx, rx) = crossbeam_channel::bounded(1);
         let engine = b.shared.sync_engine().unwrap();
         engine.send(SyncCmd::RunNow(false, tx)).unwrap();
@@ -648,9 +650,13 @@ mod tests {
         assert_eq!(events.try_recv().ok(), None);
         // A round the engine starts by itself is told to the shell.
         let c = start(dc.path(), true, partner);
-        let event = c.shared.events().recv_timeout(Duration::from_secs(30));
+        let event = c
+            .shared
+            .events
+            .receiver()
+            .recv_timeout(Duration::from_secs(30));
         let event = event.unwrap();
-        assert_eq!(event.source, EventSource::Sync);
+        assert_eq!(event.source, crate::events::EventSource::Sync);
         assert!(event.text.contains("pulled 1"), "{event:?}");
         for p in [c, b, a] {
             p.shutdown();

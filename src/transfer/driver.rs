@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::TransferReport;
 use super::receiver::{MetaInfo, Receiver, ReceiverConfig, RecvEvent, RecvOp};
 use super::wire::{Packet, decode, encode};
 use super::{MAX_PAYLOAD, MTU_PAYLOAD};
-use crate::client::TransferReport;
 use crate::folder::{Finish, Folder, Incoming};
 use crate::proto::{FileMeta, hex};
 use crate::{Error, Result, bail};

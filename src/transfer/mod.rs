@@ -42,6 +42,18 @@ pub mod server;
 pub mod sim;
 pub mod wire;
 
+/// What a finished transfer reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferReport {
+    pub name: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub md5: String,
+    pub seconds: f64,
+    pub attempts: u32,
+    pub retransmissions: u64,
+}
+
 /// Largest data payload: fits a 64 KiB datagram on loopback or jumbo paths.
 pub const MAX_PAYLOAD: u32 = 64512;
 /// Data payload that fits a 1500-byte Ethernet MTU (IPv4 + UDP + our header).

@@ -296,7 +296,9 @@ impl Server {
         ));
         if outcome == "ok" || s.sender.is_validated() {
             self.shared
-                .event(format!("served {what} to {}: {outcome}", s.peer));
+                .events
+                .sender()
+                .server(format!("served {what} to {}: {outcome}", s.peer));
         }
     }
 }
