@@ -10,8 +10,42 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
+use crate::folder::Folder;
 use crate::{Context, Result};
+
+/// The id of the peer sharing a folder, loaded (or made, and tied to the
+/// folder) on first use, so a run that never needs it writes nothing.
+pub struct Identity {
+    folder: Arc<Folder>,
+    id: OnceLock<String>,
+}
+
+impl Identity {
+    pub fn new(folder: Arc<Folder>) -> Identity {
+        Identity {
+            folder,
+            id: OnceLock::new(),
+        }
+    }
+
+    /// This peer's id; a copied folder's new id is announced on stderr once.
+    pub fn id(&self) -> &str {
+        self.id.get_or_init(|| {
+            match load_or_create(self.folder.root(), self.folder.state_dir()) {
+                Ok(loaded) => {
+                    if let Some(n) = loaded.notice {
+                        eprintln!("dropbox-shell: {}", crate::display::escape(&n));
+                    }
+                    loaded.id
+                }
+                // Unwritable state: an id for this run only.
+                Err(_) => new_id(),
+            }
+        })
+    }
+}
 
 /// The id file's name in the state folder.
 const ID_FILE: &str = "peer-id";

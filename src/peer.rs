@@ -15,11 +15,14 @@ use crossbeam_channel::Sender;
 
 use crate::events::Events;
 
+use crate::Result;
 use crate::folder::Folder;
 use crate::history::History;
+use crate::identity::Identity;
 use crate::server::Server;
+use crate::sync::SyncContext;
+use crate::sync::db::LazyDb;
 use crate::sync::{SyncCmd, SyncConfig, SyncEngine};
-use crate::{Result, identity};
 
 /// What a peer is started with (the flags, minus the shell's).
 #[derive(Debug, Clone)]
@@ -68,9 +71,9 @@ pub struct Shared {
     pub folder: Arc<Folder>,
     pub history: Arc<History>,
     /// The last-synced state, per partner; opened on first use.
-    sync_db: OnceLock<crate::sync::db::SyncDb>,
+    pub sync_db: Arc<LazyDb>,
     /// This peer's id; loaded (or made) on first use.
-    peer_id: OnceLock<String>,
+    pub identity: Arc<Identity>,
     pub config: PeerConfig,
     /// Where the shell keeps its line history: the state folder of a
     /// serving peer, the user's state directory for a client only.
@@ -82,27 +85,23 @@ pub struct Shared {
 impl Shared {
     /// This peer's id (made, and tied to its folder, on first use).
     pub fn peer_id(&self) -> &str {
-        self.peer_id.get_or_init(|| {
-            match identity::load_or_create(self.folder.root(), self.folder.state_dir()) {
-                Ok(loaded) => {
-                    if let Some(n) = loaded.notice {
-                        eprintln!("dropbox-shell: {}", crate::display::escape(&n));
-                    }
-                    loaded.id
-                }
-                // Unwritable state: an id for this run only.
-                Err(_) => format!("{:016x}", fastrand::u64(..)),
-            }
-        })
+        self.identity.id()
     }
 
     /// The last-synced state database (opened on first use).
     pub fn sync_db(&self) -> Result<&crate::sync::db::SyncDb> {
-        if let Some(db) = self.sync_db.get() {
-            return Ok(db);
+        self.sync_db.get()
+    }
+
+    /// What the sync engine works with.
+    pub fn sync_context(&self) -> SyncContext {
+        SyncContext {
+            folder: self.folder.clone(),
+            history: self.history.clone(),
+            events: self.events.sender(),
+            identity: self.identity.clone(),
+            db: self.sync_db.clone(),
         }
-        let db = crate::sync::db::SyncDb::open(self.folder.state_dir())?;
-        Ok(self.sync_db.get_or_init(|| db))
     }
 
     /// Where the shell keeps its line history.
@@ -173,11 +172,12 @@ impl Peer {
             None => folder.state_dir().to_path_buf(),
         };
         let history = History::open(&private_dir)?;
+        let folder = Arc::new(folder);
         let shared = Arc::new(Shared {
-            folder: Arc::new(folder),
+            sync_db: Arc::new(LazyDb::new(folder.clone())),
+            identity: Arc::new(Identity::new(folder.clone())),
+            folder,
             history: Arc::new(history),
-            sync_db: OnceLock::new(),
-            peer_id: OnceLock::new(),
             config,
             private_dir,
             events: Events::default(),
@@ -197,7 +197,7 @@ impl Peer {
             peers: shared.config.peers.clone(),
             listen_port: server.as_ref().map_or(0, |s| s.local_addr().port()),
         };
-        let sync = match SyncEngine::start(shared.clone(), sync_cfg) {
+        let sync = match SyncEngine::start(shared.sync_context(), sync_cfg) {
             Ok(s) => s,
             Err(e) => {
                 if let Some(server) = server {

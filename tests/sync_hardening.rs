@@ -270,3 +270,50 @@ fn a_new_setuid_file_arrives_without_the_bit() {
     let mode = fs::metadata(b.path("tool")).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o755);
 }
+
+#[test]
+fn a_round_asked_by_hand_is_shown_by_the_command_not_as_an_event() {
+    // The library's own peers, as examples/fetch.rs uses them.
+    use dropbox_shell::peer::{Peer, PeerConfig};
+    use dropbox_shell::sync::SyncCmd;
+    use std::path::Path;
+    let start = |dir: &Path, sync: bool, peers: Vec<String>| {
+        Peer::start(PeerConfig {
+            dir: dir.to_path_buf(),
+            sync,
+            interval: Duration::from_secs(1),
+            peers,
+            ..PeerConfig::default()
+        })
+        .unwrap()
+    };
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    std::fs::write(da.path().join("x.txt"), b"x").unwrap();
+    let a = start(da.path(), false, Vec::new());
+    let partner = vec![a.local_addr().unwrap().to_string()];
+    // By hand (`sync`): the report is the answer, no event.
+    let b = start(db.path(), false, partner.clone());
+    let events = b.shared.events.receiver();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let engine = b.shared.sync_engine().unwrap();
+    engine.send(SyncCmd::RunNow(false, tx)).unwrap();
+    assert_eq!(rx.recv().unwrap().partners[0].pulled, 1);
+    assert_eq!(events.try_recv().ok(), None);
+    // A round the engine starts by itself is told to the shell.
+    let c = start(dc.path(), true, partner);
+    let event = c
+        .shared
+        .events
+        .receiver()
+        .recv_timeout(Duration::from_secs(30));
+    let event = event.unwrap();
+    assert_eq!(event.source, dropbox_shell::events::EventSource::Sync);
+    assert!(event.text.contains("pulled 1"), "{event:?}");
+    for p in [c, b, a] {
+        p.shutdown();
+    }
+}

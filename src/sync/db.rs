@@ -12,6 +12,31 @@ use super::plan::{FileState, Index};
 use crate::proto::Kind;
 use crate::{Error, Result};
 
+/// The database of a folder, opened on first use (a run that never syncs
+/// makes none).
+pub struct LazyDb {
+    folder: std::sync::Arc<crate::folder::Folder>,
+    db: std::sync::OnceLock<SyncDb>,
+}
+
+impl LazyDb {
+    pub fn new(folder: std::sync::Arc<crate::folder::Folder>) -> LazyDb {
+        LazyDb {
+            folder,
+            db: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The database, opened now if it was not yet.
+    pub fn get(&self) -> Result<&SyncDb> {
+        if let Some(db) = self.db.get() {
+            return Ok(db);
+        }
+        let db = SyncDb::open(self.folder.state_dir())?;
+        Ok(self.db.get_or_init(|| db))
+    }
+}
+
 pub struct SyncDb {
     conn: Mutex<Connection>,
 }

@@ -17,13 +17,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 use serde::{Deserialize, Serialize};
 
+use super::db::{LazyDb, SyncDb};
 use super::guard::DeletionGuard;
 use super::lock::SyncLock;
 use super::plan::{Index, plan};
 use super::stuck::Stuck;
+use crate::events::EventSender;
+use crate::folder::Folder;
+use crate::history::History;
 use crate::history::{Direction, Record};
+use crate::identity::Identity;
 use crate::names::clean_name;
-use crate::peer::Shared;
 use crate::proto::SyncEntry;
 use crate::{Error, Result};
 
@@ -58,6 +62,27 @@ pub struct SyncConfig {
     pub peers: Vec<String>,
     /// Our listening port, told to partners so they can sync back.
     pub listen_port: u16,
+}
+
+/// What the engine works with: the folder, the logs, this peer's id and
+/// the last-synced database; not the whole peer.
+#[derive(Clone)]
+pub struct SyncContext {
+    pub folder: Arc<Folder>,
+    pub history: Arc<History>,
+    pub events: EventSender,
+    pub identity: Arc<Identity>,
+    pub db: Arc<LazyDb>,
+}
+
+impl SyncContext {
+    pub fn peer_id(&self) -> &str {
+        self.identity.id()
+    }
+
+    pub fn sync_db(&self) -> Result<&SyncDb> {
+        self.db.get()
+    }
 }
 
 /// Messages to the engine.
@@ -154,7 +179,7 @@ pub struct SyncEngine {
 }
 
 impl SyncEngine {
-    pub fn start(shared: Arc<Shared>, cfg: SyncConfig) -> Result<SyncEngine> {
+    pub fn start(shared: SyncContext, cfg: SyncConfig) -> Result<SyncEngine> {
         let (tx, rx) = bounded::<SyncCmd>(64);
         // Many events, one wake-up: a channel of one and a send that never blocks.
         let (wake_tx, wake_rx) = bounded::<()>(1);
@@ -248,7 +273,7 @@ impl SyncEngine {
 /// The control socket of a syncing peer; a folder where it cannot be made
 /// still syncs, and says why `sync` from another process will not reach it.
 fn start_control(
-    shared: &Arc<Shared>,
+    shared: &SyncContext,
     tx: Sender<SyncCmd>,
 ) -> Option<super::control::ControlServer> {
     match super::control::ControlServer::start(shared.folder.state_dir(), tx) {
@@ -258,7 +283,7 @@ fn start_control(
             shared
                 .history
                 .log(&Record::now(Direction::Made, "-", "sync control", &msg, 0));
-            shared.events.sender().sync(msg);
+            shared.events.sync(msg);
             None
         }
     }
@@ -291,7 +316,7 @@ fn watch(root: &Path, wake: Sender<()>) -> Result<notify::RecommendedWatcher> {
 }
 
 struct Actor {
-    shared: Arc<Shared>,
+    shared: SyncContext,
     cfg: SyncConfig,
     partners: Vec<Partner>,
     last_round: Option<String>,
@@ -552,7 +577,6 @@ impl Actor {
             if !by_hand {
                 self.shared
                     .events
-                    .sender()
                     .sync(format!("sync with {}: {summary}", report.peer));
             }
         }
@@ -617,49 +641,5 @@ mod tests {
         assert_eq!(backoff(s(10), 7), MAX_BACKOFF);
         assert_eq!(backoff(s(10), u32::MAX), MAX_BACKOFF);
         assert_eq!(backoff(s(3600), 2), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn a_round_asked_by_hand_is_shown_by_the_command_not_as_an_event() {
-        use crate::peer::{Peer, PeerConfig};
-        let start = |dir: &Path, sync: bool, peers: Vec<String>| {
-            Peer::start(PeerConfig {
-                dir: dir.to_path_buf(),
-                sync,
-                interval: Duration::from_secs(1),
-                peers,
-                ..PeerConfig::default()
-            })
-            .unwrap()
-        };
-        let (da, db, dc) = (
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-            tempfile::tempdir().unwrap(),
-        );
-        std::fs::write(da.path().join("x.txt"), b"x").unwrap();
-        let a = start(da.path(), false, Vec::new());
-        let partner = vec![a.local_addr().unwrap().to_string()];
-        // By hand (`sync`): the report is the answer, no event.
-        let b = start(db.path(), false, partner.clone());
-        let events = b.shared.events.receiver();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let engine = b.shared.sync_engine().unwrap();
-        engine.send(SyncCmd::RunNow(false, tx)).unwrap();
-        assert_eq!(rx.recv().unwrap().partners[0].pulled, 1);
-        assert_eq!(events.try_recv().ok(), None);
-        // A round the engine starts by itself is told to the shell.
-        let c = start(dc.path(), true, partner);
-        let event = c
-            .shared
-            .events
-            .receiver()
-            .recv_timeout(Duration::from_secs(30));
-        let event = event.unwrap();
-        assert_eq!(event.source, crate::events::EventSource::Sync);
-        assert!(event.text.contains("pulled 1"), "{event:?}");
-        for p in [c, b, a] {
-            p.shutdown();
-        }
     }
 }

@@ -25,7 +25,7 @@ pub mod plan;
 pub mod stuck;
 pub mod trash;
 
-pub use engine::{SyncCmd, SyncConfig, SyncEngine, SyncReport, SyncStatus};
+pub use engine::{SyncCmd, SyncConfig, SyncContext, SyncEngine, SyncReport, SyncStatus};
 
 use crate::proto::SyncEntry;
 
