@@ -132,6 +132,8 @@ impl Session {
                 | Command::Sync(SyncVerb::Now | SyncVerb::Confirm)
         );
         let result = self.execute(cmd, progress);
+        // The one place a command's MD5s (a file received) reach the disk.
+        self.shared.folder.save_cache();
         if remote {
             let peer = self.current_peer().unwrap_or("-").to_string();
             let (outcome, bytes) = match &result {
@@ -171,7 +173,6 @@ impl Session {
                 let report = self
                     .connect(&peer)?
                     .download(&name, &self.shared.folder, progress)?;
-                self.shared.folder.save_cache();
                 Ok(Output::Transfer {
                     report,
                     protocol: Protocol::Tcp,
