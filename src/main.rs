@@ -139,7 +139,6 @@ fn real_main() -> i32 {
     let peer = Arc::new(Mutex::new(Some(peer)));
     watch_for_shutdown(&signals, peer.clone());
     let mut session = Session::new(shared, args.peers.clone(), signals.cancel.clone());
-    session.silence = Duration::from_secs(args.io_timeout);
     let code = if !args.commands.is_empty() {
         shell::run_lines(
             &mut session,

@@ -78,8 +78,6 @@ pub struct Session {
     peers: Vec<String>,
     current: usize,
     cancel: Arc<AtomicBool>,
-    /// How long a peer may stay silent before a command gives up.
-    pub silence: Duration,
 }
 
 /// Progress of a transfer: (bytes done, bytes in all).
@@ -92,7 +90,6 @@ impl Session {
             peers,
             current: 0,
             cancel,
-            silence: Duration::from_secs(30),
         }
     }
 
@@ -114,7 +111,7 @@ impl Session {
     }
 
     fn connect(&self, addr: &str) -> Result<Client> {
-        Client::connect(addr, self.cancel.clone(), self.silence)
+        Client::connect(addr, self.cancel.clone(), self.shared.config.io_timeout)
     }
 
     /// Run one command. `line` is what the user typed (for the history).
