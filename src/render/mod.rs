@@ -5,16 +5,19 @@
 //! Text output shows every string through [`crate::display::escape`]: names,
 //! peers and messages may come from another peer or the disk, and their
 //! control characters must not reach the terminal. JSON carries them exactly.
+//! [`tables`] holds one table per kind of result; this file the dispatch,
+//! the shared table helpers and JSON.
 
 use chrono::{DateTime, Local};
 use comfy_table::{Cell, ColumnConstraint, ContentArrangement, Table, Width};
 use serde_json::{Value, json};
 
-use crate::cli::Protocol;
 use crate::display::escape;
 use crate::proto::{Entry, Kind};
 use crate::session::Output;
 use crate::timestamp::rfc3339;
+
+mod tables;
 
 /// MIME type guessed from a name; directories say so.
 pub fn mime_of(e: &Entry) -> &'static str {
@@ -116,233 +119,17 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
             .map(escape)
             .collect::<Vec<_>>()
             .join("\n"),
-        Output::Listing { peer, entries } => {
-            let mut t = table(&["Name", "Size", "Modified", "Type", "Mode"], width);
-            for e in entries {
-                let size = if e.kind == Kind::Dir {
-                    "-".into()
-                } else {
-                    human_size(e.size)
-                };
-                add_row(
-                    &mut t,
-                    [
-                        e.name.clone(),
-                        size,
-                        local_time(e.mtime_ns),
-                        mime_of(e).to_string(),
-                        format!("{:04o}", e.mode),
-                    ],
-                );
-            }
-            keep_whole(&mut t, &[(1, 9), (4, 4)]);
-            format!(
-                "{t}\n{} on {}",
-                count(entries.len(), "entry", "entries"),
-                escape(peer)
-            )
-        }
-        Output::Hashes { peer, files } => {
-            let mut t = table(&["Name", "MD5", "Modified"], width);
-            for f in files {
-                let md5 = match (&f.md5, &f.error) {
-                    (Some(m), _) => m.clone(),
-                    (None, Some(e)) => format!("error: {e}"),
-                    (None, None) => "-".into(),
-                };
-                // An unreadable file has no time (its mtime_ns is 0).
-                let time = if f.error.is_some() || f.mtime_ns == 0 {
-                    "-".to_string()
-                } else {
-                    local_time(f.mtime_ns)
-                };
-                add_row(&mut t, [f.name.clone(), md5, time]);
-            }
-            // An MD5 is 32 hex digits; a date "YYYY-MM-DD" may wrap before
-            // its time.
-            keep_whole(&mut t, &[(1, 32), (2, 10)]);
-            format!(
-                "{t}\n{} on {}",
-                count(files.len(), "file", "files"),
-                escape(peer)
-            )
-        }
+        Output::Listing { peer, entries } => tables::listing(peer, entries, width),
+        Output::Hashes { peer, files } => tables::hashes(peer, files, width),
         Output::Transfer {
-            report: r,
+            report,
             protocol,
             upload,
-        } => {
-            let verb = if *upload { "uploaded" } else { "downloaded" };
-            let proto = match protocol {
-                Protocol::Tcp => "TCP",
-                Protocol::Udp => "UDP",
-            };
-            let mut t = table(&["Field", "Value"], width);
-            add_row(&mut t, ["name", &r.name]);
-            add_row(
-                &mut t,
-                [
-                    "size",
-                    &format!("{} ({} bytes)", human_size(r.size), r.size),
-                ],
-            );
-            add_row(&mut t, ["mtime", &local_time(r.mtime_ns)]);
-            add_row(&mut t, ["md5", &r.md5]);
-            add_row(&mut t, ["protocol", proto]);
-            if *protocol == Protocol::Udp {
-                add_row(&mut t, ["attempts", &r.attempts.to_string()]);
-                add_row(&mut t, ["retransmissions", &r.retransmissions.to_string()]);
-            }
-            let rate = r.size as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
-            add_row(
-                &mut t,
-                ["seconds", &format!("{:.3} ({rate:.1} MiB/s)", r.seconds)],
-            );
-            keep_whole(&mut t, &[(1, 32)]);
-            format!("{verb} {}\n{t}", escape(&r.name))
-        }
-        Output::History(recs) => {
-            let mut t = table(
-                &["Time", "Direction", "Peer", "Command", "Outcome", "Bytes"],
-                width,
-            );
-            for r in recs {
-                let time = local_event_time(&r.time);
-                let dir = serde_json::to_value(r.direction)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default();
-                add_row(
-                    &mut t,
-                    [
-                        time,
-                        dir,
-                        r.peer.clone(),
-                        r.command.clone(),
-                        r.outcome.clone(),
-                        r.bytes.to_string(),
-                    ],
-                );
-            }
-            t.to_string()
-        }
-        Output::Sync(r) => {
-            let mut t = table(
-                &[
-                    "Peer",
-                    "Pulled",
-                    "Renamed",
-                    "Deleted",
-                    "Conflicts",
-                    "Folders",
-                    "Modes",
-                    "Bytes",
-                    "Notes",
-                ],
-                width,
-            );
-            for p in &r.partners {
-                let mut notes = p.errors.join("; ");
-                if p.paused_deletions > 0 {
-                    notes = format!(
-                        "{} deletions paused: `sync confirm` to apply. {notes}",
-                        p.paused_deletions
-                    );
-                }
-                add_row(
-                    &mut t,
-                    [
-                        p.peer.clone(),
-                        p.pulled.to_string(),
-                        p.renamed.to_string(),
-                        p.deleted.to_string(),
-                        p.conflicts.to_string(),
-                        p.folders.to_string(),
-                        p.modes.to_string(),
-                        human_size(p.bytes),
-                        notes,
-                    ],
-                );
-            }
-            t.to_string()
-        }
-        Output::SyncStatus(s) => {
-            let mut t = table(
-                &[
-                    "Peer",
-                    "Peer id",
-                    "Last round",
-                    "Result",
-                    "Paused deletions",
-                    "Next try",
-                ],
-                width,
-            );
-            for p in &s.partners {
-                let next = match &p.next_try {
-                    Some(t) => format!("{} ({} failed rounds)", local_event_time(t), p.failures),
-                    None => "next round".into(),
-                };
-                add_row(
-                    &mut t,
-                    [
-                        p.peer.clone(),
-                        p.peer_id.clone().unwrap_or_else(|| "-".into()),
-                        p.last_round
-                            .as_deref()
-                            .map_or_else(|| "never".into(), local_event_time),
-                        p.last_result.clone().unwrap_or_default(),
-                        p.paused_deletions.to_string(),
-                        next,
-                    ],
-                );
-            }
-            let mode = if s.enabled {
-                format!(
-                    "sync on: every {} s and on file changes",
-                    s.interval_seconds
-                )
-            } else {
-                "sync off (start with --sync); `sync` runs a round by hand".to_string()
-            };
-            let pending = if s.pending {
-                "; a round is pending"
-            } else {
-                ""
-            };
-            format!(
-                "{mode}{pending}; last round: {}\n{t}",
-                s.last_round
-                    .as_deref()
-                    .map_or_else(|| "never".into(), local_event_time)
-            )
-        }
-        Output::Peers(ps) => {
-            let mut t = table(&["", "Peer", "Status", "Peer id", "Uploads"], width);
-            for p in ps {
-                let status = if p.reachable {
-                    "reachable".to_string()
-                } else {
-                    format!("unreachable: {}", p.error.clone().unwrap_or_default())
-                };
-                let uploads = match p.accepts_uploads {
-                    Some(true) => "accepted",
-                    Some(false) => "refused",
-                    None => "-",
-                };
-                add_row(
-                    &mut t,
-                    [
-                        if p.current { "*".into() } else { String::new() },
-                        p.address.clone(),
-                        status,
-                        p.peer_id.clone().unwrap_or_else(|| "-".into()),
-                        uploads.into(),
-                    ],
-                );
-            }
-            t.to_string()
-        }
+        } => tables::transfer(report, protocol, upload, width),
+        Output::History(recs) => tables::history(recs, width),
+        Output::Sync(r) => tables::sync_report(r, width),
+        Output::SyncStatus(s) => tables::sync_status(s, width),
+        Output::Peers(ps) => tables::peers(ps, width),
     }
 }
 
