@@ -376,33 +376,14 @@ impl Actor {
         match action {
             Action::Nothing => {}
             Action::FolderWins => {
-                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
                 let l = local.ok_or_else(|| Error::new("no local state"))?;
                 self.move_aside(path, l, rep)?;
-                let p = folder.local_path(path)?;
-                fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(r.perm())).ok();
-                changes.push((path.to_string(), Some(r.clone())));
-                rep.folders += 1;
-                self.log(
-                    &peer,
-                    &format!("sync mkdir {path}"),
-                    "ok (a folder there)",
-                    0,
-                );
+                self.make_dir(path, remote, rep, changes, "ok (a folder there)")?;
             }
             Action::Record => changes.push((path.to_string(), local.cloned())),
             Action::Forget => changes.push((path.to_string(), None)),
             Action::Pull | Action::ConflictPull => bail!("pulls run in a batch"),
-            Action::MakeDir => {
-                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-                let p = folder.local_path(path)?;
-                fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
-                fs::set_permissions(&p, fs::Permissions::from_mode(r.perm())).ok();
-                changes.push((path.to_string(), Some(r.clone())));
-                rep.folders += 1;
-                self.log(&peer, &format!("sync mkdir {path}"), "ok", 0);
-            }
+            Action::MakeDir => self.make_dir(path, remote, rep, changes, "ok")?,
             Action::SetMode(mode) => {
                 let p = folder.local_path(path)?;
                 let mode = mode & PERM_BITS;
@@ -447,28 +428,60 @@ impl Actor {
                     self.log(&peer, &format!("sync rmdir {path}"), "ok", 0);
                 }
             }
-            Action::Rename { from } => {
-                let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-                let old = folder.target_path(from)?;
-                let new = folder.target_path(path)?;
-                if let Some(parent) = new.parent() {
-                    fs::create_dir_all(parent).context(format!("creating the folder of {path}"))?;
-                }
-                fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
-                let mtime = crate::folder::file_time(r.mtime_ns);
-                filetime::set_file_mtime(&new, mtime).ok();
-                fs::set_permissions(&new, fs::Permissions::from_mode(r.perm())).ok();
-                changes.push((path.to_string(), Some(r.clone())));
-                changes.push((from.clone(), None));
-                rep.renamed += 1;
-                self.log(
-                    &peer,
-                    &format!("sync rename {from} -> {path}"),
-                    "ok (no bytes sent)",
-                    0,
-                );
-            }
+            Action::Rename { from } => self.rename(from, path, remote, rep, changes)?,
         }
+        Ok(())
+    }
+
+    /// Make the remote folder `path` here, with its permission bits.
+    fn make_dir(
+        &self,
+        path: &str,
+        remote: Option<&FileState>,
+        rep: &mut PartnerRound,
+        changes: &mut Vec<(String, Option<FileState>)>,
+        outcome: &str,
+    ) -> Result<()> {
+        let r = remote.ok_or_else(|| Error::new("no remote state"))?;
+        let p = self.shared.folder.local_path(path)?;
+        fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(r.perm())).ok();
+        changes.push((path.to_string(), Some(r.clone())));
+        rep.folders += 1;
+        self.log(&rep.peer, &format!("sync mkdir {path}"), outcome, 0);
+        Ok(())
+    }
+
+    /// The bytes of `path` are here under `from`, which went there: move
+    /// them (no bytes travel) and give them the remote's mtime and mode.
+    fn rename(
+        &self,
+        from: &str,
+        path: &str,
+        remote: Option<&FileState>,
+        rep: &mut PartnerRound,
+        changes: &mut Vec<(String, Option<FileState>)>,
+    ) -> Result<()> {
+        let folder = &self.shared.folder;
+        let r = remote.ok_or_else(|| Error::new("no remote state"))?;
+        let old = folder.target_path(from)?;
+        let new = folder.target_path(path)?;
+        if let Some(parent) = new.parent() {
+            fs::create_dir_all(parent).context(format!("creating the folder of {path}"))?;
+        }
+        fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
+        let mtime = crate::folder::file_time(r.mtime_ns);
+        filetime::set_file_mtime(&new, mtime).ok();
+        fs::set_permissions(&new, fs::Permissions::from_mode(r.perm())).ok();
+        changes.push((path.to_string(), Some(r.clone())));
+        changes.push((from.to_string(), None));
+        rep.renamed += 1;
+        self.log(
+            &rep.peer,
+            &format!("sync rename {from} -> {path}"),
+            "ok (no bytes sent)",
+            0,
+        );
         Ok(())
     }
 }
