@@ -75,7 +75,8 @@ pub struct PeerStatus {
 /// Commands from one user against a list of peers.
 pub struct Session {
     shared: Arc<Shared>,
-    peers: Vec<String>,
+    /// The peers' addresses (`HOST:PORT`), as given or added by `peer use`.
+    addresses: Vec<String>,
     current: usize,
     cancel: Arc<AtomicBool>,
 }
@@ -84,25 +85,27 @@ pub struct Session {
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 impl Session {
-    pub fn new(shared: Arc<Shared>, peers: Vec<String>, cancel: Arc<AtomicBool>) -> Session {
+    pub fn new(shared: Arc<Shared>, addresses: Vec<String>, cancel: Arc<AtomicBool>) -> Session {
         Session {
             shared,
-            peers,
+            addresses,
             current: 0,
             cancel,
         }
     }
 
-    pub fn current_peer(&self) -> Option<&str> {
-        self.peers.get(self.current).map(String::as_str)
+    /// The address of the current peer, if any.
+    pub fn current_address(&self) -> Option<&str> {
+        self.addresses.get(self.current).map(String::as_str)
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
-    fn peer(&self) -> Result<String> {
-        match self.current_peer() {
+    /// The address of the peer commands go to, or why there is none.
+    fn address(&self) -> Result<String> {
+        match self.current_address() {
             Some(p) => Ok(p.to_string()),
             None => {
                 bail!("no peer to ask; start with --peer HOST:PORT or type `peer use HOST:PORT`")
@@ -132,7 +135,7 @@ impl Session {
         // The one place a command's MD5s (a file received) reach the disk.
         self.shared.folder.save_cache();
         if remote {
-            let peer = self.current_peer().unwrap_or("-").to_string();
+            let peer = self.current_address().unwrap_or("-").to_string();
             let (outcome, bytes) = match &result {
                 Ok(Output::Transfer { report, .. }) => ("ok".to_string(), report.size),
                 Ok(_) => ("ok".to_string(), 0),
@@ -166,7 +169,7 @@ impl Session {
                 protocol: Protocol::Tcp,
                 name,
             } => {
-                let peer = self.peer()?;
+                let peer = self.address()?;
                 let report = self
                     .connect(&peer)?
                     .download(&name, &self.shared.folder, progress)?;
@@ -180,7 +183,7 @@ impl Session {
                 protocol: Protocol::Udp,
                 name,
             } => {
-                let peer = self.peer()?;
+                let peer = self.address()?;
                 let cfg = &self.shared.config;
                 let opts = UdpOptions {
                     payload: cfg.udp_payload.map(|p| p as u32),
@@ -202,7 +205,7 @@ impl Session {
                 })
             }
             Command::Upload { name, force } => {
-                let peer = self.peer()?;
+                let peer = self.address()?;
                 let report =
                     self.connect(&peer)?
                         .upload(&name, &self.shared.folder, force, progress)?;
@@ -219,11 +222,11 @@ impl Session {
                 use std::net::ToSocketAddrs;
                 addr.to_socket_addrs()
                     .map_err(|e| Error::new(format!("cannot use {addr} as a peer: {e}")))?;
-                match self.peers.iter().position(|p| *p == addr) {
+                match self.addresses.iter().position(|p| *p == addr) {
                     Some(i) => self.current = i,
                     None => {
-                        self.peers.push(addr.clone());
-                        self.current = self.peers.len() - 1;
+                        self.addresses.push(addr.clone());
+                        self.current = self.addresses.len() - 1;
                     }
                 }
                 Ok(Output::Text(format!("current peer: {addr}")))
@@ -273,7 +276,7 @@ impl Session {
     }
 
     fn listing(&self, filter: Filter) -> Result<Output> {
-        let peer = self.peer()?;
+        let peer = self.address()?;
         let mut client = self.connect(&peer)?;
         let entries = client.index(filter)?;
         let out = Output::Listing { peer, entries };
@@ -281,7 +284,7 @@ impl Session {
     }
 
     fn hashes(&self, name: Option<&str>) -> Result<Output> {
-        let peer = self.peer()?;
+        let peer = self.address()?;
         let mut client = self.connect(&peer)?;
         let files = client.hashes(name)?;
         let out = Output::Hashes { peer, files };
@@ -289,7 +292,7 @@ impl Session {
     }
 
     fn peer_statuses(&self) -> Vec<PeerStatus> {
-        self.peers
+        self.addresses
             .iter()
             .enumerate()
             .map(|(i, addr)| {

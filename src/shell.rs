@@ -306,7 +306,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
             return 1;
         }
     };
-    let current = Arc::new(Mutex::new(session.current_peer().map(String::from)));
+    let current = Arc::new(Mutex::new(session.current_address().map(String::from)));
     rl.set_helper(Some(ShellHelper {
         shared: session.shared().clone(),
         peer: current.clone(),
@@ -339,7 +339,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
     loop {
         let prompt = format!(
             "dropbox-shell {}> ",
-            session.current_peer().unwrap_or("(no peer)")
+            session.current_address().unwrap_or("(no peer)")
         );
         match rl.readline(&prompt) {
             Ok(line) => {
@@ -356,7 +356,7 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
                 );
                 status = if ok { 0 } else { 1 };
                 if let Ok(mut p) = current.lock() {
-                    *p = session.current_peer().map(String::from);
+                    *p = session.current_address().map(String::from);
                 }
                 if exit {
                     break;
