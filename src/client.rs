@@ -129,6 +129,7 @@ impl Client {
         }
         let Some(stream) = stream else {
             bail!(
+                kind: PeerGone,
                 "peer {addr} is unreachable: {}",
                 last.map(|e| e.to_string())
                     .unwrap_or_else(|| "no address".into())
@@ -190,7 +191,7 @@ impl Client {
                 peer_id,
                 allow_upload,
             } => Ok((peer_id, allow_upload)),
-            other => bail!("unexpected answer to info: {other:?}"),
+            other => bail!(kind: Integrity, "unexpected answer to info: {other:?}"),
         }
     }
 
@@ -226,7 +227,7 @@ impl Client {
                 Response::Entries { entries } => all.extend(entries),
                 Response::Note { message } => self.note(message),
                 Response::End => return Ok(all),
-                other => bail!("unexpected answer to index: {other:?}"),
+                other => bail!(kind: Integrity, "unexpected answer to index: {other:?}"),
             }
         }
     }
@@ -243,7 +244,7 @@ impl Client {
                 Response::Hashes { files } => all.extend(files),
                 Response::Note { message } => self.note(message),
                 Response::End => return Ok(all),
-                other => bail!("unexpected answer to hash: {other:?}"),
+                other => bail!(kind: Integrity, "unexpected answer to hash: {other:?}"),
             }
         }
     }
@@ -362,7 +363,7 @@ impl Client {
         let meta = match read_msg::<Response>(&mut self.r, &mut self.buf) {
             Ok(Response::File { meta }) => meta,
             Ok(Response::Error { message }) => return Ok(Err(Error::new(message))),
-            Ok(other) => bail!("unexpected answer to download: {other:?}"),
+            Ok(other) => bail!(kind: Integrity, "unexpected answer to download: {other:?}"),
             Err(e) if e.is_cancelled() => return Err(e),
             Err(e) => return Err(e).context(format!("peer {}", self.addr)),
         };
@@ -379,7 +380,7 @@ impl Client {
                 let skipped =
                     std::io::copy(&mut (&mut self.r).take(meta.size), &mut std::io::sink())?;
                 if skipped != meta.size {
-                    bail!("the connection closed in the middle of {}", meta.name);
+                    bail!(kind: PeerGone, "the connection closed in the middle of {}", meta.name);
                 }
                 let _: Response = read_msg(&mut self.r, &mut self.buf)?;
                 return Ok(Err(e));
@@ -437,7 +438,7 @@ impl Client {
                         return Ok((peer_id, all));
                     }
                 }
-                other => bail!("unexpected answer to a sync offer: {other:?}"),
+                other => bail!(kind: Integrity, "unexpected answer to a sync offer: {other:?}"),
             }
         }
     }
@@ -462,7 +463,7 @@ impl Client {
         })?;
         match self.recv()? {
             Response::Ready => {}
-            other => bail!("unexpected answer to upload: {other:?}"),
+            other => bail!(kind: Integrity, "unexpected answer to upload: {other:?}"),
         }
         let size = meta.size;
         let md5 = send_file(
@@ -477,7 +478,7 @@ impl Client {
         .context(format!("uploading {name}"))?;
         match self.recv()? {
             Response::Ok { .. } => {}
-            other => bail!("unexpected answer to upload: {other:?}"),
+            other => bail!(kind: Integrity, "unexpected answer to upload: {other:?}"),
         }
         Ok(TransferReport {
             name: meta.name,

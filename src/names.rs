@@ -16,13 +16,13 @@ pub const PART_SUFFIX: &str = ".dbsh-part";
 /// folder, temporary transfer files and names with NUL bytes.
 pub fn clean_name(raw: &str) -> Result<String> {
     if raw.is_empty() {
-        bail!("empty file name");
+        bail!(kind: BadInput, "empty file name");
     }
     if raw.contains('\0') {
-        bail!("file name contains a NUL byte");
+        bail!(kind: BadInput, "file name contains a NUL byte");
     }
     if raw.starts_with('/') || raw.starts_with('\\') || has_drive_prefix(raw) {
-        bail!("absolute paths are refused ({raw}); name a file relative to the shared folder");
+        bail!(kind: BadInput, "absolute paths are refused ({raw}); name a file relative to the shared folder");
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in raw.split('/') {
@@ -30,17 +30,17 @@ pub fn clean_name(raw: &str) -> Result<String> {
             "" | "." => {}
             ".." => {
                 if parts.pop().is_none() {
-                    bail!("{raw} leaves the shared folder; names must stay inside it");
+                    bail!(kind: BadInput, "{raw} leaves the shared folder; names must stay inside it");
                 }
             }
             p => parts.push(p),
         }
     }
     if parts.is_empty() {
-        bail!("{raw} names the shared folder itself, not a file in it");
+        bail!(kind: BadInput, "{raw} names the shared folder itself, not a file in it");
     }
     if is_private(&parts.join("/")) {
-        bail!("{raw} is private to the peer and never served");
+        bail!(kind: BadInput, "{raw} is private to the peer and never served");
     }
     Ok(parts.join("/"))
 }
@@ -97,6 +97,7 @@ mod tests {
     fn refusals_say_why() {
         let e = clean_name("../x").unwrap_err();
         assert!(e.message().contains("leaves the shared folder"), "{e}");
+        assert_eq!(e.kind(), crate::ErrorKind::BadInput);
         let e = clean_name("/etc/passwd").unwrap_err();
         assert!(e.message().contains("absolute"), "{e}");
     }

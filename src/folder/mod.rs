@@ -169,7 +169,7 @@ impl Folder {
             match fs::canonicalize(p) {
                 Ok(real) => {
                     if !self.inside(&real) {
-                        bail!("{name} leads outside the shared folder through a symlink");
+                        bail!(kind: Refused, "{name} leads outside the shared folder through a symlink");
                     }
                     break;
                 }
@@ -187,16 +187,18 @@ impl Folder {
         let path = self.root.join(&name);
         let real = match fs::canonicalize(&path) {
             Ok(p) => p,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("no such file: {name}"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                bail!(kind: NotFound, "no such file: {name}")
+            }
             Err(e) => return Err(e).context(&name),
         };
         if !self.inside(&real) {
-            bail!("{name} leads outside the shared folder; refused");
+            bail!(kind: Refused, "{name} leads outside the shared folder; refused");
         }
         let file = match open_regular(&real) {
             Ok(f) => f,
             // "<name> is not a regular file ...": the reason reads on from the name.
-            Err(e) if e.kind() == io::ErrorKind::Other => bail!("{name} {e}"),
+            Err(e) if e.kind() == io::ErrorKind::Other => bail!(kind: Refused, "{name} {e}"),
             Err(e) => return Err(e).context(&name),
         };
         let meta = file.metadata().context(&name)?;
@@ -540,11 +542,12 @@ mod tests {
                 .message()
                 .contains("outside")
         );
-        assert!(
-            f.open_file("missing")
-                .unwrap_err()
-                .message()
-                .contains("no such file")
+        let missing = f.open_file("missing").unwrap_err();
+        assert!(missing.message().contains("no such file"));
+        assert_eq!(missing.kind(), crate::ErrorKind::NotFound);
+        assert_eq!(
+            f.open_file("pw").unwrap_err().kind(),
+            crate::ErrorKind::Refused
         );
     }
 
