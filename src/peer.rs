@@ -3,6 +3,10 @@
 //! when `--listen` was given (a client only opens no server socket and
 //! makes no state folder until it writes a file); [`Peer::shutdown`] stops
 //! every thread and waits for them.
+//!
+//! It assembles the parts: the server gets a narrow [`ServerContext`] made
+//! from the peer's state, and [`Shared`] answers the sync offers the server
+//! reads ([`SyncAnswer`]: our index back, the partner's to the sync engine).
 
 use std::fs;
 use std::net::SocketAddr;

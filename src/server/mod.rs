@@ -35,8 +35,6 @@ use crate::limits::Held;
 use crate::proto::SyncEntry;
 use crate::{Context, Error, Result};
 
-pub use handlers::{EntryTest, describe, matcher};
-
 /// What a server is started with, from the peer's flags.
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
