@@ -3,6 +3,10 @@
 //! when `--listen` was given (a client only opens no server socket and
 //! makes no state folder until it writes a file); [`Peer::shutdown`] stops
 //! every thread and waits for them.
+//!
+//! It assembles the parts: the server gets a narrow [`ServerContext`] made
+//! from the peer's state, and [`Shared`] answers the sync offers the server
+//! reads ([`SyncAnswer`]: our index back, the partner's to the sync engine).
 
 use std::fs;
 use std::net::SocketAddr;
@@ -19,7 +23,8 @@ use crate::Result;
 use crate::folder::Folder;
 use crate::history::History;
 use crate::identity::Identity;
-use crate::server::Server;
+use crate::proto::SyncEntry;
+use crate::server::{Offer, Server, ServerContext, ServerSettings, SyncAnswer};
 use crate::sync::SyncContext;
 use crate::sync::db::LazyDb;
 use crate::sync::{SyncCmd, SyncConfig, SyncEngine};
@@ -109,17 +114,34 @@ impl Shared {
         &self.private_dir
     }
 
-    /// A partner offered its sync index (`entries`), answered with ours
-    /// (`local`): let the engine record what we agree on and decide on a round.
-    pub fn sync_offered(
+    /// The sync engine's inbox.
+    pub fn sync_engine(&self) -> Option<&Sender<SyncCmd>> {
+        self.sync.get()
+    }
+}
+
+impl SyncAnswer for Shared {
+    /// Our index, as last agreed with the partner, goes back; the engine
+    /// gets the partner's and ours to record what we agree on and decide
+    /// on a round.
+    fn answer(
         &self,
-        peer_id: String,
-        addr: String,
-        entries: Vec<crate::proto::SyncEntry>,
-        local: Vec<crate::proto::SyncEntry>,
-        held: crate::limits::Held,
-    ) {
+        mut offer: Offer,
+        reply: &mut dyn FnMut(&[SyncEntry]) -> Result<()>,
+    ) -> Result<()> {
+        let known = self.sync_db()?.load(&offer.peer_id)?;
+        let local = self.folder.sync_index()?;
+        offer.charge(&local)?;
+        let ours = crate::sync::offer(local.clone(), &known);
+        reply(&ours)?;
+        // Tell our sync engine: the partner may have something for us.
         if let Some(tx) = self.sync.get() {
+            let Offer {
+                peer_id,
+                addr,
+                entries,
+                held,
+            } = offer;
             let _ = tx.try_send(SyncCmd::Offered {
                 peer_id,
                 addr,
@@ -128,11 +150,29 @@ impl Shared {
                 _held: held,
             });
         }
+        Ok(())
     }
+}
 
-    /// The sync engine's inbox.
-    pub fn sync_engine(&self) -> Option<&Sender<SyncCmd>> {
-        self.sync.get()
+/// What the server of `shared` needs, and no more.
+fn server_context(shared: &Arc<Shared>) -> ServerContext {
+    let config = &shared.config;
+    ServerContext {
+        folder: shared.folder.clone(),
+        history: shared.history.clone(),
+        events: shared.events.sender(),
+        settings: ServerSettings {
+            listen: config
+                .listen
+                .clone()
+                .unwrap_or_else(|| "127.0.0.1:0".into()),
+            allow_upload: config.allow_upload,
+            max_connections: config.max_connections,
+            io_timeout: config.io_timeout,
+            udp_silence: config.udp_silence,
+        },
+        peer_id: shared.peer_id().to_string(),
+        sync: shared.clone(),
     }
 }
 
@@ -186,8 +226,7 @@ impl Peer {
         let server = match serving {
             true => {
                 // A serving peer shows its id at once (and says so if it changed).
-                shared.peer_id();
-                Some(Server::start(shared.clone())?)
+                Some(Server::start(server_context(&shared), shared.clone())?)
             }
             false => None,
         };

@@ -8,9 +8,14 @@
 //! receiver's check still catches a file that changed anyway). The receiver
 //! writes into an [`Incoming`], which hashes as the bytes land, and returns
 //! the sender's MD5 for the final comparison. Memory stays at a few chunks.
+//!
+//! Both ends work on any buffered reader or writer (byte slices in tests):
+//! the socket-only fast paths hide behind two small traits, [`FileOut`]
+//! (`sendfile` on a socket, a plain copy elsewhere) and [`BulkRead`] (file
+//! bytes read past the reader's buffer where it can).
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,12 +27,69 @@ use crate::{Context, Error, Result, bail};
 /// Bytes handed to one `sendfile` call (between progress reports).
 const SENDFILE_STEP: usize = 8 << 20;
 
+/// A writer that file bytes can go out through. The default copies them;
+/// a socket sends them with `sendfile(2)`, straight from the page cache.
+pub trait FileOut: Write {
+    /// Send `size` bytes of `file` (from its start) whose MD5 is already
+    /// known, reporting progress; whatever was buffered goes first.
+    fn send_known(
+        &mut self,
+        file: &File,
+        size: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let mut buf = vec![0u8; CHUNK.min(size as usize)];
+        let mut sent = 0u64;
+        let mut file = file;
+        while sent < size {
+            if cancel.load(Ordering::SeqCst) {
+                return Err(Error::cancelled());
+            }
+            let want = CHUNK.min((size - sent) as usize);
+            let n = read_some(&mut file, &mut buf[..want])?;
+            self.write_all(&buf[..n]).context("sending file data")?;
+            sent += n as u64;
+            progress(sent);
+        }
+        Ok(())
+    }
+}
+
+impl FileOut for BufWriter<TcpStream> {
+    fn send_known(
+        &mut self,
+        file: &File,
+        size: u64,
+        cancel: &AtomicBool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        self.flush().context("sending file data")?;
+        send_with_sendfile(self.get_ref(), file, size, cancel, progress)
+    }
+}
+
+impl FileOut for Vec<u8> {}
+
+/// Read what `file` gives next into `buf` (at least a byte): a file that
+/// ends early shrank while it was sent.
+fn read_some(file: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    loop {
+        match file.read(buf) {
+            Ok(0) => bail!("the file shrank while it was being sent"),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => bail!("reading the file failed: {e}"),
+        }
+    }
+}
+
 /// Send `size` bytes of `file`, then `Done{md5}`. `known_md5` is the
 /// cached MD5 of the unchanged file, if any. `unchanged` runs before `Done`:
 /// if the file changed while it was read (still being written), an error
 /// goes instead and the receiver throws the bytes away. Returns the MD5 sent.
-pub fn send_file(
-    w: &mut BufWriter<TcpStream>,
+pub fn send_file<W: FileOut>(
+    w: &mut W,
     mut file: File,
     size: u64,
     known_md5: Option<[u8; 16]>,
@@ -37,8 +99,7 @@ pub fn send_file(
 ) -> Result<[u8; 16]> {
     let digest = match known_md5 {
         Some(md5) => {
-            w.flush().context("sending file data")?;
-            send_with_sendfile(w.get_ref(), &file, size, cancel, progress)?;
+            w.send_known(&file, size, cancel, progress)?;
             md5
         }
         None => {
@@ -50,14 +111,7 @@ pub fn send_file(
                 }
                 let want = CHUNK.min((size - sent) as usize);
                 let mut buf = md5.buffer(want);
-                let n = loop {
-                    match file.read(&mut buf[..want]) {
-                        Ok(0) => bail!("the file shrank while it was being sent"),
-                        Ok(n) => break n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(e) => bail!("reading the file failed: {e}"),
-                    }
-                };
+                let n = read_some(&mut file, &mut buf[..want])?;
                 w.write_all(&buf[..n]).context("sending file data")?;
                 md5.consume(buf, n);
                 sent += n as u64;
@@ -119,8 +173,8 @@ fn send_with_sendfile(
 /// trusted (I/O, a local write that failed mid-file); the inner one that
 /// the sender refused at the end (the file changed while it was sent), with
 /// the stream still in step for the next response.
-pub fn receive_file<R: Read>(
-    r: &mut BufReader<R>,
+pub fn receive_file<R: BulkRead>(
+    r: &mut R,
     buf: &mut Vec<u8>,
     incoming: &mut Incoming,
     progress: &mut dyn FnMut(u64),
@@ -130,7 +184,7 @@ pub fn receive_file<R: Read>(
         let want = CHUNK.min((size - incoming.written()) as usize);
         let mut chunk = incoming.buffer(want);
         // Whole chunks: fewer writes and hand-overs than socket-sized reads.
-        if let Err(e) = read_chunk(r, &mut chunk[..want]) {
+        if let Err(e) = fill(r, &mut chunk[..want]) {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 bail!(
                     "the connection closed after about {} of {size} bytes of {}",
@@ -150,22 +204,41 @@ pub fn receive_file<R: Read>(
     }
 }
 
-/// Fill `chunk` from `r`: what the reader already buffered first, the rest
-/// straight from the socket into `chunk`. File bytes are thus copied once
-/// into a buffer small enough to stay in cache for the write and the hash,
-/// not first through the reader's large buffer (which serves the many small
-/// messages).
-fn read_chunk<R: Read>(r: &mut BufReader<R>, chunk: &mut [u8]) -> std::io::Result<()> {
+/// A buffered reader that file bytes can be read from in bulk. The
+/// default takes them through the reader's buffer; a [`BufReader`] hands
+/// out what it buffered and then reads the rest straight from its source
+/// into the chunk. File bytes are thus copied once into a buffer small
+/// enough to stay in cache for the write and the hash, not first through
+/// the reader's large buffer (which serves the many small messages).
+pub trait BulkRead: BufRead {
+    /// Read some bytes into `chunk`; `Ok(0)` at the end of the stream.
+    fn read_bulk(&mut self, chunk: &mut [u8]) -> std::io::Result<usize> {
+        let got = self.fill_buf()?;
+        let n = got.len().min(chunk.len());
+        chunk[..n].copy_from_slice(&got[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BulkRead for BufReader<R> {
+    fn read_bulk(&mut self, chunk: &mut [u8]) -> std::io::Result<usize> {
+        // With bytes buffered, BufReader hands those out without a syscall.
+        if self.buffer().is_empty() {
+            self.get_mut().read(chunk)
+        } else {
+            self.read(chunk)
+        }
+    }
+}
+
+impl BulkRead for &[u8] {}
+
+/// Fill `chunk` from `r`.
+fn fill<R: BulkRead>(r: &mut R, chunk: &mut [u8]) -> std::io::Result<()> {
     let mut filled = 0;
     while filled < chunk.len() {
-        let rest = &mut chunk[filled..];
-        // With bytes buffered, BufReader hands those out without a syscall.
-        let n = if r.buffer().is_empty() {
-            r.get_mut().read(rest)
-        } else {
-            r.read(rest)
-        };
-        match n {
+        match r.read_bulk(&mut chunk[filled..]) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -173,4 +246,98 @@ fn read_chunk<R: Read>(r: &mut BufReader<R>, chunk: &mut [u8]) -> std::io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folder::{Folder, md5_reader};
+    use crate::proto::{FileMeta, read_frame};
+
+    fn file_with(data: &[u8]) -> (tempfile::TempDir, File) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), data).unwrap();
+        let f = File::open(d.path().join("f")).unwrap();
+        (d, f)
+    }
+
+    /// Send `data` into a `Vec`; the raw bytes and the message after them.
+    fn sent(data: &[u8], known: Option<[u8; 16]>, ok: bool) -> (Vec<u8>, Response) {
+        let (_d, file) = file_with(data);
+        let mut out = Vec::new();
+        let unchanged = || if ok { Ok(()) } else { bail!("it changed") };
+        let mut reported = 0;
+        let result = send_file(
+            &mut out,
+            file,
+            data.len() as u64,
+            known,
+            &AtomicBool::new(false),
+            &mut |n| reported = n,
+            &unchanged,
+        );
+        assert_eq!(result.is_ok(), ok);
+        assert_eq!(reported, data.len() as u64);
+        let (bytes, mut rest) = out.split_at(data.len());
+        let mut buf = Vec::new();
+        let msg = read_frame(&mut rest, &mut buf).unwrap().unwrap();
+        (bytes.to_vec(), serde_json::from_slice(msg).unwrap())
+    }
+
+    #[test]
+    fn a_file_is_sent_hashed_or_with_its_known_md5_through_any_writer() {
+        let data: Vec<u8> = (0..CHUNK * 2 + 5).map(|i| (i % 251) as u8).collect();
+        let md5 = hex(&md5_reader(&data[..]).unwrap());
+        assert_eq!(
+            sent(&data, None, true),
+            (data.clone(), Response::Done { md5 })
+        );
+        // A known MD5 is sent as it is: the copying path reads no hash.
+        let known = sent(&data, Some([9; 16]), true);
+        assert_eq!(known, (data, Response::Done { md5: hex(&[9; 16]) }));
+    }
+
+    #[test]
+    fn a_file_that_changed_while_sent_ends_with_an_error() {
+        let (_, msg) = sent(b"abc", None, false);
+        assert_eq!(
+            msg,
+            Response::Error {
+                message: "it changed".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_file_is_received_from_a_slice_or_a_small_buffered_reader() {
+        let data: Vec<u8> = (0..CHUNK + 77).map(|i| (i % 13) as u8).collect();
+        let md5 = hex(&md5_reader(&data[..]).unwrap());
+        let mut wire = data.clone();
+        write_msg(&mut wire, &Response::Done { md5: md5.clone() }).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let folder = Folder::open(d.path()).unwrap();
+        let meta = FileMeta {
+            name: "x".into(),
+            size: data.len() as u64,
+            mtime_ns: 0,
+            mode: 0o644,
+        };
+        let mut from_slice = Incoming::create(&folder, &meta).unwrap();
+        let got = receive_file(
+            &mut &wire[..],
+            &mut Vec::new(),
+            &mut from_slice,
+            &mut |_| {},
+        );
+        assert_eq!(got.unwrap().unwrap(), md5);
+        let mut buffered = Incoming::create(&folder, &meta).unwrap();
+        let mut r = BufReader::with_capacity(1000, &wire[..]);
+        let got = receive_file(&mut r, &mut Vec::new(), &mut buffered, &mut |_| {});
+        assert_eq!(got.unwrap().unwrap(), md5);
+        assert_eq!(buffered.written(), data.len() as u64);
+        // Cut short: the outer error says how far it got.
+        let mut cut = Incoming::create(&folder, &meta).unwrap();
+        let e = receive_file(&mut &data[..10], &mut Vec::new(), &mut cut, &mut |_| {});
+        assert!(e.unwrap_err().message().contains("closed after about 0"));
+    }
 }

@@ -1,0 +1,295 @@
+//! One function per request type, answering on a [`Connection`]: `info`,
+//! `index` (all, a time range, a regular expression), `hash` (one file or
+//! all), `download` (a file's bytes, from the MD5 cache or hashed on the
+//! way out), `upload` (when allowed) and a sync offer (read whole against
+//! the offer budget, answered by the [`super::SyncAnswer`]). Also what a
+//! request is called in the log ([`describe`]) and what an index filter
+//! selects ([`matcher`]).
+
+use std::sync::atomic::AtomicBool;
+
+use super::Offer;
+use super::conn::{Connection, Input};
+use crate::folder::{Incoming, Version};
+use crate::limits::bounded_regex;
+use crate::names::clean_name;
+use crate::proto::{
+    BATCH, Entry, Filter, Request, Response, SyncEntry, batches, decode, read_frame, write_msg,
+};
+use crate::stream::{FileOut, receive_file, send_file};
+use crate::{Context, Error, Result, bail};
+
+/// What a refusal of the offer budget calls it.
+pub(super) const OFFER: &str = "a sync offer";
+
+impl<R: Input, W: FileOut> Connection<'_, R, W> {
+    /// Serve one request; returns the number of file bytes moved.
+    pub fn handle(&mut self, req: Request) -> Result<u64> {
+        match req {
+            Request::Info => self.info(),
+            Request::Index { filter } => self.index(&filter),
+            Request::Hash { name } => self.hash(name.as_deref()),
+            Request::Download { name, fresh } => self.download(&name, fresh),
+            Request::SyncOffer {
+                peer_id,
+                listen_port,
+                entries,
+                more,
+            } => self.sync_offer(peer_id, listen_port, entries, more),
+            Request::Upload { meta, force } => self.upload(meta, force),
+        }
+    }
+
+    fn info(&mut self) -> Result<u64> {
+        write_msg(
+            &mut self.w,
+            &Response::Info {
+                peer_id: self.ctx.peer_id.clone(),
+                allow_upload: self.ctx.settings.allow_upload,
+            },
+        )?;
+        Ok(0)
+    }
+
+    fn index(&mut self, filter: &Filter) -> Result<u64> {
+        let keep = matcher(filter)?;
+        let folder = &self.ctx.folder;
+        let w = &mut self.w;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut failure: Option<Error> = None;
+        folder.walk(|e| {
+            if failure.is_some() || !keep(&e) {
+                return;
+            }
+            batch.push(e);
+            if batch.len() == BATCH {
+                let entries = std::mem::take(&mut batch);
+                if let Err(e) = write_msg(w, &Response::Entries { entries }) {
+                    failure = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if !batch.is_empty() {
+            write_msg(w, &Response::Entries { entries: batch })?;
+        }
+        self.end_of_stream()
+    }
+
+    fn hash(&mut self, name: Option<&str>) -> Result<u64> {
+        let folder = &self.ctx.folder;
+        let files = match name {
+            Some(n) => vec![folder.hash_one(n)?],
+            None => folder.hash_all(),
+        };
+        for chunk in files.chunks(BATCH) {
+            write_msg(
+                &mut self.w,
+                &Response::Hashes {
+                    files: chunk.to_vec(),
+                },
+            )?;
+        }
+        self.end_of_stream()
+    }
+
+    /// The end of a listing or hash stream, after a note on the names the
+    /// last walk could not serve.
+    fn end_of_stream(&mut self) -> Result<u64> {
+        if let Some(message) = self.ctx.folder.unservable_names() {
+            write_msg(&mut self.w, &Response::Note { message })?;
+        }
+        write_msg(&mut self.w, &Response::End)?;
+        Ok(0)
+    }
+
+    fn download(&mut self, name: &str, fresh: bool) -> Result<u64> {
+        let folder = &self.ctx.folder;
+        let (file, meta) = folder.open_file(name)?;
+        let stat = file.metadata().context(&meta.name)?;
+        let opened = Version::of(&stat);
+        if fresh {
+            folder.forget_md5(&meta.name);
+        }
+        let known = folder.cached(&meta.name, &stat);
+        write_msg(&mut self.w, &Response::File { meta: meta.clone() })?;
+        let path = folder.root().join(&meta.name);
+        let unchanged = || -> Result<()> {
+            if Version::at(&path) != Some(opened) {
+                bail!("{} changed while it was being sent; try again", meta.name);
+            }
+            Ok(())
+        };
+        let md5 = send_file(
+            &mut self.w,
+            file,
+            meta.size,
+            known,
+            &AtomicBool::new(false),
+            &mut |_| {},
+            &unchanged,
+        )?;
+        // The bytes were hashed on the way out (`unchanged` held): remember it.
+        if known.is_none() {
+            folder.remember(&meta.name, &stat, md5);
+        }
+        Ok(meta.size)
+    }
+
+    /// Read the rest of a sync offer, then let the sync side answer it.
+    fn sync_offer(
+        &mut self,
+        peer_id: String,
+        listen_port: u16,
+        mut entries: Vec<SyncEntry>,
+        mut more: bool,
+    ) -> Result<u64> {
+        // The partner's index stays in memory until answered: it is held
+        // against a budget shared by every connection. The claim travels
+        // with the entries to the sync engine and is given back only when
+        // the engine has absorbed them.
+        let mut held = self.offers.hold();
+        held.grow(in_memory(&[], &entries), OFFER)?;
+        while more {
+            match read_frame(&mut self.r, &mut self.buf)?.map(decode::<Request>) {
+                Some(Ok(Request::SyncOffer {
+                    entries: e,
+                    more: m,
+                    ..
+                })) => {
+                    held.grow(in_memory(&entries, &e), OFFER)?;
+                    entries.extend(e);
+                    more = m;
+                }
+                _ => bail!("a sync offer was cut short"),
+            }
+        }
+        let ip = self
+            .peer
+            .rsplit_once(':')
+            .map(|(ip, _)| ip)
+            .unwrap_or(self.peer);
+        let offer = Offer {
+            peer_id,
+            addr: format!("{ip}:{listen_port}"),
+            entries,
+            held,
+        };
+        let (ctx, w) = (self.ctx, &mut self.w);
+        ctx.sync.answer(offer, &mut |ours| {
+            for (b, more) in batches(ours) {
+                write_msg(
+                    w,
+                    &Response::SyncIndex {
+                        peer_id: ctx.peer_id.clone(),
+                        entries: b.to_vec(),
+                        more,
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(0)
+    }
+
+    fn upload(&mut self, meta: crate::proto::FileMeta, force: bool) -> Result<u64> {
+        let folder = &self.ctx.folder;
+        if !self.ctx.settings.allow_upload {
+            bail!("this peer does not accept uploads (start it with --allow-upload)");
+        }
+        let name = clean_name(&meta.name)?;
+        if !force && std::fs::symlink_metadata(folder.root().join(&name)).is_ok() {
+            bail!("{name} already exists on the peer; use `upload --force {name}` to replace it");
+        }
+        let mut incoming = Incoming::create(folder, &meta)?;
+        write_msg(&mut self.w, &Response::Ready)?;
+        self.w.flush()?;
+        let md5 = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |_| {})??;
+        let size = incoming.written();
+        incoming.finish_verified(folder, &md5)?;
+        folder.save_cache();
+        write_msg(
+            &mut self.w,
+            &Response::Ok {
+                message: format!("stored {name} ({size} bytes, MD5 {md5})"),
+            },
+        )?;
+        Ok(size)
+    }
+}
+
+/// Memory that `more` entries take once added to `held` (the vector's
+/// growth included): what a sync offer is charged against the budget.
+pub(super) fn in_memory(held: &[SyncEntry], more: &[SyncEntry]) -> usize {
+    let slot = std::mem::size_of::<SyncEntry>();
+    // Appending may double the vector's room.
+    let growth = if held.len() + more.len() > held.len().next_power_of_two() {
+        (held.len() + more.len()).next_power_of_two() * slot
+    } else {
+        0
+    };
+    let text: usize = more
+        .iter()
+        .map(|e| e.name.len() + e.md5.as_ref().map_or(0, String::len))
+        .sum();
+    growth.max(std::mem::size_of_val(more)) + text
+}
+
+/// A short description of a request for the history log.
+pub fn describe(req: &Request) -> String {
+    match req {
+        Request::Info => "info".into(),
+        Request::Index {
+            filter: Filter::All,
+        } => "index longlist".into(),
+        Request::Index {
+            filter: Filter::Between { start_ns, end_ns },
+        } => format!(
+            "index shortlist {} {}",
+            crate::timestamp::rfc3339(*start_ns),
+            crate::timestamp::rfc3339(*end_ns)
+        ),
+        Request::Index {
+            filter: Filter::Regex { expr },
+        } => format!("index regex {expr}"),
+        Request::Hash { name: Some(n) } => format!("hash verify {n}"),
+        Request::Hash { name: None } => "hash checkall".into(),
+        Request::Download { name, fresh } => {
+            format!(
+                "download TCP {name}{}",
+                if *fresh { " (rehashed)" } else { "" }
+            )
+        }
+        Request::SyncOffer { entries, .. } => format!("sync offer ({} entries)", entries.len()),
+        Request::Upload { meta, force } => {
+            format!(
+                "upload{} {}",
+                if *force { " --force" } else { "" },
+                meta.name
+            )
+        }
+    }
+}
+
+/// A test on a listing entry.
+pub type EntryTest = Box<dyn Fn(&Entry) -> bool>;
+
+/// The predicate an index filter stands for.
+pub fn matcher(filter: &Filter) -> Result<EntryTest> {
+    Ok(match filter {
+        Filter::All => Box::new(|_| true),
+        Filter::Between { start_ns, end_ns } => {
+            let (a, b) = (*start_ns, *end_ns);
+            if a > b {
+                bail!("the start of the range is after its end");
+            }
+            Box::new(move |e| a <= e.mtime_ns && e.mtime_ns <= b)
+        }
+        Filter::Regex { expr } => {
+            let re = bounded_regex(expr)?;
+            Box::new(move |e| re.is_match(&e.name))
+        }
+    })
+}

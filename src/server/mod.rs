@@ -1,0 +1,225 @@
+//! The server side of a peer: a TCP accept loop with a thread per
+//! connection (capped; extra connections get a clear "busy" answer), I/O
+//! timeouts so a silent client cannot hold a thread, and a UDP thread on the
+//! same port number. A bad connection (garbage, oversized frames, another
+//! version, a hang-up) ends that connection only.
+//!
+//! It works from a narrow [`ServerContext`] (the folder, the history, an
+//! event sender, its settings, the peer id and a [`SyncAnswer`] for sync
+//! offers), not from the whole peer. The rooms:
+//! - `mod.rs`: the context, starting and stopping the threads, and
+//!   [`record_served`], the one place a served request is logged and told;
+//! - [`tcp`]: the accept loop, the "busy" answer, a socket's per-message
+//!   deadline;
+//! - [`conn`]: one connection on any buffered reader and writer: the
+//!   handshake, then one request after another (tested on byte slices);
+//! - [`handlers`]: one function per request type.
+
+pub mod conn;
+pub mod handlers;
+pub mod tcp;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::events::EventSender;
+use crate::folder::Folder;
+use crate::history::{Direction, History, Record};
+use crate::limits::Held;
+use crate::proto::SyncEntry;
+use crate::{Context, Error, Result};
+
+/// What a server is started with, from the peer's flags.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `[ADDR:]PORT` to serve on, TCP and UDP.
+    pub listen: String,
+    pub allow_upload: bool,
+    pub max_connections: usize,
+    /// How long a connection may stay silent (or take for one message).
+    pub io_timeout: Duration,
+    /// How long a UDP transfer waits on a silent peer.
+    pub udp_silence: Duration,
+}
+
+/// Everything the server's threads use, and nothing more.
+pub struct ServerContext {
+    pub folder: Arc<Folder>,
+    pub history: Arc<History>,
+    pub events: EventSender,
+    pub settings: ServerSettings,
+    /// This peer's id, as `info` and sync answers give it.
+    pub peer_id: String,
+    /// What answers a partner's sync offer.
+    pub sync: Arc<dyn SyncAnswer>,
+}
+
+impl ServerContext {
+    /// Log a request served on TCP and tell the shell about it.
+    fn served(&self, peer: &str, what: &str, outcome: &str, bytes: u64) {
+        record_served(
+            &self.history,
+            Some(&self.events),
+            peer,
+            what,
+            outcome,
+            bytes,
+        );
+    }
+}
+
+/// Log a request served to `peer` and, given `events`, tell the shell
+/// (`served <what> to <peer>: <outcome>`).
+pub fn record_served(
+    history: &History,
+    events: Option<&EventSender>,
+    peer: &str,
+    what: &str,
+    outcome: &str,
+    bytes: u64,
+) {
+    history.log(&Record::now(Direction::Served, peer, what, outcome, bytes));
+    if let Some(events) = events {
+        events.server(format!("served {what} to {peer}: {outcome}"));
+    }
+}
+
+/// A partner's sync offer, read whole.
+pub struct Offer {
+    pub peer_id: String,
+    /// Where the partner serves: the IP it connected from and the port it
+    /// announced.
+    pub addr: String,
+    pub entries: Vec<SyncEntry>,
+    /// The memory the offer takes, held against the server's offer budget
+    /// (shared by every connection) until the sync engine has absorbed it.
+    pub held: Held,
+}
+
+impl Offer {
+    /// Hold the memory `more` entries (our own index, kept with the
+    /// offer) take against the same budget.
+    pub fn charge(&mut self, more: &[SyncEntry]) -> Result<()> {
+        self.held
+            .grow(handlers::in_memory(&[], more), handlers::OFFER)
+    }
+}
+
+/// The sync side, as the server sees it: the peer implements it.
+pub trait SyncAnswer: Send + Sync {
+    /// Answer `offer`: compute our sync index, pass it to `reply` (which
+    /// sends it to the partner), then hand the partner's entries, with
+    /// their budget claim, on to the sync engine.
+    fn answer(&self, offer: Offer, reply: &mut dyn FnMut(&[SyncEntry]) -> Result<()>)
+    -> Result<()>;
+}
+
+pub struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Bind TCP and UDP on the same port; with port 0, retry until a port is
+/// free for both.
+fn bind_pair(listen: &str) -> Result<(TcpListener, UdpSocket)> {
+    let spec = if listen.contains(':') {
+        listen.to_string()
+    } else {
+        format!("0.0.0.0:{listen}")
+    };
+    let mut last = None;
+    for _ in 0..20 {
+        let tcp = TcpListener::bind(&spec).context(format!("cannot listen on {spec}"))?;
+        let addr = tcp.local_addr()?;
+        match UdpSocket::bind(addr) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) => last = Some(e),
+        }
+        if !spec.ends_with(":0") {
+            break;
+        }
+    }
+    Err(Error::new(format!(
+        "cannot listen for UDP on {spec}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+impl Server {
+    /// Bind and start the TCP and UDP threads. `shared` is for the UDP
+    /// loop only, until it takes a narrow context of its own.
+    pub fn start(ctx: ServerContext, shared: Arc<crate::peer::Shared>) -> Result<Server> {
+        let (listener, udp) = bind_pair(&ctx.settings.listen)?;
+        let addr = listener.local_addr()?;
+        let ctx = Arc::new(ctx);
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(HashMap::new()));
+        let mut threads = Vec::new();
+        {
+            let (ctx, stop, conns) = (ctx.clone(), stop.clone(), conns.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name("tcp-accept".into())
+                    .spawn(move || tcp::accept_loop(listener, ctx, stop, conns))?,
+            );
+        }
+        {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            threads.push(
+                thread::Builder::new()
+                    .name("udp-serve".into())
+                    .spawn(move || crate::transfer::driver::serve(udp, shared, stop))?,
+            );
+        }
+        Ok(Server {
+            addr,
+            stop,
+            conns,
+            threads,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting, close open connections and join every thread.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let wake = match self.addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            }
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+            }
+            a => a,
+        };
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        // Wake the UDP thread from its wait with an empty datagram.
+        let local: SocketAddr = if wake.is_ipv6() {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        };
+        if let Ok(s) = UdpSocket::bind(local) {
+            let _ = s.send_to(&[], wake);
+        }
+        if let Ok(conns) = self.conns.lock() {
+            for s in conns.values() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

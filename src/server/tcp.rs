@@ -1,0 +1,192 @@
+//! The TCP side of the server on real sockets: the accept loop (a thread
+//! per connection, capped at `max_connections`; a few beyond that get a
+//! clear "busy" answer, a flood is just closed) and [`Timed`], the read
+//! half's one deadline per message. What a connection says is served by
+//! [`super::conn`].
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::ServerContext;
+use super::conn::{Connection, Input};
+use crate::limits::{BUSY_ANSWERS, Budget, OFFER_BYTES};
+use crate::proto::{CHUNK, Response, read_hello, write_hello, write_msg};
+
+/// Accept connections until `stop` is set, then wait for their threads.
+pub fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ServerContext>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<HashMap<u64, TcpStream>>>,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let busy_answers = Arc::new(AtomicUsize::new(0));
+    let offers = Arc::new(Budget::new(OFFER_BYTES));
+    let next_id = AtomicU64::new(0);
+    let mut workers: Vec<JoinHandle<()>> = Vec::new();
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let Ok(stream) = stream else {
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        };
+        workers.retain(|w| !w.is_finished());
+        let timeout = ctx.settings.io_timeout;
+        let _ = stream.set_read_timeout(Some(timeout));
+        let _ = stream.set_write_timeout(Some(timeout));
+        let _ = stream.set_nodelay(true);
+        if active.load(Ordering::SeqCst) >= ctx.settings.max_connections {
+            answer_busy(stream, &busy_answers);
+            continue;
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        if let (Ok(mut map), Ok(clone)) = (conns.lock(), stream.try_clone()) {
+            map.insert(id, clone);
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (ctx, stop, conns, counter, offers) = (
+            ctx.clone(),
+            stop.clone(),
+            conns.clone(),
+            active.clone(),
+            offers.clone(),
+        );
+        let spawned = thread::Builder::new()
+            .name(format!("tcp-conn-{id}"))
+            .spawn(move || {
+                serve_socket(stream, &ctx, &stop, &offers);
+                if let Ok(mut map) = conns.lock() {
+                    map.remove(&id);
+                }
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(h) => workers.push(h),
+            Err(_) => {
+                // Could not spawn: the closure (and its stream) is gone; undo the count.
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+}
+
+/// A connection beyond the cap: a few get a clear answer on a thread of
+/// their own (`answering` counts them); beyond that a flood is just closed.
+fn answer_busy(stream: TcpStream, answering: &Arc<AtomicUsize>) {
+    if answering.fetch_add(1, Ordering::SeqCst) < BUSY_ANSWERS {
+        let counter = answering.clone();
+        let spawned = thread::Builder::new()
+            .name("tcp-busy".into())
+            .spawn(move || {
+                refuse_busy(stream);
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_ok() {
+            return;
+        }
+    }
+    answering.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn refuse_busy(stream: TcpStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut w = BufWriter::new(&stream);
+    let _ = write_hello(&mut w);
+    let _ = read_hello(&mut &stream);
+    let _ = write_msg(
+        &mut w,
+        &Response::Error {
+            message: "the peer is busy (too many connections); try again shortly".into(),
+        },
+    );
+    let _ = w.flush();
+    let _ = stream.shutdown(Shutdown::Write);
+    // Drain what the client still sends so closing does not reset the connection.
+    let _ = std::io::copy(
+        &mut std::io::Read::take(&stream, 1 << 16),
+        &mut std::io::sink(),
+    );
+}
+
+/// Serve one accepted socket until it ends or `stop` is set.
+fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool, offers: &Arc<Budget>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    // A small read buffer: bulk reads of file bytes bypass it.
+    let r = BufReader::with_capacity(64 << 10, Timed::new(read_half, ctx.settings.io_timeout));
+    let w = BufWriter::with_capacity(64 << 10, stream);
+    Connection::new(ctx, offers, &peer, r, w).serve(stop);
+}
+
+/// The read half of a served connection, with one deadline for a whole
+/// message (and for every [`CHUNK`] of a file's bytes), not for each read:
+/// a client that sends a byte now and then cannot hold its connection
+/// slot beyond the I/O timeout.
+pub struct Timed {
+    stream: TcpStream,
+    limit: Duration,
+    deadline: Instant,
+    /// Bytes read since the deadline was last set.
+    taken: usize,
+}
+
+impl Timed {
+    fn new(stream: TcpStream, limit: Duration) -> Timed {
+        Timed {
+            stream,
+            limit,
+            deadline: Instant::now() + limit,
+            taken: 0,
+        }
+    }
+
+    /// A new message starts: it has the whole timeout.
+    fn restart(&mut self) {
+        self.deadline = Instant::now() + self.limit;
+        self.taken = 0;
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.taken >= CHUNK {
+            self.restart();
+        }
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the client took more than {} s for one message",
+                    self.limit.as_secs()
+                ),
+            ));
+        }
+        self.stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        let n = self.stream.read(buf)?;
+        self.taken += n;
+        Ok(n)
+    }
+}
+
+impl Input for BufReader<Timed> {
+    fn next_message(&mut self) {
+        self.get_mut().restart();
+    }
+}
