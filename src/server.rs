@@ -74,11 +74,17 @@ impl Server {
             );
         }
         {
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let ctx = crate::transfer::server::ServeContext {
+                folder: shared.folder.clone(),
+                history: shared.history.clone(),
+                events: shared.events.sender(),
+                silence: shared.config.udp_silence,
+            };
+            let stop = stop.clone();
             threads.push(
                 thread::Builder::new()
                     .name("udp-serve".into())
-                    .spawn(move || crate::transfer::driver::serve(udp, shared, stop))?,
+                    .spawn(move || crate::transfer::server::serve(udp, ctx, stop))?,
             );
         }
         Ok(Server {

@@ -2,21 +2,30 @@
 
 use super::*;
 
+fn info(size: u64) -> FileInfo {
+    FileInfo {
+        size,
+        mtime_ns: 0,
+        mode: 0o644,
+        md5: None,
+    }
+}
+
 #[test]
 fn sends_meta_then_data_within_the_window_then_fin() {
     let t0 = Instant::now();
-    let mut s = Sender::new(t0, 10, 4, 100, None, SenderConfig::default());
-    assert_eq!(s.poll_transmit(t0), Some(SendOp::Meta));
-    s.on_sent(SendOp::Meta, t0, &[]);
+    let mut s = Sender::new(t0, 0, info(10), 4, 100, SenderConfig::default());
+    assert_eq!(s.next_transmit(t0), Some(SendOp::Meta));
+    s.record_sent(SendOp::Meta, t0, &[]);
     let data = b"0123456789";
     for seq in 0..3u64 {
-        assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(seq)));
+        assert_eq!(s.next_transmit(t0), Some(SendOp::Data(seq)));
         let a = (seq * 4) as usize;
-        s.on_sent(SendOp::Data(seq), t0, &data[a..(a + 4).min(10)]);
+        s.record_sent(SendOp::Data(seq), t0, &data[a..(a + 4).min(10)]);
     }
-    assert_eq!(s.poll_transmit(t0), None);
+    assert_eq!(s.next_transmit(t0), None);
     s.handle_ack(t0 + Duration::from_millis(1), 0, 3, 100, &[]);
-    assert_eq!(s.poll_transmit(t0), Some(SendOp::Fin));
+    assert_eq!(s.next_transmit(t0), Some(SendOp::Fin));
     let md5: [u8; 16] = Md5::digest(data).into();
     assert_eq!(s.md5(), Some(md5));
 }
@@ -24,49 +33,49 @@ fn sends_meta_then_data_within_the_window_then_fin() {
 #[test]
 fn selective_ack_retransmits_only_the_gap() {
     let t0 = Instant::now();
-    let mut s = Sender::new(t0, 100, 10, 100, None, SenderConfig::default());
-    s.on_sent(SendOp::Meta, t0, &[]);
+    let mut s = Sender::new(t0, 0, info(100), 10, 100, SenderConfig::default());
+    s.record_sent(SendOp::Meta, t0, &[]);
     for seq in 0..8 {
-        s.on_sent(SendOp::Data(seq), t0, &[0; 10]);
+        s.record_sent(SendOp::Data(seq), t0, &[0; 10]);
     }
     // Chunk 2 is missing; 3..8 arrived.
     s.handle_ack(t0 + Duration::from_millis(1), 0, 2, 100, &[(3, 8)]);
-    assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(2)));
-    s.on_sent(SendOp::Data(2), t0, &[0; 10]);
+    assert_eq!(s.next_transmit(t0), Some(SendOp::Data(2)));
+    s.record_sent(SendOp::Data(2), t0, &[0; 10]);
     assert_eq!(s.retransmissions(), 1);
-    assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(8)));
+    assert_eq!(s.next_transmit(t0), Some(SendOp::Data(8)));
 }
 
 #[test]
 fn respects_the_receiver_window() {
     let t0 = Instant::now();
-    let mut s = Sender::new(t0, 1000, 10, 2, None, SenderConfig::default());
-    s.on_sent(SendOp::Meta, t0, &[]);
-    s.on_sent(SendOp::Data(0), t0, &[0; 10]);
-    s.on_sent(SendOp::Data(1), t0, &[0; 10]);
-    assert_eq!(s.poll_transmit(t0), None);
+    let mut s = Sender::new(t0, 0, info(1000), 10, 2, SenderConfig::default());
+    s.record_sent(SendOp::Meta, t0, &[]);
+    s.record_sent(SendOp::Data(0), t0, &[0; 10]);
+    s.record_sent(SendOp::Data(1), t0, &[0; 10]);
+    assert_eq!(s.next_transmit(t0), None);
     s.handle_ack(t0, 0, 1, 2, &[]);
-    assert_eq!(s.poll_transmit(t0), Some(SendOp::Data(2)));
+    assert_eq!(s.next_transmit(t0), Some(SendOp::Data(2)));
 }
 
 #[test]
 fn a_silent_receiver_fails_the_transfer() {
     let t0 = Instant::now();
-    let mut s = Sender::new(t0, 100, 10, 10, None, SenderConfig::default());
-    s.on_sent(SendOp::Meta, t0, &[]);
+    let mut s = Sender::new(t0, 0, info(100), 10, 10, SenderConfig::default());
+    s.record_sent(SendOp::Meta, t0, &[]);
     // Nothing in flight: the next deadline is the silence limit itself.
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
     s.handle_timeout(t0 + Duration::from_secs(6));
-    assert!(s.failure().unwrap().contains("nothing"));
-    assert_eq!(s.poll_transmit(t0), None);
+    assert!(s.failure().unwrap().to_string().contains("nothing"));
+    assert_eq!(s.next_transmit(t0), None);
 }
 
 #[test]
 fn an_empty_file_goes_straight_to_fin() {
     let t0 = Instant::now();
-    let mut s = Sender::new(t0, 0, 10, 10, None, SenderConfig::default());
-    s.on_sent(SendOp::Meta, t0, &[]);
-    assert_eq!(s.poll_transmit(t0), Some(SendOp::Fin));
+    let mut s = Sender::new(t0, 0, info(0), 10, 10, SenderConfig::default());
+    s.record_sent(SendOp::Meta, t0, &[]);
+    assert_eq!(s.next_transmit(t0), Some(SendOp::Fin));
 }
 
 fn guarded(size: u64, payload: u32) -> (Sender, Instant) {
@@ -76,15 +85,15 @@ fn guarded(size: u64, payload: u32) -> (Sender, Instant) {
         initial_window: 64.0,
         ..Default::default()
     };
-    (Sender::new(t0, size, payload, 1000, None, cfg), t0)
+    (Sender::new(t0, 0, info(size), payload, 1000, cfg), t0)
 }
 
 /// Send whatever the sender offers now; the bytes it put on the wire.
 fn drain(s: &mut Sender, now: Instant) -> u64 {
     let mut sent = 0;
-    while let Some(op) = s.poll_transmit(now) {
+    while let Some(op) = s.next_transmit(now) {
         sent += s.cost(op);
-        s.on_sent(op, now, &[0; 1000]);
+        s.record_sent(op, now, &[0; 1000]);
     }
     sent
 }
@@ -92,7 +101,7 @@ fn drain(s: &mut Sender, now: Instant) -> u64 {
 #[test]
 fn an_unproven_address_gets_at_most_three_times_what_it_sent() {
     let (mut s, t0) = guarded(1 << 20, 1000);
-    assert_eq!(s.poll_transmit(t0), None, "nothing before a request counts");
+    assert_eq!(s.next_transmit(t0), None, "nothing before a request counts");
     s.handle_datagram(1024);
     let sent = drain(&mut s, t0);
     assert!(sent > 0 && sent <= 3 * 1024, "{sent}");
@@ -132,21 +141,25 @@ fn only_an_echo_of_the_token_proves_the_address() {
 #[test]
 fn a_changed_file_ends_with_changed_not_fin() {
     let t0 = Instant::now();
-    let mut s = Sender::new(t0, 10, 4, 100, None, SenderConfig::default());
-    s.on_sent(SendOp::Meta, t0, &[]);
+    let mut s = Sender::new(t0, 0, info(10), 4, 100, SenderConfig::default());
+    s.record_sent(SendOp::Meta, t0, &[]);
     for seq in 0..3 {
-        s.on_sent(SendOp::Data(seq), t0, b"abcd");
+        s.record_sent(SendOp::Data(seq), t0, b"abcd");
     }
-    s.file_changed(t0);
-    assert_eq!(s.poll_transmit(t0), Some(SendOp::Changed));
-    s.on_sent(SendOp::Changed, t0, &[]);
+    s.file_changed();
+    assert_eq!(s.next_transmit(t0), Some(SendOp::Changed));
+    s.record_sent(SendOp::Changed, t0, &[]);
     // Acks do not bring data or Fin back; Changed repeats until Done.
     s.handle_ack(t0, 0, 3, 100, &[]);
-    assert_eq!(s.poll_transmit(t0), None);
+    assert_eq!(s.next_transmit(t0), None);
     let later = s.poll_timeout().unwrap();
-    assert_eq!(s.poll_transmit(later), Some(SendOp::Changed));
+    assert_eq!(s.next_transmit(later), Some(SendOp::Changed));
     assert!(!s.is_over());
     s.handle_done(later, 0);
     assert!(s.is_over());
-    assert_eq!(s.failure(), Some(CHANGED));
+    assert_eq!(s.failure(), Some(&Failure::Changed));
+    assert_eq!(
+        s.failure().unwrap().to_string(),
+        super::super::failure::CHANGED
+    );
 }

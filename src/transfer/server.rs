@@ -17,6 +17,9 @@
 //! replaced meanwhile ends the attempt with `Changed`, never with a `Fin`
 //! for bytes that are no version of the file. A retried request (attempt >
 //! 1) is never answered from the MD5 cache: the sender hashes what it reads.
+//!
+//! It gets the narrow [`ServeContext`] it needs (the folder, the history,
+//! an event sender, the silence timeout), not the whole peer.
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
@@ -27,16 +30,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::driver::{size_buffers, wait};
-use super::sender::{AMPLIFICATION, SendOp, Sender, SenderConfig};
-use super::wire::{
-    Packet, VERSION, begin_data, decode, encode, encode_error_as, foreign_request, seal_data,
-};
-use super::{MAX_PAYLOAD, chunk_len};
-use crate::history::{Direction, Record};
-use crate::peer::Shared;
-use crate::proto::FileMeta;
+use super::MAX_PAYLOAD;
+use super::sender::{AMPLIFICATION, ChunkSource, FileInfo, Sender, SenderConfig};
+use super::sockopt::{size_buffers, wait};
+use super::wire::{Packet, VERSION, decode, encode, encode_error_as, foreign_request};
+use crate::events::EventSender;
+use crate::folder::Folder;
+use crate::history::{Direction, History, Record};
 use crate::{Context, Result, bail};
+
+/// What the UDP server needs from the peer around it.
+pub struct ServeContext {
+    pub folder: Arc<Folder>,
+    pub history: Arc<History>,
+    pub events: EventSender,
+    /// A receiver silent this long loses its transfer.
+    pub silence: Duration,
+}
 
 /// Most UDP transfers a server runs at once.
 pub const MAX_SESSIONS: usize = 64;
@@ -70,46 +80,56 @@ impl FileId {
     }
 }
 
-struct Session {
-    sender: Sender,
+/// The open file a session reads its chunks from.
+struct FileSource {
     file: File,
-    meta: FileMeta,
+    name: String,
     /// The file as it was opened, and where it lives.
     opened: FileId,
     path: PathBuf,
-    peer: SocketAddr,
-    id: u64,
-    since: Instant,
 }
 
-impl Session {
+impl ChunkSource for FileSource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| format!("reading {} failed: {e}", self.name))
+    }
+
     /// Whether the open file, and the file at its path, are still the one
     /// that was opened.
-    fn unchanged(&self) -> bool {
+    fn unchanged(&mut self) -> bool {
         let fd = self.file.metadata().map(|m| FileId::of(&m));
         let path = std::fs::metadata(&self.path).map(|m| FileId::of(&m));
         matches!((fd, path), (Ok(a), Ok(b)) if a == self.opened && b == self.opened)
     }
 }
 
+struct Session {
+    sender: Sender,
+    source: FileSource,
+    peer: SocketAddr,
+    since: Instant,
+}
+
 type Key = (SocketAddr, u64);
 
 struct Server {
     sock: UdpSocket,
-    shared: Arc<Shared>,
+    ctx: ServeContext,
     sessions: HashMap<Key, Session>,
     sbuf: Vec<u8>,
 }
 
 /// The server's UDP thread: serve transfers until `stop` is set.
-pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+pub fn serve(sock: UdpSocket, ctx: ServeContext, stop: Arc<AtomicBool>) {
     size_buffers(&sock);
     if sock.set_nonblocking(true).is_err() {
         return;
     }
     let mut srv = Server {
         sock,
-        shared,
+        ctx,
         sessions: HashMap::new(),
         sbuf: Vec::with_capacity(65536),
     };
@@ -166,18 +186,7 @@ impl Server {
             return;
         };
         if let Some(s) = self.sessions.get_mut(&(from, id)) {
-            s.sender.handle_datagram(n);
-            match p {
-                Packet::Request { window, .. } => s.sender.handle_request(now, window),
-                Packet::Ack {
-                    token,
-                    cum,
-                    window,
-                    ranges,
-                } => s.sender.handle_ack(now, token, cum, window, &ranges),
-                Packet::Done { token } => s.sender.handle_done(now, token),
-                _ => {}
-            }
+            s.sender.handle_packet(now, &p, n);
             return;
         }
         if let Packet::Request {
@@ -188,11 +197,11 @@ impl Server {
         } = p
         {
             let opened = self.admit(from).and_then(|()| {
-                open_session(&self.shared, now, from, id, name, attempt, payload, window)
+                open_session(&self.ctx, now, (from, id), name, attempt, payload, window)
             });
             match opened {
                 Ok(mut s) => {
-                    s.sender.handle_datagram(n);
+                    s.sender.handle_packet(now, &p, n);
                     self.sessions.insert((from, id), s);
                 }
                 Err(e) => self.refuse(from, id, name, &e.to_string(), n),
@@ -257,7 +266,7 @@ impl Server {
             0,
         );
         let _ = self.sock.send_to(&self.sbuf, from);
-        self.shared.history.log(&Record::now(
+        self.ctx.history.log(&Record::now(
             Direction::Served,
             &from.to_string(),
             &format!("download UDP {name}"),
@@ -286,8 +295,8 @@ impl Server {
     }
 
     fn log_end(&self, s: &Session, outcome: &str) {
-        let what = format!("download UDP {}", s.meta.name);
-        self.shared.history.log(&Record::now(
+        let what = format!("download UDP {}", s.source.name);
+        self.ctx.history.log(&Record::now(
             Direction::Served,
             &s.peer.to_string(),
             &what,
@@ -295,9 +304,8 @@ impl Server {
             s.sender.size(),
         ));
         if outcome == "ok" || s.sender.is_validated() {
-            self.shared
+            self.ctx
                 .events
-                .sender()
                 .server(format!("served {what} to {}: {outcome}", s.peer));
         }
     }
@@ -313,86 +321,34 @@ enum Pump {
 fn pump(sock: &UdpSocket, sbuf: &mut Vec<u8>, s: &mut Session, now: Instant) -> Pump {
     s.sender.handle_timeout(now);
     for _ in 0..64 {
-        let Some(op) = s.sender.poll_transmit(now) else {
+        let Some(op) = s.sender.poll_transmit(now, &mut s.source, sbuf) else {
             return Pump::Idle;
         };
-        let payload_range = match op {
-            SendOp::Meta => {
-                let m = &s.meta;
-                let p = Packet::Meta {
-                    size: m.size,
-                    mtime_ns: m.mtime_ns,
-                    mode: m.mode,
-                    payload: s.sender.payload(),
-                    token: s.sender.token(),
-                };
-                encode(s.id, &p, sbuf, 0);
-                0..0
-            }
-            SendOp::Fin if !s.unchanged() => {
-                s.sender.file_changed(now);
-                continue;
-            }
-            SendOp::Fin => {
-                let p = Packet::Fin {
-                    md5: s.sender.md5().unwrap_or_default(),
-                    retransmissions: s.sender.retransmissions(),
-                };
-                encode(s.id, &p, sbuf, 0);
-                0..0
-            }
-            SendOp::Changed => {
-                encode(s.id, &Packet::Changed, sbuf, 0);
-                0..0
-            }
-            SendOp::Data(seq) => {
-                begin_data(s.id, seq, sbuf);
-                let start = sbuf.len();
-                let len = chunk_len(s.sender.size(), s.sender.payload(), seq);
-                sbuf.resize(start + len, 0);
-                let at = seq * s.sender.payload() as u64;
-                if let Err(e) = s.file.read_exact_at(&mut sbuf[start..], at) {
-                    if !s.unchanged() {
-                        s.sender.file_changed(now);
-                        continue;
-                    }
-                    let message = format!("reading {} failed: {e}", s.meta.name);
-                    encode(s.id, &Packet::Error { message: &message }, sbuf, 0);
-                    let _ = sock.send_to(sbuf, s.peer);
-                    s.sender.handle_done(now, s.sender.token());
-                    return Pump::Idle;
-                }
-                seal_data(sbuf);
-                start..start + len
-            }
-        };
         match sock.send_to(sbuf, s.peer) {
-            Ok(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Pump::Blocked,
-            Err(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
+            _ => s.sender.on_sent(op, now, sbuf),
         }
     }
     Pump::Busy
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A session for the request `name` of transfer `key`.
 fn open_session(
-    shared: &Shared,
+    ctx: &ServeContext,
     now: Instant,
-    peer: SocketAddr,
-    id: u64,
+    (peer, id): Key,
     name: &str,
     attempt: u32,
     payload: u32,
     window: u32,
 ) -> Result<Session> {
-    let (file, meta) = shared.folder.open_file(name)?;
+    let (file, meta) = ctx.folder.open_file(name)?;
     let st = file.metadata().context(&meta.name)?;
     // A second attempt follows a mismatch: the cache may be what was wrong.
     let known = if attempt > 1 {
         None
     } else {
-        shared.folder.cached(&meta.name, &st)
+        ctx.folder.cached(&meta.name, &st)
     };
     // The identity of what the meta describes: a change between the open
     // and this fstat shows at the check before `Fin`.
@@ -401,21 +357,28 @@ fn open_session(
         mtime_ns: meta.mtime_ns,
         ..FileId::of(&st)
     };
-    let path = shared.folder.root().join(&meta.name);
+    let path = ctx.folder.root().join(&meta.name);
     let payload = payload.clamp(16, MAX_PAYLOAD);
     let cfg = SenderConfig {
-        silence: shared.config.udp_silence,
+        silence: ctx.silence,
         token: Some(fastrand::u64(..)),
         ..Default::default()
     };
+    let info = FileInfo {
+        size: meta.size,
+        mtime_ns: meta.mtime_ns,
+        mode: meta.mode,
+        md5: known,
+    };
     Ok(Session {
-        sender: Sender::new(now, meta.size, payload, window, known, cfg),
-        file,
-        meta,
-        opened,
-        path,
+        sender: Sender::new(now, id, info, payload, window, cfg),
+        source: FileSource {
+            file,
+            name: meta.name,
+            opened,
+            path,
+        },
         peer,
-        id,
         since: now,
     })
 }

@@ -212,6 +212,14 @@ pub fn seal_data(out: &mut Vec<u8>) {
     seal(out)
 }
 
+/// The payload of a data datagram made by [`begin_data`] and
+/// [`seal_data`] (or [`encode`]), without decoding or checking it.
+pub fn data_payload(datagram: &[u8]) -> &[u8] {
+    datagram
+        .get(HEADER + 8..datagram.len().saturating_sub(TRAILER))
+        .unwrap_or(&[])
+}
+
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -467,5 +475,7 @@ mod tests {
         b.extend_from_slice(b"abc");
         seal_data(&mut b);
         assert_eq!(a, b);
+        assert_eq!(data_payload(&b), b"abc");
+        assert_eq!(data_payload(b"short"), b"");
     }
 }
