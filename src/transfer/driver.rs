@@ -100,7 +100,7 @@ pub fn download(
             ..Default::default()
         };
         let rx = Receiver::new(Instant::now(), fastrand::u64(..), attempt, name, cfg);
-        let mut run = Attempt {
+        let mut one = Attempt {
             sock: &sock,
             folder,
             name,
@@ -109,7 +109,7 @@ pub fn download(
             sbuf: Vec::with_capacity(65536),
             refused: false,
         };
-        match run.run(cancel, progress)? {
+        match one.run(cancel, progress)? {
             Ending::Verified {
                 meta,
                 md5,

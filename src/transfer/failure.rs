@@ -82,3 +82,44 @@ impl From<Failure> for Error {
         Error::of(f.kind(), f.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_failure_has_its_kind_and_its_sentence() {
+        let s = Duration::from_secs(2);
+        let cases = [
+            (Failure::NoAnswer(s), ErrorKind::Timeout, "did not answer"),
+            (Failure::Silent(s), ErrorKind::Timeout, "went silent"),
+            (
+                Failure::ReceiverSilent(s),
+                ErrorKind::Timeout,
+                "sent nothing for 2.0 s",
+            ),
+            (
+                Failure::Refused("no such file".into()),
+                ErrorKind::Refused,
+                "the peer refused: no such file",
+            ),
+            (Failure::UnofferedSize(9), ErrorKind::Integrity, "(9)"),
+            (Failure::Changed, ErrorKind::Changed, CHANGED),
+            (
+                Failure::TooManyChanges { attempts: 3 },
+                ErrorKind::Changed,
+                "in each of 3 attempts",
+            ),
+            (
+                Failure::Mismatch { attempts: 3 },
+                ErrorKind::Integrity,
+                "did not match after 3 attempts",
+            ),
+        ];
+        for (f, kind, text) in cases {
+            let e = Error::from(f.clone());
+            assert_eq!(e.kind(), kind, "{f:?}");
+            assert!(e.message().contains(text), "{e}");
+        }
+    }
+}

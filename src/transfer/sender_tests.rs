@@ -1,6 +1,7 @@
 //! Tests of the sender state machine.
 
 use super::*;
+use crate::transfer::wire::Packet;
 
 fn info(size: u64) -> FileInfo {
     FileInfo {
@@ -162,4 +163,131 @@ fn a_changed_file_ends_with_changed_not_fin() {
         s.failure().unwrap().to_string(),
         super::super::failure::CHANGED
     );
+}
+
+/// A file in memory that may change or fail to read.
+struct Mem {
+    bytes: Vec<u8>,
+    changed: bool,
+    broken: bool,
+}
+
+impl ChunkSource for Mem {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        if self.broken {
+            return Err("reading f failed: disk on fire".into());
+        }
+        let at = offset as usize;
+        buf.copy_from_slice(&self.bytes[at..at + buf.len()]);
+        Ok(())
+    }
+
+    fn unchanged(&mut self) -> bool {
+        !self.changed
+    }
+}
+
+fn mem(bytes: &[u8]) -> Mem {
+    Mem {
+        bytes: bytes.to_vec(),
+        changed: false,
+        broken: false,
+    }
+}
+
+/// Send through the datagram face what the sender offers now; the packets.
+fn datagrams(s: &mut Sender, src: &mut Mem, now: Instant) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    while let Some(op) = s.poll_transmit(now, src, &mut out) {
+        let (id, p) = wire::decode(&out).expect("a well-formed datagram");
+        assert_eq!(id, 5);
+        seen.push(format!("{p:?}"));
+        s.on_sent(op, now, &out);
+    }
+    seen
+}
+
+#[test]
+fn the_datagram_face_reads_chunks_into_the_datagram_and_hashes_them() {
+    let t0 = Instant::now();
+    let data = b"0123456789";
+    let file = FileInfo {
+        mtime_ns: 42,
+        ..info(10)
+    };
+    let mut s = Sender::new(t0, 5, file, 4, 100, SenderConfig::default());
+    let mut src = mem(data);
+    let sent = datagrams(&mut s, &mut src, t0);
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    assert!(sent[0].starts_with("Meta { size: 10, mtime_ns: 42, mode: 420, payload: 4"));
+    assert_eq!(
+        sent[1],
+        format!(
+            "{:?}",
+            Packet::Data {
+                seq: 0,
+                bytes: b"0123"
+            }
+        )
+    );
+    assert_eq!(
+        sent[3],
+        format!(
+            "{:?}",
+            Packet::Data {
+                seq: 2,
+                bytes: b"89"
+            }
+        )
+    );
+    let ack = Packet::Ack {
+        token: 0,
+        cum: 3,
+        window: 100,
+        ranges: vec![],
+    };
+    s.handle_packet(t0, &ack, 40);
+    let fin = datagrams(&mut s, &mut src, t0);
+    let md5: [u8; 16] = Md5::digest(data).into();
+    let want = Packet::Fin {
+        md5,
+        retransmissions: 0,
+    };
+    assert_eq!(fin, vec![format!("{want:?}")]);
+    s.handle_packet(t0, &Packet::Done { token: 0 }, 20);
+    assert_eq!(s.state(), &State::Done);
+}
+
+#[test]
+fn a_source_that_changed_turns_fin_into_changed() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 5, info(8), 4, 100, SenderConfig::default());
+    let mut src = mem(b"abcdefgh");
+    datagrams(&mut s, &mut src, t0);
+    let ack = Packet::Ack {
+        token: 0,
+        cum: 2,
+        window: 100,
+        ranges: vec![],
+    };
+    s.handle_packet(t0, &ack, 40);
+    src.changed = true;
+    assert_eq!(datagrams(&mut s, &mut src, t0), vec!["Changed".to_string()]);
+    assert_eq!(s.state(), &State::Changed { sent_at: Some(t0) });
+    s.handle_packet(t0, &Packet::Done { token: 0 }, 20);
+    assert_eq!(s.failure(), Some(&Failure::Changed));
+}
+
+#[test]
+fn an_unreadable_file_sends_its_error_and_ends_the_transfer() {
+    let t0 = Instant::now();
+    let mut s = Sender::new(t0, 5, info(8), 4, 100, SenderConfig::default());
+    let mut src = mem(b"abcdefgh");
+    src.broken = true;
+    let sent = datagrams(&mut s, &mut src, t0);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[1].contains("disk on fire"), "{sent:?}");
+    assert!(s.is_over());
+    assert!(matches!(s.failure(), Some(Failure::Unreadable(m)) if m.contains("disk on fire")));
 }
