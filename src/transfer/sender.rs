@@ -36,28 +36,6 @@ use md5::{Digest, Md5};
 use super::failure::Failure;
 use super::wire;
 
-/// Where the sender reads the file it sends: the open file in the server,
-/// a buffer in the simulation.
-pub trait ChunkSource {
-    /// Fill `buf` with the file's bytes from `offset`; an error is the
-    /// sentence the receiver is sent.
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String>;
-    /// Whether the file is still the version that was opened (asked before
-    /// `Fin`, and when a read fails).
-    fn unchanged(&mut self) -> bool;
-}
-
-/// The file a sender sends, as its meta describes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileInfo {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub mode: u32,
-    /// The file's MD5 when a cache vouches for it; otherwise the chunks are
-    /// hashed as they are first sent.
-    pub md5: Option<[u8; 16]>,
-}
-
 /// Which datagram [`Sender::poll_transmit`] wrote; hand it back to
 /// [`Sender::on_sent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,6 +571,7 @@ impl Sender {
 
 #[path = "sender_packets.rs"]
 mod packets;
+pub use packets::{ChunkSource, FileInfo};
 
 #[cfg(test)]
 #[path = "sender_tests.rs"]

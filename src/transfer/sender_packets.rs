@@ -5,8 +5,30 @@
 
 use std::time::Instant;
 
-use super::{ChunkSource, Failure, SendOp, Sender, State};
+use super::{Failure, SendOp, Sender, State};
 use crate::transfer::wire::{self, Packet};
+
+/// Where the sender reads the file it sends: the open file in the server,
+/// a buffer in the simulation.
+pub trait ChunkSource {
+    /// Fill `buf` with the file's bytes from `offset`; an error is the
+    /// sentence the receiver is sent.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String>;
+    /// Whether the file is still the version that was opened (asked before
+    /// `Fin`, and when a read fails).
+    fn unchanged(&mut self) -> bool;
+}
+
+/// The file a sender sends, as its meta describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileInfo {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    /// The file's MD5 when a cache vouches for it; otherwise the chunks are
+    /// hashed as they are first sent.
+    pub md5: Option<[u8; 16]>,
+}
 
 impl Sender {
     /// A datagram of `len` bytes from the receiver's address, of this
