@@ -309,3 +309,36 @@ impl Attempt<'_> {
         let _ = self.sock.send(&self.sbuf);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn fetch(addr: &str) -> Error {
+        let d = tempfile::tempdir().unwrap();
+        let folder = Folder::open(d.path()).unwrap();
+        let opts = UdpOptions {
+            payload: Some(1000),
+            attempts: 1,
+            silence: Duration::from_secs(1),
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        download(addr, "x", &folder, &opts, &cancel, &mut |_, _| {}).unwrap_err()
+    }
+
+    #[test]
+    fn failures_reach_the_caller_as_error_kinds() {
+        // Someone holds the port but never answers: a timeout.
+        let mute = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = fetch(&mute.local_addr().unwrap().to_string());
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(e.message().contains("did not answer"), "{e}");
+        // Nobody holds it: the socket hears "port unreachable".
+        let addr = mute.local_addr().unwrap().to_string();
+        drop(mute);
+        let e = fetch(&addr);
+        assert_eq!(e.kind(), ErrorKind::PeerGone, "{e}");
+        assert!(e.message().contains("not listening"), "{e}");
+    }
+}

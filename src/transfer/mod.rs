@@ -36,9 +36,9 @@
 //! a forged source address cannot make a peer flood someone else, and
 //! requests that never acknowledge hold only a few, evictable, slots.
 //!
-//! Change check: the sender records the identity of the file it opened
+//! Change check: the server records the identity of the file it opened
 //! (size, mtime, ctime, inode; the open descriptor's and the path's) and
-//! checks it before `Fin`. If the file was rewritten, appended to or
+//! the sender asks it (through its [`sender::ChunkSource`]) before `Fin`. If the file was rewritten, appended to or
 //! replaced meanwhile, it sends `Changed` instead: the receiver drops what
 //! it got and starts a new attempt, which sends the new version whole.
 //! Wire version 2 (see [`wire`]) added the token and `Changed`.

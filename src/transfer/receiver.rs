@@ -10,8 +10,8 @@
 //! carried (the sender's proof that we receive at our address). A sender
 //! that says the file changed under it ends the attempt with
 //! [`RecvEvent::Changed`]: the driver starts a new one. Datagrams of other
-//! transfers never reach it (the driver matches transfer ids); duplicates
-//! and out-of-range chunks are dropped. A silent sender ends the transfer
+//! transfers are dropped ([`Receiver::handle_datagram`] matches transfer
+//! ids), and so are duplicates and out-of-range chunks. A silent sender ends the transfer
 //! with a clear [`Failure`].
 //!
 //! It speaks in datagrams: [`Receiver::handle_datagram`] takes one as it

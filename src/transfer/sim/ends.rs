@@ -1,7 +1,8 @@
 //! The two ends of a simulated transfer. [`SenderEnd`] plays the server:
 //! a file in memory and one [`Sender`] per transfer id, opened by a
 //! request (so a receiver that restarts under a new id meets a new sender
-//! while the old one still sends). [`ReceiverEnd`] plays the client: one
+//! while the old one still sends). Unlike the server it keeps a sender that
+//! is over, for tests to inspect. [`ReceiverEnd`] plays the client: one
 //! [`Receiver`] per attempt, the bytes it hands out and their MD5, and how
 //! the attempt ended. Both speak only through the machines' own datagram
 //! conversion, as the server and the driver do.
