@@ -374,7 +374,7 @@ fn a_corrupted_meta_is_asked_for_again() {
     let metas = Rc::new(Cell::new(0u32));
     let count = metas.clone();
     pair.set_hook(move |s: &Sent| match s.packet {
-        Packet::Meta { .. } => {
+        Packet::Meta(_) => {
             count.set(count.get() + 1);
             if count.get() == 1 {
                 Fate::Corrupt

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::failure::Failure;
+pub use super::wire::MetaInfo;
 use super::wire::{self, MAX_RANGES, Packet};
 
 /// What the receiver wants to send.
@@ -40,17 +41,6 @@ pub enum RecvOp {
         ranges: Vec<(u64, u64)>,
     },
     Done,
-}
-
-/// The file being received, as the sender described it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetaInfo {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub mode: u32,
-    pub payload: u32,
-    /// Echoed in every acknowledgement and in `Done`.
-    pub token: u64,
 }
 
 /// Milestones for the driver.
@@ -211,22 +201,7 @@ impl Receiver {
     /// A datagram of this transfer from the sender.
     pub fn handle_packet(&mut self, now: Instant, packet: &Packet) {
         match *packet {
-            Packet::Meta {
-                size,
-                mtime_ns,
-                mode,
-                payload,
-                token,
-            } => self.handle_meta(
-                now,
-                MetaInfo {
-                    size,
-                    mtime_ns,
-                    mode,
-                    payload,
-                    token,
-                },
-            ),
+            Packet::Meta(meta) => self.handle_meta(now, meta),
             Packet::Data { seq, bytes } => self.handle_data(now, seq, bytes),
             Packet::Fin {
                 md5,

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use super::{Failure, SendOp, Sender, State};
-use crate::transfer::wire::{self, Packet};
+use crate::transfer::wire::{self, MetaInfo, Packet};
 
 /// Where the sender reads the file it sends: the open file in the server,
 /// a buffer in the simulation.
@@ -62,13 +62,13 @@ impl Sender {
         loop {
             let op = self.next_transmit(now)?;
             let packet = match op {
-                SendOp::Meta => Packet::Meta {
+                SendOp::Meta => Packet::Meta(MetaInfo {
                     size: self.file.size,
                     mtime_ns: self.file.mtime_ns,
                     mode: self.file.mode,
                     payload: self.payload,
                     token: self.token(),
-                },
+                }),
                 SendOp::Fin if !source.unchanged() => {
                     self.file_changed();
                     continue;

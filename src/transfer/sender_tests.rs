@@ -187,6 +187,16 @@ impl ChunkSource for Mem {
     }
 }
 
+/// An acknowledgement of everything below `cum`.
+fn ack(cum: u64) -> Packet<'static> {
+    Packet::Ack {
+        token: 0,
+        cum,
+        window: 100,
+        ranges: vec![],
+    }
+}
+
 fn mem(bytes: &[u8]) -> Mem {
     Mem {
         bytes: bytes.to_vec(),
@@ -220,7 +230,10 @@ fn the_datagram_face_reads_chunks_into_the_datagram_and_hashes_them() {
     let mut src = mem(data);
     let sent = datagrams(&mut s, &mut src, t0);
     assert_eq!(sent.len(), 4, "{sent:?}");
-    assert!(sent[0].starts_with("Meta { size: 10, mtime_ns: 42, mode: 420, payload: 4"));
+    assert!(
+        sent[0].starts_with("Meta(MetaInfo { size: 10, mtime_ns: 42, mode: 420, payload: 4"),
+        "{sent:?}"
+    );
     assert_eq!(
         sent[1],
         format!(
@@ -241,13 +254,7 @@ fn the_datagram_face_reads_chunks_into_the_datagram_and_hashes_them() {
             }
         )
     );
-    let ack = Packet::Ack {
-        token: 0,
-        cum: 3,
-        window: 100,
-        ranges: vec![],
-    };
-    s.handle_packet(t0, &ack, 40);
+    s.handle_packet(t0, &ack(3), 40);
     let fin = datagrams(&mut s, &mut src, t0);
     let md5: [u8; 16] = Md5::digest(data).into();
     let want = Packet::Fin {
@@ -265,13 +272,7 @@ fn a_source_that_changed_turns_fin_into_changed() {
     let mut s = Sender::new(t0, 5, info(8), 4, 100, SenderConfig::default());
     let mut src = mem(b"abcdefgh");
     datagrams(&mut s, &mut src, t0);
-    let ack = Packet::Ack {
-        token: 0,
-        cum: 2,
-        window: 100,
-        ranges: vec![],
-    };
-    s.handle_packet(t0, &ack, 40);
+    s.handle_packet(t0, &ack(2), 40);
     src.changed = true;
     assert_eq!(datagrams(&mut s, &mut src, t0), vec!["Changed".to_string()]);
     assert_eq!(s.state(), &State::Changed { sent_at: Some(t0) });
