@@ -226,7 +226,7 @@ impl Peer {
         let server = match serving {
             true => {
                 // A serving peer shows its id at once (and says so if it changed).
-                Some(Server::start(server_context(&shared), shared.clone())?)
+                Some(Server::start(server_context(&shared))?)
             }
             false => None,
         };

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::transfer::driver::{size_buffers, wait};
+use crate::transfer::sockopt::{size_buffers, wait};
 use crate::{Context, Result};
 
 /// What the relay does to each datagram, in both directions.

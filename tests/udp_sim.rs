@@ -224,3 +224,167 @@ fn a_file_that_keeps_changing_is_a_clear_error() {
     let e = out.result.unwrap_err();
     assert!(e.contains("changed while it was sent"), "{e}");
 }
+
+// Step-by-step runs of a `Pair`: one chosen datagram (or kind of datagram)
+// meets its fate; the clock moves only when the test steps it.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use dropbox_shell::transfer::Failure;
+use dropbox_shell::transfer::sim::{Dir, Ending, Fate, Pair, Sent};
+use dropbox_shell::transfer::wire::Packet;
+
+/// A pair over a clean network with 1 ms of delay, for `len` bytes.
+fn clean_pair(seed: u64, len: usize) -> (Pair, Vec<u8>) {
+    let d = data(seed, len);
+    let pair = Pair::new(seed, &d, net(0.0), &SimOptions::default());
+    (pair, d)
+}
+
+/// Step until the current attempt ends; its ending.
+fn finish(pair: &mut Pair) -> Ending {
+    assert!(
+        pair.drive_until(Duration::from_secs(60), |p| p.receiver().ending().is_some()),
+        "the attempt never ended"
+    );
+    pair.receiver().ending().cloned().unwrap()
+}
+
+#[test]
+fn dropping_exactly_the_last_data_datagram_costs_one_retransmission() {
+    // 10 chunks of 1000 bytes: nothing follows the last one, so only the
+    // retransmission timeout can find it lost.
+    let (mut pair, d) = clean_pair(1, 10_000);
+    let dropped = Rc::new(Cell::new(0));
+    let seen = dropped.clone();
+    pair.set_hook(move |s: &Sent| match s.packet {
+        Packet::Data { seq: 9, .. } if seen.get() == 0 => {
+            seen.set(1);
+            Fate::Drop
+        }
+        _ => Fate::Deliver,
+    });
+    // Every chunk but the last arrives; the receiver waits for it.
+    assert!(
+        pair.drive_until(Duration::from_secs(10), |p| p
+            .sender()
+            .is_some_and(
+                |s| s.retransmissions() == 0 && p.receiver().receiver().received() == 9_000
+            ))
+    );
+    assert_eq!(dropped.get(), 1);
+    assert_eq!(finish(&mut pair), Ending::Verified);
+    assert!(pair.receiver().got() == d);
+    assert_eq!(pair.sender().unwrap().retransmissions(), 1);
+    assert_eq!(pair.receiver().attempt(), 1);
+}
+
+#[test]
+fn acknowledgements_lost_for_a_while_do_not_end_the_transfer() {
+    let (mut pair, d) = clean_pair(2, 300_000);
+    // Under way: the sender knows the receiver's address.
+    assert!(pair.drive_until(
+        Duration::from_secs(10),
+        |p| p.receiver().receiver().received() >= 50_000
+    ));
+    let lost = Rc::new(Cell::new(0u32));
+    let count = lost.clone();
+    pair.set_hook(move |s: &Sent| match s.packet {
+        Packet::Ack { .. } => {
+            count.set(count.get() + 1);
+            Fate::Drop
+        }
+        _ => Fate::Deliver,
+    });
+    // A second without a single acknowledgement (the silence limit is 5 s).
+    pair.run_for(Duration::from_secs(1));
+    assert!(lost.get() > 5, "{} acknowledgements dropped", lost.get());
+    let sender = pair.sender().unwrap();
+    assert!(!sender.is_over(), "{:?}", sender.state());
+    assert!(
+        sender.retransmissions() > 0,
+        "the sender timed its chunks out"
+    );
+    pair.clear_hook();
+    assert_eq!(finish(&mut pair), Ending::Verified);
+    assert!(pair.receiver().got() == d);
+    assert_eq!(pair.receiver().attempt(), 1);
+}
+
+#[test]
+fn a_duplicated_fin_finishes_once() {
+    let (mut pair, d) = clean_pair(3, 20_000);
+    let fins = Rc::new(Cell::new(0u32));
+    let count = fins.clone();
+    pair.set_hook(move |s: &Sent| match s.packet {
+        Packet::Fin { .. } => {
+            count.set(count.get() + 1);
+            Fate::Duplicate
+        }
+        _ => Fate::Deliver,
+    });
+    assert_eq!(finish(&mut pair), Ending::Verified);
+    // Both copies arrive and are answered; nothing else happens.
+    pair.run_for(Duration::from_secs(1));
+    assert!(fins.get() >= 1);
+    assert_eq!(pair.receiver().late_events(), 0, "a second Finished");
+    assert!(pair.receiver().got() == d, "bytes were delivered twice");
+    assert!(pair.sender().unwrap().is_over());
+    assert_eq!(pair.sender().unwrap().failure(), None);
+}
+
+#[test]
+fn a_receiver_restarted_mid_transfer_gets_exactly_the_file() {
+    let (mut pair, d) = clean_pair(4, 400_000);
+    assert!(pair.drive_until(
+        Duration::from_secs(10),
+        |p| p.receiver().receiver().received() >= 100_000
+    ));
+    let old = pair.receiver().receiver().id();
+    pair.restart_receiver();
+    let new = pair.receiver().receiver().id();
+    assert_ne!(old, new);
+    // Count what the old sender still sends toward the new receiver.
+    let stale = Rc::new(Cell::new(0u32));
+    let count = stale.clone();
+    pair.set_hook(move |s: &Sent| {
+        if s.dir == Dir::ToReceiver && s.id == old {
+            count.set(count.get() + 1);
+        }
+        Fate::Deliver
+    });
+    assert_eq!(finish(&mut pair), Ending::Verified);
+    assert!(pair.receiver().got() == d, "not exactly the file");
+    assert!(stale.get() > 0, "the old sender had stopped before");
+    assert_eq!(pair.sender_end().ids().len(), 2);
+    // The old sender gives up on its silent receiver, by itself.
+    pair.run_for(Duration::from_secs(6));
+    let s = pair.sender_end().sender(old).unwrap();
+    assert!(
+        matches!(s.failure(), Some(Failure::ReceiverSilent(_))),
+        "{:?}",
+        s.state()
+    );
+}
+
+#[test]
+fn a_corrupted_meta_is_asked_for_again() {
+    let (mut pair, d) = clean_pair(5, 5_000);
+    let metas = Rc::new(Cell::new(0u32));
+    let count = metas.clone();
+    pair.set_hook(move |s: &Sent| match s.packet {
+        Packet::Meta(_) => {
+            count.set(count.get() + 1);
+            if count.get() == 1 {
+                Fate::Corrupt
+            } else {
+                Fate::Deliver
+            }
+        }
+        _ => Fate::Deliver,
+    });
+    assert_eq!(finish(&mut pair), Ending::Verified);
+    assert!(pair.receiver().got() == d);
+    assert_eq!(metas.get(), 2, "the meta was sent again on a new request");
+}

@@ -13,13 +13,16 @@
 //!   deadline;
 //! - [`conn`]: one connection on any buffered reader and writer: the
 //!   handshake, then one request after another (tested on byte slices);
-//! - [`handlers`]: one function per request type.
+//! - [`handlers`]: one function per request type;
+//! - [`udp`]: the UDP loop on the same port number, serving downloads with
+//!   the transfer machines of [`crate::transfer`].
 
 pub mod conn;
 pub mod handlers;
 pub mod tcp;
 #[cfg(test)]
 mod tests;
+pub mod udp;
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -154,9 +157,8 @@ fn bind_pair(listen: &str) -> Result<(TcpListener, UdpSocket)> {
 }
 
 impl Server {
-    /// Bind and start the TCP and UDP threads. `shared` is for the UDP
-    /// loop only, until it takes a narrow context of its own.
-    pub fn start(ctx: ServerContext, shared: Arc<crate::peer::Shared>) -> Result<Server> {
+    /// Bind and start the TCP and UDP threads.
+    pub fn start(ctx: ServerContext) -> Result<Server> {
         let (listener, udp) = bind_pair(&ctx.settings.listen)?;
         let addr = listener.local_addr()?;
         let ctx = Arc::new(ctx);
@@ -172,11 +174,17 @@ impl Server {
             );
         }
         {
-            let (shared, stop) = (shared.clone(), stop.clone());
+            let udp_ctx = udp::ServeContext {
+                folder: ctx.folder.clone(),
+                history: ctx.history.clone(),
+                events: ctx.events.clone(),
+                silence: ctx.settings.udp_silence,
+            };
+            let stop = stop.clone();
             threads.push(
                 thread::Builder::new()
                     .name("udp-serve".into())
-                    .spawn(move || crate::transfer::driver::serve(udp, shared, stop))?,
+                    .spawn(move || udp::serve(udp, udp_ctx, stop))?,
             );
         }
         Ok(Server {

@@ -1,13 +1,21 @@
 //! Reliable file transfer over UDP.
 //!
 //! [`sender`] and [`receiver`] are state machines that never touch a socket
-//! or the clock: time is an argument, inputs are `handle_*`, outputs are
-//! `poll_*` (after quinn-proto). [`wire`] encodes and checks datagrams.
-//! [`driver`] binds the receiver to a `UdpSocket`, a file and the clock
-//! (the client); [`server`] binds senders to the peer's socket and its
-//! files (the server thread); [`sim`] runs the machines over a simulated
-//! network that loses, duplicates, reorders and corrupts datagrams by seed,
-//! with a virtual clock.
+//! or the clock: time is an argument, datagrams go in through
+//! `handle_packet` / `handle_datagram` and come out of `poll_transmit`
+//! encoded, ready to send (after quinn-proto); a failure is a typed
+//! [`Failure`]. [`wire`] encodes and checks datagrams. [`driver`] binds the
+//! receiver to a `UdpSocket`, a file and the clock (the client); [`server`]
+//! binds senders to the peer's socket and its files (the server thread,
+//! given a narrow [`server::ServeContext`]); [`sockopt`] holds the socket
+//! options and the wait, the only `unsafe` here; [`sim`] runs the same
+//! machines, through the same conversion, as a pair of endpoints over a
+//! fake network with a virtual clock that a test steps, impairs datagram by
+//! datagram and inspects, and runs seeded random impairments on top.
+//!
+//! Layering: this folder sits at the bottom with the other pure parts; it
+//! uses the folder, the history and the event sender it is handed, never
+//! the peer, the client, the server or the session.
 //!
 //! The protocol in brief: the receiver asks for a file with a `Request`
 //! (padded to the datagram size it wants, which probes the path); the sender
@@ -28,19 +36,23 @@
 //! a forged source address cannot make a peer flood someone else, and
 //! requests that never acknowledge hold only a few, evictable, slots.
 //!
-//! Change check: the sender records the identity of the file it opened
+//! Change check: the server records the identity of the file it opened
 //! (size, mtime, ctime, inode; the open descriptor's and the path's) and
-//! checks it before `Fin`. If the file was rewritten, appended to or
+//! the sender asks it (through its [`sender::ChunkSource`]) before `Fin`. If the file was rewritten, appended to or
 //! replaced meanwhile, it sends `Changed` instead: the receiver drops what
 //! it got and starts a new attempt, which sends the new version whole.
 //! Wire version 2 (see [`wire`]) added the token and `Changed`.
 
 pub mod driver;
+pub mod failure;
 pub mod receiver;
 pub mod sender;
-pub mod server;
 pub mod sim;
+
+pub mod sockopt;
 pub mod wire;
+
+pub use failure::Failure;
 
 /// What a finished transfer reports.
 #[derive(Debug, Clone, PartialEq)]

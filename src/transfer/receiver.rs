@@ -3,21 +3,29 @@
 //! It asks for the file (repeating the request, and stepping down through
 //! smaller datagram sizes when a large one gets no answer: a path probe),
 //! takes `Data` in any order, hands out bytes strictly in order through
-//! [`Receiver::poll_deliver`] (out-of-order chunks wait in a bounded buffer
+//! [`FileReceiver::poll_deliver`] (out-of-order chunks wait in a bounded buffer
 //! that the advertised window protects), acknowledges with a cumulative
 //! number plus the ranges it holds, and reports the sender's MD5 once every
 //! byte is delivered. Every acknowledgement echoes the token the meta
 //! carried (the sender's proof that we receive at our address). A sender
 //! that says the file changed under it ends the attempt with
 //! [`RecvEvent::Changed`]: the driver starts a new one. Datagrams of other
-//! transfers never reach it (the driver matches transfer ids); duplicates
-//! and out-of-range chunks are dropped. A silent sender ends the transfer
-//! with a clear error.
+//! transfers are dropped ([`FileReceiver::handle_datagram`] matches transfer
+//! ids), and so are duplicates and out-of-range chunks. A silent sender ends the transfer
+//! with a clear [`Failure`].
+//!
+//! It speaks in datagrams: [`FileReceiver::handle_datagram`] takes one as it
+//! came off the socket (checked, decoded, matched to this transfer's id) and
+//! [`FileReceiver::poll_transmit`] encodes the next one to send into the
+//! caller's buffer, confirmed with [`FileReceiver::on_sent`]; the driver and the
+//! simulation share this one conversion.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::wire::MAX_RANGES;
+use super::failure::Failure;
+pub use super::wire::MetaInfo;
+use super::wire::{self, MAX_RANGES, Packet};
 
 /// What the receiver wants to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,17 +43,6 @@ pub enum RecvOp {
     Done,
 }
 
-/// The file being received, as the sender described it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetaInfo {
-    pub size: u64,
-    pub mtime_ns: i64,
-    pub mode: u32,
-    pub payload: u32,
-    /// Echoed in every acknowledgement and in `Done`.
-    pub token: u64,
-}
-
 /// Milestones for the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvEvent {
@@ -58,7 +55,7 @@ pub enum RecvEvent {
     /// The sender saw the file change while it was sent; what was received
     /// is not one version of it.
     Changed,
-    Failed(String),
+    Failed(Failure),
 }
 
 #[derive(Debug, Clone)]
@@ -101,8 +98,12 @@ enum State {
     Failed,
 }
 
-pub struct Receiver {
+pub struct FileReceiver {
     cfg: ReceiverConfig,
+    /// This attempt's transfer id, its number and the file asked for.
+    id: u64,
+    attempt: u32,
+    name: String,
     state: State,
     meta: Option<MetaInfo>,
     chunks: u64,
@@ -124,10 +125,21 @@ pub struct Receiver {
     window: u32,
 }
 
-impl Receiver {
-    pub fn new(now: Instant, cfg: ReceiverConfig) -> Receiver {
+impl FileReceiver {
+    /// A receiver that asks for `name` under transfer `id`, as attempt
+    /// number `attempt`.
+    pub fn new(
+        now: Instant,
+        id: u64,
+        attempt: u32,
+        name: &str,
+        cfg: ReceiverConfig,
+    ) -> FileReceiver {
         let window = cfg.window.max(1);
-        Receiver {
+        FileReceiver {
+            id,
+            attempt,
+            name: name.to_string(),
             state: State::AwaitMeta,
             meta: None,
             chunks: 0,
@@ -168,14 +180,46 @@ impl Receiver {
         }
     }
 
-    fn fail(&mut self, msg: String) {
+    /// This attempt's transfer id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn fail(&mut self, failure: Failure) {
         if self.state != State::Failed {
             self.state = State::Failed;
-            self.events.push_back(RecvEvent::Failed(msg));
+            self.events.push_back(RecvEvent::Failed(failure));
         }
     }
 
-    pub fn handle_meta(&mut self, now: Instant, meta: MetaInfo) {
+    /// A datagram as it came in: dropped if it is damaged, foreign or of
+    /// another transfer (then `false`), handled otherwise.
+    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> bool {
+        match wire::decode(bytes) {
+            Some((id, packet)) if id == self.id => {
+                self.handle_packet(now, &packet);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A datagram of this transfer from the sender.
+    pub fn handle_packet(&mut self, now: Instant, packet: &Packet) {
+        match *packet {
+            Packet::Meta(meta) => self.handle_meta(now, meta),
+            Packet::Data { seq, bytes } => self.handle_data(now, seq, bytes),
+            Packet::Fin {
+                md5,
+                retransmissions,
+            } => self.handle_fin(now, md5, retransmissions),
+            Packet::Error { message } => self.handle_error(message),
+            Packet::Changed => self.handle_changed(),
+            _ => {}
+        }
+    }
+
+    fn handle_meta(&mut self, now: Instant, meta: MetaInfo) {
         self.last_heard = now;
         if self.state != State::AwaitMeta {
             return;
@@ -190,10 +234,7 @@ impl Receiver {
             .max()
             .unwrap_or(super::MTU_PAYLOAD);
         if meta.payload == 0 || meta.payload > largest.max(super::MTU_PAYLOAD) {
-            self.fail(format!(
-                "the sender chose a datagram size ({}) that was not offered",
-                meta.payload
-            ));
+            self.fail(Failure::UnofferedSize(meta.payload));
             return;
         }
         self.meta = Some(meta);
@@ -210,7 +251,7 @@ impl Receiver {
         self.check_complete();
     }
 
-    pub fn handle_data(&mut self, now: Instant, seq: u64, bytes: &[u8]) {
+    fn handle_data(&mut self, now: Instant, seq: u64, bytes: &[u8]) {
         match self.state {
             State::AwaitMeta => {
                 // Our request was answered but the meta got lost: ask again now.
@@ -252,7 +293,7 @@ impl Receiver {
         self.check_complete();
     }
 
-    pub fn handle_fin(&mut self, now: Instant, md5: [u8; 16], retransmissions: u64) {
+    fn handle_fin(&mut self, now: Instant, md5: [u8; 16], retransmissions: u64) {
         if self.state == State::Failed || self.state == State::AwaitMeta {
             return;
         }
@@ -274,12 +315,12 @@ impl Receiver {
         }
     }
 
-    pub fn handle_error(&mut self, message: &str) {
-        self.fail(format!("the peer refused: {message}"));
+    fn handle_error(&mut self, message: &str) {
+        self.fail(Failure::Refused(message.to_string()));
     }
 
     /// The sender says the file changed while it was sent.
-    pub fn handle_changed(&mut self) {
+    fn handle_changed(&mut self) {
         if self.state == State::Receiving
             || (self.state == State::Complete && !self.finished_reported)
         {
@@ -302,15 +343,11 @@ impl Receiver {
             return;
         }
         if now.saturating_duration_since(self.last_heard) >= self.cfg.silence {
-            let what = if self.state == State::AwaitMeta {
-                "did not answer"
+            self.fail(if self.state == State::AwaitMeta {
+                Failure::NoAnswer(self.cfg.silence)
             } else {
-                "went silent"
-            };
-            self.fail(format!(
-                "the peer {what} over UDP for {:.1} s",
-                self.cfg.silence.as_secs_f64()
-            ));
+                Failure::Silent(self.cfg.silence)
+            });
         }
     }
 
@@ -341,8 +378,61 @@ impl Receiver {
         out
     }
 
-    /// The next datagram to send, if any; confirm with [`Receiver::on_sent`].
-    pub fn poll_transmit(&self, now: Instant) -> Option<RecvOp> {
+    /// Encode the next datagram to send now into `out` and say which it
+    /// is; confirm with [`FileReceiver::on_sent`]. A request is padded to the
+    /// datagram size it asks for (the path probe).
+    pub fn poll_transmit(&self, now: Instant, out: &mut Vec<u8>) -> Option<RecvOp> {
+        let op = self.next_op(now)?;
+        let (packet, pad) = match &op {
+            RecvOp::Request { payload, window } => (
+                Packet::Request {
+                    attempt: self.attempt,
+                    payload: *payload,
+                    window: *window,
+                    name: &self.name,
+                },
+                *payload as usize + wire::DATA_OVERHEAD,
+            ),
+            RecvOp::Ack {
+                token,
+                cum,
+                window,
+                ranges,
+            } => (
+                Packet::Ack {
+                    token: *token,
+                    cum: *cum,
+                    window: *window,
+                    ranges: ranges.clone(),
+                },
+                0,
+            ),
+            RecvOp::Done => (
+                Packet::Done {
+                    token: self.token(),
+                },
+                0,
+            ),
+        };
+        wire::encode(self.id, &packet, out, pad);
+        Some(op)
+    }
+
+    /// The `Done` that ends this attempt, to send (twice, in case one is
+    /// lost) when the driver gives up on it.
+    pub fn encode_done(&self, out: &mut Vec<u8>) {
+        wire::encode(
+            self.id,
+            &Packet::Done {
+                token: self.token(),
+            },
+            out,
+            0,
+        );
+    }
+
+    /// The next datagram due now.
+    fn next_op(&self, now: Instant) -> Option<RecvOp> {
         match self.state {
             State::Failed => None,
             State::AwaitMeta => (now >= self.next_request).then(|| RecvOp::Request {
@@ -393,7 +483,7 @@ impl Receiver {
     }
 
     /// The next milestone, if any. `Finished` comes only after every chunk
-    /// was taken with [`Receiver::poll_deliver`].
+    /// was taken with [`FileReceiver::poll_deliver`].
     pub fn poll_event(&mut self) -> Option<RecvEvent> {
         if let Some(e) = self.events.pop_front() {
             return Some(e);
@@ -409,7 +499,7 @@ impl Receiver {
         None
     }
 
-    /// When [`Receiver::handle_timeout`] or a delayed datagram is next due.
+    /// When [`FileReceiver::handle_timeout`] or a delayed datagram is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == State::Failed {
             return None;
@@ -429,168 +519,5 @@ impl Receiver {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(size: u64) -> MetaInfo {
-        MetaInfo {
-            size,
-            mtime_ns: 0,
-            mode: 0o644,
-            payload: 4,
-            token: 9,
-        }
-    }
-
-    fn started(size: u64) -> (Receiver, Instant) {
-        let t0 = Instant::now();
-        let cfg = ReceiverConfig {
-            payloads: vec![4],
-            ..Default::default()
-        };
-        let mut r = Receiver::new(t0, cfg);
-        assert!(matches!(
-            r.poll_transmit(t0),
-            Some(RecvOp::Request { payload: 4, .. })
-        ));
-        r.handle_meta(t0, meta(size));
-        assert_eq!(r.poll_event(), Some(RecvEvent::Meta(meta(size))));
-        (r, t0)
-    }
-
-    #[test]
-    fn delivers_in_order_whatever_the_arrival_order() {
-        let (mut r, t0) = started(10);
-        r.handle_data(t0, 2, b"89");
-        r.handle_data(t0, 0, b"0123");
-        r.handle_data(t0, 0, b"0123");
-        match r.poll_transmit(t0) {
-            Some(RecvOp::Ack { cum: 1, ranges, .. }) => assert_eq!(ranges, vec![(2, 3)]),
-            other => panic!("{other:?}"),
-        }
-        r.handle_data(t0, 1, b"4567");
-        let mut got = Vec::new();
-        while let Some(c) = r.poll_deliver() {
-            got.extend(c);
-        }
-        assert_eq!(got, b"0123456789");
-        assert_eq!(r.poll_event(), None);
-        r.handle_fin(t0, [1; 16], 0);
-        assert_eq!(
-            r.poll_event(),
-            Some(RecvEvent::Finished {
-                md5: [1; 16],
-                retransmissions: 0
-            })
-        );
-        assert_eq!(r.poll_transmit(t0), Some(RecvOp::Done));
-    }
-
-    #[test]
-    fn wrong_sized_or_out_of_range_chunks_are_dropped() {
-        let (mut r, t0) = started(10);
-        r.handle_data(t0, 0, b"012");
-        r.handle_data(t0, 5, b"0123");
-        assert_eq!(r.poll_deliver(), None);
-    }
-
-    #[test]
-    fn steps_down_the_datagram_size_when_unanswered() {
-        let t0 = Instant::now();
-        let cfg = ReceiverConfig {
-            payloads: vec![64000, 1400],
-            tries_per_size: 2,
-            ..Default::default()
-        };
-        let mut r = Receiver::new(t0, cfg);
-        let mut sizes = Vec::new();
-        let mut now = t0;
-        for _ in 0..4 {
-            let op = r.poll_transmit(now).unwrap();
-            if let RecvOp::Request { payload, .. } = op {
-                sizes.push(payload);
-            }
-            r.on_sent(&op, now);
-            now = r.poll_timeout().unwrap();
-        }
-        assert_eq!(sizes, vec![64000, 64000, 1400, 1400]);
-    }
-
-    #[test]
-    fn a_late_answer_to_a_larger_probe_is_accepted() {
-        let t0 = Instant::now();
-        let cfg = ReceiverConfig {
-            payloads: vec![64000, 1400],
-            tries_per_size: 1,
-            ..Default::default()
-        };
-        let mut r = Receiver::new(t0, cfg);
-        let op = r.poll_transmit(t0).unwrap();
-        r.on_sent(&op, t0);
-        assert!(matches!(
-            r.poll_transmit(t0 + Duration::from_secs(1)),
-            Some(RecvOp::Request { payload: 1400, .. })
-        ));
-        r.handle_meta(
-            t0,
-            MetaInfo {
-                size: 10,
-                mtime_ns: 0,
-                mode: 0,
-                payload: 64000,
-                token: 0,
-            },
-        );
-        assert!(matches!(r.poll_event(), Some(RecvEvent::Meta(_))));
-        // But never a size nobody offered.
-        let mut r = Receiver::new(
-            t0,
-            ReceiverConfig {
-                payloads: vec![1400],
-                ..Default::default()
-            },
-        );
-        r.handle_meta(
-            t0,
-            MetaInfo {
-                size: 10,
-                mtime_ns: 0,
-                mode: 0,
-                payload: 64000,
-                token: 0,
-            },
-        );
-        assert!(matches!(r.poll_event(), Some(RecvEvent::Failed(_))));
-    }
-
-    #[test]
-    fn silence_is_a_clear_failure() {
-        let (mut r, t0) = started(10);
-        r.handle_timeout(t0 + Duration::from_secs(6));
-        match r.poll_event() {
-            Some(RecvEvent::Failed(m)) => assert!(m.contains("silent"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn acks_echo_the_token_and_a_changed_file_ends_the_attempt() {
-        let (mut r, t0) = started(10);
-        r.handle_data(t0, 0, b"0123");
-        match r.poll_transmit(t0) {
-            Some(RecvOp::Ack { token, .. }) => assert_eq!(token, 9),
-            other => panic!("{other:?}"),
-        }
-        r.handle_changed();
-        assert_eq!(r.poll_event(), Some(RecvEvent::Changed));
-        assert_eq!(
-            r.poll_deliver(),
-            None,
-            "no byte of a torn copy is handed out"
-        );
-        // Nothing follows: not a Fin, not a second event.
-        r.handle_fin(t0, [1; 16], 0);
-        assert_eq!(r.poll_event(), None);
-        assert_eq!(r.poll_transmit(t0), None);
-    }
-}
+#[path = "receiver_tests.rs"]
+mod tests;

@@ -1,13 +1,15 @@
 //! The sending side of a UDP transfer, as a state machine without I/O.
 //!
-//! Inputs: [`Sender::handle_request`], [`Sender::handle_ack`],
-//! [`Sender::handle_done`], [`Sender::handle_timeout`],
-//! [`Sender::handle_datagram`] (bytes received from the receiver's address)
-//! and [`Sender::file_changed`]. Output:
-//! [`Sender::poll_transmit`] names the next datagram to send (it changes no
-//! state); the driver sends it and confirms with [`Sender::on_sent`], handing
-//! over the bytes of a first-time data chunk so the MD5 is computed as the
-//! file is read, in one pass. [`Sender::poll_timeout`] is the next deadline.
+//! It speaks in datagrams: [`FileSender::handle_packet`] takes one the
+//! receiver sent (decoded by the caller, who routes it by address and
+//! transfer id), [`FileSender::poll_transmit`] writes the next one to send into
+//! the caller's buffer (a data chunk is read there straight from the file
+//! through [`ChunkSource`], after the header, and hashed for the MD5 when
+//! it is first sent), and the caller confirms it went out with
+//! [`FileSender::on_sent`] (a socket that would block just asks again later).
+//! [`FileSender::handle_timeout`] and [`FileSender::poll_timeout`] drive time; the
+//! clock is always an argument. The lifecycle is a [`State`]; a failed
+//! transfer says why with a [`Failure`].
 //!
 //! Reliability: every chunk in flight is remembered with its transmission
 //! number; a chunk is lost when one sent three transmissions later is
@@ -22,22 +24,29 @@
 //! is unproven and the sender sends at most [`AMPLIFICATION`] times the
 //! bytes it received from there, so a forged source address cannot turn a
 //! small request into a flood toward someone else. Datagrams that carry a
-//! wrong token are ignored. A file that changed while it was sent ends the
-//! transfer with `Changed` instead of `Fin`: the receiver then starts anew.
+//! wrong token are ignored. A file that changed while it was sent (the
+//! source says so before `Fin`, or when a read fails) ends the transfer
+//! with `Changed` instead of `Fin`: the receiver then starts anew.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
-/// What to send next.
+use super::failure::Failure;
+use super::wire;
+
+/// Which datagram [`FileSender::poll_transmit`] wrote; hand it back to
+/// [`FileSender::on_sent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendOp {
     Meta,
     Data(u64),
     Fin,
-    /// The file changed while it was sent (see [`Sender::file_changed`]).
+    /// The file changed while it was sent (see [`FileSender::file_changed`]).
     Changed,
+    /// Reading the file failed: the transfer is over.
+    Error,
 }
 
 /// An unproven address gets at most this many times the bytes it sent.
@@ -77,12 +86,33 @@ struct Flight {
     retransmitted: bool,
 }
 
+/// Where a sender is in its life.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// The meta is due: first, or again because the receiver asked again.
+    Meta,
+    /// Data flows; `Fin` goes out (and is repeated) once every chunk is
+    /// acknowledged and hashed.
+    Sending {
+        fin_sent_at: Option<Instant>,
+    },
+    /// The file changed: `Changed` is repeated until the receiver answers.
+    Changed {
+        sent_at: Option<Instant>,
+    },
+    /// The receiver answered `Done`.
+    Done,
+    Failed(Failure),
+}
+
 const MIN_WINDOW: f64 = 4.0;
 const REORDER_THRESHOLD: u64 = 3;
 
-pub struct Sender {
+pub struct FileSender {
     cfg: SenderConfig,
-    size: u64,
+    id: u64,
+    file: FileInfo,
+    state: State,
     payload: u32,
     chunks: u64,
     cum: u64,
@@ -98,11 +128,7 @@ pub struct Sender {
     rto: Duration,
     md5: Option<[u8; 16]>,
     hasher: Option<Md5>,
-    meta_pending: bool,
-    fin_sent_at: Option<Instant>,
     last_heard: Instant,
-    done: bool,
-    failed: Option<String>,
     retransmissions: u64,
     slow_start: bool,
     epoch_end_tx: u64,
@@ -112,34 +138,29 @@ pub struct Sender {
     validated: bool,
     received_bytes: u64,
     sent_bytes: u64,
-    changed: bool,
-    changed_sent_at: Option<Instant>,
 }
 
-/// What the transfer was told when the file changed under it.
-pub const CHANGED: &str = "the file changed while it was sent";
-
-impl Sender {
-    /// A sender for a file of `size` bytes in chunks of `payload`, for a
-    /// receiver that buffers `window` chunks ahead. `known_md5` is the
-    /// file's MD5 when a cache vouches for it; otherwise the chunks are
-    /// hashed as they are first sent.
+impl FileSender {
+    /// A sender of transfer `id` for `file` in chunks of `payload`, for a
+    /// receiver that buffers `window` chunks ahead.
     pub fn new(
         now: Instant,
-        size: u64,
+        id: u64,
+        file: FileInfo,
         payload: u32,
         window: u32,
-        known_md5: Option<[u8; 16]>,
         cfg: SenderConfig,
-    ) -> Sender {
-        let chunks = super::chunk_count(size, payload.max(1));
-        let (md5, hasher) = match known_md5 {
+    ) -> FileSender {
+        let chunks = super::chunk_count(file.size, payload.max(1));
+        let (md5, hasher) = match file.md5 {
             Some(m) => (Some(m), None),
             None if chunks == 0 => (Some(Md5::new().finalize().into()), None),
             None => (None, Some(Md5::new())),
         };
-        Sender {
-            size,
+        FileSender {
+            id,
+            file,
+            state: State::Meta,
             payload: payload.max(1),
             chunks,
             cum: 0,
@@ -155,11 +176,7 @@ impl Sender {
             rto: Duration::from_millis(200),
             md5,
             hasher,
-            meta_pending: true,
-            fin_sent_at: None,
             last_heard: now,
-            done: false,
-            failed: None,
             retransmissions: 0,
             slow_start: true,
             epoch_end_tx: 0,
@@ -169,8 +186,6 @@ impl Sender {
             validated: cfg.token.is_none(),
             received_bytes: 0,
             sent_bytes: 0,
-            changed: false,
-            changed_sent_at: None,
             cfg,
         }
     }
@@ -185,9 +200,11 @@ impl Sender {
         self.validated
     }
 
-    /// `bytes` arrived from the receiver's address (any datagram of this
-    /// transfer, the requests included): the budget of an unproven address.
-    pub fn handle_datagram(&mut self, bytes: usize) {
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    fn handle_datagram(&mut self, bytes: usize) {
         self.received_bytes = self.received_bytes.saturating_add(bytes as u64);
     }
 
@@ -206,20 +223,20 @@ impl Sender {
 
     /// The file no longer is what was opened: stop sending data and tell
     /// the receiver with `Changed` until it answers `Done`.
-    pub fn file_changed(&mut self, _now: Instant) {
-        if self.done || self.failed.is_some() {
+    pub fn file_changed(&mut self) {
+        if self.is_over() {
             return;
         }
-        self.changed = true;
+        self.state = State::Changed { sent_at: None };
         self.by_seq.clear();
         self.by_tx.clear();
         self.lost.clear();
     }
 
-    /// Whether the transfer ended (well or not); then [`Sender::failure`]
+    /// Whether the transfer ended (well or not); then [`FileSender::failure`]
     /// says why, if it failed.
     pub fn is_over(&self) -> bool {
-        self.done || self.failed.is_some()
+        matches!(self.state, State::Done | State::Failed(_))
     }
 
     /// What an unproven address may still be sent.
@@ -234,9 +251,9 @@ impl Sender {
     fn cost(&self, op: SendOp) -> u64 {
         match op {
             SendOp::Data(seq) => {
-                (super::chunk_len(self.size, self.payload, seq) + super::wire::DATA_OVERHEAD) as u64
+                (super::chunk_len(self.file.size, self.payload, seq) + wire::DATA_OVERHEAD) as u64
             }
-            _ => super::wire::CONTROL_MAX as u64,
+            _ => wire::CONTROL_MAX as u64,
         }
     }
 
@@ -245,19 +262,15 @@ impl Sender {
     }
 
     pub fn size(&self) -> u64 {
-        self.size
+        self.file.size
     }
 
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// Why the transfer failed: set once it is over (or given up).
-    pub fn failure(&self) -> Option<&str> {
-        if self.changed && self.done {
-            return Some(CHANGED);
+    /// Why the transfer failed, once it did.
+    pub fn failure(&self) -> Option<&Failure> {
+        match &self.state {
+            State::Failed(f) => Some(f),
+            _ => None,
         }
-        self.failed.as_deref()
     }
 
     pub fn retransmissions(&self) -> u64 {
@@ -273,25 +286,31 @@ impl Sender {
     }
 
     /// The receiver asked again (its request or our meta was lost).
-    pub fn handle_request(&mut self, now: Instant, window: u32) {
+    fn handle_request(&mut self, now: Instant, window: u32) {
         self.last_heard = now;
         self.rwnd = window.max(1) as u64;
         // Only a receiver still waiting for the meta asks again.
-        self.meta_pending = true;
+        if matches!(self.state, State::Sending { .. }) {
+            self.state = State::Meta;
+        }
     }
 
     /// The receiver finished (verified or not): the transfer is over.
-    pub fn handle_done(&mut self, now: Instant, token: u64) {
+    fn handle_done(&mut self, now: Instant, token: u64) {
         if !self.check_token(token) {
             return;
         }
         self.last_heard = now;
-        self.done = true;
+        self.state = match self.state {
+            State::Failed(_) => return,
+            State::Changed { .. } => State::Failed(Failure::Changed),
+            _ => State::Done,
+        };
     }
 
     /// An acknowledgement echoing `token`: everything below `cum` and the
     /// `[a, b)` ranges.
-    pub fn handle_ack(
+    fn handle_ack(
         &mut self,
         now: Instant,
         token: u64,
@@ -299,15 +318,15 @@ impl Sender {
         window: u32,
         ranges: &[(u64, u64)],
     ) {
-        if self.done || self.failed.is_some() || !self.check_token(token) {
-            return;
-        }
-        if self.changed {
-            self.last_heard = now;
+        if self.is_over() || !self.check_token(token) {
             return;
         }
         self.last_heard = now;
-        self.meta_pending = false;
+        match self.state {
+            State::Changed { .. } => return,
+            State::Meta => self.state = State::Sending { fin_sent_at: None },
+            _ => {}
+        }
         self.rwnd = window.max(1) as u64;
         let cum = cum.min(self.chunks);
         let mut largest_tx: Option<u64> = None;
@@ -348,19 +367,24 @@ impl Sender {
             self.update_rtt(rtt);
         }
         if let Some(largest) = largest_tx {
-            // Anything sent REORDER_THRESHOLD transmissions before an acknowledged one is lost.
-            while let Some((&tx, &seq)) = self.by_tx.first_key_value() {
-                if tx + REORDER_THRESHOLD > largest {
-                    break;
-                }
-                self.by_tx.remove(&tx);
-                self.by_seq.remove(&seq);
-                self.lost.insert(seq);
-                self.epoch_lost += 1;
+            self.detect_losses(largest);
+        }
+    }
+
+    /// Anything sent [`REORDER_THRESHOLD`] transmissions before the
+    /// largest acknowledged one is lost; a round trip may have ended.
+    fn detect_losses(&mut self, largest: u64) {
+        while let Some((&tx, &seq)) = self.by_tx.first_key_value() {
+            if tx + REORDER_THRESHOLD > largest {
+                break;
             }
-            if largest >= self.epoch_end_tx {
-                self.end_epoch();
-            }
+            self.by_tx.remove(&tx);
+            self.by_seq.remove(&seq);
+            self.lost.insert(seq);
+            self.epoch_lost += 1;
+        }
+        if largest >= self.epoch_end_tx {
+            self.end_epoch();
         }
     }
 
@@ -399,23 +423,21 @@ impl Sender {
     /// Time-driven work: chunks older than the retransmission timeout are
     /// lost; a silent receiver fails the transfer.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.done || self.failed.is_some() {
+        if self.is_over() {
             return;
         }
         if now.saturating_duration_since(self.last_heard) >= self.cfg.silence {
-            self.failed = Some(if self.changed {
-                CHANGED.to_string()
-            } else {
-                format!(
-                    "the receiver sent nothing for {:.1} s",
-                    self.cfg.silence.as_secs_f64()
-                )
+            self.state = State::Failed(match self.state {
+                State::Changed { .. } => Failure::Changed,
+                _ => Failure::ReceiverSilent(self.cfg.silence),
             });
             return;
         }
         let mut timed_out = false;
         while let Some((&tx, &seq)) = self.by_tx.first_key_value() {
-            let f = self.by_seq[&seq];
+            let Some(f) = self.by_seq.get(&seq) else {
+                break;
+            };
             if now.saturating_duration_since(f.sent_at) < self.rto {
                 break;
             }
@@ -439,106 +461,117 @@ impl Sender {
             && self.md5.is_some()
     }
 
-    /// The next datagram to send now, if any. Changes nothing until
-    /// [`Sender::on_sent`] confirms it.
-    pub fn poll_transmit(&self, now: Instant) -> Option<SendOp> {
+    /// The next datagram due now, within the budget of the address.
+    fn next_transmit(&self, now: Instant) -> Option<SendOp> {
         let op = self.next_op(now)?;
         (self.cost(op) <= self.budget()).then_some(op)
     }
 
     fn next_op(&self, now: Instant) -> Option<SendOp> {
-        if self.done || self.failed.is_some() {
-            return None;
-        }
-        if self.changed {
-            return self
-                .changed_sent_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.rto)
-                .then_some(SendOp::Changed);
-        }
-        if self.meta_pending {
-            return Some(SendOp::Meta);
-        }
-        if (self.by_seq.len() as f64) < self.cwnd.floor() {
-            if let Some(&seq) = self.lost.first() {
-                return Some(SendOp::Data(seq));
-            }
-            if self.next_new < self.chunks && self.next_new < self.cum + self.rwnd {
-                return Some(SendOp::Data(self.next_new));
+        let due =
+            |at: Option<Instant>| at.is_none_or(|t| now.saturating_duration_since(t) >= self.rto);
+        match self.state {
+            State::Done | State::Failed(_) => None,
+            State::Changed { sent_at } => due(sent_at).then_some(SendOp::Changed),
+            State::Meta => Some(SendOp::Meta),
+            State::Sending { fin_sent_at } => {
+                if (self.by_seq.len() as f64) < self.cwnd.floor() {
+                    if let Some(&seq) = self.lost.first() {
+                        return Some(SendOp::Data(seq));
+                    }
+                    if self.next_new < self.chunks && self.next_new < self.cum + self.rwnd {
+                        return Some(SendOp::Data(self.next_new));
+                    }
+                }
+                (self.fin_ready() && due(fin_sent_at)).then_some(SendOp::Fin)
             }
         }
-        if self.fin_ready()
-            && self
-                .fin_sent_at
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.rto)
-        {
-            return Some(SendOp::Fin);
-        }
-        None
     }
 
-    /// Confirm that `op` went out. For a data chunk, `bytes` is its content
-    /// (hashed when it is sent for the first time).
-    pub fn on_sent(&mut self, op: SendOp, now: Instant, bytes: &[u8]) {
+    /// Book `op` as sent. For a data chunk, `bytes` is its content (hashed
+    /// when it is sent for the first time).
+    fn record_sent(&mut self, op: SendOp, now: Instant, bytes: &[u8]) {
         self.sent_bytes = self.sent_bytes.saturating_add(self.cost(op));
         match op {
-            SendOp::Meta => self.meta_pending = false,
-            SendOp::Fin => self.fin_sent_at = Some(now),
-            SendOp::Changed => self.changed_sent_at = Some(now),
-            SendOp::Data(seq) => {
-                let retransmitted = if self.lost.remove(&seq) {
-                    self.retransmissions += 1;
-                    true
-                } else if seq == self.next_new {
-                    self.next_new += 1;
-                    if let Some(h) = self.hasher.as_mut() {
-                        h.update(bytes);
-                    }
-                    if self.next_new == self.chunks
-                        && let Some(h) = self.hasher.take()
-                    {
-                        self.md5 = Some(h.finalize().into());
-                    }
-                    false
-                } else {
-                    return;
-                };
-                self.tx_counter += 1;
-                let tx = self.tx_counter;
-                self.by_seq.insert(
-                    seq,
-                    Flight {
-                        tx,
-                        sent_at: now,
-                        retransmitted,
-                    },
-                );
-                self.by_tx.insert(tx, seq);
-                self.epoch_sent += 1;
+            SendOp::Meta => {
+                if self.state == State::Meta {
+                    self.state = State::Sending { fin_sent_at: None };
+                }
             }
+            SendOp::Fin => {
+                if let State::Sending { fin_sent_at } = &mut self.state {
+                    *fin_sent_at = Some(now);
+                }
+            }
+            SendOp::Changed => {
+                if let State::Changed { sent_at } = &mut self.state {
+                    *sent_at = Some(now);
+                }
+            }
+            SendOp::Error => {}
+            SendOp::Data(seq) => self.record_data(seq, now, bytes),
         }
     }
 
-    /// When [`Sender::handle_timeout`] next has work.
+    fn record_data(&mut self, seq: u64, now: Instant, bytes: &[u8]) {
+        let retransmitted = if self.lost.remove(&seq) {
+            self.retransmissions += 1;
+            true
+        } else if seq == self.next_new {
+            self.next_new += 1;
+            if let Some(h) = self.hasher.as_mut() {
+                h.update(bytes);
+            }
+            if self.next_new == self.chunks
+                && let Some(h) = self.hasher.take()
+            {
+                self.md5 = Some(h.finalize().into());
+            }
+            false
+        } else {
+            return;
+        };
+        self.tx_counter += 1;
+        let tx = self.tx_counter;
+        self.by_seq.insert(
+            seq,
+            Flight {
+                tx,
+                sent_at: now,
+                retransmitted,
+            },
+        );
+        self.by_tx.insert(tx, seq);
+        self.epoch_sent += 1;
+    }
+
+    /// When [`FileSender::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.done || self.failed.is_some() {
+        if self.is_over() {
             return None;
         }
         let mut t = self.last_heard + self.cfg.silence;
-        if let Some((_, seq)) = self.by_tx.first_key_value() {
-            t = t.min(self.by_seq[seq].sent_at + self.rto);
-        }
-        if self.fin_ready()
-            && let Some(f) = self.fin_sent_at
+        if let Some(f) = self
+            .by_tx
+            .first_key_value()
+            .and_then(|(_, seq)| self.by_seq.get(seq))
         {
-            t = t.min(f + self.rto);
+            t = t.min(f.sent_at + self.rto);
         }
-        if let Some(c) = self.changed_sent_at.filter(|_| self.changed) {
-            t = t.min(c + self.rto);
+        match self.state {
+            State::Sending {
+                fin_sent_at: Some(f),
+            } if self.fin_ready() => t = t.min(f + self.rto),
+            State::Changed { sent_at: Some(c) } => t = t.min(c + self.rto),
+            _ => {}
         }
         Some(t)
     }
 }
+
+#[path = "sender_packets.rs"]
+mod packets;
+pub use packets::{ChunkSource, FileInfo};
 
 #[cfg(test)]
 #[path = "sender_tests.rs"]

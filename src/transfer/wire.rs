@@ -33,10 +33,22 @@ const K_CHANGED: u8 = 8;
 /// Most bytes a datagram other than `Data`, `Request` or `Error` takes.
 pub const CONTROL_MAX: usize = 64;
 
+/// The file being sent, as the sender's `Meta` describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaInfo {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub payload: u32,
+    /// Random: a receiver that echoes it (in every `Ack` and in `Done`)
+    /// proves it gets our datagrams at the address it claims.
+    pub token: u64,
+}
+
 /// One datagram's meaning.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Packet<'a> {
-    /// Receiver asks for a file; `payload` is the data size it wants (the
+    /// FileReceiver asks for a file; `payload` is the data size it wants (the
     /// datagram is padded to about that size, probing the path).
     Request {
         attempt: u32,
@@ -44,15 +56,7 @@ pub enum Packet<'a> {
         window: u32,
         name: &'a str,
     },
-    /// `token` is random: a receiver that echoes it proves it gets our
-    /// datagrams at the address it claims.
-    Meta {
-        size: u64,
-        mtime_ns: i64,
-        mode: u32,
-        payload: u32,
-        token: u64,
-    },
+    Meta(MetaInfo),
     Data {
         seq: u64,
         bytes: &'a [u8],
@@ -117,13 +121,13 @@ pub fn encode(id: u64, packet: &Packet, out: &mut Vec<u8>, pad_to: usize) {
                 out.resize(pad_to - TRAILER, 0);
             }
         }
-        Packet::Meta {
+        Packet::Meta(MetaInfo {
             size,
             mtime_ns,
             mode,
             payload,
             token,
-        } => {
+        }) => {
             header(out, K_META, id);
             out.extend_from_slice(&size.to_be_bytes());
             out.extend_from_slice(&mtime_ns.to_be_bytes());
@@ -212,6 +216,14 @@ pub fn seal_data(out: &mut Vec<u8>) {
     seal(out)
 }
 
+/// The payload of a data datagram made by [`begin_data`] and
+/// [`seal_data`] (or [`encode`]), without decoding or checking it.
+pub fn data_payload(datagram: &[u8]) -> &[u8] {
+    datagram
+        .get(HEADER + 8..datagram.len().saturating_sub(TRAILER))
+        .unwrap_or(&[])
+}
+
 struct Cursor<'a>(&'a [u8]);
 
 impl<'a> Cursor<'a> {
@@ -259,13 +271,13 @@ pub fn decode(bytes: &[u8]) -> Option<(u64, Packet<'_>)> {
                 name,
             }
         }
-        K_META => Packet::Meta {
+        K_META => Packet::Meta(MetaInfo {
             size: c.u64()?,
             mtime_ns: c.u64()? as i64,
             mode: c.u32()?,
             payload: c.u32()?,
             token: c.u64()?,
-        },
+        }),
         K_DATA => {
             let seq = c.u64()?;
             Packet::Data { seq, bytes: c.0 }
@@ -322,13 +334,13 @@ mod tests {
             window: 64,
             name: "dir/ä b",
         });
-        round(Packet::Meta {
+        round(Packet::Meta(MetaInfo {
             size: 5,
             mtime_ns: -3,
             mode: 0o644,
             payload: 1448,
             token: u64::MAX - 1,
-        });
+        }));
         round(Packet::Data {
             seq: 9,
             bytes: b"hello",
@@ -385,13 +397,13 @@ mod tests {
     fn control_datagrams_fit_the_control_bound() {
         let mut out = Vec::new();
         for p in [
-            Packet::Meta {
+            Packet::Meta(MetaInfo {
                 size: 1,
                 mtime_ns: 1,
                 mode: 1,
                 payload: 1,
                 token: 1,
-            },
+            }),
             Packet::Fin {
                 md5: [0; 16],
                 retransmissions: 1,
@@ -467,5 +479,7 @@ mod tests {
         b.extend_from_slice(b"abc");
         seal_data(&mut b);
         assert_eq!(a, b);
+        assert_eq!(data_payload(&b), b"abc");
+        assert_eq!(data_payload(b"short"), b"");
     }
 }

@@ -1,4 +1,4 @@
-//! The server's UDP thread: one socket on the peer's port, [`Sender`]
+//! The server's UDP thread: one socket on the peer's port, [`FileSender`]
 //! sessions keyed by (address, transfer id), each answering the address its
 //! request came from (so a relay in between works).
 //!
@@ -11,32 +11,43 @@
 //! proven downloads ([`MAX_SESSIONS`] in all, [`MAX_PER_IP`] per IP). A
 //! refusal (`Error`) is cut to three times the request's size too.
 //!
-//! A session remembers the identity of the file it opened ([`FileId`]: size,
+//! A session remembers the identity of the file it opened ([`Version`]: size,
 //! mtime, ctime, inode of the descriptor) and checks it, and the path's, before
 //! it sends `Fin` and when a read fails: a file rewritten, appended to or
 //! replaced meanwhile ends the attempt with `Changed`, never with a `Fin`
 //! for bytes that are no version of the file. A retried request (attempt >
 //! 1) is never answered from the MD5 cache: the sender hashes what it reads.
+//!
+//! It gets the narrow [`ServeContext`] it needs (the folder, the history,
+//! an event sender, the silence timeout), not the whole peer.
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata};
+use std::fs::File;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::driver::{size_buffers, wait};
-use super::sender::{AMPLIFICATION, SendOp, Sender, SenderConfig};
-use super::wire::{
-    Packet, VERSION, begin_data, decode, encode, encode_error_as, foreign_request, seal_data,
-};
-use super::{MAX_PAYLOAD, chunk_len};
-use crate::history::{Direction, Record};
-use crate::peer::Shared;
-use crate::proto::FileMeta;
+use crate::events::EventSender;
+use crate::folder::Folder;
+use crate::folder::Version;
+use crate::history::History;
+use crate::transfer::MAX_PAYLOAD;
+use crate::transfer::sender::{AMPLIFICATION, ChunkSource, FileInfo, FileSender, SenderConfig};
+use crate::transfer::sockopt::{size_buffers, wait};
+use crate::transfer::wire::{Packet, VERSION, decode, encode, encode_error_as, foreign_request};
 use crate::{Context, Result, bail};
+
+/// What the UDP server needs from the peer around it.
+pub struct ServeContext {
+    pub folder: Arc<Folder>,
+    pub history: Arc<History>,
+    pub events: EventSender,
+    /// A receiver silent this long loses its transfer.
+    pub silence: Duration,
+}
 
 /// Most UDP transfers a server runs at once.
 pub const MAX_SESSIONS: usize = 64;
@@ -48,68 +59,56 @@ pub const MAX_UNPROVEN: usize = 16;
 /// Most unproven sessions from one IP address; the oldest is dropped.
 pub const MAX_UNPROVEN_PER_IP: usize = 4;
 
-/// What a rewrite, an append or a replacement of a file changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i64,
-    ctime_ns: i64,
-}
-
-impl FileId {
-    pub fn of(st: &Metadata) -> FileId {
-        FileId {
-            dev: st.dev(),
-            ino: st.ino(),
-            size: st.len(),
-            mtime_ns: crate::folder::mtime_ns(st),
-            ctime_ns: st.ctime().saturating_mul(1_000_000_000) + st.ctime_nsec(),
-        }
-    }
-}
-
-struct Session {
-    sender: Sender,
+/// The open file a session reads its chunks from.
+struct FileSource {
     file: File,
-    meta: FileMeta,
+    name: String,
     /// The file as it was opened, and where it lives.
-    opened: FileId,
+    opened: Version,
     path: PathBuf,
-    peer: SocketAddr,
-    id: u64,
-    since: Instant,
 }
 
-impl Session {
+impl ChunkSource for FileSource {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| format!("reading {} failed: {e}", self.name))
+    }
+
     /// Whether the open file, and the file at its path, are still the one
     /// that was opened.
-    fn unchanged(&self) -> bool {
-        let fd = self.file.metadata().map(|m| FileId::of(&m));
-        let path = std::fs::metadata(&self.path).map(|m| FileId::of(&m));
+    fn unchanged(&mut self) -> bool {
+        let fd = self.file.metadata().map(|m| Version::of(&m));
+        let path = std::fs::metadata(&self.path).map(|m| Version::of(&m));
         matches!((fd, path), (Ok(a), Ok(b)) if a == self.opened && b == self.opened)
     }
+}
+
+struct Outgoing {
+    sender: FileSender,
+    source: FileSource,
+    peer: SocketAddr,
+    since: Instant,
 }
 
 type Key = (SocketAddr, u64);
 
 struct Server {
     sock: UdpSocket,
-    shared: Arc<Shared>,
-    sessions: HashMap<Key, Session>,
+    ctx: ServeContext,
+    sessions: HashMap<Key, Outgoing>,
     sbuf: Vec<u8>,
 }
 
 /// The server's UDP thread: serve transfers until `stop` is set.
-pub fn serve(sock: UdpSocket, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+pub fn serve(sock: UdpSocket, ctx: ServeContext, stop: Arc<AtomicBool>) {
     size_buffers(&sock);
     if sock.set_nonblocking(true).is_err() {
         return;
     }
     let mut srv = Server {
         sock,
-        shared,
+        ctx,
         sessions: HashMap::new(),
         sbuf: Vec::with_capacity(65536),
     };
@@ -166,18 +165,7 @@ impl Server {
             return;
         };
         if let Some(s) = self.sessions.get_mut(&(from, id)) {
-            s.sender.handle_datagram(n);
-            match p {
-                Packet::Request { window, .. } => s.sender.handle_request(now, window),
-                Packet::Ack {
-                    token,
-                    cum,
-                    window,
-                    ranges,
-                } => s.sender.handle_ack(now, token, cum, window, &ranges),
-                Packet::Done { token } => s.sender.handle_done(now, token),
-                _ => {}
-            }
+            s.sender.handle_packet(now, &p, n);
             return;
         }
         if let Packet::Request {
@@ -188,11 +176,11 @@ impl Server {
         } = p
         {
             let opened = self.admit(from).and_then(|()| {
-                open_session(&self.shared, now, from, id, name, attempt, payload, window)
+                open_session(&self.ctx, now, (from, id), name, attempt, payload, window)
             });
             match opened {
                 Ok(mut s) => {
-                    s.sender.handle_datagram(n);
+                    s.sender.handle_packet(now, &p, n);
                     self.sessions.insert((from, id), s);
                 }
                 Err(e) => self.refuse(from, id, name, &e.to_string(), n),
@@ -206,7 +194,7 @@ impl Server {
     /// when a request comes, so the unproven ones always have theirs.
     fn admit(&mut self, from: SocketAddr) -> Result<()> {
         let ip = from.ip();
-        let proven = |s: &Session| s.sender.is_validated();
+        let proven = |s: &Outgoing| s.sender.is_validated();
         if self.count(|s| proven(s) && s.peer.ip() == ip) >= MAX_PER_IP
             || self.count(proven) >= MAX_SESSIONS - MAX_UNPROVEN
         {
@@ -221,7 +209,7 @@ impl Server {
         Ok(())
     }
 
-    fn count(&self, f: impl Fn(&Session) -> bool) -> usize {
+    fn count(&self, f: impl Fn(&Outgoing) -> bool) -> usize {
         self.sessions.values().filter(|s| f(s)).count()
     }
 
@@ -243,7 +231,8 @@ impl Server {
     /// Answer a request that opens no session, in at most three times the
     /// `n` bytes it took.
     fn refuse(&mut self, from: SocketAddr, id: u64, name: &str, message: &str, n: usize) {
-        let room = (AMPLIFICATION as usize * n).saturating_sub(super::wire::FRAME_OVERHEAD);
+        let room =
+            (AMPLIFICATION as usize * n).saturating_sub(crate::transfer::wire::FRAME_OVERHEAD);
         let mut end = message.len().min(room);
         while !message.is_char_boundary(end) {
             end -= 1;
@@ -257,13 +246,16 @@ impl Server {
             0,
         );
         let _ = self.sock.send_to(&self.sbuf, from);
-        self.shared.history.log(&Record::now(
-            Direction::Served,
+        // A refusal to an address that proved nothing is not told to the shell.
+        let what = format!("download UDP {name}");
+        super::record_served(
+            &self.ctx.history,
+            None,
             &from.to_string(),
-            &format!("download UDP {name}"),
+            &what,
             &format!("error: {message}"),
             0,
-        ));
+        );
     }
 
     /// Log and drop the sessions that are over.
@@ -285,21 +277,20 @@ impl Server {
         }
     }
 
-    fn log_end(&self, s: &Session, outcome: &str) {
-        let what = format!("download UDP {}", s.meta.name);
-        self.shared.history.log(&Record::now(
-            Direction::Served,
+    fn log_end(&self, s: &Outgoing, outcome: &str) {
+        let what = format!("download UDP {}", s.source.name);
+        // Only a proven address's transfer is told to the shell: a flood of
+        // forged requests stays in the (rate-limited) log.
+        let told = outcome == "ok" || s.sender.is_validated();
+        let events = told.then_some(&self.ctx.events);
+        super::record_served(
+            &self.ctx.history,
+            events,
             &s.peer.to_string(),
             &what,
             outcome,
             s.sender.size(),
-        ));
-        if outcome == "ok" || s.sender.is_validated() {
-            self.shared
-                .events
-                .sender()
-                .server(format!("served {what} to {}: {outcome}", s.peer));
-        }
+        );
     }
 }
 
@@ -310,112 +301,67 @@ enum Pump {
 }
 
 /// Send what one session has to send now (at most 64 datagrams).
-fn pump(sock: &UdpSocket, sbuf: &mut Vec<u8>, s: &mut Session, now: Instant) -> Pump {
+fn pump(sock: &UdpSocket, sbuf: &mut Vec<u8>, s: &mut Outgoing, now: Instant) -> Pump {
     s.sender.handle_timeout(now);
     for _ in 0..64 {
-        let Some(op) = s.sender.poll_transmit(now) else {
+        let Some(op) = s.sender.poll_transmit(now, &mut s.source, sbuf) else {
             return Pump::Idle;
         };
-        let payload_range = match op {
-            SendOp::Meta => {
-                let m = &s.meta;
-                let p = Packet::Meta {
-                    size: m.size,
-                    mtime_ns: m.mtime_ns,
-                    mode: m.mode,
-                    payload: s.sender.payload(),
-                    token: s.sender.token(),
-                };
-                encode(s.id, &p, sbuf, 0);
-                0..0
-            }
-            SendOp::Fin if !s.unchanged() => {
-                s.sender.file_changed(now);
-                continue;
-            }
-            SendOp::Fin => {
-                let p = Packet::Fin {
-                    md5: s.sender.md5().unwrap_or_default(),
-                    retransmissions: s.sender.retransmissions(),
-                };
-                encode(s.id, &p, sbuf, 0);
-                0..0
-            }
-            SendOp::Changed => {
-                encode(s.id, &Packet::Changed, sbuf, 0);
-                0..0
-            }
-            SendOp::Data(seq) => {
-                begin_data(s.id, seq, sbuf);
-                let start = sbuf.len();
-                let len = chunk_len(s.sender.size(), s.sender.payload(), seq);
-                sbuf.resize(start + len, 0);
-                let at = seq * s.sender.payload() as u64;
-                if let Err(e) = s.file.read_exact_at(&mut sbuf[start..], at) {
-                    if !s.unchanged() {
-                        s.sender.file_changed(now);
-                        continue;
-                    }
-                    let message = format!("reading {} failed: {e}", s.meta.name);
-                    encode(s.id, &Packet::Error { message: &message }, sbuf, 0);
-                    let _ = sock.send_to(sbuf, s.peer);
-                    s.sender.handle_done(now, s.sender.token());
-                    return Pump::Idle;
-                }
-                seal_data(sbuf);
-                start..start + len
-            }
-        };
         match sock.send_to(sbuf, s.peer) {
-            Ok(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Pump::Blocked,
-            Err(_) => s.sender.on_sent(op, now, &sbuf[payload_range]),
+            _ => s.sender.on_sent(op, now, sbuf),
         }
     }
     Pump::Busy
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A session for the request `name` of transfer `key`.
 fn open_session(
-    shared: &Shared,
+    ctx: &ServeContext,
     now: Instant,
-    peer: SocketAddr,
-    id: u64,
+    (peer, id): Key,
     name: &str,
     attempt: u32,
     payload: u32,
     window: u32,
-) -> Result<Session> {
-    let (file, meta) = shared.folder.open_file(name)?;
+) -> Result<Outgoing> {
+    let (file, meta) = ctx.folder.open_file(name)?;
     let st = file.metadata().context(&meta.name)?;
     // A second attempt follows a mismatch: the cache may be what was wrong.
     let known = if attempt > 1 {
         None
     } else {
-        shared.folder.cached(&meta.name, &st)
+        ctx.folder.cached(&meta.name, &st)
     };
     // The identity of what the meta describes: a change between the open
     // and this fstat shows at the check before `Fin`.
-    let opened = FileId {
+    let opened = Version {
         size: meta.size,
         mtime_ns: meta.mtime_ns,
-        ..FileId::of(&st)
+        ..Version::of(&st)
     };
-    let path = shared.folder.root().join(&meta.name);
+    let path = ctx.folder.root().join(&meta.name);
     let payload = payload.clamp(16, MAX_PAYLOAD);
     let cfg = SenderConfig {
-        silence: shared.config.udp_silence,
+        silence: ctx.silence,
         token: Some(fastrand::u64(..)),
         ..Default::default()
     };
-    Ok(Session {
-        sender: Sender::new(now, meta.size, payload, window, known, cfg),
-        file,
-        meta,
-        opened,
-        path,
+    let info = FileInfo {
+        size: meta.size,
+        mtime_ns: meta.mtime_ns,
+        mode: meta.mode,
+        md5: known,
+    };
+    Ok(Outgoing {
+        sender: FileSender::new(now, id, info, payload, window, cfg),
+        source: FileSource {
+            file,
+            name: meta.name,
+            opened,
+            path,
+        },
         peer,
-        id,
         since: now,
     })
 }
