@@ -285,16 +285,24 @@ impl Folder {
         Some(s.to_string())
     }
 
-    /// MD5 of one file, from the cache when size, mtime and inode are unchanged.
+    /// MD5 of one file, from the cache when its [`Version`] is unchanged.
     pub fn hash_one(&self, name: &str) -> Result<HashEntry> {
+        let entry = self.hash_opened(name);
+        self.save_cache();
+        entry
+    }
+
+    /// The one way to a file's MD5: open it (a regular file in the folder
+    /// only), take the cached MD5 if its version is unchanged, else read
+    /// it whole and remember what it hashed to.
+    fn hash_opened(&self, name: &str) -> Result<HashEntry> {
         let (file, meta) = self.open_file(name)?;
-        let stat = file.metadata().context(name)?;
+        let stat = file.metadata().context(&meta.name)?;
         let md5 = match self.cached(&meta.name, &stat) {
             Some(md5) => md5,
             None => {
                 let md5 = md5_reader(file).context(&meta.name)?;
                 self.remember(&meta.name, &stat, md5);
-                self.save_cache();
                 md5
             }
         };
@@ -394,31 +402,7 @@ impl Folder {
     pub fn hash_files(&self, files: &[String]) -> Vec<HashEntry> {
         let results: Vec<HashEntry> = files
             .par_iter()
-            .map(|name| match self.open_file(name) {
-                Err(e) => failed(name, e),
-                Ok((file, meta)) => {
-                    let stat = match file.metadata() {
-                        Ok(s) => s,
-                        Err(e) => return failed(name, e.into()),
-                    };
-                    let md5 = match self.cached(name, &stat) {
-                        Some(m) => m,
-                        None => match md5_reader(file) {
-                            Ok(m) => {
-                                self.remember(name, &stat, m);
-                                m
-                            }
-                            Err(e) => return failed(name, e.into()),
-                        },
-                    };
-                    HashEntry {
-                        name: meta.name,
-                        md5: Some(hex(&md5)),
-                        mtime_ns: meta.mtime_ns,
-                        error: None,
-                    }
-                }
-            })
+            .map(|name| self.hash_opened(name).unwrap_or_else(|e| failed(name, e)))
             .collect();
         self.save_cache();
         results

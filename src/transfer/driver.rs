@@ -268,14 +268,12 @@ impl Attempt<'_> {
                     .meta()
                     .ok_or_else(|| Error::new("the transfer has no metadata"))?;
                 Ok(Some(match inc.finish(self.folder, &hex(&md5))? {
-                    Finish::Done(md5) => {
-                        self.folder.save_cache();
-                        Ending::Verified {
-                            meta,
-                            md5,
-                            retransmissions,
-                        }
-                    }
+                    // The session saves the MD5 cache once the command is over.
+                    Finish::Done(md5) => Ending::Verified {
+                        meta,
+                        md5,
+                        retransmissions,
+                    },
                     Finish::Mismatch { .. } => Ending::Mismatch { retransmissions },
                 }))
             }
