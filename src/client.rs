@@ -47,15 +47,13 @@ impl Received {
         before_commit()?;
         let meta = self.incoming.meta().clone();
         Ok(match self.incoming.finish(folder, &self.sender_md5)? {
-            Finish::Done(md5) => Landed::Done(TransferReport {
-                name: meta.name,
-                size: meta.size,
-                mtime_ns: meta.mtime_ns,
+            Finish::Done(md5) => Landed::Done(TransferReport::verified(
+                &meta.name,
+                meta.size,
+                meta.mtime_ns,
                 md5,
-                seconds: self.start.elapsed().as_secs_f64(),
-                attempts: 1,
-                retransmissions: 0,
-            }),
+                self.start,
+            )),
             Finish::Mismatch { ours } => {
                 Landed::Mismatch(mismatch(&meta.name, &ours, &self.sender_md5))
             }
@@ -480,14 +478,13 @@ impl Client {
             Response::Ok { .. } => {}
             other => bail!(kind: Integrity, "unexpected answer to upload: {other:?}"),
         }
-        Ok(TransferReport {
-            name: meta.name,
+        let md5 = crate::proto::hex(&md5);
+        Ok(TransferReport::verified(
+            &meta.name,
             size,
-            mtime_ns: meta.mtime_ns,
-            md5: crate::proto::hex(&md5),
-            seconds: start.elapsed().as_secs_f64(),
-            attempts: 1,
-            retransmissions: 0,
-        })
+            meta.mtime_ns,
+            md5,
+            start,
+        ))
     }
 }

@@ -117,13 +117,9 @@ pub fn download(
             } => {
                 retransmissions += r;
                 return Ok(TransferReport {
-                    name: name.to_string(),
-                    size: meta.size,
-                    mtime_ns: meta.mtime_ns,
-                    md5,
-                    seconds: start.elapsed().as_secs_f64(),
                     attempts: attempt,
                     retransmissions,
+                    ..TransferReport::verified(name, meta.size, meta.mtime_ns, md5, start)
                 });
             }
             Ending::Mismatch { retransmissions: r } => {

@@ -66,6 +66,29 @@ pub struct TransferReport {
     pub retransmissions: u64,
 }
 
+impl TransferReport {
+    /// A transfer of `name` that began at `start` and ended verified with
+    /// `md5`, in one attempt and without retransmissions (say otherwise
+    /// after).
+    pub fn verified(
+        name: &str,
+        size: u64,
+        mtime_ns: i64,
+        md5: String,
+        start: std::time::Instant,
+    ) -> TransferReport {
+        TransferReport {
+            name: name.to_string(),
+            size,
+            mtime_ns,
+            md5,
+            seconds: start.elapsed().as_secs_f64(),
+            attempts: 1,
+            retransmissions: 0,
+        }
+    }
+}
+
 /// Largest data payload: fits a 64 KiB datagram on loopback or jumbo paths.
 pub const MAX_PAYLOAD: u32 = 64512;
 /// Data payload that fits a 1500-byte Ethernet MTU (IPv4 + UDP + our header).
