@@ -1,20 +1,28 @@
 //! dropbox-shell: every process is a peer that shares a folder and talks to
 //! other peers.
 //!
-//! The crate is split the way the data flows. Pure parts take values and
-//! return values: [`names`] (safe relative names), [`timestamp`] (the time
-//! forms `index shortlist` accepts), [`cli`] (a shell line to a [`cli::Command`]),
-//! [`proto`] (TCP messages and framing), [`transfer`] (the UDP sender and
-//! receiver state machines), [`display`] (control characters made visible
-//! for the terminal), [`limits`] (what a peer can make us spend, and the
-//! budget connections share). I/O parts drive them: [`folder`] (the shared
-//! folder on disk: only regular files opened, MD5 cache, temp-then-rename
-//! writes), [`identity`] (the peer id, tied to its folder), [`server`] (TCP
-//! and UDP listeners), [`client`] (requests to a peer), [`history`] (request
-//! log), [`peer`] (one running peer, or a client only), [`session`]
-//! (commands run against peers), [`render`] (tables and JSON), [`shell`]
-//! (the interactive loop) and [`sync`] (two-way folder sync: a pure plan, a
-//! database, an actor, a local control socket).
+//! The crate is layered; each layer imports only from the ones below it
+//! (`tests/layering.rs` checks that no module imports one that imports it
+//! back):
+//!
+//! ```text
+//! 6 main.rs                                 flags -> a running peer
+//! 5 shell, session, render, signals         the user's side: commands, tables, JSON
+//! 4 peer                                    assembles one peer (or a client only)
+//! 3 server (tcp, conn, handlers, udp), sync (engine, round, control, db, trash, lock)
+//! 2 client, transfer::driver, stream        requests, a UDP download, a file's bytes
+//! 1 folder, history, identity, events       the disk, the log, the id, notes for the shell
+//! 0 error, names, limits, display, timestamp, proto, cli,
+//!   transfer (wire, machines, sim), sync::plan/guard/stuck      pure: values in, values out
+//! ```
+//!
+//! A part is given the narrow context it needs, never the whole peer: the
+//! server a [`server::ServerContext`] (folder, history, events, settings, the
+//! id, a [`server::SyncAnswer`]), the UDP loop a [`server::udp::ServeContext`],
+//! the sync engine a [`sync::SyncContext`]. The transfer machines
+//! ([`transfer::sender::FileSender`], [`transfer::receiver::FileReceiver`])
+//! speak datagrams and never touch a socket or the clock, so the driver, the
+//! UDP server and the simulated [`transfer::sim::Pair`] share one conversion.
 
 pub mod cli;
 pub mod client;

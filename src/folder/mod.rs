@@ -315,7 +315,7 @@ impl Folder {
     }
 
     /// Remove the temporary transfer files that killed processes left
-    /// anywhere in the folder (see [`parts`]); stops early when `stop` is
+    /// anywhere in the folder (they hold no lock; see `folder/parts.rs`); stops early when `stop` is
     /// set. Returns how many.
     pub fn remove_abandoned_parts(&self, stop: &AtomicBool) -> usize {
         parts::sweep_tree(&self.root, stop)

@@ -5,7 +5,7 @@
 //! Text output shows every string through [`crate::display::escape`]: names,
 //! peers and messages may come from another peer or the disk, and their
 //! control characters must not reach the terminal. JSON carries them exactly.
-//! [`tables`] holds one table per kind of result; this file the dispatch,
+//! `tables.rs` holds one table per kind of result; this file the dispatch,
 //! the shared table helpers and JSON.
 
 use chrono::{DateTime, Local};

@@ -5,17 +5,17 @@
 //! `handle_packet` / `handle_datagram` and come out of `poll_transmit`
 //! encoded, ready to send (after quinn-proto); a failure is a typed
 //! [`Failure`]. [`wire`] encodes and checks datagrams. [`driver`] binds the
-//! receiver to a `UdpSocket`, a file and the clock (the client); [`server`]
-//! binds senders to the peer's socket and its files (the server thread,
-//! given a narrow [`server::ServeContext`]); [`sockopt`] holds the socket
+//! receiver to a `UdpSocket`, a file and the clock (the client);
+//! [`crate::server::udp`] binds senders to the peer's socket and its files
+//! (the server's UDP thread); [`sockopt`] holds the socket
 //! options and the wait, the only `unsafe` here; [`sim`] runs the same
 //! machines, through the same conversion, as a pair of endpoints over a
 //! fake network with a virtual clock that a test steps, impairs datagram by
 //! datagram and inspects, and runs seeded random impairments on top.
 //!
-//! Layering: this folder sits at the bottom with the other pure parts; it
-//! uses the folder, the history and the event sender it is handed, never
-//! the peer, the client, the server or the session.
+//! Layering: the machines, the wire and the simulation are pure; only
+//! [`driver`] (and [`sockopt`]) do I/O, with the folder they are handed.
+//! Nothing here imports the peer, the client, the server or the session.
 //!
 //! The protocol in brief: the receiver asks for a file with a `Request`
 //! (padded to the datagram size it wants, which probes the path); the sender
