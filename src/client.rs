@@ -15,7 +15,7 @@ use crate::proto::{
     Entry, FileMeta, Filter, HashEntry, Request, Response, SyncEntry, batches, check_version,
     read_hello, read_msg, write_hello, write_msg,
 };
-use crate::stream::{receive_file, send_file};
+use crate::stream::{Ending, receive_file, send_file};
 use crate::transfer::TransferReport;
 use crate::{Context, Error, Result, bail};
 
@@ -27,6 +27,22 @@ struct Received {
     incoming: Incoming,
     sender_md5: String,
     start: Instant,
+}
+
+/// A peer's answer to one download request: the bytes, received and not
+/// yet verified, or its refusal of this file (the stream is still in step).
+enum Answer {
+    Bytes(Box<Received>),
+    Refused(Error),
+}
+
+impl Answer {
+    fn bytes(self) -> Result<Received> {
+        match self {
+            Answer::Bytes(r) => Ok(*r),
+            Answer::Refused(e) => Err(e),
+        }
+    }
 }
 
 /// How the bytes of one download ended.
@@ -262,7 +278,7 @@ impl Client {
                 name: name.to_string(),
                 fresh,
             })?;
-            let received = self.receive_bytes(name, folder, false, progress)??;
+            let received = self.receive_bytes(name, folder, false, progress)?.bytes()?;
             match received.commit(folder, &mut || Ok(()))? {
                 Landed::Done(mut report) => {
                     report.attempts = if fresh { 2 } else { 1 };
@@ -336,7 +352,9 @@ impl Client {
             self.w
                 .flush()
                 .context(format!("sending to {}", self.addr))?;
-            let received = self.receive_bytes(&name, folder, true, &mut |_, _| {})?;
+            let received = self
+                .receive_bytes(&name, folder, true, &mut |_, _| {})?
+                .bytes();
             pending.push_back((name, fresh, received));
             while pending.len() > BEHIND {
                 if let Some(p) = pending.pop_front() {
@@ -347,20 +365,20 @@ impl Client {
         Ok(())
     }
 
-    /// Read one download's answer: its bytes into a temporary file and the
-    /// sender's MD5, not yet verified. The inner error is this file's alone
-    /// (the stream is still in step); the outer one ends the connection.
+    /// Read one download's [`Answer`]: its bytes into a temporary file and
+    /// the sender's MD5, not yet verified, or this file's refusal. An error
+    /// ends the connection.
     fn receive_bytes(
         &mut self,
         name: &str,
         folder: &Folder,
         exact_mode: bool,
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<Result<Received>> {
+    ) -> Result<Answer> {
         let start = Instant::now();
         let meta = match read_msg::<Response>(&mut self.r, &mut self.buf) {
             Ok(Response::File { meta }) => meta,
-            Ok(Response::Error { message }) => return Ok(Err(Error::new(message))),
+            Ok(Response::Error { message }) => return Ok(Answer::Refused(Error::new(message))),
             Ok(other) => bail!(kind: Integrity, "unexpected answer to download: {other:?}"),
             Err(e) if e.is_cancelled() => return Err(e),
             Err(e) => return Err(e).context(format!("peer {}", self.addr)),
@@ -381,23 +399,24 @@ impl Client {
                     bail!(kind: PeerGone, "the connection closed in the middle of {}", meta.name);
                 }
                 let _: Response = read_msg(&mut self.r, &mut self.buf)?;
-                return Ok(Err(e));
+                return Ok(Answer::Refused(e));
             }
         };
         if exact_mode {
             incoming.keep_exact_mode();
         }
         let size = meta.size;
-        Ok(
-            receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
-                progress(n, size)
-            })?
-            .map(|md5| Received {
+        let ending = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
+            progress(n, size)
+        })?;
+        Ok(match ending {
+            Ending::Md5(sender_md5) => Answer::Bytes(Box::new(Received {
                 incoming,
-                sender_md5: md5,
+                sender_md5,
                 start,
-            }),
-        )
+            })),
+            Ending::Refused(e) => Answer::Refused(e),
+        })
     }
 
     /// Exchange sync indexes: send ours in batches, receive the peer's id

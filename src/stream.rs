@@ -168,17 +168,35 @@ fn send_with_sendfile(
     Ok(())
 }
 
+/// How the sender ended a file's bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// `Done`: the MD5 it computed as the bytes left.
+    Md5(String),
+    /// An error instead (the file changed while it was sent): this file
+    /// is refused, and the stream is still in step for the next answer.
+    Refused(Error),
+}
+
+impl Ending {
+    /// The sender's MD5, or its refusal as the error.
+    pub fn md5(self) -> Result<String> {
+        match self {
+            Ending::Md5(m) => Ok(m),
+            Ending::Refused(e) => Err(e),
+        }
+    }
+}
+
 /// Receive exactly the announced number of bytes into `incoming`, then the
-/// `Done{md5}` message. The outer error means the stream can no longer be
-/// trusted (I/O, a local write that failed mid-file); the inner one that
-/// the sender refused at the end (the file changed while it was sent), with
-/// the stream still in step for the next response.
+/// sender's [`Ending`]. An error means the stream can no longer be trusted
+/// (I/O, a local write that failed mid-file).
 pub fn receive_file<R: BulkRead>(
     r: &mut R,
     buf: &mut Vec<u8>,
     incoming: &mut Incoming,
     progress: &mut dyn FnMut(u64),
-) -> Result<Result<String>> {
+) -> Result<Ending> {
     let size = incoming.meta().size;
     while incoming.written() < size {
         let want = CHUNK.min((size - incoming.written()) as usize);
@@ -198,8 +216,8 @@ pub fn receive_file<R: BulkRead>(
         progress(incoming.written());
     }
     match read_msg::<Response>(r, buf)? {
-        Response::Done { md5 } => Ok(Ok(md5)),
-        Response::Error { message } => Ok(Err(Error::new(message))),
+        Response::Done { md5 } => Ok(Ending::Md5(md5)),
+        Response::Error { message } => Ok(Ending::Refused(Error::new(message))),
         other => bail!("unexpected message after a file's bytes: {other:?}"),
     }
 }
@@ -329,11 +347,11 @@ mod tests {
             &mut from_slice,
             &mut |_| {},
         );
-        assert_eq!(got.unwrap().unwrap(), md5);
+        assert_eq!(got.unwrap(), Ending::Md5(md5.clone()));
         let mut buffered = Incoming::create(&folder, &meta).unwrap();
         let mut r = BufReader::with_capacity(1000, &wire[..]);
         let got = receive_file(&mut r, &mut Vec::new(), &mut buffered, &mut |_| {});
-        assert_eq!(got.unwrap().unwrap(), md5);
+        assert_eq!(got.unwrap(), Ending::Md5(md5.clone()));
         assert_eq!(buffered.written(), data.len() as u64);
         // Cut short: the outer error says how far it got.
         let mut cut = Incoming::create(&folder, &meta).unwrap();

@@ -206,7 +206,7 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
         let mut incoming = Incoming::create(folder, &meta)?;
         write_msg(&mut self.w, &Response::Ready)?;
         self.w.flush()?;
-        let md5 = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |_| {})??;
+        let md5 = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |_| {})?.md5()?;
         let size = incoming.written();
         incoming.finish_verified(folder, &md5)?;
         folder.save_cache();
