@@ -89,10 +89,16 @@ fn download_while_changing(
             got == old || got == new,
             "a torn file was delivered: {text}"
         );
-        if overlapped {
-            assert!(got == new, "the retry sends the new version: {text}");
-            let doc: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-            assert!(doc["attempts"].as_u64().unwrap() >= 2, "{doc}");
+        let doc: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let attempts = doc["attempts"].as_u64().unwrap();
+        if overlapped && got == new {
+            // The change was caught mid-transfer: a retry sent it whole.
+            assert!(attempts >= 2, "{doc}");
+        } else if overlapped {
+            // The old version whole: only if the change came after the
+            // sender's last check, so in one attempt (a machine slow
+            // enough to let the change land that late is not a failure).
+            assert_eq!(attempts, 1, "the old version after a retry: {doc}");
         }
     } else {
         assert!(text.contains("changed"), "{text}");
