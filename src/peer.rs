@@ -130,9 +130,10 @@ impl SyncAnswer for Shared {
         reply: &mut dyn FnMut(&[SyncEntry]) -> Result<()>,
     ) -> Result<()> {
         let known = self.sync_db()?.load(&offer.peer_id)?;
+        let rules = self.folder.ignore_rules();
         let local = self.folder.sync_index()?;
         offer.charge(&local)?;
-        let ours = crate::sync::offer(local.clone(), &known);
+        let ours = crate::sync::offer(local.clone(), &known, &rules);
         reply(&ours)?;
         // Tell our sync engine: the partner may have something for us.
         if let Some(tx) = self.sync.get() {

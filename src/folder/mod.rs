@@ -7,6 +7,7 @@
 //! folder and outside its private state folder.
 
 mod hashcache;
+mod ignore;
 mod incoming;
 mod md5pipe;
 mod parts;
@@ -23,6 +24,7 @@ use md5::{Digest, Md5};
 use rayon::prelude::*;
 
 pub use hashcache::HashCache;
+pub use ignore::{IGNORE_FILE, IgnoreRules};
 pub use incoming::{Finish, Incoming, mismatch};
 pub use md5pipe::Md5Pipe;
 pub use stat::{
@@ -49,6 +51,8 @@ pub struct Folder {
     /// Paths the last walk passed over because they are not UTF-8 (the
     /// protocol names files in UTF-8), shown escaped; a few at most.
     unservable: Mutex<(usize, Vec<String>)>,
+    /// The `.dropboxignore` patterns.
+    ignores: ignore::Ignores,
 }
 
 impl Folder {
@@ -70,6 +74,7 @@ impl Folder {
         }
         let state = root.join(STATE_DIR);
         let cache = HashCache::load(state.join("md5-cache.json"));
+        let ignores = ignore::Ignores::new(&root);
         Ok(Folder {
             root,
             state,
@@ -78,6 +83,7 @@ impl Folder {
             durable: AtomicBool::new(false),
             sweep_on_write: true,
             unservable: Mutex::new((0, Vec::new())),
+            ignores,
         })
     }
 
@@ -184,6 +190,9 @@ impl Folder {
     /// opening) a FIFO, socket or device.
     pub fn open_file(&self, name: &str) -> Result<(File, FileMeta)> {
         let name = clean_name(name)?;
+        if self.ignore_rules().ignores(&name, false) {
+            bail!(kind: Refused, "{name} is excluded by {IGNORE_FILE}; it is not shared");
+        }
         let path = self.root.join(&name);
         let real = match fs::canonicalize(&path) {
             Ok(p) => p,
@@ -214,12 +223,21 @@ impl Folder {
     /// [`Folder::walk`], with each entry's metadata (host-local: inode and
     /// all) beside it.
     fn walk_with_meta(&self, mut each: impl FnMut(Entry, &Metadata)) {
+        let rules = self.ignore_rules();
+        let root = self.root.clone();
         let walker = walkdir::WalkDir::new(&self.root)
             .min_depth(1)
             .follow_links(false)
             .sort_by_file_name()
             .into_iter()
-            .filter_entry(|e| !(e.depth() == 1 && e.file_name() == STATE_DIR));
+            .filter_entry(move |e| {
+                if e.depth() == 1 && e.file_name() == STATE_DIR {
+                    return false;
+                }
+                // An ignored folder is not entered at all.
+                let rel = e.path().strip_prefix(&root).ok().and_then(|r| r.to_str());
+                !rel.is_some_and(|r| rules.ignores(r, e.file_type().is_dir()))
+            });
         let mut odd = (0, Vec::new());
         for item in walker.flatten() {
             let Some(rel) = self.relative(item.path()) else {
@@ -262,6 +280,12 @@ impl Folder {
         if let Ok(mut last) = self.unservable.lock() {
             *last = odd;
         }
+    }
+
+    /// The `.dropboxignore` patterns in force now (read again when the file
+    /// changed).
+    pub fn ignore_rules(&self) -> IgnoreRules {
+        self.ignores.current()
     }
 
     /// What the last walk passed over because it is not UTF-8: a sentence

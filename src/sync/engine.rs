@@ -24,6 +24,7 @@ use super::plan::{Index, plan};
 use super::stuck::Stuck;
 use crate::events::EventSender;
 use crate::folder::Folder;
+use crate::folder::IgnoreRules;
 use crate::history::History;
 use crate::history::{Direction, Record};
 use crate::identity::Identity;
@@ -336,12 +337,15 @@ fn now_text() -> String {
 
 /// An offered index as (present paths, the sender's last-agreed states:
 /// its tombstones and the paths it holds as agreed); names that are not
-/// clean relative paths are dropped.
-fn to_index(entries: &[SyncEntry]) -> (Index, Index) {
+/// clean relative paths, and paths our `.dropboxignore` excludes, are
+/// dropped.
+fn to_index(entries: &[SyncEntry], rules: &IgnoreRules) -> (Index, Index) {
     let mut present = Index::new();
     let mut agreed = Index::new();
     for e in entries {
-        if clean_name(&e.name).as_deref() != Ok(e.name.as_str()) {
+        if clean_name(&e.name).as_deref() != Ok(e.name.as_str())
+            || rules.ignores(&e.name, e.kind == crate::proto::Kind::Dir)
+        {
             continue;
         }
         let state = super::state_of(e);
@@ -503,8 +507,10 @@ impl Actor {
         let Ok(base) = db.load(peer_id) else {
             return true;
         };
-        let (local, _) = to_index(local);
-        let (remote, their_base) = to_index(entries);
+        let rules = self.shared.folder.ignore_rules();
+        let base = super::without_ignored(base, &rules);
+        let (local, _) = to_index(local, &rules);
+        let (remote, their_base) = to_index(entries, &rules);
         let plan = plan(&local, &remote, &base, &their_base);
         let _ = db.apply(peer_id, &plan.bookkeeping(&local));
         !plan.is_idle()

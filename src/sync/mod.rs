@@ -27,6 +27,7 @@ pub mod trash;
 
 pub use engine::{SyncCmd, SyncConfig, SyncContext, SyncEngine, SyncReport, SyncStatus};
 
+use crate::folder::IgnoreRules;
 use crate::proto::SyncEntry;
 
 /// The state an offered entry describes.
@@ -42,8 +43,14 @@ pub fn state_of(e: &SyncEntry) -> plan::FileState {
 
 /// What we offer a partner: our entries, each marked `agreed` when it is in
 /// the state we last agreed on with that partner, plus a tombstone for
-/// every path we last agreed on with it and no longer have.
-pub fn offer(mut entries: Vec<SyncEntry>, base_with_partner: &plan::Index) -> Vec<SyncEntry> {
+/// every path we last agreed on with it and no longer have. A path we
+/// agreed on and now ignore (`.dropboxignore`) is offered as still in the
+/// agreed state: its absence here must not read as a deletion there.
+pub fn offer(
+    mut entries: Vec<SyncEntry>,
+    base_with_partner: &plan::Index,
+    rules: &IgnoreRules,
+) -> Vec<SyncEntry> {
     for e in &mut entries {
         e.agreed = base_with_partner
             .get(&e.name)
@@ -54,21 +61,30 @@ pub fn offer(mut entries: Vec<SyncEntry>, base_with_partner: &plan::Index) -> Ve
     let mut tombs: Vec<SyncEntry> = base_with_partner
         .iter()
         .filter(|(p, _)| !present.contains(p.as_str()))
-        .map(|(p, s)| SyncEntry {
-            name: p.clone(),
-            kind: s.kind,
-            size: s.size,
-            mtime_ns: s.mtime_ns,
-            mode: s.mode,
-            md5: s.md5.clone(),
-            deleted: true,
-            agreed: false,
+        .map(|(p, s)| {
+            let ignored = rules.ignores(p, s.kind == crate::proto::Kind::Dir);
+            SyncEntry {
+                name: p.clone(),
+                kind: s.kind,
+                size: s.size,
+                mtime_ns: s.mtime_ns,
+                mode: s.mode,
+                md5: s.md5.clone(),
+                deleted: !ignored,
+                agreed: ignored,
+            }
         })
         .collect();
     tombs.sort_by(|a, b| a.name.cmp(&b.name));
     let mut all = entries;
     all.extend(tombs);
     all
+}
+
+/// `index` without the paths `rules` ignore: they take no part in a plan.
+pub fn without_ignored(mut index: plan::Index, rules: &IgnoreRules) -> plan::Index {
+    index.retain(|p, s| !rules.ignores(p, s.kind == crate::proto::Kind::Dir));
+    index
 }
 
 #[cfg(test)]
@@ -98,6 +114,7 @@ mod tests {
         let offered = offer(
             vec![entry("same", "a"), entry("edited", "B"), entry("new", "d")],
             &base,
+            &IgnoreRules::none(),
         );
         let flags: Vec<(&str, bool, bool)> = offered
             .iter()
@@ -112,5 +129,27 @@ mod tests {
                 ("removed", false, true),
             ]
         );
+    }
+
+    #[test]
+    fn a_path_we_now_ignore_is_offered_as_agreed_not_as_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".dropboxignore"), "*.log\n").unwrap();
+        let folder = crate::folder::Folder::open(d.path()).unwrap();
+        let rules = folder.ignore_rules();
+        let base: plan::Index = [("old.log", "a"), ("gone.txt", "b")]
+            .into_iter()
+            .map(|(n, m)| (n.to_string(), state_of(&entry(n, m))))
+            .collect();
+        let offered = offer(Vec::new(), &base, &rules);
+        let flags: Vec<(&str, bool, bool)> = offered
+            .iter()
+            .map(|e| (e.name.as_str(), e.agreed, e.deleted))
+            .collect();
+        assert_eq!(
+            flags,
+            vec![("gone.txt", false, true), ("old.log", true, false)]
+        );
+        assert!(without_ignored(base, &rules).contains_key("gone.txt"));
     }
 }

@@ -27,6 +27,8 @@ impl Actor {
     /// One round with partner `i`.
     pub(super) fn round(&mut self, i: usize, confirm: bool, rep: &mut PartnerRound) -> Result<()> {
         let folder = &self.shared.folder;
+        // The patterns this round goes by, read once (before the walk).
+        let rules = folder.ignore_rules();
         let local_entries = folder.sync_index()?;
         let unservable = folder.unservable_names();
         if unservable.is_some() && unservable != self.unservable_told {
@@ -39,7 +41,7 @@ impl Actor {
             Some(id) => self.shared.sync_db()?.load(id)?,
             None => Index::new(),
         };
-        let offered = crate::sync::offer(local_entries.clone(), &known);
+        let offered = crate::sync::offer(local_entries.clone(), &known, &rules);
         let (remote_id, remote_entries) =
             client.sync_exchange(self.shared.peer_id(), self.cfg.listen_port, &offered)?;
         if remote_id == self.shared.peer_id() {
@@ -59,9 +61,10 @@ impl Actor {
             return self.round(i, confirm, rep);
         }
         self.partners[i].id = Some(remote_id.clone());
-        let (local, _) = to_index(&local_entries);
-        let (remote, their_base) = to_index(&remote_entries);
+        let (local, _) = to_index(&local_entries, &rules);
+        let (remote, their_base) = to_index(&remote_entries, &rules);
         let base = self.shared.sync_db()?.load(&remote_id)?;
+        let base = crate::sync::without_ignored(base, &rules);
         let plan = plan(&local, &remote, &base, &their_base);
         self.run_plan(
             &mut client,
