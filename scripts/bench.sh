@@ -4,7 +4,8 @@
 #
 #   bash scripts/bench.sh            # everything, RUNS=3 runs of each, on tmpfs
 #   bash scripts/bench.sh transfer   # downloads, hashing, listing, UDP
-#   bash scripts/bench.sh sync       # sync latency and initial sync
+#   bash scripts/bench.sh sync       # sync latency and initial sync, also at 100k files
+#   SCALE_1M=1 bash scripts/bench.sh sync   # ... and at 1M files (slow)
 #   RUNS=5 BENCH_DIR=/tmp/b bash scripts/bench.sh
 #
 # Data lives on tmpfs (/dev/shm) so that the disk's write-back does not
@@ -37,6 +38,7 @@ trap cleanup EXIT
 mkdir -p "$W"
 RES=$W/results.tsv
 : > "$RES"
+rm -f "$W/scale-extra.txt"
 
 # ---------------------------------------------------------------- data
 echo "preparing data in $W" >&2
@@ -129,6 +131,10 @@ use chroot = no
   exclude = .dropbox-shell/
 [list]
   path = $W/list
+  read only = yes
+  exclude = .dropbox-shell/
+[scale100k]
+  path = $W/scale-100k
   read only = yes
   exclude = .dropbox-shell/
 [many]
@@ -284,6 +290,102 @@ for _ in $(seq "$RUNS"); do
     rsync -a --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
   REPS=1 measure "rsync -a 2000 files" $GIB clean_sdst rsync -a "rsync://127.0.0.1:$RSYNC_PORT/many/" "$W/sdst/"
 done
+
+# ---------------------------------------------------------------- sync at scale
+# A folder of N files of 100 B (in folders of 1,000): the initial sync into
+# an empty peer (and, at 100k, rsync -a from the daemon), then with the pair
+# in sync: the latency of one new 1 KiB file (median of 7), the bytes the
+# two peers move on loopback for it, their CPU time while left alone for
+# 60 s, and their peak memory.
+echo "sync at scale: 1k and 100k files${SCALE_1M:+ and 1M}" >&2
+EXTRA=$W/scale-extra.txt
+: > "$EXTRA"
+make_tree() { # make_tree DIR N
+  local dir=$1 n=$2
+  [ -f "$dir/.complete-$n" ] && return
+  rm -rf "$dir"; mkdir -p "$dir"
+  python3 - "$dir" "$n" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:04}")
+    if i % 1000 == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i % 1000:04}.txt"), "w") as f:
+        f.write(os.urandom(50).hex())
+PY
+  touch "$dir/.complete-$n"
+}
+count_files() { find "$1" -path "$1/.dropbox-shell" -prune -o -type f -name 'f*.txt' -print | wc -l; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+lo_bytes() { cat /sys/class/net/lo/statistics/tx_bytes; }
+scale_run() { # scale_run N LABEL
+  local n=$1 label=$2 src=$W/scale-$2 dst=$W/scale-$2-dst
+  make_tree "$src" "$n"
+  rm -rf "$src/.dropbox-shell"
+  sync_peer sca "$src"
+  "$BIN" --dir "$W/dst" --peer "$sca_addr" -c "hash checkall" > /dev/null 2>&1
+  local runs=1
+  [ "$label" = 100k ] && runs=$RUNS
+  for r in $(seq "$runs"); do
+    if [ "${scb_pid:-}" ]; then
+      # A fresh pair: the source forgets the partner of the run before.
+      kill "$scb_pid" "$sca_pid" 2>/dev/null; wait "$scb_pid" "$sca_pid" 2>/dev/null || true
+      rm -f "$src/.dropbox-shell/sync.db"*
+      sync_peer sca "$src"
+    fi
+    rm -rf "$dst"; mkdir -p "$dst"
+    local t0 t1 c0 c1
+    c0=$(busy_ns); t0=$(now_ns)
+    sync_peer scb "$dst" "$sca_addr"
+    for _ in $(seq 1200); do [ "$(count_files "$dst")" -ge "$n" ] && break; sleep 1; done
+    c1=$(busy_ns)
+    if [ "$(count_files "$dst")" -ge "$n" ]; then
+      t1=$(grep '"command":"sync pull ' "$dst/.dropbox-shell/history.log" | tail -1 |
+        python3 -c 'import sys, json, datetime; t = json.loads(sys.stdin.read())["time"]; print(int(datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1e9))')
+      printf '%s\t0\t%s\t%s\n' "initial sync $label x 100 B (ours)" "$(( t1 - t0 ))" "$(( c1 - c0 ))" >> "$RES"
+    else
+      echo "FAILED: initial sync of $label files did not converge" >&2
+    fi
+    if [ "$label" = 100k ]; then
+      clean_scale() { rm -rf "$W/scale-rsync"; mkdir -p "$W/scale-rsync"; }
+      REPS=1 measure "rsync -a 100k x 100 B (daemon)" 0 clean_scale \
+        rsync -a "rsync://127.0.0.1:$RSYNC_PORT/scale100k/" "$W/scale-rsync/"
+    fi
+  done
+  sleep 2
+  for i in $(seq 7); do
+    t0=$(now_ns)
+    head -c 1024 /dev/urandom > "$src/lat$i.txt"
+    for _ in $(seq 5000); do [ -s "$dst/lat$i.txt" ] && break; sleep 0.002; done
+    t1=$(now_ns)
+    [ -s "$dst/lat$i.txt" ] && printf '%s\t0\t%s\t0\n' "sync latency, new 1 KiB file, $label files" "$(( t1 - t0 ))" >> "$RES"
+    sleep 0.5
+  done
+  sleep 2
+  local b0 b1
+  b0=$(lo_bytes)
+  head -c 1024 /dev/urandom > "$src/bytes.txt"
+  for _ in $(seq 5000); do [ -s "$dst/bytes.txt" ] && break; sleep 0.002; done
+  sleep 2
+  b1=$(lo_bytes)
+  echo "bytes on loopback for one new 1 KiB file, $label files: $(( (b1 - b0) / 1024 )) KiB (goal: a few KiB)" >> "$EXTRA"
+  if [ "$label" != 1k ]; then
+    local a0 z0 a1 z1
+    a0=$(cpu_ticks "$sca_pid"); z0=$(cpu_ticks "$scb_pid")
+    sleep 60
+    a1=$(cpu_ticks "$sca_pid"); z1=$(cpu_ticks "$scb_pid")
+    echo "CPU of a syncing pair left alone for 60 s, $label files: $(python3 -c "print(f'{($a1 - $a0 + $z1 - $z0) / $(getconf CLK_TCK):.2f}')") s (goal: well under 1 s)" >> "$EXTRA"
+  fi
+  echo "peak memory of the syncing peers, $label files: $(hwm_mib "$sca_pid") and $(hwm_mib "$scb_pid") MiB (goal: < 64 MiB at 100k, < 300 MiB at 1M)" >> "$EXTRA"
+  kill "$sca_pid" "$scb_pid" 2>/dev/null || true
+  wait "$sca_pid" "$scb_pid" 2>/dev/null || true
+  unset scb_pid
+}
+scale_run 1000 1k
+scale_run 100000 100k
+[ -n "${SCALE_1M:-}" ] && scale_run 1000000 1M
 fi
 
 # ---------------------------------------------------------------- report
@@ -328,6 +430,11 @@ ratio("UDP at 5% loss vs lossless relay (throughput ratio)", "download UDP 100 M
 ratio("UDP at 5% loss vs lossless direct (throughput ratio)", "download UDP 100 MiB", "download UDP 100 MiB via relay, 0.05 loss", ">= 0.5x")
 ratio("initial sync vs rsync -a --checksum-choice=md5", "rsync -a --checksum-choice=md5 2000 files", "initial sync 2000 files / 1 GiB (ours)", "> 1x")
 ratio("initial sync vs plain rsync -a", "rsync -a 2000 files", "initial sync 2000 files / 1 GiB (ours)")
+ratio("initial sync 100k x 100 B vs rsync -a (daemon)", "rsync -a 100k x 100 B (daemon)", "initial sync 100k x 100 B (ours)", "> 1x")
+for label in ("1k", "100k", "1M"):
+    k = f"sync latency, new 1 KiB file, {label} files"
+    if k in med:
+        print(f"{k + ' (median)':60} {med[k]*1000:6.0f} ms  (goal < 50 ms, flat from 1k to 1M)")
 if "sync latency, new 1 KiB file" in med:
     print(f"{'sync latency, new 1 KiB file (median)':60} {med['sync latency, new 1 KiB file']*1000:6.0f} ms  (goal < 500 ms; Syncthing: 10 s default, 1 s at its shortest)")
 print()
@@ -345,4 +452,7 @@ if nc in med_cpu and md5 in med_cpu and rs in med:
     print()
 if mem_tcp != "0":
   print(f"peak memory of the receiving peer, 1 GiB download: TCP {int(mem_tcp)/1024:.1f} MiB, UDP {int(mem_udp)/1024:.1f} MiB (goal < 64 MiB)")
+extra = os.path.join(os.path.dirname(res), "scale-extra.txt")
+if os.path.exists(extra):
+    print(open(extra).read(), end="")
 PY
