@@ -7,7 +7,6 @@
 //! ([`super::stuck`]) and, while syncing, the control socket through which
 //! another process in the folder reaches it ([`super::control`]).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +20,7 @@ use super::db::{LazyDb, SyncDb};
 use super::guard::DeletionGuard;
 use super::lock::SyncLock;
 use super::plan::{Index, plan};
+use super::schedule::{Due, Schedule, backoff};
 use super::stuck::Stuck;
 use crate::events::EventSender;
 use crate::folder::Folder;
@@ -33,26 +33,6 @@ use crate::proto::SyncEntry;
 use crate::{Error, Result};
 
 mod round;
-
-/// How long file-system events are gathered before a round starts.
-const DEBOUNCE: Duration = Duration::from_millis(40);
-/// Longest the timer and local changes leave a failing partner alone.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-/// How long the timer and local changes leave a partner alone, beyond its
-/// regular next try one interval on, after `failures` failed rounds in a
-/// row: nothing after one (a blip), then one interval, three, seven, ...
-/// up to [`MAX_BACKOFF`]; the tries come 1, 2, 4, 8, ... intervals apart.
-/// A partner that went away for good then costs a connection attempt every
-/// five minutes, not one (of up to the connect timeout) every round; when
-/// it comes back and offers its index, or on the shell's `sync`, it is
-/// tried at once.
-fn backoff(interval: Duration, failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    interval
-        .saturating_mul((1u32 << doublings) - 1)
-        .min(MAX_BACKOFF)
-}
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -361,19 +341,10 @@ fn to_index(entries: &[SyncEntry], rules: &IgnoreRules) -> (Index, Index) {
 
 impl Actor {
     fn run(&mut self, rx: Receiver<SyncCmd>, wake: Receiver<()>) {
-        let far = Duration::from_secs(3600 * 24 * 365);
-        let mut next_tick = Instant::now()
-            + if self.cfg.enabled {
-                Duration::ZERO
-            } else {
-                far
-            };
-        let mut due: Option<Instant> = None;
-        let mut all = false;
-        let mut some: BTreeSet<usize> = BTreeSet::new();
+        let mut schedule = Schedule::new(Instant::now(), self.cfg.enabled, self.cfg.interval);
         loop {
             let now = Instant::now();
-            let until = due.unwrap_or(now + far).min(next_tick);
+            let until = schedule.next_wake();
             select! {
                 recv(rx) -> cmd => match cmd {
                     Err(_) | Ok(SyncCmd::Stop) => break,
@@ -397,8 +368,7 @@ impl Actor {
                         self.partners[i].failures = 0;
                         self.partners[i].retry_at = None;
                         if self.absorb_offer(&peer_id, &entries, &local) && self.cfg.enabled {
-                            some.insert(i);
-                            due = Some(due.map_or(now + DEBOUNCE, |d| d.min(now + DEBOUNCE)));
+                            schedule.partner_has_work(now, i);
                         }
                     }
                 },
@@ -406,31 +376,23 @@ impl Actor {
                     if msg.is_err() {
                         break;
                     }
-                    all = true;
-                    due = Some(due.map_or(now + DEBOUNCE, |d| d.min(now + DEBOUNCE)));
+                    schedule.local_change(now);
                 },
                 recv(crossbeam_channel::at(until)) -> _ => {},
             }
-            self.pending = due.is_some();
-            let now = Instant::now();
-            if now >= next_tick {
-                all = true;
-                due = Some(now);
-                next_tick = now + self.cfg.interval;
-            }
-            if due.is_some_and(|d| now >= d) {
-                due = None;
-                if all {
+            self.pending = schedule.pending();
+            match schedule.take_due(Instant::now()) {
+                Some(Due::All) => {
                     self.round_all(false, true, false);
-                } else {
-                    for i in std::mem::take(&mut some) {
+                }
+                Some(Due::Some(partners)) => {
+                    for i in partners {
                         self.round_logged(i, false, false);
                     }
                 }
-                all = false;
-                some.clear();
-                self.pending = false;
+                None => {}
             }
+            self.pending = schedule.pending();
         }
     }
 
@@ -632,20 +594,5 @@ fn summary(r: &PartnerRound) -> String {
         "in sync".into()
     } else {
         parts.join(", ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_partner_is_left_alone_longer_and_longer() {
-        let s = Duration::from_secs;
-        let waits: Vec<Duration> = (0..6).map(|f| backoff(s(10), f)).collect();
-        assert_eq!(waits, vec![s(0), s(0), s(10), s(30), s(70), s(150)]);
-        assert_eq!(backoff(s(10), 7), MAX_BACKOFF);
-        assert_eq!(backoff(s(10), u32::MAX), MAX_BACKOFF);
-        assert_eq!(backoff(s(3600), 2), MAX_BACKOFF);
     }
 }

@@ -8,7 +8,8 @@
 //! another process of the folder reach the one that syncs it (`sync`,
 //! `sync status`, `sync confirm`); [`guard`] holds back mass deletions,
 //! counted over a window of time; [`stuck`] remembers failed actions so
-//! they are not retried every round; [`trash`] is where deletions go.
+//! they are not retried every round; [`trash`] is where deletions go;
+//! [`schedule`] says when a round is due (debounce, timer, backoff).
 //!
 //! A round with a partner: send our index (with MD5s) and receive theirs on
 //! one connection, plan, then pull what we need over the same connection
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod guard;
 pub mod lock;
 pub mod plan;
+pub mod schedule;
 pub mod stuck;
 pub mod trash;
 
