@@ -52,11 +52,23 @@ impl Ignores {
         }
     }
 
+    /// The patterns as last read, without looking at the file (for a
+    /// request by name: a walk reads them again).
+    pub fn last(&self) -> IgnoreRules {
+        self.loaded
+            .lock()
+            .map(|l| l.1.clone())
+            .unwrap_or_else(|_| IgnoreRules::none())
+    }
+
     /// The patterns in force now (read again if the file changed, is new or
     /// is gone). Lines that are not valid patterns are skipped.
     pub fn current(&self) -> IgnoreRules {
         let path = self.root.join(IGNORE_FILE);
-        let now = Version::at(&path).filter(|_| path.is_file());
+        let now = std::fs::metadata(&path)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| Version::of(&m));
         let Ok(mut loaded) = self.loaded.lock() else {
             return IgnoreRules::none();
         };

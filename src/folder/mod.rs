@@ -190,7 +190,9 @@ impl Folder {
     /// opening) a FIFO, socket or device.
     pub fn open_file(&self, name: &str) -> Result<(File, FileMeta)> {
         let name = clean_name(name)?;
-        if self.ignore_rules().ignores(&name, false) {
+        // The patterns of the last walk (a listing, a sync scan): one stat
+        // less per file served.
+        if self.ignores.last().ignores(&name, false) {
             bail!(kind: Refused, "{name} is excluded by {IGNORE_FILE}; it is not shared");
         }
         let path = self.root.join(&name);

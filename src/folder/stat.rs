@@ -43,15 +43,12 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     if !opened.is_file() || Version::of(&opened).ino != Version::of(&meta).ino {
         return Err(not_regular(&opened));
     }
-    // Reads of a regular file never block; clear the flag anyway so the
-    // descriptor behaves like any other (sendfile, read_at).
-    let fd = file.as_raw_fd();
+    // Reads of a regular file never block; clear the flag anyway (some
+    // network file systems pass it on). Nothing else in F_SETFL's reach
+    // was set, so one call does it.
     // SAFETY: fcntl on an fd this function owns, with integer arguments.
     unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
+        libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0);
     }
     Ok(file)
 }
