@@ -107,9 +107,23 @@ impl Actor {
         // while neither side changes.
         let mut pulls: Vec<(String, Option<FileState>)> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
-        let mut after_pulls = false;
         let now = Instant::now();
-        for (path, action) in &plan.actions {
+        // The end of the plan (None) flushes the pulls like any non-pull.
+        for step in plan.actions.iter().map(Some).chain(std::iter::once(None)) {
+            let is_pull = matches!(step, Some((_, Action::Pull | Action::ConflictPull)));
+            if !is_pull && !pulls.is_empty() {
+                let batch = std::mem::take(&mut pulls);
+                self.pull_batch(
+                    client,
+                    remote_id,
+                    &batch,
+                    remote,
+                    rep,
+                    &mut changes,
+                    &mut failed,
+                );
+            }
+            let Some((path, action)) = step else { break };
             let r = remote.get(path);
             let l = local.get(path);
             let bookkeeping = matches!(action, Action::Nothing | Action::Record | Action::Forget);
@@ -121,38 +135,13 @@ impl Actor {
                 Action::Pull | Action::ConflictPull => self
                     .prepare_pull(path, action, l, rep)
                     .map(|expect| pulls.push((path.clone(), expect))),
-                _ => {
-                    if !after_pulls && !pulls.is_empty() {
-                        after_pulls = true;
-                        self.pull_batch(
-                            client,
-                            remote_id,
-                            &pulls,
-                            remote,
-                            rep,
-                            &mut changes,
-                            &mut failed,
-                        );
-                    }
-                    self.apply(path, action, l, r, hold_deletions, rep, &mut changes)
-                }
+                _ => self.apply(path, action, l, r, hold_deletions, rep, &mut changes),
             };
             if let Err(e) = outcome {
                 rep.errors.push(format!("{path}: {e}"));
                 self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
                 failed.push(path.clone());
             }
-        }
-        if !after_pulls && !pulls.is_empty() {
-            self.pull_batch(
-                client,
-                remote_id,
-                &pulls,
-                remote,
-                rep,
-                &mut changes,
-                &mut failed,
-            );
         }
         for path in failed {
             self.stuck
