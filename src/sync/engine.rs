@@ -189,12 +189,6 @@ impl SyncEngine {
                 retry_at: None,
             })
             .collect();
-        if cfg.enabled {
-            // Whatever a killed transfer left behind is of no use now.
-            shared
-                .folder
-                .remove_abandoned_parts(&AtomicBool::new(false));
-        }
         let control = if cfg.enabled {
             start_control(&shared, tx.clone())
         } else {
