@@ -26,6 +26,11 @@ impl IgnoreRules {
         IgnoreRules(Arc::new(Gitignore::empty()))
     }
 
+    /// True when there are no patterns (a walk then skips the checks).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Whether the relative path `rel` (a folder if `is_dir`) is excluded,
     /// by a pattern for it or for one of its parent folders.
     pub fn ignores(&self, rel: &str, is_dir: bool) -> bool {

@@ -236,6 +236,9 @@ impl Folder {
                 if e.depth() == 1 && e.file_name() == STATE_DIR {
                     return false;
                 }
+                if rules.is_empty() {
+                    return true;
+                }
                 // An ignored folder is not entered at all.
                 let rel = e.path().strip_prefix(&root).ok().and_then(|r| r.to_str());
                 !rel.is_some_and(|r| rules.ignores(r, e.file_type().is_dir()))
