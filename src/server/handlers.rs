@@ -151,7 +151,7 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
         // with the entries to the sync engine and is given back only when
         // the engine has absorbed them.
         let mut held = self.offers.hold();
-        held.grow(in_memory(&[], &entries), OFFER)?;
+        held.grow(in_memory(&entries), OFFER)?;
         while more {
             match read_frame(&mut self.r, &mut self.buf)?.map(decode::<Request>) {
                 Some(Ok(Request::SyncOffer {
@@ -159,7 +159,7 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
                     more: m,
                     ..
                 })) => {
-                    held.grow(in_memory(&entries, &e), OFFER)?;
+                    held.grow(in_memory(&e), OFFER)?;
                     entries.extend(e);
                     more = m;
                 }
@@ -220,21 +220,15 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
     }
 }
 
-/// Memory that `more` entries take once added to `held` (the vector's
-/// growth included): what a sync offer is charged against the budget.
-pub(super) fn in_memory(held: &[SyncEntry], more: &[SyncEntry]) -> usize {
-    let slot = std::mem::size_of::<SyncEntry>();
-    // Appending may double the vector's room.
-    let growth = if held.len() + more.len() > held.len().next_power_of_two() {
-        (held.len() + more.len()).next_power_of_two() * slot
-    } else {
-        0
-    };
-    let text: usize = more
+/// Memory that `entries` take once held: their text, and two slots each
+/// (a growing vector holds at most twice its length). What a sync offer is
+/// charged against the budget.
+pub(super) fn in_memory(entries: &[SyncEntry]) -> usize {
+    let text: usize = entries
         .iter()
         .map(|e| e.name.len() + e.md5.as_ref().map_or(0, String::len))
         .sum();
-    growth.max(std::mem::size_of_val(more)) + text
+    2 * std::mem::size_of_val(entries) + text
 }
 
 /// A short description of a request for the history log.

@@ -109,8 +109,7 @@ impl Offer {
     /// Hold the memory `more` entries (our own index, kept with the
     /// offer) take against the same budget.
     pub fn charge(&mut self, more: &[SyncEntry]) -> Result<()> {
-        self.held
-            .grow(handlers::in_memory(&[], more), handlers::OFFER)
+        self.held.grow(handlers::in_memory(more), handlers::OFFER)
     }
 }
 
