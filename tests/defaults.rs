@@ -181,9 +181,7 @@ fn a_copied_folder_takes_its_own_id_and_nothing_is_trashed() {
     let a = Peer::start(&["--sync", "--interval", "1"]);
     let b = Peer::start(&["--sync", "--interval", "1", "--peer", &a.addr]);
     b.write("from-b.txt", b"b");
-    assert!(wait_for(Duration::from_secs(30), || a
-        .path("from-b.txt")
-        .exists()));
+    assert!(wait_for(EVENTUALLY, || a.path("from-b.txt").exists()));
     let b_id = fs::read_to_string(b.path(".dropbox-shell/peer-id")).unwrap();
     // cp -a of B, state folder included, while B still runs.
     let c_dir = tempfile::tempdir().unwrap();
@@ -202,7 +200,7 @@ fn a_copied_folder_takes_its_own_id_and_nothing_is_trashed() {
     assert_ne!(c_id.lines().next(), b_id.lines().next());
     c.write("from-c.txt", b"new in the copy");
     let everywhere = |p: &Peer| p.path("from-c.txt").exists();
-    assert!(wait_for(Duration::from_secs(30), || everywhere(&a) && everywhere(&b)));
+    assert!(wait_for(EVENTUALLY, || everywhere(&a) && everywhere(&b)));
     // Some more rounds: it stays, and nobody trashed it.
     std::thread::sleep(Duration::from_secs(3));
     for p in [&a, &b, &c] {

@@ -78,7 +78,7 @@ fn ignored_paths_are_neither_sent_nor_taken_and_never_deleted() {
     let b = syncing(&["--peer", &a.addr]);
     b.write("b.log", b"b's log");
     // The patterns file syncs like any other; then both sides ignore alike.
-    assert!(wait_for(Duration::from_secs(30), || {
+    assert!(wait_for(EVENTUALLY, || {
         b.path("keep.txt").exists() && b.path(".dropboxignore").exists()
     }));
     std::thread::sleep(Duration::from_secs(3));
@@ -89,7 +89,7 @@ fn ignored_paths_are_neither_sent_nor_taken_and_never_deleted() {
     // A pattern removed: what it held syncs at the next scan.
     std::thread::sleep(Duration::from_millis(20));
     a.write(".dropboxignore", b"build/\n");
-    assert!(wait_for(Duration::from_secs(30), || {
+    assert!(wait_for(EVENTUALLY, || {
         b.path("a.log").exists() && a.path("b.log").exists()
     }));
     assert!(!b.path("build").exists());

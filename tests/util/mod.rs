@@ -238,6 +238,12 @@ pub fn visible_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// How long a test waits for something that must happen by itself (a
+/// background sweep, a sync round, an engine absorbing offers): a bound on
+/// "it never happens", generous for a loaded machine, never a speed claim
+/// (speed is measured by scripts/bench.sh).
+pub const EVENTUALLY: Duration = Duration::from_secs(60);
+
 /// Wait until `f` is true or `limit` passes.
 pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
