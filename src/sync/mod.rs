@@ -107,23 +107,31 @@ mod tests {
         }
     }
 
+    fn base_of(files: &[(&str, &str)]) -> plan::Index {
+        files
+            .iter()
+            .map(|(n, m)| (n.to_string(), state_of(&entry(n, m))))
+            .collect()
+    }
+
+    /// Each offered path with its (agreed, deleted) flags.
+    fn flags(offered: &[SyncEntry]) -> Vec<(&str, bool, bool)> {
+        offered
+            .iter()
+            .map(|e| (e.name.as_str(), e.agreed, e.deleted))
+            .collect()
+    }
+
     #[test]
     fn an_offer_marks_what_was_agreed_and_lists_what_went() {
-        let base: plan::Index = [("same", "a"), ("edited", "b"), ("removed", "c")]
-            .into_iter()
-            .map(|(n, m)| (n.to_string(), state_of(&entry(n, m))))
-            .collect();
+        let base = base_of(&[("same", "a"), ("edited", "b"), ("removed", "c")]);
         let offered = offer(
             vec![entry("same", "a"), entry("edited", "B"), entry("new", "d")],
             &base,
             &IgnoreRules::none(),
         );
-        let flags: Vec<(&str, bool, bool)> = offered
-            .iter()
-            .map(|e| (e.name.as_str(), e.agreed, e.deleted))
-            .collect();
         assert_eq!(
-            flags,
+            flags(&offered),
             vec![
                 ("same", true, false),
                 ("edited", false, false),
@@ -139,17 +147,10 @@ mod tests {
         std::fs::write(d.path().join(".dropboxignore"), "*.log\n").unwrap();
         let folder = crate::folder::Folder::open(d.path()).unwrap();
         let rules = folder.ignore_rules();
-        let base: plan::Index = [("old.log", "a"), ("gone.txt", "b")]
-            .into_iter()
-            .map(|(n, m)| (n.to_string(), state_of(&entry(n, m))))
-            .collect();
+        let base = base_of(&[("old.log", "a"), ("gone.txt", "b")]);
         let offered = offer(Vec::new(), &base, &rules);
-        let flags: Vec<(&str, bool, bool)> = offered
-            .iter()
-            .map(|e| (e.name.as_str(), e.agreed, e.deleted))
-            .collect();
         assert_eq!(
-            flags,
+            flags(&offered),
             vec![("gone.txt", false, true), ("old.log", true, false)]
         );
         assert!(without_ignored(base, &rules).contains_key("gone.txt"));
