@@ -26,7 +26,11 @@ Examples:
 Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
   hash verify <file> | hash checkall | download TCP|UDP <file> | upload [--force] <file> |
   sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT |
-  help [command] | exit";
+  help [command] | exit
+
+A .dropboxignore file at the folder's root (gitignore syntax, e.g. `*.log` or `build/`)
+keeps paths out of index, hash and sync. Beside a running --sync peer,
+`dropbox-shell --dir DIR -c 'sync status'` (or 'sync confirm') talks to it.";
 
 /// Longest `--interval`: a day. Longer periods overflowed clocks later.
 const MAX_PERIOD: u64 = 86_400;
