@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::folder::{Finish, Folder, Incoming, mismatch};
 use crate::limits::ANSWER_BYTES;
 use crate::proto::{
-    Entry, FileMeta, Filter, HashEntry, Request, Response, SyncEntry, batches, check_version,
+    Entry, FileMeta, Filter, HashEntry, Mark, Request, Response, SyncEntry, check_version,
     read_hello, read_msg, write_hello, write_msg,
 };
 use crate::stream::{Ending, receive_file, send_file};
@@ -419,44 +419,54 @@ impl Client {
         })
     }
 
-    /// Exchange sync indexes: send ours in batches, receive the peer's id
-    /// and index.
-    pub fn sync_exchange(
+    /// Start a sync exchange (see [`Request::SyncHello`]): the peer's id,
+    /// the id of its index and how far it holds ours.
+    pub fn sync_hello(
         &mut self,
         peer_id: &str,
         listen_port: u16,
-        entries: &[SyncEntry],
-    ) -> Result<(String, Vec<SyncEntry>)> {
-        for (b, more) in batches(entries) {
-            write_msg(
-                &mut self.w,
-                &Request::SyncOffer {
-                    peer_id: peer_id.into(),
-                    listen_port,
-                    entries: b.to_vec(),
-                    more,
-                },
-            )?;
+        index_id: &str,
+        seen: Option<Mark>,
+    ) -> Result<(String, String, Option<Mark>)> {
+        self.send(&Request::SyncHello {
+            peer_id: peer_id.into(),
+            listen_port,
+            index_id: index_id.into(),
+            seen,
+        })?;
+        match self.recv()? {
+            Response::SyncHello {
+                peer_id,
+                index_id,
+                seen,
+            } => Ok((peer_id, index_id, seen)),
+            other => bail!(kind: Integrity, "unexpected answer to a sync hello: {other:?}"),
         }
-        self.w
-            .flush()
-            .context(format!("sending to {}", self.addr))?;
-        let mut all = Vec::new();
-        let mut taken = 0;
-        loop {
-            match self.recv_part(&mut taken)? {
-                Response::SyncIndex {
-                    peer_id,
-                    entries,
-                    more,
-                } => {
-                    all.extend(entries);
-                    if !more {
-                        return Ok((peer_id, all));
-                    }
-                }
-                other => bail!(kind: Integrity, "unexpected answer to a sync offer: {other:?}"),
-            }
+    }
+
+    /// Send one batch of our sync entries; the last (`more` false) is
+    /// flushed.
+    pub fn send_delta(&mut self, entries: &[SyncEntry], more: bool) -> Result<()> {
+        write_msg(
+            &mut self.w,
+            &Request::SyncDelta {
+                entries: entries.to_vec(),
+                more,
+            },
+        )?;
+        if !more {
+            self.w
+                .flush()
+                .context(format!("sending to {}", self.addr))?;
+        }
+        Ok(())
+    }
+
+    /// One batch of the peer's sync entries, and whether more follow.
+    pub fn recv_delta(&mut self) -> Result<(Vec<SyncEntry>, bool)> {
+        match self.recv()? {
+            Response::SyncDelta { entries, more } => Ok((entries, more)),
+            other => bail!(kind: Integrity, "unexpected answer in a sync exchange: {other:?}"),
         }
     }
 

@@ -32,7 +32,7 @@ A .dropboxignore file at the folder's root (gitignore syntax, e.g. `*.log` or `b
 keeps paths out of index, hash and sync. Beside a running --sync peer,
 `dropbox-shell --dir DIR -c 'sync status'` (or 'sync confirm') talks to it.";
 
-/// Longest `--interval`: a day. Longer periods overflowed clocks later.
+/// Longest `--interval` and `--rescan`: a day. Longer periods overflowed clocks later.
 const MAX_PERIOD: u64 = 86_400;
 /// Longest `--io-timeout` and `--udp-timeout`: an hour.
 const MAX_WAIT: u64 = 3_600;
@@ -63,9 +63,15 @@ struct Args {
     /// Keep the shared folder in two-way sync with the peers (periodic check plus file-system events); one process per folder.
     #[arg(long)]
     sync: bool,
-    /// Period in seconds of the full re-check while syncing, e.g. `--interval 30`.
+    /// Period in seconds of the check with every sync partner (an exchange of what changed), e.g. `--interval 30`.
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_PERIOD))]
     interval: u64,
+    /// Period in seconds of the whole rescan of the folder while syncing, which finds what the watcher missed.
+    #[arg(long, value_name = "SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=MAX_PERIOD))]
+    rescan: u64,
+    /// Do not watch the folder for changes while syncing (a network filesystem): rescans alone find them, every --interval.
+    #[arg(long)]
+    no_watch: bool,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]
     allow_upload: bool,
@@ -118,6 +124,8 @@ fn real_main() -> i32 {
         udp_silence: Duration::from_secs(args.udp_timeout),
         sync: args.sync,
         interval: Duration::from_secs(args.interval),
+        rescan: Duration::from_secs(args.rescan),
+        watch: !args.no_watch,
         peers: args.peers.clone(),
     };
     let peer = match Peer::start(config) {

@@ -6,7 +6,8 @@
 //!
 //! It assembles the parts: the server gets a narrow [`ServerContext`] made
 //! from the peer's state, and [`Shared`] answers the sync offers the server
-//! reads ([`SyncAnswer`]: our index back, the partner's to the sync engine).
+//! reads ([`SyncAnswer`]: the partner's index into the sync database, ours
+//! back from it, and a word to the sync engine).
 
 use std::fs;
 use std::net::SocketAddr;
@@ -23,8 +24,8 @@ use crate::Result;
 use crate::folder::Folder;
 use crate::history::History;
 use crate::identity::Identity;
-use crate::proto::SyncEntry;
-use crate::server::{Offer, Server, ServerContext, ServerSettings, SyncAnswer};
+use crate::proto::{Mark, SyncEntry};
+use crate::server::{Server, ServerContext, ServerSettings, SyncAnswer};
 use crate::sync::SyncContext;
 use crate::sync::db::LazyDb;
 use crate::sync::{SyncCmd, SyncConfig, SyncEngine};
@@ -47,8 +48,12 @@ pub struct PeerConfig {
     pub udp_silence: Duration,
     /// Keep the folder in two-way sync with the peers (`--sync`).
     pub sync: bool,
-    /// Period of the full re-check while syncing.
+    /// Period of the check with every partner while syncing.
     pub interval: Duration,
+    /// Period of the whole rescan of the folder while syncing.
+    pub rescan: Duration,
+    /// Watch the folder for changes while syncing.
+    pub watch: bool,
     /// The peers given on the command line (sync partners).
     pub peers: Vec<String>,
 }
@@ -66,6 +71,8 @@ impl Default for PeerConfig {
             udp_silence: Duration::from_secs(5),
             sync: false,
             interval: Duration::from_secs(10),
+            rescan: Duration::from_secs(3600),
+            watch: true,
             peers: Vec::new(),
         }
     }
@@ -121,37 +128,40 @@ impl Shared {
 }
 
 impl SyncAnswer for Shared {
-    /// Our index, as last agreed with the partner, goes back; the engine
-    /// gets the partner's and ours to record what we agree on and decide
-    /// on a round.
-    fn answer(
+    /// Without a running engine (no `--sync`) nothing keeps our index
+    /// current: it is scanned whole first. A syncing peer's watcher keeps
+    /// it current, but until a first scan filled it, it is not offered.
+    fn hello(&self, peer_id: &str, index_id: &str) -> Result<(String, Option<Mark>)> {
+        // A folder that vanished (an unmounted disk) offers nothing.
+        self.folder.check_present()?;
+        let db = self.sync_db()?;
+        if !self.config.sync || !db.local_scanned()? {
+            crate::sync::scan::full(&self.folder, db)?;
+        }
+        crate::sync::exchange::answer_hello(db, peer_id, index_id)
+    }
+
+    fn store(&self, peer_id: &str, entries: &[SyncEntry]) -> Result<()> {
+        self.sync_db()?.remote_store(peer_id, entries)
+    }
+
+    fn send_since(
         &self,
-        mut offer: Offer,
-        reply: &mut dyn FnMut(&[SyncEntry]) -> Result<()>,
+        peer_id: &str,
+        seen: Option<&Mark>,
+        send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
     ) -> Result<()> {
-        let known = self.sync_db()?.load(&offer.peer_id)?;
-        let rules = self.folder.ignore_rules();
-        let local = self.folder.sync_index()?;
-        offer.charge(&local)?;
-        let ours = crate::sync::offer(local.clone(), &known, &rules);
-        reply(&ours)?;
-        // Tell our sync engine: the partner may have something for us.
+        crate::sync::exchange::send_since(self.sync_db()?, peer_id, seen, send)
+    }
+
+    /// Tell our sync engine: the partner may have something for us.
+    fn exchanged(&self, peer_id: &str, addr: &str) {
         if let Some(tx) = self.sync.get() {
-            let Offer {
-                peer_id,
-                addr,
-                entries,
-                held,
-            } = offer;
             let _ = tx.try_send(SyncCmd::Offered {
-                peer_id,
-                addr,
-                entries,
-                local,
-                _held: held,
+                peer_id: peer_id.to_string(),
+                addr: addr.to_string(),
             });
         }
-        Ok(())
     }
 }
 
@@ -234,6 +244,8 @@ impl Peer {
         let sync_cfg = SyncConfig {
             enabled: shared.config.sync,
             interval: shared.config.interval,
+            rescan: shared.config.rescan,
+            watch: shared.config.watch,
             peers: shared.config.peers.clone(),
             listen_port: server.as_ref().map_or(0, |s| s.local_addr().port()),
         };

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result, bail};
 
 pub const MAGIC: &[u8; 4] = b"DBSH";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest frame accepted from a peer.
 pub const MAX_FRAME: usize = 4 << 20;
 /// Size of the chunks a TCP transfer reads and writes.
@@ -59,14 +59,30 @@ pub enum Request {
         meta: FileMeta,
         force: bool,
     },
-    /// Our sync index, in batches (`more` until the last); the answer is
-    /// the peer's own index.
-    SyncOffer {
+    /// Start a sync exchange: who we are, the id of our index, and how
+    /// far we hold the peer's (`None`: not at all). The answer is a
+    /// [`Response::SyncHello`]; then we send our entries after the mark
+    /// it gives ([`Request::SyncDelta`]) and it sends its own after ours.
+    SyncHello {
         peer_id: String,
         listen_port: u16,
+        index_id: String,
+        seen: Option<Mark>,
+    },
+    /// Entries of our sync index in the order of their sequence numbers,
+    /// in batches (`more` until the last).
+    SyncDelta {
         entries: Vec<SyncEntry>,
         more: bool,
     },
+}
+
+/// How far one side holds the other's sync index: its id and the highest
+/// sequence number received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub index_id: String,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +121,13 @@ pub struct SyncEntry {
     /// path it deleted meanwhile is not pulled back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub agreed: bool,
+    /// The sender's `.dropboxignore` keeps this path out of sync: the
+    /// receiver leaves it alone (neither pulls it nor deletes its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignored: bool,
+    /// The change number of this entry in the sender's index.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// MD5 of one file, or why it could not be read.
@@ -162,9 +185,14 @@ pub enum Response {
     Error {
         message: String,
     },
-    /// The answering peer's sync index, in batches.
-    SyncIndex {
+    /// The answer to [`Request::SyncHello`]: the same, from this side.
+    SyncHello {
         peer_id: String,
+        index_id: String,
+        seen: Option<Mark>,
+    },
+    /// Entries of the answering peer's sync index, in batches.
+    SyncDelta {
         entries: Vec<SyncEntry>,
         more: bool,
     },

@@ -207,42 +207,68 @@ fn resident_mib(pid: u32) -> u64 {
     kb >> 10
 }
 
+/// Open a sync exchange as `peer_id` on a raw connection: the hello and
+/// its answer.
+fn sync_hello(s: &mut impl Write, r: &mut impl std::io::Read, peer_id: &str) -> Response {
+    let hello = Request::SyncHello {
+        peer_id: peer_id.into(),
+        listen_port: 1,
+        index_id: "flood-index".into(),
+        seen: None,
+    };
+    proto::write_msg(s, &hello).unwrap();
+    proto::read_msg::<Response>(r, &mut Vec::new()).unwrap()
+}
+
 #[test]
-fn an_endless_sync_offer_is_cut_off_and_memory_stays_bounded() {
-    // Even on a peer without --sync: offers are answered there too.
+fn endless_sync_entries_are_cut_off_and_memory_and_disk_stay_bounded() {
+    // Even on a peer without --sync: exchanges are answered there too.
     let server = Peer::start(&[]);
     let (mut s, mut r) = raw_client(&server.addr);
-    let entry = |i: usize| proto::SyncEntry {
-        name: format!("{i:08}-{}", "x".repeat(1900)),
-        kind: proto::Kind::File,
-        size: 1,
-        mtime_ns: 1,
-        mode: 0o644,
-        md5: Some("0".repeat(32)),
-        deleted: false,
-        agreed: false,
+    let answer = sync_hello(&mut s, &mut r, "flood");
+    assert!(matches!(answer, Response::SyncHello { .. }), "{answer:?}");
+    let mut n = 0usize;
+    let mut batch = || {
+        let entries: Vec<proto::SyncEntry> = (0..2000)
+            .map(|_| {
+                n += 1;
+                proto::SyncEntry {
+                    name: format!("{n:08}-{}", "x".repeat(1900)),
+                    kind: proto::Kind::File,
+                    size: 1,
+                    mtime_ns: 1,
+                    mode: 0o644,
+                    md5: Some("0".repeat(32)),
+                    deleted: false,
+                    agreed: false,
+                    ignored: false,
+                    seq: n as u64,
+                }
+            })
+            .collect();
+        let mut frame = Vec::new();
+        proto::write_msg(
+            &mut frame,
+            &Request::SyncDelta {
+                entries,
+                more: true,
+            },
+        )
+        .unwrap();
+        frame
     };
-    let batch: Vec<proto::SyncEntry> = (0..2000).map(entry).collect();
-    let offer = Request::SyncOffer {
-        peer_id: "flood".into(),
-        listen_port: 1,
-        entries: batch,
-        more: true,
-    };
-    let mut frame = Vec::new();
-    proto::write_msg(&mut frame, &offer).unwrap();
-    // 640 MiB, far past what the peer holds for offers (256 MiB).
+    // 640 MiB of names, far past what one exchange may bring (128 MiB).
     let mut sent = 0usize;
     let mut cut_off = false;
     while sent < 640 << 20 {
+        let frame = batch();
         if s.write_all(&frame).is_err() {
             cut_off = true;
             break;
         }
         sent += frame.len();
     }
-    let mut buf = Vec::new();
-    match proto::read_msg::<Response>(&mut r, &mut buf) {
+    match proto::read_msg::<Response>(&mut r, &mut Vec::new()) {
         Ok(Response::Error { message }) => {
             assert!(message.contains("MiB"), "{message}");
             cut_off = true;
@@ -252,6 +278,11 @@ fn an_endless_sync_offer_is_cut_off_and_memory_stays_bounded() {
     assert!(cut_off, "the peer took all {} MiB", sent >> 20);
     let rss = resident_mib(server.child.id());
     assert!(rss < 400, "the peer holds {rss} MiB");
+    let db = fs::metadata(server.path(".dropbox-shell/sync.db"))
+        .unwrap()
+        .len()
+        + fs::metadata(server.path(".dropbox-shell/sync.db-wal")).map_or(0, |m| m.len());
+    assert!(db < 600 << 20, "the sync database holds {} MiB", db >> 20);
     // It still serves.
     let me = tempfile::tempdir().unwrap();
     let (code, _, err) = run_json(me.path(), &server.addr, &["index longlist"]);
@@ -487,16 +518,15 @@ fn offers_from_ever_new_ids_do_not_grow_the_partner_list_without_end() {
     let server = Peer::start(&["--sync", "--interval", "3600"]);
     for i in 0..80 {
         let (mut s, mut r) = raw_client(&server.addr);
-        let offer = Request::SyncOffer {
-            peer_id: format!("stranger{i}"),
-            listen_port: 1,
+        let answer = sync_hello(&mut s, &mut r, &format!("stranger{i}"));
+        assert!(matches!(answer, Response::SyncHello { .. }), "{answer:?}");
+        let none = Request::SyncDelta {
             entries: Vec::new(),
             more: false,
         };
-        proto::write_msg(&mut s, &offer).unwrap();
-        let mut buf = Vec::new();
-        let answer = proto::read_msg::<Response>(&mut r, &mut buf).unwrap();
-        assert!(matches!(answer, Response::SyncIndex { .. }), "{answer:?}");
+        proto::write_msg(&mut s, &none).unwrap();
+        let answer = proto::read_msg::<Response>(&mut r, &mut Vec::new()).unwrap();
+        assert!(matches!(answer, Response::SyncDelta { .. }), "{answer:?}");
     }
     // Asked through the folder's control socket, as a user would.
     let status = || {

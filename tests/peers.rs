@@ -365,7 +365,9 @@ fn garbage_on_the_port_does_not_stop_the_peer() {
         &[0, 0, 0, 4, 0, b'{', b'x', b'}'][..],
     ] {
         let mut s = TcpStream::connect(&server.addr).unwrap();
-        s.write_all(b"DBSH\0\0\0\x01").unwrap();
+        s.write_all(b"DBSH").unwrap();
+        s.write_all(&dropbox_shell::proto::VERSION.to_be_bytes())
+            .unwrap();
         s.write_all(tail).unwrap();
         let mut buf = Vec::new();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -393,13 +395,15 @@ fn another_protocol_version_is_a_clear_error() {
     s.write_all(b"DBSH\0\0\0\x63").unwrap();
     let mut hello = [0u8; 8];
     s.read_exact(&mut hello).unwrap();
-    assert_eq!(&hello, b"DBSH\0\0\0\x01");
+    let mut ours = b"DBSH".to_vec();
+    ours.extend_from_slice(&dropbox_shell::proto::VERSION.to_be_bytes());
+    assert_eq!(&hello[..], ours);
     // And a client meeting a server of another version says so.
     let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = fake.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         let (mut c, _) = fake.accept().unwrap();
-        let _ = c.write_all(b"DBSH\0\0\0\x02");
+        let _ = c.write_all(b"DBSH\0\0\0\x63");
         std::thread::sleep(Duration::from_millis(500));
     });
     let me = tempfile::tempdir().unwrap();
@@ -409,7 +413,7 @@ fn another_protocol_version_is_a_clear_error() {
         docs[0]["error"]
             .as_str()
             .unwrap()
-            .contains("protocol version 2"),
+            .contains("protocol version 99"),
         "{}",
         docs[0]
     );

@@ -198,6 +198,9 @@ fn sync_status_shows_local_time_like_history() {
     let out = Output::SyncStatus(SyncStatus {
         enabled: true,
         interval_seconds: 10,
+        rescan_seconds: 3600,
+        watching: true,
+        walks: 1,
         last_round: Some(utc.into()),
         pending: false,
         partners: vec![PartnerStatus {

@@ -26,6 +26,12 @@ impl IgnoreRules {
         IgnoreRules(Arc::new(Gitignore::empty()))
     }
 
+    /// True when `other` is these very patterns (read from the same
+    /// version of the file).
+    pub fn same_as(&self, other: &IgnoreRules) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// True when there are no patterns (a walk then skips the checks).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

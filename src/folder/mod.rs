@@ -224,16 +224,24 @@ impl Folder {
 
     /// [`Folder::walk`], with each entry's metadata (host-local: inode and
     /// all) beside it.
-    fn walk_with_meta(&self, mut each: impl FnMut(Entry, &Metadata)) {
+    fn walk_with_meta(&self, each: impl FnMut(Entry, &Metadata)) {
+        self.walk_under(None, each)
+    }
+
+    /// [`Folder::walk_with_meta`] of the whole folder, or (`under`) of one
+    /// folder inside it, without that folder itself.
+    pub fn walk_under(&self, under: Option<&str>, mut each: impl FnMut(Entry, &Metadata)) {
         let rules = self.ignore_rules();
         let root = self.root.clone();
-        let walker = walkdir::WalkDir::new(&self.root)
+        let state = self.state.clone();
+        let start = under.map_or_else(|| self.root.clone(), |u| self.root.join(u));
+        let walker = walkdir::WalkDir::new(&start)
             .min_depth(1)
             .follow_links(false)
             .sort_by_file_name()
             .into_iter()
             .filter_entry(move |e| {
-                if e.depth() == 1 && e.file_name() == STATE_DIR {
+                if e.path() == state {
                     return false;
                 }
                 if rules.is_empty() {
@@ -253,37 +261,45 @@ impl Folder {
                 continue;
             }
             let meta = if item.path_is_symlink() {
-                match fs::canonicalize(item.path()) {
-                    Ok(real) if self.inside(&real) => match fs::metadata(&real) {
-                        Ok(m) => m,
-                        Err(_) => continue,
-                    },
-                    _ => continue,
-                }
+                self.through_link(item.path())
             } else {
-                match item.metadata() {
-                    Ok(m) => m,
-                    Err(_) => continue,
-                }
+                item.metadata().ok()
             };
-            let kind = if meta.is_dir() {
-                Kind::Dir
-            } else if meta.is_file() {
-                Kind::File
-            } else {
-                continue;
-            };
-            let entry = Entry {
-                size: if kind == Kind::Dir { 0 } else { meta.len() },
-                mtime_ns: mtime_ns(&meta),
-                mode: meta.permissions().mode() & PERMISSION_BITS,
-                kind,
-                name: rel,
-            };
-            each(entry, &meta);
+            if let Some((entry, meta)) = meta.and_then(|m| entry_of(rel, m)) {
+                each(entry, &meta);
+            }
         }
-        if let Ok(mut last) = self.unservable.lock() {
+        if under.is_none()
+            && let Ok(mut last) = self.unservable.lock()
+        {
             *last = odd;
+        }
+    }
+
+    /// One path as a walk would see it: `None` when it is not there, not
+    /// a file or folder, a symlink leading outside, private, or a folder
+    /// the walk would not enter. (`.dropboxignore` is the caller's to
+    /// apply.)
+    pub fn entry_at(&self, rel: &str) -> Option<(Entry, Metadata)> {
+        if is_private(rel) || rel.split('/').next() == Some(STATE_DIR) {
+            return None;
+        }
+        let path = self.root.join(rel);
+        let link = fs::symlink_metadata(&path).ok()?;
+        let meta = if link.file_type().is_symlink() {
+            self.through_link(&path)?
+        } else {
+            link
+        };
+        entry_of(rel.to_string(), meta)
+    }
+
+    /// The metadata of what the symlink `path` leads to, when that is
+    /// inside the folder.
+    fn through_link(&self, path: &Path) -> Option<Metadata> {
+        match fs::canonicalize(path) {
+            Ok(real) if self.inside(&real) => fs::metadata(&real).ok(),
+            _ => None,
         }
     }
 
@@ -362,34 +378,6 @@ impl Folder {
         Ok(())
     }
 
-    /// Every entry with the MD5 of each file, for sync; a file that could
-    /// not be hashed is left out of this round.
-    pub fn sync_index(&self) -> Result<Vec<crate::proto::SyncEntry>> {
-        self.check_present()?;
-        let out = self
-            .scan()
-            .into_iter()
-            .filter_map(|(e, h)| {
-                let md5 = match e.kind {
-                    Kind::File => Some(h?.md5?),
-                    Kind::Dir => None,
-                };
-                Some(crate::proto::SyncEntry {
-                    name: e.name,
-                    kind: e.kind,
-                    size: e.size,
-                    mtime_ns: e.mtime_ns,
-                    mode: e.mode,
-                    md5,
-                    deleted: false,
-                    agreed: false,
-                })
-            })
-            .collect();
-        self.check_present()?;
-        Ok(out)
-    }
-
     /// MD5 of every file: cached ones are not read again, the rest are hashed
     /// on all cores. A file that cannot be read is reported and the rest go on.
     pub fn hash_all(&self) -> Vec<HashEntry> {
@@ -429,12 +417,18 @@ impl Folder {
 
     /// MD5 of the named files; each failure is reported in its own entry.
     pub fn hash_files(&self, files: &[String]) -> Vec<HashEntry> {
-        let results: Vec<HashEntry> = files
-            .par_iter()
-            .map(|name| self.hash_opened(name).unwrap_or_else(|e| failed(name, e)))
-            .collect();
+        let results = self.hash_unsaved(files);
         self.save_cache();
         results
+    }
+
+    /// [`Folder::hash_files`] on all cores, leaving the cache file as it
+    /// is (sync keeps what it hashed in its own index).
+    pub fn hash_unsaved(&self, files: &[String]) -> Vec<HashEntry> {
+        files
+            .par_iter()
+            .map(|name| self.hash_opened(name).unwrap_or_else(|e| failed(name, e)))
+            .collect()
     }
 
     /// The cached MD5 of a file whose metadata is `stat`, if still valid.
@@ -465,6 +459,26 @@ impl Folder {
             c.save();
         }
     }
+}
+
+/// The listing entry of `rel` with metadata `meta` (a file or a folder;
+/// anything else is left out), and the metadata.
+fn entry_of(rel: String, meta: Metadata) -> Option<(Entry, Metadata)> {
+    let kind = if meta.is_dir() {
+        Kind::Dir
+    } else if meta.is_file() {
+        Kind::File
+    } else {
+        return None;
+    };
+    let entry = Entry {
+        size: if kind == Kind::Dir { 0 } else { meta.len() },
+        mtime_ns: mtime_ns(&meta),
+        mode: meta.permissions().mode() & PERMISSION_BITS,
+        kind,
+        name: rel,
+    };
+    Some((entry, meta))
 }
 
 /// Count a path that is not UTF-8, keeping a few of them written out with

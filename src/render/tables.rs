@@ -206,9 +206,13 @@ pub fn sync_status(s: &SyncStatus, width: Option<u16>) -> String {
         );
     }
     let mode = if s.enabled {
+        let changes = match s.watching {
+            true => "on file changes",
+            false => "without a watcher",
+        };
         format!(
-            "sync on: every {} s and on file changes",
-            s.interval_seconds
+            "sync on: partners every {} s, {changes}, the whole folder rescanned every {} s ({} walks so far)",
+            s.interval_seconds, s.rescan_seconds, s.walks
         )
     } else {
         "sync off (start with --sync); `sync` runs a round by hand".to_string()

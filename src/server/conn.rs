@@ -6,13 +6,11 @@
 //! told once ([`super::record_served`]). Byte slices in, a `Vec` out: the
 //! tests drive it without a socket.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ServerContext;
 use super::handlers::describe;
 use crate::Result;
-use crate::limits::Budget;
 use crate::proto::{
     Request, Response, VERSION, decode, read_frame, read_hello, write_hello, write_msg,
 };
@@ -30,9 +28,7 @@ impl Input for &[u8] {}
 /// One client's connection and what serving it uses.
 pub struct Connection<'a, R, W> {
     pub(super) ctx: &'a ServerContext,
-    /// The budget sync offers are held against, shared by all connections.
-    pub(super) offers: &'a Arc<Budget>,
-    /// The client's address, for the log and sync offers.
+    /// The client's address, for the log and sync exchanges.
     pub(super) peer: &'a str,
     pub(super) r: R,
     pub(super) w: W,
@@ -41,10 +37,9 @@ pub struct Connection<'a, R, W> {
 }
 
 impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
-    pub fn new(ctx: &'a ServerContext, offers: &'a Arc<Budget>, peer: &'a str, r: R, w: W) -> Self {
+    pub fn new(ctx: &'a ServerContext, peer: &'a str, r: R, w: W) -> Self {
         Connection {
             ctx,
-            offers,
             peer,
             r,
             w,

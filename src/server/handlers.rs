@@ -8,19 +8,14 @@
 
 use std::sync::atomic::AtomicBool;
 
-use super::Offer;
 use super::conn::{Connection, Input};
 use crate::folder::{Incoming, Version};
 use crate::limits::bounded_regex;
 use crate::names::clean_name;
-use crate::proto::{
-    BATCH, Entry, Filter, Request, Response, SyncEntry, batches, decode, read_frame, write_msg,
-};
+use crate::proto::{BATCH, Entry, Filter, Mark, Request, Response, decode, read_frame, write_msg};
 use crate::stream::{FileOut, receive_file, send_file};
+use crate::sync::exchange::Intake;
 use crate::{Context, Error, Result, bail};
-
-/// What a refusal of the offer budget calls it.
-pub(super) const OFFER: &str = "a sync offer";
 
 impl<R: Input, W: FileOut> Connection<'_, R, W> {
     /// Serve one request; returns the number of file bytes moved.
@@ -30,12 +25,13 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
             Request::Index { filter } => self.index(&filter),
             Request::Hash { name } => self.hash(name.as_deref()),
             Request::Download { name, fresh } => self.download(&name, fresh),
-            Request::SyncOffer {
+            Request::SyncHello {
                 peer_id,
                 listen_port,
-                entries,
-                more,
-            } => self.sync_offer(peer_id, listen_port, entries, more),
+                index_id,
+                seen,
+            } => self.sync_hello(peer_id, listen_port, &index_id, seen),
+            Request::SyncDelta { .. } => bail!("sync entries without a sync hello"),
             Request::Upload { meta, force } => self.upload(meta, force),
         }
     }
@@ -138,59 +134,57 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
         Ok(meta.size)
     }
 
-    /// Read the rest of a sync offer, then let the sync side answer it.
-    fn sync_offer(
+    /// A sync exchange (see [`crate::sync::exchange`]): say where we
+    /// stand, store the partner's entries batch by batch as they come
+    /// (nothing of its index is held in memory beyond one batch), send
+    /// ours after its mark, and tell the sync side.
+    fn sync_hello(
         &mut self,
         peer_id: String,
         listen_port: u16,
-        mut entries: Vec<SyncEntry>,
-        mut more: bool,
+        index_id: &str,
+        seen: Option<Mark>,
     ) -> Result<u64> {
-        // The partner's index stays in memory until answered: it is held
-        // against a budget shared by every connection. The claim travels
-        // with the entries to the sync engine and is given back only when
-        // the engine has absorbed them.
-        let mut held = self.offers.hold();
-        held.grow(in_memory(&entries), OFFER)?;
-        while more {
+        let sync = &self.ctx.sync;
+        let (ours, their_mark) = sync.hello(&peer_id, index_id)?;
+        write_msg(
+            &mut self.w,
+            &Response::SyncHello {
+                peer_id: self.ctx.peer_id.clone(),
+                index_id: ours,
+                seen: their_mark,
+            },
+        )?;
+        self.w.flush()?;
+        let mut intake = Intake::default();
+        loop {
             match read_frame(&mut self.r, &mut self.buf)?.map(decode::<Request>) {
-                Some(Ok(Request::SyncOffer {
-                    entries: e,
-                    more: m,
-                    ..
-                })) => {
-                    held.grow(in_memory(&e), OFFER)?;
-                    entries.extend(e);
-                    more = m;
+                Some(Ok(Request::SyncDelta { entries, more })) => {
+                    intake.take(&entries)?;
+                    sync.store(&peer_id, &entries)?;
+                    if !more {
+                        break;
+                    }
                 }
-                _ => bail!("a sync offer was cut short"),
+                _ => bail!("a sync exchange was cut short"),
             }
         }
+        let w = &mut self.w;
+        sync.send_since(&peer_id, seen.as_ref(), &mut |entries, more| {
+            write_msg(
+                w,
+                &Response::SyncDelta {
+                    entries: entries.to_vec(),
+                    more,
+                },
+            )
+        })?;
         let ip = self
             .peer
             .rsplit_once(':')
             .map(|(ip, _)| ip)
             .unwrap_or(self.peer);
-        let offer = Offer {
-            peer_id,
-            addr: format!("{ip}:{listen_port}"),
-            entries,
-            held,
-        };
-        let (ctx, w) = (self.ctx, &mut self.w);
-        ctx.sync.answer(offer, &mut |ours| {
-            for (b, more) in batches(ours) {
-                write_msg(
-                    w,
-                    &Response::SyncIndex {
-                        peer_id: ctx.peer_id.clone(),
-                        entries: b.to_vec(),
-                        more,
-                    },
-                )?;
-            }
-            Ok(())
-        })?;
+        sync.exchanged(&peer_id, &format!("{ip}:{listen_port}"));
         Ok(0)
     }
 
@@ -220,17 +214,6 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
     }
 }
 
-/// Memory that `entries` take once held: their text, and two slots each
-/// (a growing vector holds at most twice its length). What a sync offer is
-/// charged against the budget.
-pub(super) fn in_memory(entries: &[SyncEntry]) -> usize {
-    let text: usize = entries
-        .iter()
-        .map(|e| e.name.len() + e.md5.as_ref().map_or(0, String::len))
-        .sum();
-    2 * std::mem::size_of_val(entries) + text
-}
-
 /// A short description of a request for the history log.
 pub fn describe(req: &Request) -> String {
     match req {
@@ -256,7 +239,8 @@ pub fn describe(req: &Request) -> String {
                 if *fresh { " (rehashed)" } else { "" }
             )
         }
-        Request::SyncOffer { entries, .. } => format!("sync offer ({} entries)", entries.len()),
+        Request::SyncHello { .. } => "sync exchange".into(),
+        Request::SyncDelta { entries, .. } => format!("sync entries ({})", entries.len()),
         Request::Upload { meta, force } => {
             format!(
                 "upload{} {}",

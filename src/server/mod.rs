@@ -6,7 +6,7 @@
 //!
 //! It works from a narrow [`ServerContext`] (the folder, the history, an
 //! event sender, its settings, the peer id and a [`SyncAnswer`] for sync
-//! offers), not from the whole peer. The rooms:
+//! exchanges), not from the whole peer. The rooms:
 //! - `mod.rs`: the context, starting and stopping the threads, and
 //!   [`record_served`], the one place a served request is logged and told;
 //! - [`tcp`]: the accept loop, the "busy" answer, a socket's per-message
@@ -34,8 +34,7 @@ use std::time::Duration;
 use crate::events::EventSender;
 use crate::folder::Folder;
 use crate::history::{Direction, History, Record};
-use crate::limits::Held;
-use crate::proto::SyncEntry;
+use crate::proto::{Mark, SyncEntry};
 use crate::{Context, Error, Result};
 
 /// What a server is started with, from the peer's flags.
@@ -93,33 +92,26 @@ pub fn record_served(
     }
 }
 
-/// A partner's sync offer, read whole.
-pub struct Offer {
-    pub peer_id: String,
-    /// Where the partner serves: the IP it connected from and the port it
-    /// announced.
-    pub addr: String,
-    pub entries: Vec<SyncEntry>,
-    /// The memory the offer takes, held against the server's offer budget
-    /// (shared by every connection) until the sync engine has absorbed it.
-    pub held: Held,
-}
-
-impl Offer {
-    /// Hold the memory `more` entries (our own index, kept with the
-    /// offer) take against the same budget.
-    pub fn charge(&mut self, more: &[SyncEntry]) -> Result<()> {
-        self.held.grow(handlers::in_memory(more), handlers::OFFER)
-    }
-}
-
-/// The sync side, as the server sees it: the peer implements it.
+/// The sync side, as the server sees it: the peer implements it. A
+/// partner's exchange (see [`crate::sync::exchange`]) goes: `hello`, then
+/// its entries to `store` batch by batch, then ours from `send_since`,
+/// then `exchanged`.
 pub trait SyncAnswer: Send + Sync {
-    /// Answer `offer`: compute our sync index, pass it to `reply` (which
-    /// sends it to the partner), then hand the partner's entries, with
-    /// their budget claim, on to the sync engine.
-    fn answer(&self, offer: Offer, reply: &mut dyn FnMut(&[SyncEntry]) -> Result<()>)
-    -> Result<()>;
+    /// The partner `peer_id` starts an exchange from its index `index_id`:
+    /// our index id and how far we hold the partner's.
+    fn hello(&self, peer_id: &str, index_id: &str) -> Result<(String, Option<Mark>)>;
+    /// Keep one batch of the partner's entries.
+    fn store(&self, peer_id: &str, entries: &[SyncEntry]) -> Result<()>;
+    /// Our entries after `seen` (the partner's mark of our index), in
+    /// batches, to `send` (with whether more follow).
+    fn send_since(
+        &self,
+        peer_id: &str,
+        seen: Option<&Mark>,
+        send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
+    ) -> Result<()>;
+    /// The exchange with the partner that serves at `addr` is done.
+    fn exchanged(&self, peer_id: &str, addr: &str);
 }
 
 pub struct Server {

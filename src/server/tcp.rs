@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::ServerContext;
 use super::conn::{Connection, Input};
-use crate::limits::{BUSY_ANSWERS, Budget, OFFER_BYTES};
+use crate::limits::BUSY_ANSWERS;
 use crate::proto::{CHUNK, Response, read_hello, write_hello, write_msg};
 
 /// Accept connections until `stop` is set, then wait for their threads.
@@ -26,7 +26,6 @@ pub fn accept_loop(
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     let busy_answers = Arc::new(AtomicUsize::new(0));
-    let offers = Arc::new(Budget::new(OFFER_BYTES));
     let next_id = AtomicU64::new(0);
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     for stream in listener.incoming() {
@@ -51,17 +50,12 @@ pub fn accept_loop(
             map.insert(id, clone);
         }
         active.fetch_add(1, Ordering::SeqCst);
-        let (ctx, stop, conns, counter, offers) = (
-            ctx.clone(),
-            stop.clone(),
-            conns.clone(),
-            active.clone(),
-            offers.clone(),
-        );
+        let (ctx, stop, conns, counter) =
+            (ctx.clone(), stop.clone(), conns.clone(), active.clone());
         let spawned = thread::Builder::new()
             .name(format!("tcp-conn-{id}"))
             .spawn(move || {
-                serve_socket(stream, &ctx, &stop, &offers);
+                serve_socket(stream, &ctx, &stop);
                 if let Ok(mut map) = conns.lock() {
                     map.remove(&id);
                 }
@@ -119,7 +113,7 @@ fn refuse_busy(stream: TcpStream) {
 }
 
 /// Serve one accepted socket until it ends or `stop` is set.
-fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool, offers: &Arc<Budget>) {
+fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -130,7 +124,7 @@ fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool, offer
     // A small read buffer: bulk reads of file bytes bypass it.
     let r = BufReader::with_capacity(64 << 10, Timed::new(read_half, ctx.settings.io_timeout));
     let w = BufWriter::with_capacity(64 << 10, stream);
-    Connection::new(ctx, offers, &peer, r, w).serve(stop);
+    Connection::new(ctx, &peer, r, w).serve(stop);
 }
 
 /// The read half of a served connection, with one deadline for a whole

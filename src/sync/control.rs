@@ -361,6 +361,9 @@ mod tests {
                         let _ = reply.send(SyncStatus {
                             enabled: true,
                             interval_seconds: 7,
+                            rescan_seconds: 3600,
+                            watching: true,
+                            walks: 1,
                             last_round: None,
                             pending: false,
                             partners: Vec::new(),

@@ -1,7 +1,10 @@
-//! The last-synced state: for each partner (by peer id) and path, the state
-//! both sides agreed on at the end of the last round that touched it. Kept
-//! in SQLite (`.dropbox-shell/sync.db`, write-ahead log) so a crash in the
-//! middle of a write leaves the previous state intact.
+//! The sync database (`.dropbox-shell/sync.db`, SQLite with a write-ahead
+//! log, so a crash in the middle of a write leaves the previous state
+//! intact). This file owns the connection, the schema and the last-synced
+//! state: for each partner (by peer id) and path, the state both sides
+//! agreed on at the end of the last round that touched it. Our own index
+//! with its sequence numbers is in [`super::local`]; what partners told us
+//! of theirs, and how far each was planned, in [`super::remote`].
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -27,6 +30,11 @@ impl LazyDb {
         }
     }
 
+    /// The database if it is open already (asking makes none).
+    pub fn if_open(&self) -> Option<&SyncDb> {
+        self.db.get()
+    }
+
     /// The database, opened now if it was not yet.
     pub fn get(&self) -> Result<&SyncDb> {
         if let Some(db) = self.db.get() {
@@ -39,41 +47,118 @@ impl LazyDb {
 
 pub struct SyncDb {
     conn: Mutex<Connection>,
+    /// Held by a scan of the folder: one at a time updates our index.
+    pub(super) scanning: Mutex<()>,
+    /// Whole walks of the folder so far (a change the watcher names costs none).
+    pub walks: std::sync::atomic::AtomicU64,
 }
 
-fn db_err(e: rusqlite::Error) -> Error {
+pub(super) fn db_err(e: rusqlite::Error) -> Error {
     Error::new(format!("sync database: {e}"))
+}
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    CREATE TABLE IF NOT EXISTS synced (
+        peer TEXT NOT NULL,
+        path TEXT NOT NULL,
+        dir INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        mode INTEGER NOT NULL,
+        md5 TEXT,
+        PRIMARY KEY (peer, path)
+    );
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS local (
+        path TEXT PRIMARY KEY,
+        dir INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        mode INTEGER NOT NULL,
+        md5 TEXT,
+        ctime_ns INTEGER NOT NULL,
+        ino INTEGER NOT NULL,
+        deleted INTEGER NOT NULL,
+        ignored INTEGER NOT NULL DEFAULT 0,
+        seq INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS local_by_seq ON local (seq);
+    CREATE TABLE IF NOT EXISTS remote (
+        peer TEXT NOT NULL,
+        path TEXT NOT NULL,
+        dir INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        mode INTEGER NOT NULL,
+        md5 TEXT,
+        deleted INTEGER NOT NULL,
+        agreed INTEGER NOT NULL,
+        ignored INTEGER NOT NULL DEFAULT 0,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (peer, path)
+    );
+    CREATE INDEX IF NOT EXISTS remote_by_seq ON remote (peer, seq);
+    CREATE TABLE IF NOT EXISTS partners (
+        peer TEXT PRIMARY KEY,
+        index_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        planned_remote INTEGER NOT NULL,
+        planned_local INTEGER NOT NULL,
+        bytes INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE IF NOT EXISTS pending (
+        peer TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (peer, path)
+    );
+";
+
+/// A state as stored: `dir` says the kind; sizes and modes as integers.
+pub(super) fn state_from_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<FileState> {
+    Ok(FileState {
+        kind: if r.get::<_, bool>(at)? {
+            Kind::Dir
+        } else {
+            Kind::File
+        },
+        size: r.get::<_, i64>(at + 1)? as u64,
+        mtime_ns: r.get(at + 2)?,
+        mode: r.get::<_, i64>(at + 3)? as u32,
+        md5: r.get(at + 4)?,
+    })
 }
 
 impl SyncDb {
     pub fn open(state_dir: &Path) -> Result<SyncDb> {
         let conn = Connection::open(state_dir.join("sync.db")).map_err(db_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TABLE IF NOT EXISTS synced (
-                 peer TEXT NOT NULL,
-                 path TEXT NOT NULL,
-                 dir INTEGER NOT NULL,
-                 size INTEGER NOT NULL,
-                 mtime_ns INTEGER NOT NULL,
-                 mode INTEGER NOT NULL,
-                 md5 TEXT,
-                 PRIMARY KEY (peer, path)
-             );",
+        conn.execute_batch(SCHEMA).map_err(db_err)?;
+        // A new database is a new index: partners that knew an older one
+        // of ours learn from the changed id to take our index whole.
+        let id = format!("{:016x}", fastrand::u64(..));
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('index_id', ?1)",
+            params![id],
         )
         .map_err(db_err)?;
         Ok(SyncDb {
             conn: Mutex::new(conn),
+            scanning: Mutex::new(()),
+            walks: Default::default(),
         })
+    }
+
+    /// The connection, for one statement or transaction.
+    pub(super) fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>> {
+        self.conn
+            .lock()
+            .map_err(|_| Error::new("sync database lock poisoned"))
     }
 
     /// Everything last synced with `peer`.
     pub fn load(&self, peer: &str) -> Result<Index> {
-        let conn = self
-            .conn
-            .lock()
-            .map_err(|_| Error::new("sync database lock poisoned"))?;
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT path, dir, size, mtime_ns, mode, md5 FROM synced WHERE peer = ?1",
@@ -81,23 +166,42 @@ impl SyncDb {
             .map_err(db_err)?;
         let rows = stmt
             .query_map(params![peer], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    FileState {
-                        kind: if r.get::<_, bool>(1)? {
-                            Kind::Dir
-                        } else {
-                            Kind::File
-                        },
-                        size: r.get::<_, i64>(2)? as u64,
-                        mtime_ns: r.get(3)?,
-                        mode: r.get::<_, i64>(4)? as u32,
-                        md5: r.get(5)?,
-                    },
-                ))
+                Ok((r.get::<_, String>(0)?, state_from_row(r, 1)?))
             })
             .map_err(db_err)?;
         rows.collect::<rusqlite::Result<Index>>().map_err(db_err)
+    }
+
+    /// What was last synced with `peer` of these paths.
+    pub fn base_of<'a>(
+        &self,
+        peer: &str,
+        paths: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Index> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT dir, size, mtime_ns, mode, md5 FROM synced WHERE peer = ?1 AND path = ?2",
+            )
+            .map_err(db_err)?;
+        let mut out = Index::new();
+        for p in paths {
+            let mut rows = stmt.query(params![peer, p]).map_err(db_err)?;
+            if let Some(r) = rows.next().map_err(db_err)? {
+                out.insert(p.clone(), state_from_row(r, 0).map_err(db_err)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The id of our index: made with the database, so a partner that
+    /// remembers another one knows we started over.
+    pub fn index_id(&self) -> Result<String> {
+        self.conn()?
+            .query_row("SELECT value FROM meta WHERE key = 'index_id'", [], |r| {
+                r.get(0)
+            })
+            .map_err(db_err)
     }
 
     /// Record (`Some`) or forget (`None`) paths for `peer`, in one transaction.
@@ -105,10 +209,7 @@ impl SyncDb {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| Error::new("sync database lock poisoned"))?;
+        let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
         {
             let mut put = tx

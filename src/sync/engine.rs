@@ -1,44 +1,58 @@
-//! The sync actor: one thread owns the partners, the last-synced database
-//! and the file-system watcher's wake-ups, and runs one round at a time.
-//! Many wake-ups become one round: watcher events only mark the folder
-//! dirty and set a short deadline (a debounce); a periodic full re-check
-//! catches whatever the watcher missed. It also owns the mass-deletion
-//! guard ([`super::guard`]), the memory of failed actions
-//! ([`super::stuck`]) and, while syncing, the control socket through which
-//! another process in the folder reaches it ([`super::control`]).
+//! The sync actor: one thread owns the partners, the sync database and
+//! the watcher's wake-ups, and runs one round at a time, as a pipeline:
+//! watch ([`watch`]: the paths that changed) -> scan ([`crate::sync::scan`]:
+//! those paths into our index) -> index ([`crate::sync::exchange`]: the
+//! changes both ways) -> need ([`crate::sync::plan`], over the paths that
+//! changed on either side) -> pull and apply ([`round`], [`apply`]) ->
+//! record (what both sides agree on, how far each partner is planned).
+//! Many wake-ups become one round (a short debounce); the partner check
+//! runs every `--interval`, a whole rescan every `--rescan`. It also owns
+//! the mass-deletion guard ([`super::guard`]), the memory of failed
+//! actions ([`super::stuck`]) and, while syncing, the control socket
+//! through which another process in the folder reaches it
+//! ([`super::control`]).
 
-use std::path::Path;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, select};
-use serde::{Deserialize, Serialize};
 
 use super::db::{LazyDb, SyncDb};
+use super::dirty::{Dirty, ToScan};
 use super::guard::DeletionGuard;
 use super::lock::SyncLock;
-use super::plan::{Index, plan};
+use super::plan::{Index, Plan, plan};
+use super::remote::Scope;
 use super::schedule::{Due, Schedule, backoff};
 use super::stuck::Stuck;
+use crate::Result;
 use crate::events::EventSender;
-use crate::folder::Folder;
-use crate::folder::IgnoreRules;
+use crate::folder::{Folder, IGNORE_FILE, IgnoreRules};
 use crate::history::History;
 use crate::history::{Direction, Record};
 use crate::identity::Identity;
-use crate::names::clean_name;
-use crate::proto::SyncEntry;
-use crate::{Error, Result};
 
+mod apply;
+mod report;
 mod round;
+mod watch;
+
+use report::summary;
+pub use report::{PartnerRound, PartnerStatus, SyncReport, SyncStatus};
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// Run rounds on a timer and on file-system events.
     pub enabled: bool,
+    /// Period of the partner check: an exchange with every partner.
     pub interval: Duration,
+    /// Period of the whole rescan of the folder.
+    pub rescan: Duration,
+    /// Watch the folder for changes (else rescans alone find them).
+    pub watch: bool,
     /// Partners given with `--peer`.
     pub peers: Vec<String>,
     /// Our listening port, told to partners so they can sync back.
@@ -72,65 +86,12 @@ pub enum SyncCmd {
     /// paused mass deletion (`sync confirm`).
     RunNow(bool, Sender<SyncReport>),
     Status(Sender<SyncStatus>),
-    /// A partner sent us its index.
+    /// A partner exchanged indexes with us (its entries are stored).
     Offered {
         peer_id: String,
         addr: String,
-        entries: Vec<SyncEntry>,
-        /// Our index as the server just computed it for the answer.
-        local: Vec<SyncEntry>,
-        /// The memory these take, held against the server's offer budget
-        /// until the engine is done with them.
-        _held: crate::limits::Held,
     },
     Stop,
-}
-
-/// What one round did with one partner.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct PartnerRound {
-    pub peer: String,
-    pub peer_id: Option<String>,
-    pub pulled: usize,
-    pub renamed: usize,
-    pub deleted: usize,
-    pub conflicts: usize,
-    pub folders: usize,
-    pub modes: usize,
-    pub bytes: u64,
-    /// Deletions held back until `sync confirm`.
-    pub paused_deletions: usize,
-    /// Actions not tried again: they failed before on the same states.
-    #[serde(default)]
-    pub left_alone: usize,
-    pub errors: Vec<String>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SyncReport {
-    pub partners: Vec<PartnerRound>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartnerStatus {
-    pub peer: String,
-    pub peer_id: Option<String>,
-    pub last_round: Option<String>,
-    pub last_result: Option<String>,
-    pub paused_deletions: usize,
-    /// Failed rounds in a row.
-    pub failures: u32,
-    /// While a failing partner is left alone: when the timer tries it next.
-    pub next_try: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SyncStatus {
-    pub enabled: bool,
-    pub interval_seconds: u64,
-    pub last_round: Option<String>,
-    pub pending: bool,
-    pub partners: Vec<PartnerStatus>,
 }
 
 struct Partner {
@@ -143,6 +104,21 @@ struct Partner {
     /// Failed rounds in a row, and when the timer may try again.
     failures: u32,
     retry_at: Option<Instant>,
+}
+
+impl Partner {
+    fn new(addr: &str, id: Option<String>, configured: bool) -> Partner {
+        Partner {
+            addr: addr.to_string(),
+            id,
+            configured,
+            last_round: None,
+            last_result: None,
+            paused: 0,
+            failures: 0,
+            retry_at: None,
+        }
+    }
 }
 
 /// A running engine; dropping it without `stop` leaves the thread to end
@@ -170,24 +146,20 @@ impl SyncEngine {
         } else {
             None
         };
-        let watcher = if cfg.enabled {
-            Some(watch(shared.folder.root(), wake_tx)?)
+        // The first scan walks the folder whole.
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        if let Ok(mut d) = dirty.lock() {
+            d.everything();
+        }
+        let watcher = if cfg.enabled && cfg.watch {
+            start_watch(&shared, dirty.clone(), wake_tx, &cfg)
         } else {
             None
         };
         let partners = cfg
             .peers
             .iter()
-            .map(|a| Partner {
-                addr: a.clone(),
-                id: None,
-                configured: true,
-                last_round: None,
-                last_result: None,
-                paused: 0,
-                failures: 0,
-                retry_at: None,
-            })
+            .map(|a| Partner::new(a, None, true))
             .collect();
         let control = if cfg.enabled {
             start_control(&shared, tx.clone())
@@ -205,11 +177,14 @@ impl SyncEngine {
             guard: DeletionGuard::default(),
             stuck: Stuck::default(),
             unservable_told: None,
+            watching: watcher.is_some(),
+            dirty,
+            rules: None,
         };
         let thread = thread::Builder::new().name("sync".into()).spawn(move || {
             // Without a watcher its sender is gone: a closed channel is
             // always ready, so wait on one that never is.
-            let wake = if actor.cfg.enabled {
+            let wake = if actor.watching {
                 wake_rx
             } else {
                 crossbeam_channel::never()
@@ -264,30 +239,29 @@ fn start_control(
     }
 }
 
-/// Watch the folder; events inside the state folder and on temporary
-/// transfer files (our own writes) are ignored.
-fn watch(root: &Path, wake: Sender<()>) -> Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let base = root.to_path_buf();
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
-        if matches!(ev.kind, notify::EventKind::Access(_)) {
-            return;
+/// The watcher of the folder; one that cannot start (the inotify limit
+/// reached) is said once in the log, and rescans every `--interval` find
+/// the changes instead.
+fn start_watch(
+    shared: &SyncContext,
+    dirty: Arc<Mutex<Dirty>>,
+    wake: Sender<()>,
+    cfg: &SyncConfig,
+) -> Option<notify::RecommendedWatcher> {
+    match watch::watch(shared.folder.root(), dirty, wake) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            let msg = format!(
+                "{e}; changes are found by a whole rescan every {} s instead",
+                cfg.interval.min(cfg.rescan).as_secs()
+            );
+            shared
+                .history
+                .log(&Record::now(Direction::Made, "-", "sync watch", &msg, 0));
+            shared.events.sync(msg);
+            None
         }
-        let relevant = ev.paths.iter().any(|p| {
-            p.strip_prefix(&base)
-                .ok()
-                .and_then(|r| r.to_str())
-                .is_some_and(|r| !r.is_empty() && !crate::names::is_private(r))
-        });
-        if relevant {
-            let _ = wake.try_send(());
-        }
-    })
-    .map_err(|e| Error::new(format!("cannot watch the folder: {e}")))?;
-    w.watch(root, notify::RecursiveMode::Recursive)
-        .map_err(|e| Error::new(format!("cannot watch {}: {e}", root.display())))?;
-    Ok(w)
+    }
 }
 
 struct Actor {
@@ -303,39 +277,36 @@ struct Actor {
     /// The last word given on names that cannot be synced (not UTF-8), so
     /// it is said once, not every round.
     unservable_told: Option<String>,
+    /// Whether a watcher names the changes (else rescans find them).
+    watching: bool,
+    /// What changed since the last scan.
+    dirty: Arc<Mutex<Dirty>>,
+    /// The `.dropboxignore` patterns the last plan went by.
+    rules: Option<IgnoreRules>,
+}
+
+/// A round's work with one partner: what it covers and its plan.
+struct Work {
+    scope: Scope,
+    local: Index,
+    remote: Index,
+    plan: Plan,
 }
 
 fn now_text() -> String {
     crate::timestamp::event_time(chrono::Utc::now())
 }
 
-/// An offered index as (present paths, the sender's last-agreed states:
-/// its tombstones and the paths it holds as agreed); names that are not
-/// clean relative paths, and paths our `.dropboxignore` excludes, are
-/// dropped.
-fn to_index(entries: &[SyncEntry], rules: &IgnoreRules) -> (Index, Index) {
-    let mut present = Index::new();
-    let mut agreed = Index::new();
-    for e in entries {
-        if clean_name(&e.name).as_deref() != Ok(e.name.as_str())
-            || rules.ignores(&e.name, e.kind == crate::proto::Kind::Dir)
-        {
-            continue;
-        }
-        let state = super::state_of(e);
-        if e.deleted || e.agreed {
-            agreed.insert(e.name.clone(), state.clone());
-        }
-        if !e.deleted {
-            present.insert(e.name.clone(), state);
-        }
-    }
-    (present, agreed)
-}
-
 impl Actor {
     fn run(&mut self, rx: Receiver<SyncCmd>, wake: Receiver<()>) {
-        let mut schedule = Schedule::new(Instant::now(), self.cfg.enabled, self.cfg.interval);
+        let start = Instant::now();
+        // Without a watcher, rescans are all there is: one every interval.
+        let rescan = match self.watching {
+            true => self.cfg.rescan,
+            false => self.cfg.rescan.min(self.cfg.interval),
+        };
+        let mut schedule =
+            Schedule::new(start, self.cfg.enabled, self.cfg.interval).with_rescan(start, rescan);
         loop {
             let now = Instant::now();
             let until = schedule.next_wake();
@@ -354,14 +325,14 @@ impl Actor {
                     Ok(SyncCmd::Status(reply)) => {
                         let _ = reply.send(self.status());
                     }
-                    Ok(SyncCmd::Offered { peer_id, addr, entries, local, .. }) => {
+                    Ok(SyncCmd::Offered { peer_id, addr }) => {
                         // A stranger beyond the learned partners' room is
                         // answered (by the server) but not remembered.
                         let Some(i) = self.partner_for(&peer_id, &addr) else { continue };
                         // It is back: no more waiting on it.
                         self.partners[i].failures = 0;
                         self.partners[i].retry_at = None;
-                        if self.absorb_offer(&peer_id, &entries, &local) && self.cfg.enabled {
+                        if self.cfg.enabled && self.absorb_offer(&peer_id) {
                             schedule.partner_has_work(now, i);
                         }
                     }
@@ -373,6 +344,10 @@ impl Actor {
                     schedule.local_change(now);
                 },
                 recv(crossbeam_channel::at(until)) -> _ => {},
+            }
+            if schedule.take_rescan(Instant::now()) {
+                self.mark_everything();
+                schedule.local_change(Instant::now());
             }
             self.pending = schedule.pending();
             match schedule.take_due(Instant::now()) {
@@ -394,6 +369,13 @@ impl Actor {
         SyncStatus {
             enabled: self.cfg.enabled,
             interval_seconds: self.cfg.interval.as_secs(),
+            rescan_seconds: self.cfg.rescan.as_secs(),
+            watching: self.watching,
+            walks: self
+                .shared
+                .db
+                .if_open()
+                .map_or(0, |db| db.walks.load(Ordering::Relaxed)),
             last_round: self.last_round.clone(),
             pending: self.pending,
             partners: self
@@ -440,36 +422,109 @@ impl Actor {
         if learned >= crate::limits::LEARNED_PARTNERS {
             return None;
         }
-        self.partners.push(Partner {
-            addr: addr.to_string(),
-            id: Some(id.to_string()),
-            configured: false,
-            last_round: None,
-            last_result: None,
-            paused: 0,
-            failures: 0,
-            retry_at: None,
-        });
+        self.partners
+            .push(Partner::new(addr, Some(id.to_string()), false));
         Some(self.partners.len() - 1)
     }
 
-    /// A partner showed us its index: record what we agree on (so both
-    /// sides hold the same last-synced state, which later deletions rely
-    /// on), and say whether a round with it would do anything.
-    fn absorb_offer(&self, peer_id: &str, entries: &[SyncEntry], local: &[SyncEntry]) -> bool {
+    /// A partner exchanged indexes with us: if the changes need nothing
+    /// but bookkeeping here, record what we agree on (so both sides hold
+    /// the same last-synced state, which later deletions rely on) and say
+    /// there is no work; else a round with it is due.
+    fn absorb_offer(&mut self, peer_id: &str) -> bool {
+        if self.scan_dirty().is_err() {
+            return true;
+        }
+        let Ok(work) = self.need(peer_id) else {
+            return true;
+        };
+        if !work.plan.is_idle() {
+            return true;
+        }
         let Ok(db) = self.shared.sync_db() else {
             return true;
         };
-        let Ok(base) = db.load(peer_id) else {
-            return true;
+        let recorded = db
+            .apply(peer_id, &work.plan.bookkeeping(&work.local))
+            .and_then(|_| db.plan_done(peer_id, &work.scope, &Default::default()));
+        recorded.is_err()
+    }
+
+    /// Everything may have changed: the next scan walks the folder.
+    fn mark_everything(&self) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.everything();
+        }
+    }
+
+    /// The scan stage: bring our index up to what changed (the paths the
+    /// watcher named; the whole folder when it asked for that, when
+    /// `.dropboxignore` changed, or when nothing watches it).
+    fn scan_dirty(&mut self) -> Result<()> {
+        let to_scan = match self.dirty.lock() {
+            Ok(mut d) if self.cfg.enabled => d.take(),
+            _ => ToScan::Everything,
         };
+        match to_scan {
+            ToScan::Nothing => Ok(()),
+            ToScan::Paths(p) => self.scan_paths(&p),
+            ToScan::Everything => self.scan_all(),
+        }
+    }
+
+    /// Scan these paths into our index; the whole folder when the
+    /// patterns file is one of them (what it keeps out changed).
+    fn scan_paths(&self, paths: &BTreeSet<String>) -> Result<()> {
+        if paths.contains(IGNORE_FILE) {
+            return self.scan_all();
+        }
+        let scanned = super::scan::paths(&self.shared.folder, self.shared.sync_db()?, paths);
+        if scanned.is_err() {
+            // Whatever it was, the next scan looks at everything.
+            self.mark_everything();
+        }
+        scanned.map(|_| ())
+    }
+
+    fn scan_all(&self) -> Result<()> {
+        let scanned = super::scan::full(&self.shared.folder, self.shared.sync_db()?);
+        if scanned.is_err() {
+            self.mark_everything();
+        }
+        scanned.map(|_| ())
+    }
+
+    /// The need stage: the plan of the paths changed on either side since
+    /// the last plan with `peer` (and those left pending then).
+    fn need(&mut self, peer: &str) -> Result<Work> {
+        let db = self.shared.sync_db()?;
         let rules = self.shared.folder.ignore_rules();
-        let base = super::without_ignored(base, &rules);
-        let (local, _) = to_index(local, &rules);
-        let (remote, their_base) = to_index(entries, &rules);
-        let plan = plan(&local, &remote, &base, &their_base);
-        let _ = db.apply(peer_id, &plan.bookkeeping(&local));
-        !plan.is_idle()
+        // Paths the old patterns kept out of earlier plans are planned now.
+        if !self.rules.as_ref().is_some_and(|r| r.same_as(&rules)) {
+            if self.rules.is_some() {
+                db.plan_all_again()?;
+            }
+            self.rules = Some(rules.clone());
+        }
+        let scope = db.plan_scope(peer)?;
+        let view = db.remote_states(peer, &scope.paths)?;
+        // What either side ignores takes no part.
+        let ignored = &view.ignored;
+        let keep = |mut i: Index| {
+            i.retain(|p, _| !ignored.contains(p));
+            super::without_ignored(i, &rules)
+        };
+        let local = keep(db.local_states(&scope.paths)?);
+        let (remote, their_base) = (keep(view.present), keep(view.agreed));
+        let base = keep(db.base_of(peer, &scope.paths)?);
+        let mut plan = plan(&local, &remote, &base, &their_base);
+        plan.local_files = db.local_files()?;
+        Ok(Work {
+            scope,
+            local,
+            remote,
+            plan,
+        })
     }
 
     /// A round with every partner; with `due_only`, not with those still
@@ -549,44 +604,5 @@ impl Actor {
         self.shared
             .history
             .log(&Record::now(Direction::Made, peer, what, outcome, bytes));
-    }
-}
-
-fn summary(r: &PartnerRound) -> String {
-    let mut parts = Vec::new();
-    for (n, what) in [
-        (r.pulled, "pulled"),
-        (r.renamed, "renamed"),
-        (r.deleted, "deleted"),
-        (r.conflicts, "conflicts"),
-        (r.folders, "folders"),
-        (r.modes, "modes"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{what} {n}"));
-        }
-    }
-    if r.paused_deletions > 0 {
-        parts.push(format!(
-            "{} deletions paused (more than half the files within {} minutes): `sync confirm` to apply",
-            r.paused_deletions,
-            super::guard::WINDOW.as_secs() / 60
-        ));
-    }
-    if r.left_alone > 0 {
-        parts.push(format!(
-            "{} left alone (failed before; `sync` tries again)",
-            r.left_alone
-        ));
-    }
-    match r.errors.as_slice() {
-        [] => {}
-        [one] => parts.push(format!("error: {one}")),
-        many => parts.push(format!("{} errors: {}", many.len(), many.join("; "))),
-    }
-    if parts.is_empty() {
-        "in sync".into()
-    } else {
-        parts.join(", ")
     }
 }

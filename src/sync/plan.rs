@@ -80,6 +80,13 @@ pub enum Action {
     FolderWins,
 }
 
+impl Action {
+    /// Nothing to do on disk: at most a note in the last-synced state.
+    pub fn is_bookkeeping(&self) -> bool {
+        matches!(self, Action::Nothing | Action::Record | Action::Forget)
+    }
+}
+
 /// True when `a` is the version that wins a conflict against `b`: the newer,
 /// and on equal times the larger MD5, so both sides pick the same one.
 fn wins(a: &FileState, b: &FileState) -> bool {
@@ -200,9 +207,7 @@ impl Plan {
 
     /// True when nothing but bookkeeping is planned.
     pub fn is_idle(&self) -> bool {
-        self.actions
-            .iter()
-            .all(|(_, a)| matches!(a, Action::Nothing | Action::Record | Action::Forget))
+        self.actions.iter().all(|(_, a)| a.is_bookkeeping())
     }
 }
 

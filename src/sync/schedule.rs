@@ -2,7 +2,9 @@
 //! argument): file-system events and partners with work are gathered for
 //! a short debounce, so many wake-ups make one round; a periodic tick runs
 //! a round with everyone; and a partner whose rounds keep failing is left
-//! alone longer and longer ([`backoff`]).
+//! alone longer and longer ([`backoff`]). A second, rarer timer says when
+//! the whole folder is scanned again ([`Schedule::take_rescan`]), to catch
+//! what the watcher missed.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -43,6 +45,8 @@ pub enum Due {
 pub struct Schedule {
     interval: Duration,
     next_tick: Instant,
+    rescan: Duration,
+    next_rescan: Instant,
     due: Option<Instant>,
     all: bool,
     some: BTreeSet<usize>,
@@ -55,10 +59,29 @@ impl Schedule {
         Schedule {
             interval,
             next_tick: now + if timer { Duration::ZERO } else { FAR },
+            rescan: FAR,
+            next_rescan: now + FAR,
             due: None,
             all: false,
             some: BTreeSet::new(),
         }
+    }
+
+    /// A whole scan every `rescan`, the first one `rescan` from `now`.
+    pub fn with_rescan(mut self, now: Instant, rescan: Duration) -> Schedule {
+        self.rescan = rescan;
+        self.next_rescan = now + rescan;
+        self
+    }
+
+    /// Whether a whole scan is due at `now` (the next one is then one
+    /// period on).
+    pub fn take_rescan(&mut self, now: Instant) -> bool {
+        if now < self.next_rescan {
+            return false;
+        }
+        self.next_rescan = now + self.rescan;
+        true
     }
 
     fn soon(&mut self, now: Instant) {
@@ -85,7 +108,8 @@ impl Schedule {
 
     /// When to look again at the latest.
     pub fn next_wake(&self) -> Instant {
-        self.due.map_or(self.next_tick, |d| d.min(self.next_tick))
+        let timers = self.next_tick.min(self.next_rescan);
+        self.due.map_or(timers, |d| d.min(timers))
     }
 
     /// The round due at `now`, if any (the timer's tick makes it one with
@@ -171,5 +195,20 @@ mod tests {
         // Without a timer it never ticks.
         let quiet = Schedule::new(t0, false, i);
         assert!(quiet.next_wake() > t0 + Duration::from_secs(3600 * 24 * 300));
+    }
+
+    #[test]
+    fn rescans_come_on_their_own_rarer_timer() {
+        let t0 = Instant::now();
+        let (i, r) = (Duration::from_secs(10), Duration::from_secs(3600));
+        let mut s = Schedule::new(t0, true, i).with_rescan(t0, r);
+        assert_eq!(s.take_due(t0), Some(Due::All));
+        assert!(!s.take_rescan(t0));
+        // The partner check wakes first; the rescan one period from the start.
+        assert_eq!(s.next_wake(), t0 + i);
+        assert!(!s.take_rescan(t0 + r - ms(1)));
+        assert!(s.take_rescan(t0 + r));
+        assert!(!s.take_rescan(t0 + r + ms(1)));
+        assert!(s.take_rescan(t0 + r + r));
     }
 }

@@ -8,35 +8,64 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::conn::Connection;
-use super::{Offer, ServerContext, ServerSettings, SyncAnswer};
+use super::{ServerContext, ServerSettings, SyncAnswer};
 use crate::Result;
 use crate::events::{Event, Events};
 use crate::folder::{Folder, md5_reader};
 use crate::history::{Direction, History};
-use crate::limits::{Budget, OFFER_BYTES};
 use crate::proto::{
-    BATCH, FileMeta, Filter, HashEntry, Kind, MAX_FRAME, Request, Response, SyncEntry, VERSION,
-    hex, read_frame, write_hello, write_msg,
+    BATCH, FileMeta, Filter, HashEntry, Kind, MAX_FRAME, Mark, Request, Response, SyncEntry,
+    VERSION, batches, hex, read_frame, write_hello, write_msg,
 };
 
 const CLIENT: &str = "127.0.0.1:5555";
 
-/// The sync side, played: answers with `ours` and keeps what it was given.
+/// The sync side, played: answers with `ours` and notes every call.
 #[derive(Default)]
 struct Partner {
     ours: Vec<SyncEntry>,
-    got: Mutex<Vec<Offer>>,
+    /// "hello <peer> <index>", "store <n>", "since <mark>", "exchanged <peer> <addr>".
+    calls: Mutex<Vec<String>>,
+    stored: Mutex<Vec<SyncEntry>>,
 }
 
 impl SyncAnswer for Partner {
-    fn answer(
-        &self,
-        offer: Offer,
-        reply: &mut dyn FnMut(&[SyncEntry]) -> Result<()>,
-    ) -> Result<()> {
-        reply(&self.ours)?;
-        self.got.lock().unwrap().push(offer);
+    fn hello(&self, peer_id: &str, index_id: &str) -> Result<(String, Option<Mark>)> {
+        self.note(format!("hello {peer_id} {index_id}"));
+        let seen = Mark {
+            index_id: "their-index".into(),
+            seq: 7,
+        };
+        Ok(("our-index".into(), Some(seen)))
+    }
+
+    fn store(&self, _peer_id: &str, entries: &[SyncEntry]) -> Result<()> {
+        self.note(format!("store {}", entries.len()));
+        self.stored.lock().unwrap().extend_from_slice(entries);
         Ok(())
+    }
+
+    fn send_since(
+        &self,
+        _peer_id: &str,
+        seen: Option<&Mark>,
+        send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
+    ) -> Result<()> {
+        self.note(format!("since {seen:?}"));
+        for (b, more) in batches(&self.ours) {
+            send(b, more)?;
+        }
+        Ok(())
+    }
+
+    fn exchanged(&self, peer_id: &str, addr: &str) {
+        self.note(format!("exchanged {peer_id} {addr}"));
+    }
+}
+
+impl Partner {
+    fn note(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
     }
 }
 
@@ -90,17 +119,16 @@ impl Fixture {
         std::fs::write(p, data).unwrap();
     }
 
-    /// Serve `input` (no handshake) with an offer budget of `budget`
-    /// bytes; the raw output.
-    fn serve_with(&self, input: &[u8], budget: &Arc<Budget>) -> Vec<u8> {
-        let mut conn = Connection::new(&self.ctx, budget, CLIENT, input, Vec::new());
+    /// Serve `input` (no handshake); the raw output.
+    fn serve_raw(&self, input: &[u8]) -> Vec<u8> {
+        let mut conn = Connection::new(&self.ctx, CLIENT, input, Vec::new());
         conn.serve_requests(&AtomicBool::new(false));
         conn.into_output()
     }
 
     /// Serve `input` (no handshake); the answers, and file bytes sent.
     fn serve(&self, input: &[u8]) -> (Vec<Response>, Vec<u8>) {
-        answers(&self.serve_with(input, &Arc::new(Budget::new(OFFER_BYTES))))
+        answers(&self.serve_raw(input))
     }
 
     /// Serve one request; its answers.
@@ -221,8 +249,7 @@ fn after_handshake(f: &Fixture, input: &[u8]) -> (Vec<Response>, Vec<u8>) {
     let mut wire = Vec::new();
     write_hello(&mut wire).unwrap();
     wire.extend_from_slice(input);
-    let budget = Arc::new(Budget::new(OFFER_BYTES));
-    let mut conn = Connection::new(&f.ctx, &budget, CLIENT, &wire[..], Vec::new());
+    let mut conn = Connection::new(&f.ctx, CLIENT, &wire[..], Vec::new());
     conn.serve(&AtomicBool::new(false));
     let out = conn.into_output();
     assert!(out.starts_with(b"DBSH"), "our handshake goes first");
@@ -279,8 +306,7 @@ fn another_version_or_a_stranger_gets_our_handshake_and_nothing_more() {
     for hello in [other, stranger] {
         let mut input = hello;
         input.extend(frames(&[Request::Info]));
-        let budget = Arc::new(Budget::new(OFFER_BYTES));
-        let mut conn = Connection::new(&f.ctx, &budget, CLIENT, &input[..], Vec::new());
+        let mut conn = Connection::new(&f.ctx, CLIENT, &input[..], Vec::new());
         conn.serve(&AtomicBool::new(false));
         let mut ours = Vec::new();
         write_hello(&mut ours).unwrap();
@@ -292,9 +318,8 @@ fn another_version_or_a_stranger_gets_our_handshake_and_nothing_more() {
 #[test]
 fn a_stopping_server_serves_no_more_requests() {
     let f = fixture();
-    let budget = Arc::new(Budget::new(OFFER_BYTES));
     let input = frames(&[Request::Info]);
-    let mut conn = Connection::new(&f.ctx, &budget, CLIENT, &input[..], Vec::new());
+    let mut conn = Connection::new(&f.ctx, CLIENT, &input[..], Vec::new());
     conn.serve_requests(&AtomicBool::new(true));
     assert!(conn.into_output().is_empty());
 }

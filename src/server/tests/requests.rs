@@ -237,86 +237,106 @@ fn sync_entry(name: &str) -> SyncEntry {
         md5: Some("0".repeat(32)),
         deleted: false,
         agreed: false,
+        ignored: false,
+        seq: 1,
     }
 }
 
-fn offer(range: std::ops::Range<usize>, more: bool) -> Request {
-    Request::SyncOffer {
+fn hello() -> Request {
+    Request::SyncHello {
         peer_id: "their-id".into(),
         listen_port: 7000,
+        index_id: "their-index".into(),
+        seen: Some(Mark {
+            index_id: "our-index".into(),
+            seq: 3,
+        }),
+    }
+}
+
+fn delta(range: std::ops::Range<usize>, more: bool) -> Request {
+    Request::SyncDelta {
         entries: range.map(|i| sync_entry(&format!("f{i}"))).collect(),
         more,
     }
 }
 
 #[test]
-fn a_sync_offer_in_one_batch_is_answered_and_handed_on() {
+fn a_sync_exchange_says_where_we_stand_stores_theirs_and_sends_ours_after_their_mark() {
     let f = fixture_with(false, vec![sync_entry("mine")]);
-    let got = f.ask(offer(0..3, false));
+    let (got, _) = f.serve(&frames(&[hello(), delta(0..3, false)]));
     assert_eq!(
         got,
-        vec![Response::SyncIndex {
-            peer_id: "our-id".into(),
-            entries: vec![sync_entry("mine")],
-            more: false,
-        }]
+        vec![
+            Response::SyncHello {
+                peer_id: "our-id".into(),
+                index_id: "our-index".into(),
+                seen: Some(Mark {
+                    index_id: "their-index".into(),
+                    seq: 7
+                }),
+            },
+            Response::SyncDelta {
+                entries: vec![sync_entry("mine")],
+                more: false,
+            }
+        ]
     );
-    let handed = f.partner.got.lock().unwrap();
-    assert_eq!(handed.len(), 1);
-    assert_eq!(handed[0].peer_id, "their-id");
-    assert_eq!(handed[0].addr, "127.0.0.1:7000");
-    assert_eq!(handed[0].entries.len(), 3);
+    let calls = f.partner.calls.lock().unwrap();
+    assert_eq!(
+        *calls,
+        [
+            "hello their-id their-index",
+            "store 3",
+            "since Some(Mark { index_id: \"our-index\", seq: 3 })",
+            "exchanged their-id 127.0.0.1:7000"
+        ]
+    );
 }
 
 #[test]
-fn a_sync_offer_in_several_batches_is_read_whole_and_answered_in_batches() {
+fn sync_entries_in_several_batches_are_stored_batch_by_batch_and_ours_go_in_batches() {
     let ours: Vec<SyncEntry> = (0..BATCH + 1)
         .map(|i| sync_entry(&format!("m{i}")))
         .collect();
     let f = fixture_with(false, ours);
-    let budget = Arc::new(Budget::new(OFFER_BYTES));
-    let input = frames(&[offer(0..2, true), offer(2..4, true), offer(4..5, false)]);
-    let (got, _) = answers(&f.serve_with(&input, &budget));
-    let batches: Vec<(usize, bool)> = got
+    let input = frames(&[
+        hello(),
+        delta(0..2, true),
+        delta(2..4, true),
+        delta(4..5, false),
+    ]);
+    let (got, _) = f.serve(&input);
+    let batches: Vec<(usize, bool)> = got[1..]
         .iter()
         .map(|r| match r {
-            Response::SyncIndex { entries, more, .. } => (entries.len(), *more),
+            Response::SyncDelta { entries, more } => (entries.len(), *more),
             other => panic!("{other:?}"),
         })
         .collect();
     assert_eq!(batches, [(BATCH, true), (1, false)]);
-    let handed = f.partner.got.lock().unwrap();
-    let names: Vec<&str> = handed[0].entries.iter().map(|e| e.name.as_str()).collect();
+    let stored = f.partner.stored.lock().unwrap();
+    let names: Vec<&str> = stored.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["f0", "f1", "f2", "f3", "f4"]);
-    // The claim on the budget travels with the entries.
-    assert!(budget.used() > 0);
-    drop(handed);
-    f.partner.got.lock().unwrap().clear();
-    assert_eq!(budget.used(), 0);
+    assert_eq!(
+        f.partner.calls.lock().unwrap()[1..4],
+        ["store 2", "store 2", "store 1"]
+    );
 }
 
 #[test]
-fn a_sync_offer_cut_short_is_refused_and_not_handed_on() {
+fn a_sync_exchange_cut_short_or_entries_without_a_hello_are_refused() {
     let f = fixture();
-    assert_error(&f.ask(offer(0..2, true)), "cut short");
-    let (got, _) = f.serve(&frames(&[offer(0..2, true), Request::Info]));
-    assert!(matches!(&got[0], Response::Error { message } if message.contains("cut short")));
-    assert!(f.partner.got.lock().unwrap().is_empty());
-}
-
-#[test]
-fn a_sync_offer_over_the_budget_is_refused_and_gives_the_budget_back() {
-    let f = fixture();
-    // Not even one batch fits.
-    let tiny = Arc::new(Budget::new(64));
-    let (got, _) = answers(&f.serve_with(&frames(&[offer(0..10, false)]), &tiny));
-    assert_error(&got, "a sync offer needs more than");
-    assert_eq!(tiny.used(), 0);
-    // The first batch fits, the whole offer does not.
-    let small = Arc::new(Budget::new(4 << 10));
-    let input = frames(&[offer(0..2, true), offer(2..200, false)]);
-    let (got, _) = answers(&f.serve_with(&input, &small));
-    assert_error(&got, "a sync offer needs more than");
-    assert_eq!(small.used(), 0);
-    assert!(f.partner.got.lock().unwrap().is_empty());
+    let (got, _) = f.serve(&frames(&[hello(), delta(0..2, true), Request::Info]));
+    assert!(matches!(&got[1], Response::Error { message } if message.contains("cut short")));
+    assert!(
+        !f.partner
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("exchanged")),
+        "an exchange cut short is not handed on"
+    );
+    assert_error(&f.ask(delta(0..2, false)), "without a sync hello");
 }

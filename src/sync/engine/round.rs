@@ -5,9 +5,6 @@
 //! ([`super::super::stuck`]); deletions pass the guard
 //! ([`super::super::guard`]) and go to the trash.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -15,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::{Actor, PartnerRound, to_index};
+use std::collections::BTreeSet;
+
+use super::apply::still_as_planned;
+use super::{Actor, PartnerRound, Work};
 use crate::client::Client;
-use crate::sync::plan::{Action, FileState, Index, PERM_BITS, Plan, conflict_name, plan};
-use crate::{Context, Error, Result, bail};
+use crate::sync::plan::{Action, FileState, Index};
+use crate::{Error, Result};
 
 /// Longest a pulled file waits to be recorded in the sync database.
 const RECORD_EVERY: Duration = Duration::from_millis(50);
@@ -26,27 +26,21 @@ const RECORD_EVERY: Duration = Duration::from_millis(50);
 impl Actor {
     /// One round with partner `i`.
     pub(super) fn round(&mut self, i: usize, confirm: bool, rep: &mut PartnerRound) -> Result<()> {
-        let folder = &self.shared.folder;
-        // The patterns this round goes by, read once (before the walk).
-        let rules = folder.ignore_rules();
-        let local_entries = folder.sync_index()?;
-        let unservable = folder.unservable_names();
+        self.scan_dirty()?;
+        let unservable = self.shared.folder.unservable_names();
         if unservable.is_some() && unservable != self.unservable_told {
             rep.errors.extend(unservable.clone());
         }
         self.unservable_told = unservable;
         let addr = self.partners[i].addr.clone();
         let mut client = connect_partner(&addr, &self.stopping)?;
-        let known = match &self.partners[i].id {
-            Some(id) => self.shared.sync_db()?.load(id)?,
-            None => Index::new(),
-        };
-        let offered = crate::sync::offer(local_entries.clone(), &known, &rules);
-        let (remote_id, remote_entries) =
-            client.sync_exchange(self.shared.peer_id(), self.cfg.listen_port, &offered)?;
-        if remote_id == self.shared.peer_id() {
-            bail!("{addr} is this very peer (same peer id); not syncing with itself");
-        }
+        let remote_id = crate::sync::exchange::exchange(
+            &mut client,
+            self.shared.sync_db()?,
+            self.shared.peer_id(),
+            self.cfg.listen_port,
+            self.partners[i].id.as_deref(),
+        )?;
         // Remember who answered; merge with a learned entry of the same id.
         if let Some(j) = self
             .partners
@@ -61,37 +55,25 @@ impl Actor {
             return self.round(i, confirm, rep);
         }
         self.partners[i].id = Some(remote_id.clone());
-        let (local, _) = to_index(&local_entries, &rules);
-        let (remote, their_base) = to_index(&remote_entries, &rules);
-        let base = self.shared.sync_db()?.load(&remote_id)?;
-        let base = crate::sync::without_ignored(base, &rules);
-        let plan = plan(&local, &remote, &base, &their_base);
-        self.run_plan(
-            &mut client,
-            &remote_id,
-            &local,
-            &remote,
-            &plan,
-            confirm,
-            rep,
-        )?;
-        self.shared.folder.save_cache();
-        Ok(())
+        let work = self.need(&remote_id)?;
+        let touched = self.run_plan(&mut client, &remote_id, &work, confirm, rep)?;
+        // What this round changed here goes into our index now (the
+        // watcher would tell too, a moment later).
+        self.scan_paths(&touched)
     }
 
-    /// Apply a round's plan in order (see the module doc) and record what
-    /// both sides now agree on.
-    #[allow(clippy::too_many_arguments)]
+    /// Apply a round's plan in order (see the module doc), record what
+    /// both sides now agree on and how far the partner is planned; returns
+    /// the paths it changed here.
     fn run_plan(
         &mut self,
         client: &mut Client,
         remote_id: &str,
-        local: &Index,
-        remote: &Index,
-        plan: &Plan,
+        work: &Work,
         confirm: bool,
         rep: &mut PartnerRound,
-    ) -> Result<()> {
+    ) -> Result<BTreeSet<String>> {
+        let (plan, local, remote) = (&work.plan, &work.local, &work.remote);
         let addr = client.addr().to_string();
         let hold_deletions = !confirm
             && self
@@ -107,12 +89,14 @@ impl Actor {
         // while neither side changes.
         let mut pulls: Vec<(String, Option<FileState>)> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
+        let mut touched = BTreeSet::new();
         let now = Instant::now();
         // The end of the plan (None) flushes the pulls like any non-pull.
         for step in plan.actions.iter().map(Some).chain(std::iter::once(None)) {
             let is_pull = matches!(step, Some((_, Action::Pull | Action::ConflictPull)));
             if !is_pull && !pulls.is_empty() {
                 let batch = std::mem::take(&mut pulls);
+                touched.extend(batch.iter().map(|(p, _)| p.clone()));
                 self.pull_batch(
                     client,
                     remote_id,
@@ -126,10 +110,16 @@ impl Actor {
             let Some((path, action)) = step else { break };
             let r = remote.get(path);
             let l = local.get(path);
-            let bookkeeping = matches!(action, Action::Nothing | Action::Record | Action::Forget);
-            if !bookkeeping && self.stuck.left_alone(remote_id, path, l, r, now) {
+            if !action.is_bookkeeping() && self.stuck.left_alone(remote_id, path, l, r, now) {
                 rep.left_alone += 1;
+                failed.push(path.clone());
                 continue;
+            }
+            if !action.is_bookkeeping() {
+                touched.insert(path.clone());
+            }
+            if let Action::Rename { from } = action {
+                touched.insert(from.clone());
             }
             let outcome = match action {
                 Action::Pull | Action::ConflictPull => self
@@ -143,14 +133,55 @@ impl Actor {
                 failed.push(path.clone());
             }
         }
+        let pending = self.still_pending(work, &changes, &failed, hold_deletions);
         for path in failed {
-            self.stuck
-                .failed(remote_id, &path, local.get(&path), remote.get(&path), now);
+            if !self
+                .stuck
+                .left_alone(remote_id, &path, local.get(&path), remote.get(&path), now)
+            {
+                self.stuck
+                    .failed(remote_id, &path, local.get(&path), remote.get(&path), now);
+            }
         }
         if !confirm {
             self.guard.applied(Instant::now(), rep.deleted);
         }
-        self.shared.sync_db()?.apply(remote_id, &changes)
+        let db = self.shared.sync_db()?;
+        db.apply(remote_id, &changes)?;
+        db.plan_done(remote_id, &work.scope, &pending)?;
+        Ok(touched)
+    }
+
+    /// The paths of a plan that are to be planned again next round: every
+    /// action that did not get done (it failed, was left alone or never
+    /// tried, was held back, or found a folder not yet empty).
+    fn still_pending(
+        &self,
+        work: &Work,
+        changes: &[(String, Option<FileState>)],
+        failed: &[String],
+        hold_deletions: bool,
+    ) -> BTreeSet<String> {
+        let done: std::collections::HashSet<&str> =
+            changes.iter().map(|(p, _)| p.as_str()).collect();
+        let mut pending: BTreeSet<String> = failed.iter().cloned().collect();
+        for (path, action) in &work.plan.actions {
+            let undone = match action {
+                Action::Delete if hold_deletions => true,
+                Action::RemoveDir => hold_deletions || !done.contains(path.as_str()),
+                _ => false,
+            };
+            if undone {
+                pending.insert(path.clone());
+            }
+            // A rename not done leaves the old name to delete as well.
+            if let Action::Rename { from } = action
+                && failed.contains(path)
+            {
+                pending.insert(from.clone());
+            }
+        }
+        pending
     }
 
     /// [`Actor::pull_all`], its failure noted for the round.
@@ -171,51 +202,6 @@ impl Actor {
                 client.addr()
             ));
         }
-    }
-
-    /// Move our version of `path` aside to a conflict copy (a name not
-    /// taken yet); returns that name.
-    fn move_aside(&self, path: &str, local: &FileState, rep: &mut PartnerRound) -> Result<String> {
-        let folder = &self.shared.folder;
-        still_as_planned(folder.root(), path, Some(local))?;
-        let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
-        let aside = (0..100)
-            .map(|n| match n {
-                0 => conflict_name(path, &stamp, self.shared.peer_id()),
-                n => conflict_name(path, &format!("{stamp}-{n}"), self.shared.peer_id()),
-            })
-            .find(|a| fs::symlink_metadata(folder.root().join(a)).is_err())
-            .ok_or_else(|| Error::new(format!("no free conflict name for {path}")))?;
-        fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
-            .context(format!("moving {path} aside to {aside}"))?;
-        rep.conflicts += 1;
-        self.log(
-            &rep.peer,
-            &format!("sync conflict {path}"),
-            &format!("ours kept as {aside}"),
-            0,
-        );
-        Ok(aside)
-    }
-
-    /// Before pulling: refuse a file that could not land here (a file
-    /// where one of its folders should be), and on a conflict move our
-    /// version aside. Returns the local state the pull expects to replace
-    /// (checked again before the rename).
-    fn prepare_pull(
-        &self,
-        path: &str,
-        action: &Action,
-        local: Option<&FileState>,
-        rep: &mut PartnerRound,
-    ) -> Result<Option<FileState>> {
-        can_land(self.shared.folder.root(), path)?;
-        if *action != Action::ConflictPull {
-            return Ok(local.cloned());
-        }
-        let l = local.ok_or_else(|| Error::new("no local state"))?;
-        self.move_aside(path, l, rep)?;
-        Ok(None)
     }
 
     /// Record pulled files in the sync database as they land, not only at
@@ -330,6 +316,15 @@ impl Actor {
             batch
         });
         let results = results.into_inner().unwrap_or_default();
+        // A pull the batch never got to (its connection failed) is tried next round.
+        let tried: std::collections::HashSet<&str> =
+            results.iter().map(|(p, _)| p.as_str()).collect();
+        let untried: Vec<String> = pulls
+            .iter()
+            .filter(|(p, _)| !tried.contains(p.as_str()))
+            .map(|(p, _)| p.clone())
+            .collect();
+        failed.extend(untried);
         for (path, result) in results {
             match result {
                 Ok(report) => {
@@ -350,131 +345,6 @@ impl Actor {
             }
         }
         batch
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn apply(
-        &self,
-        path: &str,
-        action: &Action,
-        local: Option<&FileState>,
-        remote: Option<&FileState>,
-        hold_deletions: bool,
-        rep: &mut PartnerRound,
-        changes: &mut Vec<(String, Option<FileState>)>,
-    ) -> Result<()> {
-        let folder = &self.shared.folder;
-        let peer = rep.peer.clone();
-        match action {
-            Action::Nothing => {}
-            Action::FolderWins => {
-                let l = local.ok_or_else(|| Error::new("no local state"))?;
-                self.move_aside(path, l, rep)?;
-                self.make_dir(path, remote, rep, changes, "ok (a folder there)")?;
-            }
-            Action::Record => changes.push((path.to_string(), local.cloned())),
-            Action::Forget => changes.push((path.to_string(), None)),
-            Action::Pull | Action::ConflictPull => bail!("pulls run in a batch"),
-            Action::MakeDir => self.make_dir(path, remote, rep, changes, "ok")?,
-            Action::SetMode(mode) => {
-                let p = folder.local_path(path)?;
-                let mode = mode & PERM_BITS;
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                    .context(format!("chmod {path}"))?;
-                changes.push((path.to_string(), remote.cloned()));
-                rep.modes += 1;
-                self.log(&peer, &format!("sync chmod {mode:04o} {path}"), "ok", 0);
-            }
-            Action::Delete => {
-                if hold_deletions {
-                    return Ok(());
-                }
-                still_as_planned(folder.root(), path, local)?;
-                crate::sync::trash::move_to_trash(
-                    &folder.state_dir().join("trash"),
-                    &folder.target_path(path)?,
-                    path,
-                    chrono::Local::now(),
-                )?;
-                changes.push((path.to_string(), None));
-                rep.deleted += 1;
-                self.log(
-                    &peer,
-                    &format!("sync delete {path}"),
-                    "moved to .dropbox-shell/trash",
-                    0,
-                );
-            }
-            Action::RemoveDir => {
-                if hold_deletions {
-                    return Ok(());
-                }
-                let p = folder.local_path(path)?;
-                if fs::read_dir(&p)
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(false)
-                {
-                    fs::remove_dir(&p).context(format!("removing folder {path}"))?;
-                    changes.push((path.to_string(), None));
-                    rep.folders += 1;
-                    self.log(&peer, &format!("sync rmdir {path}"), "ok", 0);
-                }
-            }
-            Action::Rename { from } => self.rename(from, path, remote, rep, changes)?,
-        }
-        Ok(())
-    }
-
-    /// Make the remote folder `path` here, with its permission bits.
-    fn make_dir(
-        &self,
-        path: &str,
-        remote: Option<&FileState>,
-        rep: &mut PartnerRound,
-        changes: &mut Vec<(String, Option<FileState>)>,
-        outcome: &str,
-    ) -> Result<()> {
-        let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-        let p = self.shared.folder.local_path(path)?;
-        fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(r.perm())).ok();
-        changes.push((path.to_string(), Some(r.clone())));
-        rep.folders += 1;
-        self.log(&rep.peer, &format!("sync mkdir {path}"), outcome, 0);
-        Ok(())
-    }
-
-    /// The bytes of `path` are here under `from`, which went there: move
-    /// them (no bytes travel) and give them the remote's mtime and mode.
-    fn rename(
-        &self,
-        from: &str,
-        path: &str,
-        remote: Option<&FileState>,
-        rep: &mut PartnerRound,
-        changes: &mut Vec<(String, Option<FileState>)>,
-    ) -> Result<()> {
-        let folder = &self.shared.folder;
-        let r = remote.ok_or_else(|| Error::new("no remote state"))?;
-        let old = folder.target_path(from)?;
-        let new = folder.target_path(path)?;
-        if let Some(parent) = new.parent() {
-            fs::create_dir_all(parent).context(format!("creating the folder of {path}"))?;
-        }
-        fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
-        let mtime = crate::folder::file_time(r.mtime_ns);
-        filetime::set_file_mtime(&new, mtime).ok();
-        fs::set_permissions(&new, fs::Permissions::from_mode(r.perm())).ok();
-        changes.push((path.to_string(), Some(r.clone())));
-        changes.push((from.to_string(), None));
-        rep.renamed += 1;
-        self.log(
-            &rep.peer,
-            &format!("sync rename {from} -> {path}"),
-            "ok (no bytes sent)",
-            0,
-        );
-        Ok(())
     }
 }
 
@@ -507,41 +377,4 @@ fn extra_lanes(addr: &str, n: usize, stopping: &Arc<AtomicBool>) -> Vec<Client> 
             Some(c)
         })
         .collect()
-}
-
-/// Refuse to touch a local path that changed since the round's plan was
-/// made (a file still being written, or edited meanwhile).
-fn still_as_planned(root: &Path, path: &str, expected: Option<&FileState>) -> Result<()> {
-    let now = fs::symlink_metadata(root.join(path)).ok();
-    let same = match (now, expected) {
-        (None, None) => true,
-        (Some(m), Some(e)) => {
-            m.is_dir() || (m.len() == e.size && crate::folder::mtime_ns(&m) == e.mtime_ns)
-        }
-        _ => false,
-    };
-    if !same {
-        bail!("changed here while syncing; left for the next round");
-    }
-    Ok(())
-}
-
-/// Refuse a pull whose bytes could not land: one of the folders of `path`
-/// is a file (or anything else but a folder) here.
-fn can_land(root: &Path, path: &str) -> Result<()> {
-    let mut at = root.to_path_buf();
-    let mut parts: Vec<&str> = path.split('/').collect();
-    parts.pop();
-    for (i, part) in parts.iter().enumerate() {
-        at.push(part);
-        match fs::metadata(&at) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => bail!(
-                "{} is a file here, not a folder; not pulled",
-                parts[..=i].join("/")
-            ),
-            Err(_) => break,
-        }
-    }
-    Ok(())
 }

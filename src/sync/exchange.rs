@@ -1,0 +1,133 @@
+//! The exchange of indexes with a partner, on one connection: each side
+//! says who it is, the id of its index and how far it holds the other's
+//! ([`Mark`]); then each sends its entries after the other's mark (all of
+//! them when the mark is of another index: a first contact, or a
+//! database started over), in the order of their sequence numbers, and
+//! the receiver stores them as they come. A change on one side costs one
+//! small message each way; the whole index travels only when it must.
+//! The client's half is [`exchange`]; the server's is [`answer_hello`]
+//! and [`send_since`], called from its connection.
+
+use super::db::SyncDb;
+use crate::client::Client;
+use crate::limits::{
+    ALL_PARTNERS_BYTES, EXCHANGE_BYTES, EXCHANGE_ENTRIES, PARTNER_BYTES, SYNC_PARTNERS,
+};
+use crate::proto::{BATCH, Mark, SyncEntry};
+use crate::{Result, bail};
+
+/// Send our entries after `seen` (the partner's mark of our index) to
+/// `send`, in batches of [`BATCH`], each with whether more follow. Past
+/// half of [`EXCHANGE_BYTES`] the rest waits for the next exchange (the
+/// partner's mark then tells where to go on).
+pub fn send_since(
+    db: &SyncDb,
+    peer: &str,
+    seen: Option<&Mark>,
+    send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
+) -> Result<()> {
+    let ours = db.index_id()?;
+    let mut since = seen.filter(|m| m.index_id == ours).map_or(0, |m| m.seq);
+    let mut bytes = 0;
+    loop {
+        let batch = db.local_since(peer, since, BATCH)?;
+        bytes += names_of(&batch);
+        let more = batch.len() == BATCH && bytes < EXCHANGE_BYTES / 2;
+        send(&batch, more)?;
+        match batch.last() {
+            Some(last) if more => since = last.seq,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// A partner opened an exchange from its index `index_id`: make room for
+/// its entries (a partner we never saw beyond [`SYNC_PARTNERS`], or one
+/// that sent [`PARTNER_ENTRIES`] already, is refused) and say where we
+/// stand: the id of our index and how far we hold the partner's.
+pub fn answer_hello(db: &SyncDb, peer: &str, index_id: &str) -> Result<(String, Option<Mark>)> {
+    if db.seen_of(peer)?.is_none() && db.partner_count()? >= SYNC_PARTNERS {
+        bail!("this peer keeps the indexes of {SYNC_PARTNERS} partners already; refused");
+    }
+    let (mut mine, mut all) = db.remote_bytes(peer)?;
+    if mine + EXCHANGE_BYTES > PARTNER_BYTES || all + EXCHANGE_BYTES > ALL_PARTNERS_BYTES {
+        // The running count only grows: count again before refusing.
+        db.recount_remote(peer)?;
+        (mine, all) = db.remote_bytes(peer)?;
+    }
+    if mine + EXCHANGE_BYTES > PARTNER_BYTES || all + EXCHANGE_BYTES > ALL_PARTNERS_BYTES {
+        bail!(
+            "this peer keeps no more than {} MiB of names of a partner's index ({} MiB of all partners'); refused",
+            PARTNER_BYTES >> 20,
+            ALL_PARTNERS_BYTES >> 20
+        );
+    }
+    db.remote_begin(peer, index_id)?;
+    Ok((db.index_id()?, db.seen_of(peer)?))
+}
+
+/// The bytes of the names of `entries`: what keeping them costs, roughly.
+fn names_of(entries: &[SyncEntry]) -> usize {
+    entries.iter().map(|e| e.name.len()).sum()
+}
+
+/// Counts a partner's entries as they come: more than [`EXCHANGE_ENTRIES`]
+/// or [`EXCHANGE_BYTES`] in one exchange is refused.
+#[derive(Default)]
+pub struct Intake {
+    entries: usize,
+    bytes: usize,
+}
+
+impl Intake {
+    pub fn take(&mut self, batch: &[SyncEntry]) -> Result<()> {
+        self.entries += batch.len();
+        self.bytes += names_of(batch);
+        if self.entries > EXCHANGE_ENTRIES || self.bytes > EXCHANGE_BYTES {
+            bail!(
+                "sync entries of more than {EXCHANGE_ENTRIES} paths or {} MiB of names in one exchange; refused",
+                EXCHANGE_BYTES >> 20
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Our half of an exchange over `client`, as `peer_id` serving on
+/// `listen_port`; `known` is the id we believe the partner has. Returns
+/// the id of the partner that answered.
+pub fn exchange(
+    client: &mut Client,
+    db: &SyncDb,
+    peer_id: &str,
+    listen_port: u16,
+    known: Option<&str>,
+) -> Result<String> {
+    let seen = match known {
+        Some(id) => db.seen_of(id)?,
+        None => None,
+    };
+    let (their_id, their_index, their_seen) =
+        client.sync_hello(peer_id, listen_port, &db.index_id()?, seen)?;
+    if their_id == peer_id {
+        bail!(
+            "{} is this very peer (same peer id); not syncing with itself",
+            client.addr()
+        );
+    }
+    // When another id answered than we thought, our mark was of another
+    // index: it sends its own whole, and remote_begin starts it afresh.
+    db.remote_begin(&their_id, &their_index)?;
+    send_since(db, &their_id, their_seen.as_ref(), &mut |b, more| {
+        client.send_delta(b, more)
+    })?;
+    let mut intake = Intake::default();
+    loop {
+        let (entries, more) = client.recv_delta()?;
+        intake.take(&entries)?;
+        db.remote_store(&their_id, &entries)?;
+        if !more {
+            return Ok(their_id);
+        }
+    }
+}

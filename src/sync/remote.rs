@@ -1,0 +1,317 @@
+//! What partners told us of their indexes, kept in the sync database: per
+//! partner, every entry it sent (present or a tombstone, with its sequence
+//! number), the id of its index and the highest sequence we hold of it.
+//! A partner's index id that changed means it started over: what we held
+//! of it is dropped and it sends its index whole.
+//!
+//! Also how far each partner was planned: a round plans only the paths
+//! that changed since (on either side) and the ones left pending (an
+//! action that failed, a deletion held back), so its cost follows the
+//! change, not the folder.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::db::{SyncDb, db_err, state_from_row};
+use super::plan::Index;
+use crate::Result;
+use crate::names::clean_name;
+use crate::proto::{Kind, Mark, SyncEntry};
+
+/// A partner's view of some paths, as its index told us.
+#[derive(Debug, Default)]
+pub struct RemoteView {
+    pub present: Index,
+    /// The states it last agreed on with us.
+    pub agreed: Index,
+    /// Paths its `.dropboxignore` keeps out: left alone on both sides.
+    pub ignored: BTreeSet<String>,
+}
+
+/// The paths a round plans, and the sequence numbers (ours, the
+/// partner's) up to which that covers the changes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub paths: BTreeSet<String>,
+    pub local_to: u64,
+    pub remote_to: u64,
+    /// The partner's index the remote sequence numbers count in.
+    pub index_id: String,
+}
+
+impl SyncDb {
+    /// The partner's index as we hold it: its id and the highest sequence.
+    pub fn seen_of(&self, peer: &str) -> Result<Option<Mark>> {
+        let conn = self.conn()?;
+        conn.query_row(
+            "SELECT index_id, seq FROM partners WHERE peer = ?1",
+            params![peer],
+            |r| {
+                Ok(Mark {
+                    index_id: r.get(0)?,
+                    seq: r.get::<_, i64>(1)? as u64,
+                })
+            },
+        )
+        .optional()
+        .map_err(db_err)
+    }
+
+    /// The partner's entries are about to come from its index `index_id`:
+    /// if that is not the one we hold, forget what we held of it (it
+    /// sends its index whole) and plan it all again.
+    pub fn remote_begin(&self, peer: &str, index_id: &str) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let known: Option<String> = tx
+            .query_row(
+                "SELECT index_id FROM partners WHERE peer = ?1",
+                params![peer],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if known.as_deref() != Some(index_id) {
+            tx.execute("DELETE FROM remote WHERE peer = ?1", params![peer])
+                .map_err(db_err)?;
+            tx.execute(
+                "INSERT INTO partners (peer, index_id, seq, planned_remote, planned_local)
+                 VALUES (?1, ?2, 0, 0, 0)
+                 ON CONFLICT (peer) DO UPDATE SET index_id = ?2, seq = 0, planned_remote = 0,
+                     bytes = 0",
+                params![peer, index_id],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// Store a batch of the partner's entries (in the order of its
+    /// sequence numbers) and move its mark on; entries whose name is not a
+    /// clean relative path are dropped.
+    pub fn remote_store(&self, peer: &str, entries: &[SyncEntry]) -> Result<()> {
+        let Some(top) = entries.iter().map(|e| e.seq).max() else {
+            return Ok(());
+        };
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO remote
+                     (peer, path, dir, size, mtime_ns, mode, md5, deleted, agreed, seq, ignored)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(db_err)?;
+            for e in entries {
+                if clean_name(&e.name).as_deref() != Ok(e.name.as_str()) {
+                    continue;
+                }
+                put.execute(params![
+                    peer,
+                    e.name,
+                    e.kind == Kind::Dir,
+                    e.size as i64,
+                    e.mtime_ns,
+                    e.mode as i64,
+                    e.md5,
+                    e.deleted,
+                    e.agreed,
+                    e.seq as i64,
+                    e.ignored
+                ])
+                .map_err(db_err)?;
+            }
+            // The bytes kept are counted as they come (an entry sent again
+            // counts again: [`SyncDb::recount_remote`] tells the truth when it matters).
+            let bytes: usize = entries.iter().map(|e| e.name.len()).sum();
+            tx.execute(
+                "UPDATE partners SET seq = MAX(seq, ?2), bytes = bytes + ?3 WHERE peer = ?1",
+                params![peer, top as i64, bytes as i64],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    /// The partner's view of these paths: what it has, the states it last
+    /// agreed on with us (its tombstones of agreed paths and the paths it
+    /// holds as agreed), and the paths its `.dropboxignore` keeps out.
+    pub fn remote_states<'a>(
+        &self,
+        peer: &str,
+        paths: impl IntoIterator<Item = &'a String>,
+    ) -> Result<RemoteView> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT dir, size, mtime_ns, mode, md5, deleted, agreed, ignored
+                 FROM remote WHERE peer = ?1 AND path = ?2",
+            )
+            .map_err(db_err)?;
+        let mut view = RemoteView::default();
+        let (present, agreed) = (&mut view.present, &mut view.agreed);
+        for p in paths {
+            let row = stmt
+                .query_row(params![peer, p], |r| {
+                    Ok((
+                        state_from_row(r, 0)?,
+                        r.get::<_, bool>(5)?,
+                        r.get::<_, bool>(6)?,
+                        r.get::<_, bool>(7)?,
+                    ))
+                })
+                .optional()
+                .map_err(db_err)?;
+            if let Some((state, deleted, is_agreed, ignored)) = row {
+                if ignored {
+                    view.ignored.insert(p.clone());
+                    continue;
+                }
+                if is_agreed {
+                    agreed.insert(p.clone(), state.clone());
+                }
+                if !deleted {
+                    present.insert(p.clone(), state);
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    /// What a round with `peer` has to plan: the paths changed on either
+    /// side since its last plan, and the ones it left pending.
+    pub fn plan_scope(&self, peer: &str) -> Result<Scope> {
+        let conn = self.conn()?;
+        let (planned_remote, planned_local, index_id): (i64, i64, String) = conn
+            .query_row(
+                "SELECT planned_remote, planned_local, index_id FROM partners WHERE peer = ?1",
+                params![peer],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db_err)?
+            .unwrap_or_default();
+        let mut scope = Scope {
+            local_to: planned_local as u64,
+            remote_to: planned_remote as u64,
+            index_id,
+            ..Scope::default()
+        };
+        let mut add = |sql: &str, args: &[&dyn rusqlite::ToSql], to: &mut u64| -> Result<()> {
+            let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+            let mut rows = stmt.query(args).map_err(db_err)?;
+            while let Some(r) = rows.next().map_err(db_err)? {
+                scope.paths.insert(r.get(0).map_err(db_err)?);
+                *to = (*to).max(r.get::<_, i64>(1).map_err(db_err)? as u64);
+            }
+            Ok(())
+        };
+        let (mut local_to, mut remote_to, mut none) = (scope.local_to, scope.remote_to, 0);
+        add(
+            "SELECT path, seq FROM local WHERE seq > ?1",
+            &[&planned_local],
+            &mut local_to,
+        )?;
+        add(
+            "SELECT path, seq FROM remote WHERE peer = ?1 AND seq > ?2",
+            &[&peer, &planned_remote],
+            &mut remote_to,
+        )?;
+        add(
+            "SELECT path, 0 FROM pending WHERE peer = ?1",
+            &[&peer],
+            &mut none,
+        )?;
+        scope.local_to = local_to;
+        scope.remote_to = remote_to;
+        Ok(scope)
+    }
+
+    /// A round planned `scope` with `peer`; `pending` are its paths still
+    /// to plan again (failed, held back or not finished).
+    pub fn plan_done(&self, peer: &str, scope: &Scope, pending: &BTreeSet<String>) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        {
+            let mut forget = tx
+                .prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2")
+                .map_err(db_err)?;
+            for p in scope.paths.difference(pending) {
+                forget.execute(params![peer, p]).map_err(db_err)?;
+            }
+            let mut keep = tx
+                .prepare_cached("INSERT OR IGNORE INTO pending (peer, path) VALUES (?1, ?2)")
+                .map_err(db_err)?;
+            for p in pending {
+                keep.execute(params![peer, p]).map_err(db_err)?;
+            }
+            // The partner's mark moves on only within the index it was
+            // planned in: one that started over meanwhile is planned whole.
+            tx.execute(
+                "INSERT INTO partners (peer, index_id, seq, planned_remote, planned_local)
+                 VALUES (?1, ?4, 0, ?2, ?3)
+                 ON CONFLICT (peer) DO UPDATE SET planned_local = ?3,
+                     planned_remote = CASE WHEN index_id = ?4 THEN ?2 ELSE planned_remote END",
+                params![
+                    peer,
+                    scope.remote_to as i64,
+                    scope.local_to as i64,
+                    scope.index_id
+                ],
+            )
+            .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+}
+
+impl SyncDb {
+    /// Plan every path with every partner again (the patterns that keep
+    /// paths out of plans changed).
+    pub fn plan_all_again(&self) -> Result<()> {
+        self.conn()?
+            .execute(
+                "UPDATE partners SET planned_remote = 0, planned_local = 0",
+                [],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    /// How many partners' indexes we keep.
+    pub fn partner_count(&self) -> Result<usize> {
+        self.conn()?
+            .query_row("SELECT COUNT(*) FROM partners", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(db_err)
+    }
+
+    /// The bytes of names we keep of `peer`'s index and of all partners',
+    /// as counted while they came (an upper bound).
+    pub fn remote_bytes(&self, peer: &str) -> Result<(usize, usize)> {
+        self.conn()?
+            .query_row(
+                "SELECT COALESCE(SUM(CASE WHEN peer = ?1 THEN bytes ELSE 0 END), 0),
+                        COALESCE(SUM(bytes), 0)
+                 FROM partners",
+                params![peer],
+                |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)),
+            )
+            .map_err(db_err)
+    }
+
+    /// Count the bytes of names we keep of `peer`'s index exactly (read
+    /// from the primary key's index alone), and note the count.
+    pub fn recount_remote(&self, peer: &str) -> Result<()> {
+        self.conn()?
+            .execute(
+                "UPDATE partners SET bytes = (SELECT COALESCE(SUM(LENGTH(path)), 0)
+                     FROM remote WHERE peer = ?1) WHERE peer = ?1",
+                params![peer],
+            )
+            .map(|_| ())
+            .map_err(db_err)
+    }
+}
