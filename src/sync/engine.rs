@@ -285,9 +285,13 @@ struct Actor {
     rules: Option<IgnoreRules>,
 }
 
-/// A round's work with one partner: what it covers and its plan.
+/// Paths planned at once: a round over more goes in parts of this many,
+/// so its memory stays flat however many changed.
+const PLAN_PART: usize = 10_000;
+
+/// The plan of one part of a round with one partner, and the states it
+/// was made from.
 struct Work {
-    scope: Scope,
     local: Index,
     remote: Index,
     plan: Plan,
@@ -350,7 +354,13 @@ impl Actor {
                 schedule.local_change(Instant::now());
             }
             self.pending = schedule.pending();
-            match schedule.take_due(Instant::now()) {
+            let due = schedule.take_due(Instant::now());
+            // Our index is brought up to date whether or not a partner is
+            // due (one left alone after failures still asks for it).
+            if due.is_some() && self.cfg.enabled {
+                let _ = self.scan_dirty();
+            }
+            match due {
                 Some(Due::All) => {
                     self.round_all(false, true, false);
                 }
@@ -435,7 +445,15 @@ impl Actor {
         if self.scan_dirty().is_err() {
             return true;
         }
-        let Ok(work) = self.need(peer_id) else {
+        let Ok(scope) = self.scope(peer_id) else {
+            return true;
+        };
+        // Much changed: a round does it, in parts.
+        if scope.paths.len() > PLAN_PART {
+            return true;
+        }
+        let paths: Vec<String> = scope.paths.iter().cloned().collect();
+        let Ok(work) = self.need(peer_id, &paths) else {
             return true;
         };
         if !work.plan.is_idle() {
@@ -446,7 +464,7 @@ impl Actor {
         };
         let recorded = db
             .apply(peer_id, &work.plan.bookkeeping(&work.local))
-            .and_then(|_| db.plan_done(peer_id, &work.scope, &Default::default()));
+            .and_then(|_| db.plan_done(peer_id, &scope, &Default::default()));
         recorded.is_err()
     }
 
@@ -494,33 +512,41 @@ impl Actor {
         scanned.map(|_| ())
     }
 
-    /// The need stage: the plan of the paths changed on either side since
-    /// the last plan with `peer` (and those left pending then).
-    fn need(&mut self, peer: &str) -> Result<Work> {
+    /// What a round with `peer` plans: the paths changed on either side
+    /// since the last plan with it (and those left pending then); every
+    /// path when the `.dropboxignore` patterns changed since.
+    fn scope(&mut self, peer: &str) -> Result<Scope> {
         let db = self.shared.sync_db()?;
         let rules = self.shared.folder.ignore_rules();
-        // Paths the old patterns kept out of earlier plans are planned now.
         if !self.rules.as_ref().is_some_and(|r| r.same_as(&rules)) {
             if self.rules.is_some() {
                 db.plan_all_again()?;
             }
-            self.rules = Some(rules.clone());
+            self.rules = Some(rules);
         }
-        let scope = db.plan_scope(peer)?;
-        let view = db.remote_states(peer, &scope.paths)?;
+        db.plan_scope(peer)
+    }
+
+    /// The need stage: the plan of `paths` with `peer`.
+    fn need(&self, peer: &str, paths: &[String]) -> Result<Work> {
+        let db = self.shared.sync_db()?;
+        let rules = self.shared.folder.ignore_rules();
+        let view = db.remote_states(peer, paths)?;
         // What either side ignores takes no part.
         let ignored = &view.ignored;
         let keep = |mut i: Index| {
             i.retain(|p, _| !ignored.contains(p));
             super::without_ignored(i, &rules)
         };
-        let local = keep(db.local_states(&scope.paths)?);
+        let local = keep(db.local_states(paths)?);
         let (remote, their_base) = (keep(view.present), keep(view.agreed));
-        let base = keep(db.base_of(peer, &scope.paths)?);
+        let base = keep(db.base_of(peer, paths)?);
         let mut plan = plan(&local, &remote, &base, &their_base);
-        plan.local_files = db.local_files()?;
+        // Counted only when it matters: against planned deletions.
+        if plan.deletions() > 0 {
+            plan.local_files = db.local_files()?;
+        }
         Ok(Work {
-            scope,
             local,
             remote,
             plan,

@@ -40,12 +40,18 @@ fn seen_of(e: &Entry, meta: &Metadata) -> Seen {
 #[derive(Default)]
 struct Found {
     changes: Vec<LocalChange>,
-    to_hash: Vec<(String, Seen)>,
+    to_hash: Vec<(String, Seen, Metadata)>,
+    /// Changes recorded so far.
+    recorded: usize,
+    /// The first failure while walking, reported at the end.
+    failed: Option<crate::Error>,
 }
 
 impl Found {
     /// `seen` differs from `known` (or is new): record a folder now, hash a file.
-    fn compare(&mut self, name: String, seen: Seen, known: Option<&Seen>) {
+    fn compare(&mut self, e: Entry, meta: &Metadata, known: Option<&Seen>) {
+        let seen = seen_of(&e, meta);
+        let name = e.name;
         if let Some(k) = known
             && k.unchanged(&seen)
         {
@@ -53,16 +59,27 @@ impl Found {
         }
         match seen.state.kind {
             Kind::Dir => self.changes.push(LocalChange::Present(name, seen)),
-            Kind::File => self.to_hash.push((name, seen)),
+            Kind::File => self.to_hash.push((name, seen, meta.clone())),
         }
     }
 
-    /// Hash the files on all cores (a file the cache knows unchanged is not
-    /// read) and write everything in one transaction. A file that cannot
-    /// be read stays as the index had it. Returns the changes recorded.
-    fn apply(mut self, folder: &Folder, db: &SyncDb) -> Result<usize> {
-        let names: Vec<String> = self.to_hash.iter().map(|(n, _)| n.clone()).collect();
-        for ((name, mut seen), h) in self.to_hash.into_iter().zip(folder.hash_unsaved(&names)) {
+    /// Hash the files on all cores (a file the MD5 cache knows unchanged,
+    /// as one just received, is not even opened) and write everything in
+    /// one transaction. A file that cannot be read stays as the index had
+    /// it. Returns the changes recorded.
+    fn apply(&mut self, folder: &Folder, db: &SyncDb) -> Result<()> {
+        let mut unknown = Vec::new();
+        for (name, mut seen, meta) in std::mem::take(&mut self.to_hash) {
+            match folder.cached(&name, &meta) {
+                Some(md5) => {
+                    seen.state.md5 = Some(crate::proto::hex(&md5));
+                    self.changes.push(LocalChange::Present(name, seen));
+                }
+                None => unknown.push((name, seen)),
+            }
+        }
+        let names: Vec<String> = unknown.iter().map(|(n, _)| n.clone()).collect();
+        for ((name, mut seen), h) in unknown.into_iter().zip(folder.hash_unsaved(&names)) {
             if let Some(md5) = h.md5 {
                 seen.state.md5 = Some(md5);
                 self.changes.push(LocalChange::Present(name, seen));
@@ -70,9 +87,35 @@ impl Found {
         }
         // The folder vanished while we looked (an unmounted disk): record nothing.
         folder.check_present()?;
-        db.local_apply(&self.changes)
+        self.recorded += db.local_apply(&self.changes)?;
+        self.changes.clear();
+        Ok(())
+    }
+
+    /// Apply what was found so far when it is a part's worth (a walk of
+    /// a large folder holds one part at a time); an error is kept for the
+    /// end of the walk.
+    fn flush_part(&mut self, folder: &Folder, db: &SyncDb) {
+        if self.failed.is_some() || self.changes.len() + self.to_hash.len() < SCAN_PART {
+            return;
+        }
+        if let Err(e) = self.apply(folder, db) {
+            self.failed = Some(e);
+        }
+    }
+
+    /// Apply the rest; the changes recorded in all, or the first failure.
+    fn finish(mut self, folder: &Folder, db: &SyncDb) -> Result<usize> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        self.apply(folder, db)?;
+        Ok(self.recorded)
     }
 }
+
+/// Changes a walk gathers before it records them.
+const SCAN_PART: usize = 10_000;
 
 /// Walk the whole folder into the index. Returns the changes recorded.
 pub fn full(folder: &Folder, db: &SyncDb) -> Result<usize> {
@@ -85,14 +128,14 @@ pub fn full(folder: &Folder, db: &SyncDb) -> Result<usize> {
     let was_ignored = db.local_ignored()?;
     let mut found = Found::default();
     folder.walk_under(None, |e, meta| {
-        let seen = seen_of(&e, meta);
         let k = known
             .remove(&e.name)
             .filter(|_| !was_ignored.contains(&e.name));
-        found.compare(e.name, seen, k.as_ref());
+        found.compare(e, meta, k.as_ref());
+        found.flush_part(folder, db);
     });
     found.changes.extend(gone(known, &rules));
-    let n = found.apply(folder, db)?;
+    let n = found.finish(folder, db)?;
     db.set_local_scanned()?;
     Ok(n)
 }
@@ -148,34 +191,31 @@ pub fn paths(folder: &Folder, db: &SyncDb, paths: &BTreeSet<String>) -> Result<u
                 }
             }
             Some((e, meta)) => {
-                let seen = seen_of(&e, &meta);
                 if was_dir && !is_dir {
                     found
                         .changes
                         .extend(db.local_under(p)?.into_iter().map(LocalChange::Gone));
                 }
-                found.compare(e.name, seen, known.as_ref());
+                found.compare(e, &meta, known.as_ref());
                 if is_dir && !was_dir {
-                    walk_new_folder(folder, db, p, &mut found)?;
+                    walk_new_folder(folder, db, p, &mut found);
                     walked = Some(p.clone());
                 }
             }
         }
     }
-    found.apply(folder, db)
+    found.finish(folder, db)
 }
 
 /// A folder new to the index (made, or moved in): everything in it.
-fn walk_new_folder(folder: &Folder, db: &SyncDb, dir: &str, found: &mut Found) -> Result<()> {
-    let mut failed = None;
+fn walk_new_folder(folder: &Folder, db: &SyncDb, dir: &str, found: &mut Found) {
     folder.walk_under(Some(dir), |e, meta| {
-        let seen = seen_of(&e, meta);
         match db.local_seen(&e.name) {
-            Ok(k) => found.compare(e.name, seen, k.as_ref()),
-            Err(err) => failed = Some(err),
+            Ok(k) => found.compare(e, meta, k.as_ref()),
+            Err(err) => found.failed = found.failed.take().or(Some(err)),
         }
+        found.flush_part(folder, db);
     });
-    failed.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::BTreeSet;
 
 use super::apply::still_as_planned;
-use super::{Actor, PartnerRound, Work};
+use super::{Actor, PLAN_PART, PartnerRound, Work};
 use crate::client::Client;
 use crate::sync::plan::{Action, FileState, Index};
 use crate::{Error, Result};
@@ -55,16 +55,25 @@ impl Actor {
             return self.round(i, confirm, rep);
         }
         self.partners[i].id = Some(remote_id.clone());
-        let work = self.need(&remote_id)?;
-        let touched = self.run_plan(&mut client, &remote_id, &work, confirm, rep)?;
-        // What this round changed here goes into our index now (the
-        // watcher would tell too, a moment later).
-        self.scan_paths(&touched)
+        let scope = self.scope(&remote_id)?;
+        let paths: Vec<String> = scope.paths.iter().cloned().collect();
+        let mut pending = BTreeSet::new();
+        for part in paths.chunks(PLAN_PART) {
+            let work = self.need(&remote_id, part)?;
+            let (touched, left) = self.run_plan(&mut client, &remote_id, &work, confirm, rep)?;
+            pending.extend(left);
+            // What this round changed here goes into our index now (the
+            // watcher would tell too, a moment later).
+            self.scan_paths(&touched)?;
+        }
+        self.shared
+            .sync_db()?
+            .plan_done(&remote_id, &scope, &pending)
     }
 
-    /// Apply a round's plan in order (see the module doc), record what
-    /// both sides now agree on and how far the partner is planned; returns
-    /// the paths it changed here.
+    /// Apply a plan in order (see the module doc) and record what both
+    /// sides now agree on; returns the paths it changed here, and those to
+    /// plan again next round.
     fn run_plan(
         &mut self,
         client: &mut Client,
@@ -72,7 +81,7 @@ impl Actor {
         work: &Work,
         confirm: bool,
         rep: &mut PartnerRound,
-    ) -> Result<BTreeSet<String>> {
+    ) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
         let (plan, local, remote) = (&work.plan, &work.local, &work.remote);
         let addr = client.addr().to_string();
         let hold_deletions = !confirm
@@ -146,10 +155,8 @@ impl Actor {
         if !confirm {
             self.guard.applied(Instant::now(), rep.deleted);
         }
-        let db = self.shared.sync_db()?;
-        db.apply(remote_id, &changes)?;
-        db.plan_done(remote_id, &work.scope, &pending)?;
-        Ok(touched)
+        self.shared.sync_db()?.apply(remote_id, &changes)?;
+        Ok((touched, pending))
     }
 
     /// The paths of a plan that are to be planned again next round: every
