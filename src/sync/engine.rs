@@ -12,7 +12,6 @@
 //! through which another process in the folder reaches it
 //! ([`super::control`]).
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -21,16 +20,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use super::db::{LazyDb, SyncDb};
-use super::dirty::{Dirty, ToScan};
+use super::dirty::Dirty;
 use super::guard::DeletionGuard;
 use super::lock::SyncLock;
-use super::plan::{Index, Plan, plan};
-use super::remote::Scope;
 use super::schedule::{Due, Schedule, backoff};
 use super::stuck::Stuck;
 use crate::Result;
 use crate::events::EventSender;
-use crate::folder::{Folder, IGNORE_FILE, IgnoreRules};
+use crate::folder::{Folder, IgnoreRules};
 use crate::history::History;
 use crate::history::{Direction, Record};
 use crate::identity::Identity;
@@ -38,10 +35,12 @@ use crate::identity::Identity;
 mod apply;
 mod report;
 mod round;
+mod stages;
 mod watch;
 
 use report::summary;
 pub use report::{PartnerRound, PartnerStatus, SyncReport, SyncStatus};
+use stages::PLAN_PART;
 
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -285,18 +284,6 @@ struct Actor {
     rules: Option<IgnoreRules>,
 }
 
-/// Paths planned at once: a round over more goes in parts of this many,
-/// so its memory stays flat however many changed.
-const PLAN_PART: usize = 10_000;
-
-/// The plan of one part of a round with one partner, and the states it
-/// was made from.
-struct Work {
-    local: Index,
-    remote: Index,
-    plan: Plan,
-}
-
 fn now_text() -> String {
     crate::timestamp::event_time(chrono::Utc::now())
 }
@@ -466,91 +453,6 @@ impl Actor {
             .apply(peer_id, &work.plan.bookkeeping(&work.local))
             .and_then(|_| db.plan_done(peer_id, &scope, &Default::default()));
         recorded.is_err()
-    }
-
-    /// Everything may have changed: the next scan walks the folder.
-    fn mark_everything(&self) {
-        if let Ok(mut d) = self.dirty.lock() {
-            d.everything();
-        }
-    }
-
-    /// The scan stage: bring our index up to what changed (the paths the
-    /// watcher named; the whole folder when it asked for that, when
-    /// `.dropboxignore` changed, or when nothing watches it).
-    fn scan_dirty(&mut self) -> Result<()> {
-        let to_scan = match self.dirty.lock() {
-            Ok(mut d) if self.cfg.enabled => d.take(),
-            _ => ToScan::Everything,
-        };
-        match to_scan {
-            ToScan::Nothing => Ok(()),
-            ToScan::Paths(p) => self.scan_paths(&p),
-            ToScan::Everything => self.scan_all(),
-        }
-    }
-
-    /// Scan these paths into our index; the whole folder when the
-    /// patterns file is one of them (what it keeps out changed).
-    fn scan_paths(&self, paths: &BTreeSet<String>) -> Result<()> {
-        if paths.contains(IGNORE_FILE) {
-            return self.scan_all();
-        }
-        let scanned = super::scan::paths(&self.shared.folder, self.shared.sync_db()?, paths);
-        if scanned.is_err() {
-            // Whatever it was, the next scan looks at everything.
-            self.mark_everything();
-        }
-        scanned.map(|_| ())
-    }
-
-    fn scan_all(&self) -> Result<()> {
-        let scanned = super::scan::full(&self.shared.folder, self.shared.sync_db()?);
-        if scanned.is_err() {
-            self.mark_everything();
-        }
-        scanned.map(|_| ())
-    }
-
-    /// What a round with `peer` plans: the paths changed on either side
-    /// since the last plan with it (and those left pending then); every
-    /// path when the `.dropboxignore` patterns changed since.
-    fn scope(&mut self, peer: &str) -> Result<Scope> {
-        let db = self.shared.sync_db()?;
-        let rules = self.shared.folder.ignore_rules();
-        if !self.rules.as_ref().is_some_and(|r| r.same_as(&rules)) {
-            if self.rules.is_some() {
-                db.plan_all_again()?;
-            }
-            self.rules = Some(rules);
-        }
-        db.plan_scope(peer)
-    }
-
-    /// The need stage: the plan of `paths` with `peer`.
-    fn need(&self, peer: &str, paths: &[String]) -> Result<Work> {
-        let db = self.shared.sync_db()?;
-        let rules = self.shared.folder.ignore_rules();
-        let view = db.remote_states(peer, paths)?;
-        // What either side ignores takes no part.
-        let ignored = &view.ignored;
-        let keep = |mut i: Index| {
-            i.retain(|p, _| !ignored.contains(p));
-            super::without_ignored(i, &rules)
-        };
-        let local = keep(db.local_states(paths)?);
-        let (remote, their_base) = (keep(view.present), keep(view.agreed));
-        let base = keep(db.base_of(peer, paths)?);
-        let mut plan = plan(&local, &remote, &base, &their_base);
-        // Counted only when it matters: against planned deletions.
-        if plan.deletions() > 0 {
-            plan.local_files = db.local_files()?;
-        }
-        Ok(Work {
-            local,
-            remote,
-            plan,
-        })
     }
 
     /// A round with every partner; with `due_only`, not with those still

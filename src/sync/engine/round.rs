@@ -15,7 +15,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::BTreeSet;
 
 use super::apply::still_as_planned;
-use super::{Actor, PLAN_PART, PartnerRound, Work};
+use super::stages::{PLAN_PART, Work};
+use super::{Actor, PartnerRound};
 use crate::client::Client;
 use crate::sync::plan::{Action, FileState, Index};
 use crate::{Error, Result};
