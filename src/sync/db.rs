@@ -178,15 +178,30 @@ impl SyncDb {
         peer: &str,
         paths: impl IntoIterator<Item = &'a String>,
     ) -> Result<Index> {
+        self.states_of(
+            "SELECT dir, size, mtime_ns, mode, md5 FROM synced WHERE path = ?1 AND peer = ?2",
+            Some(peer),
+            paths,
+        )
+    }
+
+    /// The state `sql` (dir, size, mtime_ns, mode, md5 of the path `?1`,
+    /// for the partner `?2` when given) finds for each of `paths`.
+    pub(super) fn states_of<'a>(
+        &self,
+        sql: &str,
+        peer: Option<&str>,
+        paths: impl IntoIterator<Item = &'a String>,
+    ) -> Result<Index> {
         let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT dir, size, mtime_ns, mode, md5 FROM synced WHERE peer = ?1 AND path = ?2",
-            )
-            .map_err(db_err)?;
+        let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
         let mut out = Index::new();
         for p in paths {
-            let mut rows = stmt.query(params![peer, p]).map_err(db_err)?;
+            let mut rows = match peer {
+                Some(peer) => stmt.query(params![p, peer]),
+                None => stmt.query(params![p]),
+            }
+            .map_err(db_err)?;
             if let Some(r) = rows.next().map_err(db_err)? {
                 out.insert(p.clone(), state_from_row(r, 0).map_err(db_err)?);
             }

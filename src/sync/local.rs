@@ -258,24 +258,12 @@ impl SyncDb {
 
     /// Our present state of these paths.
     pub fn local_states<'a>(&self, paths: impl IntoIterator<Item = &'a String>) -> Result<Index> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT dir, size, mtime_ns, mode, md5 FROM local
-                 WHERE path = ?1 AND deleted = 0 AND ignored = 0",
-            )
-            .map_err(db_err)?;
-        let mut out = Index::new();
-        for p in paths {
-            if let Some(s) = stmt
-                .query_row(params![p], |r| state_from_row(r, 0))
-                .optional()
-                .map_err(db_err)?
-            {
-                out.insert(p.clone(), s);
-            }
-        }
-        Ok(out)
+        self.states_of(
+            "SELECT dir, size, mtime_ns, mode, md5 FROM local
+             WHERE path = ?1 AND deleted = 0 AND ignored = 0",
+            None,
+            paths,
+        )
     }
 
     /// How many files we have (what the mass-deletion guard weighs against).
