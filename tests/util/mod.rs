@@ -63,8 +63,14 @@ impl Peer {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Peer {
+        Peer::start_at(dir, "127.0.0.1:0", extra)
+    }
+
+    /// A peer listening on `listen` (a restart on the address it had, so
+    /// partners that were given it find it again).
+    pub fn start_at(dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Peer {
         let mut cmd = Command::new(BIN);
-        cmd.args(["--listen", "127.0.0.1:0", "--headless", "--dir"])
+        cmd.args(["--listen", listen, "--headless", "--dir"])
             .arg(dir.path())
             .args(extra)
             .stdin(Stdio::null())
@@ -108,6 +114,25 @@ pub fn syncing_in(dir: tempfile::TempDir, extra: &[&str]) -> Peer {
     let mut args = vec!["--sync", "--interval", "1"];
     args.extend_from_slice(extra);
     Peer::start_in(dir, &args)
+}
+
+/// A headless peer that syncs `dir`, checking every second, listening on `listen`.
+pub fn syncing_at(dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Peer {
+    let mut args = vec!["--sync", "--interval", "1"];
+    args.extend_from_slice(extra);
+    Peer::start_at(dir, listen, &args)
+}
+
+/// The `sync status` of the syncing peer running in `dir`, asked through
+/// the folder's control socket as a second process would.
+pub fn sync_status(dir: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["--json", "-c", "sync status", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"))
 }
 
 impl Peer {
