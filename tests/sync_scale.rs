@@ -474,15 +474,14 @@ fn differences(a: &Path, b: &Path, model: &Model) -> String {
     )
 }
 
-/// Found two defects of the sync code (reported with issue 11; seeds 8
-/// and 9 show them within a few runs): a rename pulled onto a file edited
-/// here since the plan moves the edited bytes without looking, and both
-/// sides then say "in sync" with different contents under one name; and
-/// a file renamed on both sides to different names leaves one side's
-/// pull "left alone" for good. Run with `--ignored` (`STORM_SEED=n` for
-/// another storm).
+/// It found three defects, now fixed: a rename pulled onto a file edited
+/// here since the plan moved the edited bytes without looking (seed 9:
+/// both sides "in sync" with different contents under one name); a file
+/// renamed on both sides to different names left one side's pull "left
+/// alone" for good (seed 8); and a pull cut off by a killed partner was
+/// left alone for 15 minutes as if the file were at fault (seed 7).
+/// `STORM_SEED=n` runs another storm.
 #[test]
-#[ignore = "finds two sync defects (see its doc): a rename onto a file edited meanwhile diverges; a rename on both sides leaves a pull stuck"]
 fn two_peers_converge_after_a_seeded_storm_with_kills() {
     let seed: u64 = std::env::var("STORM_SEED")
         .ok()

@@ -128,7 +128,7 @@ impl Actor {
                     self.log(&peer, &format!("sync rmdir {path}"), "ok", 0);
                 }
             }
-            Action::Rename { from } => self.rename(from, path, remote, rep, changes)?,
+            Action::Rename { from } => self.rename(from, path, local, remote, rep, changes)?,
         }
         Ok(())
     }
@@ -154,16 +154,22 @@ impl Actor {
 
     /// The bytes of `path` are here under `from`, which went there: move
     /// them (no bytes travel) and give them the remote's mtime and mode.
+    /// `was` is our state of `from` the plan was made from: bytes edited
+    /// since, or a name taken meanwhile, are left for the next round.
     fn rename(
         &self,
         from: &str,
         path: &str,
+        was: Option<&FileState>,
         remote: Option<&FileState>,
         rep: &mut PartnerRound,
         changes: &mut Vec<(String, Option<FileState>)>,
     ) -> Result<()> {
         let folder = &self.shared.folder;
         let r = remote.ok_or_else(|| Error::new("no remote state"))?;
+        let was = was.ok_or_else(|| Error::new(format!("{from} is not here to rename")))?;
+        still_as_planned(folder.root(), from, Some(was))?;
+        still_as_planned(folder.root(), path, None)?;
         let old = folder.target_path(from)?;
         let new = folder.target_path(path)?;
         if let Some(parent) = new.parent() {

@@ -98,7 +98,11 @@ impl Actor {
         // after). A failure is this path's alone, and is not tried again
         // while neither side changes.
         let mut pulls: Vec<(String, Option<FileState>)> = Vec::new();
+        // Failed here: left alone while neither side changes. To retry:
+        // pending too, but not held against the path (left alone already,
+        // or its connection broke: the partner went away, not the action).
         let mut failed: Vec<String> = Vec::new();
+        let mut retry: Vec<String> = Vec::new();
         let mut touched = BTreeSet::new();
         let now = Instant::now();
         // The end of the plan (None) flushes the pulls like any non-pull.
@@ -115,14 +119,14 @@ impl Actor {
                     rep,
                     &mut changes,
                     &mut failed,
+                    &mut retry,
                 );
             }
             let Some((path, action)) = step else { break };
-            let r = remote.get(path);
-            let l = local.get(path);
+            let (l, r) = (planned_local(action, path, local), remote.get(path));
             if !action.is_bookkeeping() && self.stuck.left_alone(remote_id, path, l, r, now) {
                 rep.left_alone += 1;
-                failed.push(path.clone());
+                retry.push(path.clone());
                 continue;
             }
             if !action.is_bookkeeping() {
@@ -143,16 +147,16 @@ impl Actor {
                 failed.push(path.clone());
             }
         }
-        let pending = self.still_pending(work, &changes, &failed, hold_deletions);
-        for path in failed {
-            if !self
-                .stuck
-                .left_alone(remote_id, &path, local.get(&path), remote.get(&path), now)
-            {
-                self.stuck
-                    .failed(remote_id, &path, local.get(&path), remote.get(&path), now);
+        let failed_here: std::collections::HashSet<&str> =
+            failed.iter().map(String::as_str).collect();
+        for (path, action) in &plan.actions {
+            if failed_here.contains(path.as_str()) {
+                let l = planned_local(action, path, local);
+                self.stuck.failed(remote_id, path, l, remote.get(path), now);
             }
         }
+        failed.extend(retry);
+        let pending = self.still_pending(work, &changes, &failed, hold_deletions);
         if !confirm {
             self.guard.applied(Instant::now(), rep.deleted);
         }
@@ -192,7 +196,9 @@ impl Actor {
         pending
     }
 
-    /// [`Actor::pull_all`], its failure noted for the round.
+    /// [`Actor::pull_all`], its failure noted for the round: when its
+    /// connection broke, what it did not pull is tried again next round,
+    /// not left alone.
     #[allow(clippy::too_many_arguments)]
     fn pull_batch(
         &self,
@@ -203,8 +209,11 @@ impl Actor {
         rep: &mut PartnerRound,
         changes: &mut Vec<(String, Option<FileState>)>,
         failed: &mut Vec<String>,
+        retry: &mut Vec<String>,
     ) {
+        let before = failed.len();
         if let Err(e) = self.pull_all(client, remote_id, pulls, remote, rep, changes, failed) {
+            retry.extend(failed.drain(before..));
             rep.errors.push(format!(
                 "pulling from {}: {e}; the rest next round",
                 client.addr()
@@ -353,6 +362,15 @@ impl Actor {
             }
         }
         batch
+    }
+}
+
+/// The local state an action was planned from: a rename acts on our copy
+/// under its old name; everything else on the path itself.
+fn planned_local<'a>(action: &Action, path: &str, local: &'a Index) -> Option<&'a FileState> {
+    match action {
+        Action::Rename { from } => local.get(from),
+        _ => local.get(path),
     }
 }
 
