@@ -9,11 +9,11 @@
 //! 6 main.rs                                 flags -> a running peer
 //! 5 shell, session, render, signals         the user's side: commands, tables, JSON
 //! 4 peer                                    assembles one peer (or a client only)
-//! 3 server (tcp, conn, handlers, udp), sync (engine, round, control, db, trash, lock)
+//! 3 server (tcp, conn, handlers, udp), sync (engine, scan, exchange, db, local, remote, control, ...)
 //! 2 client, transfer::driver, stream        requests, a UDP download, a file's bytes
 //! 1 folder, history, identity, events       the disk, the log, the id, notes for the shell
 //! 0 error, names, limits, display, timestamp, proto, cli,
-//!   transfer (wire, machines, sim), sync::plan/guard/stuck      pure: values in, values out
+//!   transfer (wire, machines, sim), sync::plan/guard/stuck/schedule/dirty   pure: values in, values out
 //! ```
 //!
 //! A part is given the narrow context it needs, never the whole peer: the
