@@ -57,10 +57,15 @@ impl Actor {
         }
         self.partners[i].id = Some(remote_id.clone());
         let scope = self.scope(&remote_id)?;
-        let paths: Vec<String> = scope.paths.iter().cloned().collect();
         let mut pending = BTreeSet::new();
-        for part in paths.chunks(PLAN_PART) {
-            let work = self.need(&remote_id, part)?;
+        let mut paths = scope.paths.iter();
+        loop {
+            // One part at a time: the scope's paths are not copied whole.
+            let part: Vec<String> = paths.by_ref().take(PLAN_PART).cloned().collect();
+            if part.is_empty() {
+                break;
+            }
+            let work = self.need(&remote_id, &part)?;
             let (touched, left) = self.run_plan(&mut client, &remote_id, &work, confirm, rep)?;
             pending.extend(left);
             // What this round changed here goes into our index now (the
