@@ -436,10 +436,16 @@ impl Actor {
             return true;
         };
         // Much changed: a round does it, in parts.
-        if scope.paths.len() > PLAN_PART {
+        if scope.size > PLAN_PART {
             return true;
         }
-        let paths: Vec<String> = scope.paths.iter().cloned().collect();
+        let Ok(paths) = self
+            .shared
+            .sync_db()
+            .and_then(|db| db.scope_part(peer_id, &scope, None, PLAN_PART))
+        else {
+            return true;
+        };
         let Ok(work) = self.need(peer_id, &paths) else {
             return true;
         };

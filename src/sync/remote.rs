@@ -29,15 +29,21 @@ pub struct RemoteView {
     pub ignored: BTreeSet<String>,
 }
 
-/// The paths a round plans, and the sequence numbers (ours, the
-/// partner's) up to which that covers the changes.
+/// What a round plans: the changes on our side and the partner's between
+/// these sequence numbers (after `from`, up to `to`), and the paths left
+/// pending. Its paths are read a part at a time ([`SyncDb::scope_part`]),
+/// so a round over a million changes never holds them all.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Scope {
-    pub paths: BTreeSet<String>,
+    pub local_from: u64,
     pub local_to: u64,
+    pub remote_from: u64,
     pub remote_to: u64,
     /// The partner's index the remote sequence numbers count in.
     pub index_id: String,
+    /// How many paths it covers at most (a path changed on both sides, or
+    /// pending too, counts more than once).
+    pub size: usize,
 }
 
 impl SyncDb {
@@ -180,11 +186,11 @@ impl SyncDb {
         Ok(view)
     }
 
-    /// What a round with `peer` has to plan: the paths changed on either
-    /// side since its last plan, and the ones it left pending.
+    /// What a round with `peer` has to plan: the changes on either side
+    /// since its last plan, and the paths it left pending.
     pub fn plan_scope(&self, peer: &str) -> Result<Scope> {
         let conn = self.conn()?;
-        let (planned_remote, planned_local, index_id): (i64, i64, String) = conn
+        let (remote_from, local_from, index_id): (i64, i64, String) = conn
             .query_row(
                 "SELECT planned_remote, planned_local, index_id FROM partners WHERE peer = ?1",
                 params![peer],
@@ -193,54 +199,97 @@ impl SyncDb {
             .optional()
             .map_err(db_err)?
             .unwrap_or_default();
-        let mut scope = Scope {
-            local_to: planned_local as u64,
-            remote_to: planned_remote as u64,
-            index_id,
-            ..Scope::default()
+        let count = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<(u64, usize)> {
+            conn.query_row(sql, args, |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as usize))
+            })
+            .map_err(db_err)
         };
-        let mut add = |sql: &str, args: &[&dyn rusqlite::ToSql], to: &mut u64| -> Result<()> {
+        let (local_to, local_n) = count(
+            "SELECT COALESCE(MAX(seq), ?1), COUNT(*) FROM local WHERE seq > ?1",
+            &[&local_from],
+        )?;
+        let (remote_to, remote_n) = count(
+            "SELECT COALESCE(MAX(seq), ?2), COUNT(*) FROM remote WHERE peer = ?1 AND seq > ?2",
+            &[&peer, &remote_from],
+        )?;
+        let (_, pending_n) = count("SELECT 0, COUNT(*) FROM pending WHERE peer = ?1", &[&peer])?;
+        Ok(Scope {
+            local_from: local_from as u64,
+            local_to,
+            remote_from: remote_from as u64,
+            remote_to,
+            index_id,
+            size: local_n + remote_n + pending_n,
+        })
+    }
+
+    /// The next part of `scope`'s paths, in order: up to `n` paths after
+    /// `after` (`None`: from the start). A scope that fits in one part is
+    /// read by sequence number (a few changes in a large index cost a
+    /// few rows); a larger one by path, a part at a time.
+    pub fn scope_part(
+        &self,
+        peer: &str,
+        scope: &Scope,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>> {
+        let whole = scope.size <= n;
+        if whole && after.is_some() {
+            return Ok(Vec::new());
+        }
+        let conn = self.conn()?;
+        let (lf, lt) = (scope.local_from as i64, scope.local_to as i64);
+        let (rf, rt) = (scope.remote_from as i64, scope.remote_to as i64);
+        let (after, n) = (after.unwrap_or(""), n as i64);
+        let mut paths = BTreeSet::new();
+        let mut add = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<()> {
             let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
             let mut rows = stmt.query(args).map_err(db_err)?;
             while let Some(r) = rows.next().map_err(db_err)? {
-                scope.paths.insert(r.get(0).map_err(db_err)?);
-                *to = (*to).max(r.get::<_, i64>(1).map_err(db_err)? as u64);
+                paths.insert(r.get::<_, String>(0).map_err(db_err)?);
             }
             Ok(())
         };
-        let (mut local_to, mut remote_to, mut none) = (scope.local_to, scope.remote_to, 0);
+        if whole {
+            add(
+                "SELECT path FROM local WHERE seq > ?1 AND seq <= ?2",
+                &[&lf, &lt],
+            )?;
+            add(
+                "SELECT path FROM remote WHERE peer = ?1 AND seq > ?2 AND seq <= ?3",
+                &[&peer, &rf, &rt],
+            )?;
+        } else {
+            add(
+                // `+seq`: walk the paths in order, do not sort the changes.
+                "SELECT path FROM local WHERE path > ?1 AND +seq > ?2 AND +seq <= ?3
+                 ORDER BY path LIMIT ?4",
+                &[&after, &lf, &lt, &n],
+            )?;
+            add(
+                "SELECT path FROM remote WHERE peer = ?1 AND path > ?2 AND +seq > ?3 AND +seq <= ?4
+                 ORDER BY path LIMIT ?5",
+                &[&peer, &after, &rf, &rt, &n],
+            )?;
+        }
         add(
-            "SELECT path, seq FROM local WHERE seq > ?1",
-            &[&planned_local],
-            &mut local_to,
+            "SELECT path FROM pending WHERE peer = ?1 AND path > ?2 ORDER BY path LIMIT ?3",
+            &[&peer, &after, &n],
         )?;
-        add(
-            "SELECT path, seq FROM remote WHERE peer = ?1 AND seq > ?2",
-            &[&peer, &planned_remote],
-            &mut remote_to,
-        )?;
-        add(
-            "SELECT path, 0 FROM pending WHERE peer = ?1",
-            &[&peer],
-            &mut none,
-        )?;
-        scope.local_to = local_to;
-        scope.remote_to = remote_to;
-        Ok(scope)
+        Ok(paths.into_iter().take(n as usize).collect())
     }
 
-    /// A round planned `scope` with `peer`; `pending` are its paths still
-    /// to plan again (failed, held back or not finished).
+    /// A round planned all of `scope` with `peer` (every pending path is
+    /// in every scope); `pending` are its paths to plan again (failed,
+    /// held back or not finished).
     pub fn plan_done(&self, peer: &str, scope: &Scope, pending: &BTreeSet<String>) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
         {
-            let mut forget = tx
-                .prepare_cached("DELETE FROM pending WHERE peer = ?1 AND path = ?2")
+            tx.execute("DELETE FROM pending WHERE peer = ?1", params![peer])
                 .map_err(db_err)?;
-            for p in scope.paths.difference(pending) {
-                forget.execute(params![peer, p]).map_err(db_err)?;
-            }
             let mut keep = tx
                 .prepare_cached("INSERT OR IGNORE INTO pending (peer, path) VALUES (?1, ?2)")
                 .map_err(db_err)?;
@@ -315,3 +364,7 @@ impl SyncDb {
             .map_err(db_err)
     }
 }
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod tests;

@@ -58,13 +58,17 @@ impl Actor {
         self.partners[i].id = Some(remote_id.clone());
         let scope = self.scope(&remote_id)?;
         let mut pending = BTreeSet::new();
-        let mut paths = scope.paths.iter();
+        let mut after: Option<String> = None;
         loop {
-            // One part at a time: the scope's paths are not copied whole.
-            let part: Vec<String> = paths.by_ref().take(PLAN_PART).cloned().collect();
-            if part.is_empty() {
-                break;
-            }
+            // One part at a time, read from the database as it goes.
+            let part = self.shared.sync_db()?.scope_part(
+                &remote_id,
+                &scope,
+                after.as_deref(),
+                PLAN_PART,
+            )?;
+            let Some(last) = part.last() else { break };
+            after = Some(last.clone());
             let work = self.need(&remote_id, &part)?;
             let (touched, left) = self.run_plan(&mut client, &remote_id, &work, confirm, rep)?;
             pending.extend(left);
