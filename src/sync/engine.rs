@@ -145,11 +145,13 @@ impl SyncEngine {
         } else {
             None
         };
-        // The first scan walks the folder whole.
         let dirty = Arc::new(Mutex::new(Dirty::default()));
-        if let Ok(mut d) = dirty.lock() {
-            d.everything();
-        }
+        // Walks of the folder before the watcher started do not count for
+        // the first scan (see `scan_dirty`).
+        let walks = shared
+            .db
+            .if_open()
+            .map_or(0, |db| db.walks.load(Ordering::Relaxed));
         let watcher = if cfg.enabled && cfg.watch {
             start_watch(&shared, dirty.clone(), wake_tx, &cfg)
         } else {
@@ -179,6 +181,7 @@ impl SyncEngine {
             watching: watcher.is_some(),
             dirty,
             rules: None,
+            walks_at_start: Some(walks),
         };
         let thread = thread::Builder::new().name("sync".into()).spawn(move || {
             // Without a watcher its sender is gone: a closed channel is
@@ -282,6 +285,11 @@ struct Actor {
     dirty: Arc<Mutex<Dirty>>,
     /// The `.dropboxignore` patterns the last plan went by.
     rules: Option<IgnoreRules>,
+    /// Until the first scan: the walks made before the watcher started.
+    /// The first scan walks the folder whole (it changed while we were
+    /// down), unless a walk began since (a partner's first exchange makes
+    /// one), which the watcher's paths then complete.
+    walks_at_start: Option<u64>,
 }
 
 fn now_text() -> String {

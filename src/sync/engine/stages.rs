@@ -37,6 +37,12 @@ impl Actor {
     /// watcher named; the whole folder when it asked for that, when
     /// `.dropboxignore` changed, or when nothing watches it).
     pub(super) fn scan_dirty(&mut self) -> Result<()> {
+        if let Some(before) = self.walks_at_start.take() {
+            let db = self.shared.sync_db()?;
+            if db.walks.load(std::sync::atomic::Ordering::Relaxed) <= before {
+                self.mark_everything();
+            }
+        }
         let to_scan = match self.dirty.lock() {
             Ok(mut d) if self.cfg.enabled => d.take(),
             _ => ToScan::Everything,
