@@ -59,19 +59,28 @@ fn same_state(a: &FileState, b: &FileState) -> bool {
 }
 
 impl SyncDb {
-    /// Every path we have now (and do not ignore), with what the last
-    /// scan saw of it, without the MD5s (a scan compares stamps only; at a
-    /// million files they would cost a hundred MiB).
-    pub fn local_known(&self) -> Result<HashMap<String, Seen>> {
+    /// What the last scan saw of each path directly inside folder `dir`
+    /// (`""`: the top), without MD5s: what a walk compares one folder
+    /// with, so it never holds the whole index.
+    pub fn local_children(&self, dir: &str) -> Result<HashMap<String, Seen>> {
         let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT path, dir, size, mtime_ns, mode, NULL, ctime_ns, ino
-                 FROM local WHERE deleted = 0 AND ignored = 0",
+        let (sql, args): (&str, Vec<String>) = if dir.is_empty() {
+            (
+                "SELECT path, dir, size, mtime_ns, mode, NULL, ctime_ns, ino FROM local
+                 WHERE deleted = 0 AND ignored = 0 AND instr(path, '/') = 0",
+                Vec::new(),
             )
-            .map_err(db_err)?;
+        } else {
+            (
+                "SELECT path, dir, size, mtime_ns, mode, NULL, ctime_ns, ino FROM local
+                 WHERE path > ?1 AND path < ?2 AND deleted = 0 AND ignored = 0
+                   AND instr(substr(path, length(?1) + 1), '/') = 0",
+                vec![format!("{dir}/"), format!("{dir}0")],
+            )
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(rusqlite::params_from_iter(args), |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     Seen {

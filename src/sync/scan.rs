@@ -117,45 +117,109 @@ impl Found {
 /// Changes a walk gathers before it records them.
 const SCAN_PART: usize = 10_000;
 
-/// Walk the whole folder into the index. Returns the changes recorded.
+/// Walk the whole folder into the index, comparing one folder at a time
+/// with what the index holds in it. Returns the changes recorded.
 pub fn full(folder: &Folder, db: &SyncDb) -> Result<usize> {
     let _one = db.scanning.lock();
     folder.check_present()?;
     db.walks.fetch_add(1, Ordering::Relaxed);
     let rules = folder.ignore_rules();
-    let mut known = db.local_known()?;
     // Paths ignored until now that the walk finds are recorded afresh.
     let was_ignored = db.local_ignored()?;
     let mut found = Found::default();
+    let mut open = vec![Open {
+        dir: String::new(),
+        known: db.local_children("")?,
+    }];
     folder.walk_under(None, |e, meta| {
-        let k = known
-            .remove(&e.name)
-            .filter(|_| !was_ignored.contains(&e.name));
+        let parent = e.name.rsplit_once('/').map_or("", |(p, _)| p);
+        // The walk left the folders on top of the stack: what they held and
+        // it did not find went.
+        while open.len() > 1 && open.last().is_some_and(|o| o.dir != parent) {
+            if let Some(done) = open.pop() {
+                done.close(db, &rules, &mut found);
+            }
+        }
+        let k = match open.last_mut() {
+            Some(o) if o.dir == parent => o.known.remove(&e.name),
+            _ => db.local_seen(&e.name).unwrap_or_else(|err| {
+                found.failed.get_or_insert(err);
+                None
+            }),
+        };
+        let k = k.filter(|_| !was_ignored.contains(&e.name));
+        // A folder that became a file: what it held went.
+        if e.kind == Kind::File && k.as_ref().is_some_and(|k| k.state.kind == Kind::Dir) {
+            match db.local_under(&e.name) {
+                Ok(inside) => found
+                    .changes
+                    .extend(inside.into_iter().map(|n| went(n, false, &rules))),
+                Err(err) => {
+                    found.failed.get_or_insert(err);
+                }
+            }
+        }
+        if e.kind == Kind::Dir {
+            match db.local_children(&e.name) {
+                Ok(known) => open.push(Open {
+                    dir: e.name.clone(),
+                    known,
+                }),
+                Err(err) => {
+                    found.failed.get_or_insert(err);
+                }
+            }
+        }
         found.compare(e, meta, k.as_ref());
         found.flush_part(folder, db);
     });
-    found.changes.extend(gone(known, &rules));
+    while let Some(done) = open.pop() {
+        done.close(db, &rules, &mut found);
+    }
     let n = found.finish(folder, db)?;
     db.set_local_scanned()?;
     Ok(n)
 }
 
-/// What the index held and a walk did not find: gone, or ignored now.
-fn gone(known: HashMap<String, Seen>, rules: &IgnoreRules) -> Vec<LocalChange> {
-    let mut gone: Vec<(String, bool)> = known
-        .into_iter()
-        .map(|(name, s)| {
-            let ignored = rules.ignores(&name, s.state.kind == Kind::Dir);
-            (name, ignored)
-        })
-        .collect();
-    gone.sort();
-    gone.into_iter()
-        .map(|(name, ignored)| match ignored {
-            true => LocalChange::Ignored(name),
-            false => LocalChange::Gone(name),
-        })
-        .collect()
+/// A folder being walked, and what the index holds directly in it that
+/// the walk has not found yet.
+struct Open {
+    dir: String,
+    known: HashMap<String, Seen>,
+}
+
+impl Open {
+    /// The walk is done with this folder: what it did not find went (with
+    /// everything inside a folder that went), or is ignored now.
+    fn close(self, db: &SyncDb, rules: &IgnoreRules, found: &mut Found) {
+        let mut names: Vec<(String, bool)> = self
+            .known
+            .into_iter()
+            .map(|(name, s)| (name, s.state.kind == Kind::Dir))
+            .collect();
+        names.sort();
+        for (name, is_dir) in names {
+            let inside = match is_dir {
+                true => db.local_under(&name).unwrap_or_else(|err| {
+                    found.failed.get_or_insert(err);
+                    Vec::new()
+                }),
+                false => Vec::new(),
+            };
+            found.changes.push(went(name, is_dir, rules));
+            found
+                .changes
+                .extend(inside.into_iter().map(|n| went(n, false, rules)));
+        }
+    }
+}
+
+/// A path the index held and a walk did not find: gone, or ignored now.
+fn went(name: String, is_dir: bool, rules: &IgnoreRules) -> LocalChange {
+    match rules.ignores(&name, is_dir) {
+        true => LocalChange::Ignored(name),
+        false => LocalChange::Gone(name),
+    }
 }
 
 /// Look at these paths only (the watcher's), and into a folder only when

@@ -158,3 +158,35 @@ fn a_file_that_cannot_be_read_stays_as_the_index_had_it() {
     full(&f.folder, &f.db).unwrap();
     assert_eq!(f.db.local_seen("locked").unwrap(), before);
 }
+
+#[test]
+fn a_whole_scan_finds_what_went_in_every_folder_and_inside_folders_that_went() {
+    let f = fixture();
+    for name in ["top", "a/x", "a/b/y", "a/b/c/z", "d/w", "e/v"] {
+        f.write(name, "1");
+    }
+    full(&f.folder, &f.db).unwrap();
+    let seq = f.db.local_seq().unwrap();
+    fs::remove_file(f.dir.path().join("top")).unwrap();
+    fs::remove_dir_all(f.dir.path().join("a/b")).unwrap();
+    // A folder replaced by a file of the same name.
+    fs::remove_dir_all(f.dir.path().join("d")).unwrap();
+    f.write("d", "now a file");
+    f.write("e/new", "2");
+    full(&f.folder, &f.db).unwrap();
+    let mut got = f.changed_since(seq);
+    got.sort();
+    assert_eq!(
+        got,
+        names(&[
+            ("a/b", true),
+            ("a/b/c", true),
+            ("a/b/c/z", true),
+            ("a/b/y", true),
+            ("d", false),
+            ("d/w", true),
+            ("e/new", false),
+            ("top", true),
+        ])
+    );
+}
