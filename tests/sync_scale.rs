@@ -145,6 +145,23 @@ fn a_change_the_watcher_cannot_see_is_found_by_the_rescan() {
     assert_converges(a.dir.path(), b.dir.path());
 }
 
+#[test]
+fn without_a_watcher_changes_are_found_by_rescans_every_interval() {
+    // syncing() gives --interval 1: a rescan every second without a watcher.
+    let a = syncing(&["--no-watch"]);
+    a.write("first.txt", b"1");
+    let b = syncing(&["--peer", &a.addr]);
+    assert_converges(a.dir.path(), b.dir.path());
+    let status = sync_status(a.dir.path());
+    assert_eq!(status["watching"], false, "{status}");
+    let before = walks(a.dir.path());
+    a.write("d/second.txt", b"2");
+    fs::remove_file(a.path("first.txt")).unwrap();
+    assert_converges(a.dir.path(), b.dir.path());
+    assert!(walks(a.dir.path()) > before, "rescans found the changes");
+    assert_eq!(sync_status(b.dir.path())["watching"], true);
+}
+
 /// Lines of a folder's history log from line `from` on.
 fn log_since(dir: &Path, from: usize) -> Vec<String> {
     fs::read_to_string(dir.join(".dropbox-shell/history.log"))
