@@ -127,7 +127,7 @@ pub struct SyncEngine {
     /// Set by `stop`: cancels the transfers of a round in progress.
     stopping: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<watch::Watcher>,
     /// While `--sync` runs: the socket another process of the folder asks.
     control: Mutex<Option<super::control::ControlServer>>,
     /// Held while `--sync` runs.
@@ -249,7 +249,7 @@ fn start_watch(
     dirty: Arc<Mutex<Dirty>>,
     wake: Sender<()>,
     cfg: &SyncConfig,
-) -> Option<notify::RecommendedWatcher> {
+) -> Option<watch::Watcher> {
     match watch::watch(shared.folder.root(), dirty, wake) {
         Ok(w) => Some(w),
         Err(e) => {

@@ -1,56 +1,264 @@
-//! The watch stage: the file-system watcher names the paths that changed
-//! ([`Dirty`]) and wakes the engine; events inside the state folder and
-//! on our own temporary files are dropped. A watcher that lost events (its
-//! queue overflowed) asks for a whole scan. A folder that cannot be
-//! watched (the inotify limit reached) is synced by rescans alone.
+//! The watch stage: inotify on every folder of the tree names the paths
+//! that changed ([`Dirty`]) and wakes the engine. Only what changes a
+//! folder is asked for (made, written, closed after writing, attributes,
+//! moved, deleted), never opens, reads or closes after reading: serving a
+//! file costs no event, and a peer serving a million files is not woken a
+//! million times. A folder made or moved in is watched at once, and named
+//! dirty so a scan walks it (files made in it before its watch was added
+//! are found that way). Lost events (the queue overflowed) or a folder
+//! that cannot be watched ask for a whole scan. The state folder and our
+//! own temporary files never count. The thread wakes twice a second to
+//! see whether it should stop.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
+use inotify::{EventMask, Inotify, WatchMask};
 
+use crate::names::{STATE_DIR, is_private};
 use crate::sync::dirty::Dirty;
 use crate::{Error, Result};
 
-/// Watch `root`: changed paths go into `dirty`, and `wake` gets a word.
-pub fn watch(
-    root: &Path,
-    dirty: Arc<Mutex<Dirty>>,
-    wake: Sender<()>,
-) -> Result<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let base = root.to_path_buf();
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(mut d) = dirty.lock() else { return };
-        let ev = match res {
-            Ok(ev) => ev,
-            // An error from the watcher: something may have been missed.
-            Err(_) => {
-                d.everything();
-                let _ = wake.try_send(());
-                return;
-            }
-        };
-        if matches!(ev.kind, notify::EventKind::Access(_)) {
-            return;
+/// What each folder's watch asks for.
+fn mask() -> WatchMask {
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::ATTRIB
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+        | WatchMask::ONLYDIR
+        | WatchMask::DONT_FOLLOW
+        | WatchMask::EXCL_UNLINK
+}
+
+/// A running watcher; dropping it stops its thread.
+pub struct Watcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-        if ev.need_rescan() {
+    }
+}
+
+/// The watches: inotify and, per watch, the folder it is on (relative to
+/// the root; `""` the root itself).
+struct Tree {
+    inotify: Inotify,
+    root: PathBuf,
+    dirs: HashMap<i32, String>,
+}
+
+impl Tree {
+    /// Watch folder `rel` and every folder inside it. A folder whose name
+    /// is not UTF-8 (it cannot be synced) is left out.
+    fn add(&mut self, rel: &str) -> Result<()> {
+        let start = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        let state = self.root.join(STATE_DIR);
+        let walker = walkdir::WalkDir::new(&start)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| e.file_type().is_dir() && e.path() != state);
+        for entry in walker.flatten() {
+            let Some(name) = entry
+                .path()
+                .strip_prefix(&self.root)
+                .ok()
+                .and_then(Path::to_str)
+            else {
+                continue;
+            };
+            if is_private(name) {
+                continue;
+            }
+            let wd = self
+                .inotify
+                .watches()
+                .add(entry.path(), mask())
+                .map_err(|e| Error::new(format!("cannot watch {}: {e}", entry.path().display())))?;
+            self.dirs
+                .insert(wd.get_watch_descriptor_id(), name.to_string());
+        }
+        Ok(())
+    }
+
+    /// Read what is waiting and note it in `dirty`; true when something
+    /// counted.
+    fn read(&mut self, buf: &mut [u8], dirty: &Mutex<Dirty>) -> bool {
+        let mut seen = Vec::new();
+        let mut lost = false;
+        match self.inotify.read_events(buf) {
+            Ok(events) => {
+                for ev in events {
+                    if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                        lost = true;
+                        continue;
+                    }
+                    let id = ev.wd.get_watch_descriptor_id();
+                    if ev.mask.contains(EventMask::IGNORED) {
+                        self.dirs.remove(&id);
+                        continue;
+                    }
+                    let Some(dir) = self.dirs.get(&id) else {
+                        continue;
+                    };
+                    let rel = match ev.name.and_then(|n| n.to_str()) {
+                        Some(n) if dir.is_empty() => n.to_string(),
+                        Some(n) => format!("{dir}/{n}"),
+                        // The watched folder itself moved or went.
+                        None => dir.clone(),
+                    };
+                    let new_dir = ev.mask.contains(EventMask::ISDIR)
+                        && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
+                    seen.push((rel, new_dir));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => lost = true,
+        }
+        let mut counted = lost;
+        for (rel, new_dir) in seen {
+            if rel.is_empty() {
+                // The root itself moved or went: only a whole scan can tell.
+                lost = true;
+                continue;
+            }
+            if is_private(&rel) || rel.split('/').next() == Some(STATE_DIR) {
+                continue;
+            }
+            if new_dir && self.add(&rel).is_err() {
+                lost = true;
+            }
+            if let Ok(mut d) = dirty.lock() {
+                d.add(&rel);
+            }
+            counted = true;
+        }
+        if lost && let Ok(mut d) = dirty.lock() {
             d.everything();
         }
-        let mut relevant = ev.need_rescan();
-        for p in &ev.paths {
-            let rel = p.strip_prefix(&base).ok().and_then(|r| r.to_str());
-            if let Some(rel) = rel.filter(|r| !r.is_empty() && !crate::names::is_private(r)) {
-                d.add(rel);
-                relevant = true;
+        counted
+    }
+}
+
+/// Watch `root`: changed paths go into `dirty`, and `wake` gets a word.
+/// Fails when a folder cannot be watched (the inotify limit reached).
+pub fn watch(root: &Path, dirty: Arc<Mutex<Dirty>>, wake: Sender<()>) -> Result<Watcher> {
+    let inotify =
+        Inotify::init().map_err(|e| Error::new(format!("cannot watch the folder: {e}")))?;
+    let mut tree = Tree {
+        inotify,
+        root: root.to_path_buf(),
+        dirs: HashMap::new(),
+    };
+    tree.add("")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while !flag.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: tree.inotify.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, for the length given.
+                let ready = unsafe { libc::poll(&mut pfd, 1, 500) };
+                if ready > 0 && tree.read(&mut buf, &dirty) {
+                    let _ = wake.try_send(());
+                }
             }
-        }
-        if relevant {
-            let _ = wake.try_send(());
-        }
+        })?;
+    Ok(Watcher {
+        stop,
+        thread: Some(thread),
     })
-    .map_err(|e| Error::new(format!("cannot watch the folder: {e}")))?;
-    w.watch(root, notify::RecursiveMode::Recursive)
-        .map_err(|e| Error::new(format!("cannot watch {}: {e}", root.display())))?;
-    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::fs;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::sync::dirty::ToScan;
+
+    /// Wait (boundedly) until `dirty` holds `path`, then take it all.
+    fn taken_once_it_has(dirty: &Mutex<Dirty>, path: &str) -> BTreeSet<String> {
+        let mut all = BTreeSet::new();
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            match dirty.lock().unwrap().take() {
+                ToScan::Paths(p) => all.extend(p),
+                ToScan::Everything => panic!("a whole scan asked for"),
+                ToScan::Nothing => {}
+            }
+            if all.contains(path) {
+                return all;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{path} never named; saw {all:?}");
+    }
+
+    #[test]
+    fn reads_cost_no_event_and_new_folders_are_watched_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        fs::write(root.join("a"), "1").unwrap();
+        fs::create_dir(root.join(STATE_DIR)).unwrap();
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let _w = watch(root, dirty.clone(), tx).unwrap();
+        // A read, a write in the state folder, a temporary file of ours:
+        // none counts. Events come in order, so once "b" is named, any of
+        // them would have been too.
+        fs::read(root.join("a")).unwrap();
+        fs::write(root.join(STATE_DIR).join("x"), "state").unwrap();
+        fs::write(root.join(".a.1234.dbsh-part"), "part").unwrap();
+        fs::write(root.join("b"), "2").unwrap();
+        assert!(rx.recv_timeout(Duration::from_secs(20)).is_ok());
+        assert_eq!(
+            taken_once_it_has(&dirty, "b"),
+            BTreeSet::from(["b".to_string()])
+        );
+        // A new folder is named (a scan walks it), and watched from then on.
+        fs::create_dir(root.join("n")).unwrap();
+        let seen = taken_once_it_has(&dirty, "n");
+        assert!(
+            seen.iter().all(|p| p == "n" || p.starts_with("n/")),
+            "{seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        fs::write(root.join("n/g"), "3").unwrap();
+        taken_once_it_has(&dirty, "n/g");
+        // A folder made with a file at once: the folder is named; the file
+        // may come before its watch, and the scan's walk of it finds it.
+        fs::create_dir(root.join("n/deeper")).unwrap();
+        fs::write(root.join("n/deeper/f"), "4").unwrap();
+        taken_once_it_has(&dirty, "n/deeper");
+        fs::remove_file(root.join("a")).unwrap();
+        taken_once_it_has(&dirty, "a");
+    }
 }
