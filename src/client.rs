@@ -275,6 +275,7 @@ impl Client {
         let mut fresh = false;
         loop {
             self.send(&Request::Download {
+                batch: false,
                 name: name.to_string(),
                 fresh,
             })?;
@@ -323,6 +324,9 @@ impl Client {
                 Err(e) => done(&name, Err(e)),
             }
         };
+        // Requests written but not yet flushed: they go out a few at a
+        // time, not one send per file, while enough are in flight.
+        let mut unsent = 0;
         loop {
             while requested.len() < window.max(1) {
                 let (name, fresh) = match retry.pop_front() {
@@ -335,9 +339,17 @@ impl Client {
                 let req = Request::Download {
                     name: name.clone(),
                     fresh,
+                    batch: true,
                 };
                 write_msg(&mut self.w, &req)?;
                 requested.push_back((name, fresh));
+                unsent += 1;
+            }
+            if unsent > 0 && (unsent >= 8 || requested.len() - unsent < 8) {
+                self.w
+                    .flush()
+                    .context(format!("sending to {}", self.addr))?;
+                unsent = 0;
             }
             let Some((name, fresh)) = requested.pop_front() else {
                 // Nothing in flight: settle what waits (it may ask again).
@@ -349,9 +361,6 @@ impl Client {
                 }
                 continue;
             };
-            self.w
-                .flush()
-                .context(format!("sending to {}", self.addr))?;
             let received = self
                 .receive_bytes(&name, folder, true, &mut |_, _| {})?
                 .bytes();

@@ -54,6 +54,10 @@ pub enum Request {
         /// receiver found the cached MD5 wrong on the first try).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         fresh: bool,
+        /// One of many files pulled in a row (sync): the server logs them
+        /// as one line per batch, not a line per file (errors still each).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     Upload {
         meta: FileMeta,
@@ -325,6 +329,7 @@ mod tests {
         write_msg(
             &mut wire,
             &Request::Download {
+                batch: false,
                 name: "a b.txt".into(),
                 fresh: false,
             },
@@ -339,6 +344,7 @@ mod tests {
             Request::Download {
                 name: "a b.txt".into(),
                 fresh: false,
+                batch: false,
             }
         );
         assert_eq!(

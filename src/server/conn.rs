@@ -21,9 +21,24 @@ use crate::stream::{BulkRead, FileOut};
 pub trait Input: BulkRead {
     /// The next message starts now.
     fn next_message(&mut self) {}
+    /// Whether more of the client's bytes are already read in (another
+    /// request to answer before the answers need to go out).
+    fn has_buffered(&self) -> bool {
+        false
+    }
 }
 
-impl Input for &[u8] {}
+impl Input for &[u8] {
+    fn has_buffered(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
+/// Files of batches a connection logs a line each for; beyond, they are
+/// counted, and logged [`BATCH_LOG`] to a line.
+const EACH_LOGGED: usize = 100;
+/// Files served in a batch that make one line of the log.
+const BATCH_LOG: usize = 10_000;
 
 /// One client's connection and what serving it uses.
 pub struct Connection<'a, R, W> {
@@ -34,6 +49,11 @@ pub struct Connection<'a, R, W> {
     pub(super) w: W,
     /// The frame being read.
     pub(super) buf: Vec<u8>,
+    /// Files served in batches (sync pulls) and not yet logged: how many,
+    /// and their bytes.
+    batched: (usize, u64),
+    /// Files of batches served so far.
+    batch_lines: usize,
 }
 
 impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
@@ -44,6 +64,8 @@ impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
             r,
             w,
             buf: Vec::new(),
+            batched: (0, 0),
+            batch_lines: 0,
         }
     }
 
@@ -65,6 +87,11 @@ impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
 
     /// Serve requests until the stream ends, breaks, or `stop` is set.
     pub fn serve_requests(&mut self, stop: &AtomicBool) {
+        self.serve_until_done(stop);
+        self.log_batched();
+    }
+
+    fn serve_until_done(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
             self.r.next_message();
             let req = match read_frame(&mut self.r, &mut self.buf) {
@@ -91,16 +118,45 @@ impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
     /// longer be written to.
     fn answer(&mut self, req: Request) -> bool {
         let what = describe(&req);
+        // The first files of a connection's batch get a line each, so a
+        // small sync reads like the downloads it is; the rest are counted.
+        let batch =
+            matches!(req, Request::Download { batch: true, .. }) && self.batch_lines >= EACH_LOGGED;
+        self.batch_lines += usize::from(matches!(req, Request::Download { batch: true, .. }));
         let (outcome, bytes) = match self.handle(req) {
+            Ok(bytes) if batch => {
+                self.batched.0 += 1;
+                self.batched.1 += bytes;
+                if self.batched.0 >= BATCH_LOG {
+                    self.log_batched();
+                }
+                return self.flush_unless_more();
+            }
             Ok(bytes) => ("ok".to_string(), bytes),
             Err(e) => {
                 let _ = self.send_error(&e);
                 (format!("error: {e}"), 0)
             }
         };
-        let flushed = self.w.flush().is_ok();
+        let flushed = self.flush_unless_more();
         self.ctx.served(self.peer, &what, &outcome, bytes);
         flushed
+    }
+
+    /// Send what is written, unless another request is already read in
+    /// (its answer goes out with this one); false when the client can no
+    /// longer be written to.
+    fn flush_unless_more(&mut self) -> bool {
+        self.r.has_buffered() || self.w.flush().is_ok()
+    }
+
+    /// One line for the files served in a batch since the last one.
+    fn log_batched(&mut self) {
+        let (n, bytes) = std::mem::take(&mut self.batched);
+        if n > 0 {
+            let what = format!("download TCP, {n} files pulled in a batch");
+            self.ctx.served(self.peer, &what, "ok", bytes);
+        }
     }
 
     fn send_error(&mut self, e: &crate::Error) -> Result<()> {

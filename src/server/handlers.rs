@@ -24,7 +24,7 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
             Request::Info => self.info(),
             Request::Index { filter } => self.index(&filter),
             Request::Hash { name } => self.hash(name.as_deref()),
-            Request::Download { name, fresh } => self.download(&name, fresh),
+            Request::Download { name, fresh, .. } => self.download(&name, fresh),
             Request::SyncHello {
                 peer_id,
                 listen_port,
@@ -233,7 +233,7 @@ pub fn describe(req: &Request) -> String {
         } => format!("index regex {expr}"),
         Request::Hash { name: Some(n) } => format!("hash verify {n}"),
         Request::Hash { name: None } => "hash checkall".into(),
-        Request::Download { name, fresh } => {
+        Request::Download { name, fresh, .. } => {
             format!(
                 "download TCP {name}{}",
                 if *fresh { " (rehashed)" } else { "" }

@@ -183,4 +183,8 @@ impl Input for BufReader<Timed> {
     fn next_message(&mut self) {
         self.get_mut().restart();
     }
+
+    fn has_buffered(&self) -> bool {
+        !self.buffer().is_empty()
+    }
 }

@@ -110,6 +110,7 @@ fn download_sends_the_bytes_then_their_md5() {
     let (got, bytes) = f.serve(&frames(&[Request::Download {
         name: "big".into(),
         fresh: false,
+        batch: false,
     }]));
     let [Response::File { meta }, Response::Done { md5 }] = &got[..] else {
         panic!("{got:?}")
@@ -127,6 +128,7 @@ fn download_refuses_the_missing_and_a_directory() {
     let download = |name: &str| Request::Download {
         name: name.into(),
         fresh: false,
+        batch: false,
     };
     assert!(f.refusal(download("missing")).contains("no such file"));
     assert!(f.refusal(download("d")).contains("a directory"));
@@ -140,6 +142,7 @@ fn a_fresh_download_ignores_a_wrong_cached_md5() {
     let download = |fresh| Request::Download {
         name: "a".into(),
         fresh,
+        batch: false,
     };
     let done = |got: Vec<Response>| match &got[..] {
         [Response::File { .. }, Response::Done { md5 }] => md5.clone(),
@@ -339,4 +342,31 @@ fn a_sync_exchange_cut_short_or_entries_without_a_hello_are_refused() {
         "an exchange cut short is not handed on"
     );
     assert_error(&f.ask(delta(0..2, false)), "without a sync hello");
+}
+
+#[test]
+fn files_pulled_in_a_batch_are_logged_each_at_first_then_counted_in_one_line() {
+    let f = fixture();
+    f.put("a", b"12345");
+    let pull = |n: usize| -> Vec<Request> {
+        (0..n)
+            .map(|_| Request::Download {
+                name: "a".into(),
+                fresh: false,
+                batch: true,
+            })
+            .collect()
+    };
+    let (got, _) = f.serve(&frames(&pull(250)));
+    assert_eq!(got.len(), 500, "every file answered");
+    let log = f.ctx.history.last(1000).unwrap();
+    let each = log.iter().filter(|r| r.command == "download TCP a").count();
+    assert_eq!(each, 100);
+    let summary: Vec<_> = log
+        .iter()
+        .filter(|r| r.command.contains("files pulled in a batch"))
+        .collect();
+    assert_eq!(summary.len(), 1, "{log:?}");
+    assert!(summary[0].command.contains("150 files"), "{:?}", summary[0]);
+    assert_eq!(summary[0].bytes, 150 * 5);
 }

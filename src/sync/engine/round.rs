@@ -351,12 +351,17 @@ impl Actor {
             .map(|(p, _)| p.clone())
             .collect();
         failed.extend(untried);
+        // Many files make one line of the log (errors still one each).
+        let each = results.len() <= EACH_LOGGED;
+        let (pulled, bytes) = (rep.pulled, rep.bytes);
         for (path, result) in results {
             match result {
                 Ok(report) => {
                     rep.pulled += 1;
                     rep.bytes += report.size;
-                    self.log(&peer, &format!("sync pull {path}"), "ok", report.size);
+                    if each {
+                        self.log(&peer, &format!("sync pull {path}"), "ok", report.size);
+                    }
                 }
                 Err(e) => {
                     rep.errors.push(format!("{path}: {e}"));
@@ -370,6 +375,15 @@ impl Actor {
                 }
             }
         }
+        if !each {
+            let n = rep.pulled - pulled;
+            self.log(
+                &peer,
+                &format!("sync pull {n} files"),
+                "ok",
+                rep.bytes - bytes,
+            );
+        }
         batch
     }
 }
@@ -382,6 +396,9 @@ fn planned_local<'a>(action: &Action, path: &str, local: &'a Index) -> Option<&'
         _ => local.get(path),
     }
 }
+
+/// Pulls of one batch that get a line each in the log; more make one line.
+const EACH_LOGGED: usize = 100;
 
 /// Connections one round pulls over at most.
 const MAX_LANES: usize = 4;
