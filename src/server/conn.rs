@@ -3,8 +3,11 @@
 //! sends something that is not a request, or the server stops. Each
 //! request is answered by [`super::handlers`]; a failure is answered with
 //! an `Error` and the connection goes on, and every request is logged and
-//! told once ([`super::record_served`]). Byte slices in, a `Vec` out: the
-//! tests drive it without a socket.
+//! told once ([`super::record_served`]), except files pulled in a batch
+//! (sync): past the first 100 of a connection they are counted into one
+//! line per 10,000. Answers go out when no further request is already read
+//! in, so pipelined requests cost one send, not one each. Byte slices in,
+//! a `Vec` out: the tests drive it without a socket.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
