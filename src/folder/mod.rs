@@ -166,6 +166,11 @@ impl Folder {
 
     fn checked_path(&self, name: &str, including_itself: bool) -> Result<PathBuf> {
         let name = clean_name(name)?;
+        let parts = name.split('/').count();
+        let upto = if including_itself { parts } else { parts - 1 };
+        if let Some(plain) = self.plain_path(&name, upto, true) {
+            return Ok(plain);
+        }
         let path = self.root.join(&name);
         let mut next = if including_itself {
             Some(path.as_path())
@@ -186,6 +191,29 @@ impl Folder {
         Ok(path)
     }
 
+    /// `root/name` when none of its first `upto` components is a symlink:
+    /// then it is its own real path (the root is), one `lstat` a component
+    /// instead of resolving the whole path. `None` when one is a symlink,
+    /// when it names the state folder, or (`missing_ok` false) when a
+    /// component is missing: the caller resolves it in full.
+    fn plain_path(&self, name: &str, upto: usize, missing_ok: bool) -> Option<PathBuf> {
+        if name.split('/').next() == Some(STATE_DIR) {
+            return None;
+        }
+        let mut at = self.root.clone();
+        for part in name.split('/').take(upto) {
+            at.push(part);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => return None,
+                Ok(_) => {}
+                // Nothing further exists, so nothing further resolves.
+                Err(_) if missing_ok => break,
+                Err(_) => return None,
+            }
+        }
+        Some(self.root.join(name))
+    }
+
     /// Open an existing regular file for reading, refusing anything that
     /// resolves outside the shared folder, and never blocking on (or even
     /// opening) a FIFO, socket or device.
@@ -197,7 +225,8 @@ impl Folder {
             bail!(kind: Refused, "{name} is excluded by {IGNORE_FILE}; it is not shared");
         }
         let path = self.root.join(&name);
-        let real = match fs::canonicalize(&path) {
+        let plain = self.plain_path(&name, usize::MAX, false);
+        let real = match plain.map_or_else(|| fs::canonicalize(&path), Ok) {
             Ok(p) => p,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 bail!(kind: NotFound, "no such file: {name}")

@@ -107,18 +107,19 @@ impl SyncDb {
     /// What the last scan saw of `path`, if we have it (and do not ignore it).
     pub fn local_seen(&self, path: &str) -> Result<Option<Seen>> {
         let conn = self.conn()?;
-        conn.query_row(
-            "SELECT dir, size, mtime_ns, mode, md5, ctime_ns, ino
-             FROM local WHERE path = ?1 AND deleted = 0 AND ignored = 0",
-            params![path],
-            |r| {
-                Ok(Seen {
-                    state: state_from_row(r, 0)?,
-                    ctime_ns: r.get(5)?,
-                    ino: r.get::<_, i64>(6)? as u64,
-                })
-            },
-        )
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT dir, size, mtime_ns, mode, md5, ctime_ns, ino
+                 FROM local WHERE path = ?1 AND deleted = 0 AND ignored = 0",
+            )
+            .map_err(db_err)?;
+        stmt.query_row(params![path], |r| {
+            Ok(Seen {
+                state: state_from_row(r, 0)?,
+                ctime_ns: r.get(5)?,
+                ino: r.get::<_, i64>(6)? as u64,
+            })
+        })
         .optional()
         .map_err(db_err)
     }
