@@ -155,6 +155,8 @@ fn numeric_flags_out_of_range_are_refused_not_panics_later() {
         ("--io-timeout", "18446744073709551615"),
         ("--udp-timeout", "99999999999"),
         ("--interval", "0"),
+        ("--rescan", "0"),
+        ("--rescan", "86401"),
     ] {
         let out = Command::new(BIN)
             .args([
