@@ -33,19 +33,35 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     if !meta.is_file() {
         return Err(not_regular(&meta));
     }
+    // The very inode checked above: a regular file, whose open never
+    // blocks, so no O_NONBLOCK (and no call to clear it) is needed.
     let through = format!("/proc/self/fd/{}", handle.as_raw_fd());
-    let file = match open_nonblocking(Path::new(&through)) {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&through)
+    {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => open_nonblocking(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return open_without_proc(path, &meta),
         Err(e) => return Err(e),
     };
     let opened = file.metadata()?;
     if !opened.is_file() || Version::of(&opened).ino != Version::of(&meta).ino {
         return Err(not_regular(&opened));
     }
-    // Reads of a regular file never block; clear the flag anyway (some
-    // network file systems pass it on). Nothing else in F_SETFL's reach
-    // was set, so one call does it.
+    Ok(file)
+}
+
+/// Without `/proc`: a non-blocking open of the path, checked to be the
+/// regular file `meta` describes, then made blocking again (some network
+/// file systems pass the flag on to reads).
+fn open_without_proc(path: &Path, meta: &Metadata) -> io::Result<File> {
+    let file = open_nonblocking(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || Version::of(&opened).ino != Version::of(meta).ino {
+        return Err(not_regular(&opened));
+    }
+    // Nothing else in F_SETFL's reach was set, so one call does it.
     // SAFETY: fcntl on an fd this function owns, with integer arguments.
     unsafe {
         libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0);

@@ -115,6 +115,33 @@ const SCHEMA: &str = "
     );
 ";
 
+/// The last-synced state of the path `?1` with the partner `?2`.
+pub(super) const BASE_STATES: &str =
+    "SELECT dir, size, mtime_ns, mode, md5 FROM synced WHERE path = ?1 AND peer = ?2";
+
+/// The state `sql` (dir, size, mtime_ns, mode, md5 of the path `?1`, for
+/// the partner `?2` when given) finds for each of `paths`.
+pub(super) fn states_in<'a>(
+    conn: &Connection,
+    sql: &str,
+    peer: Option<&str>,
+    paths: impl IntoIterator<Item = &'a String>,
+) -> Result<Index> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let mut out = Index::new();
+    for p in paths {
+        let mut rows = match peer {
+            Some(peer) => stmt.query(params![p, peer]),
+            None => stmt.query(params![p]),
+        }
+        .map_err(db_err)?;
+        if let Some(r) = rows.next().map_err(db_err)? {
+            out.insert(p.clone(), state_from_row(r, 0).map_err(db_err)?);
+        }
+    }
+    Ok(out)
+}
+
 /// A state as stored: `dir` says the kind; sizes and modes as integers.
 pub(super) fn state_from_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<FileState> {
     Ok(FileState {
@@ -178,35 +205,7 @@ impl SyncDb {
         peer: &str,
         paths: impl IntoIterator<Item = &'a String>,
     ) -> Result<Index> {
-        self.states_of(
-            "SELECT dir, size, mtime_ns, mode, md5 FROM synced WHERE path = ?1 AND peer = ?2",
-            Some(peer),
-            paths,
-        )
-    }
-
-    /// The state `sql` (dir, size, mtime_ns, mode, md5 of the path `?1`,
-    /// for the partner `?2` when given) finds for each of `paths`.
-    pub(super) fn states_of<'a>(
-        &self,
-        sql: &str,
-        peer: Option<&str>,
-        paths: impl IntoIterator<Item = &'a String>,
-    ) -> Result<Index> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
-        let mut out = Index::new();
-        for p in paths {
-            let mut rows = match peer {
-                Some(peer) => stmt.query(params![p, peer]),
-                None => stmt.query(params![p]),
-            }
-            .map_err(db_err)?;
-            if let Some(r) = rows.next().map_err(db_err)? {
-                out.insert(p.clone(), state_from_row(r, 0).map_err(db_err)?);
-            }
-        }
-        Ok(out)
+        states_in(&*self.conn()?, BASE_STATES, Some(peer), paths)
     }
 
     /// The id of our index: made with the database, so a partner that

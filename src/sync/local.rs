@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::db::{SyncDb, db_err, state_from_row};
+use super::db::{SyncDb, db_err, state_from_row, states_in};
 use super::plan::{FileState, Index};
 use crate::Result;
 use crate::proto::{Kind, SyncEntry};
@@ -50,6 +50,10 @@ pub enum LocalChange {
     /// `.dropboxignore` now keeps it out: partners leave it alone.
     Ignored(String),
 }
+
+/// Our present state of the path `?1`.
+pub(super) const LOCAL_STATES: &str = "SELECT dir, size, mtime_ns, mode, md5 FROM local
+     WHERE path = ?1 AND deleted = 0 AND ignored = 0";
 
 fn same_state(a: &FileState, b: &FileState) -> bool {
     a.kind == b.kind
@@ -269,12 +273,7 @@ impl SyncDb {
 
     /// Our present state of these paths.
     pub fn local_states<'a>(&self, paths: impl IntoIterator<Item = &'a String>) -> Result<Index> {
-        self.states_of(
-            "SELECT dir, size, mtime_ns, mode, md5 FROM local
-             WHERE path = ?1 AND deleted = 0 AND ignored = 0",
-            None,
-            paths,
-        )
+        states_in(&*self.conn()?, LOCAL_STATES, None, paths)
     }
 
     /// How many files we have (what the mass-deletion guard weighs against).

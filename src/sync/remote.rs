@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::db::{SyncDb, db_err, state_from_row};
+use super::db::{BASE_STATES, SyncDb, db_err, state_from_row, states_in};
+use super::local::LOCAL_STATES;
 use super::plan::Index;
 use crate::Result;
 use crate::names::clean_name;
@@ -27,6 +28,47 @@ pub struct RemoteView {
     pub agreed: Index,
     /// Paths its `.dropboxignore` keeps out: left alone on both sides.
     pub ignored: BTreeSet<String>,
+}
+
+/// The partner's view of `paths` (see [`SyncDb::remote_states`]).
+fn remote_view_in<'a>(
+    conn: &rusqlite::Connection,
+    peer: &str,
+    paths: impl IntoIterator<Item = &'a String>,
+) -> Result<RemoteView> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT dir, size, mtime_ns, mode, md5, deleted, agreed, ignored
+             FROM remote WHERE peer = ?1 AND path = ?2",
+        )
+        .map_err(db_err)?;
+    let mut view = RemoteView::default();
+    for p in paths {
+        let row = stmt
+            .query_row(params![peer, p], |r| {
+                Ok((
+                    state_from_row(r, 0)?,
+                    r.get::<_, bool>(5)?,
+                    r.get::<_, bool>(6)?,
+                    r.get::<_, bool>(7)?,
+                ))
+            })
+            .optional()
+            .map_err(db_err)?;
+        if let Some((state, deleted, is_agreed, ignored)) = row {
+            if ignored {
+                view.ignored.insert(p.clone());
+                continue;
+            }
+            if is_agreed {
+                view.agreed.insert(p.clone(), state.clone());
+            }
+            if !deleted {
+                view.present.insert(p.clone(), state);
+            }
+        }
+    }
+    Ok(view)
 }
 
 /// What a round plans: the changes on our side and the partner's between
@@ -149,41 +191,20 @@ impl SyncDb {
         peer: &str,
         paths: impl IntoIterator<Item = &'a String>,
     ) -> Result<RemoteView> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT dir, size, mtime_ns, mode, md5, deleted, agreed, ignored
-                 FROM remote WHERE peer = ?1 AND path = ?2",
-            )
-            .map_err(db_err)?;
-        let mut view = RemoteView::default();
-        let (present, agreed) = (&mut view.present, &mut view.agreed);
-        for p in paths {
-            let row = stmt
-                .query_row(params![peer, p], |r| {
-                    Ok((
-                        state_from_row(r, 0)?,
-                        r.get::<_, bool>(5)?,
-                        r.get::<_, bool>(6)?,
-                        r.get::<_, bool>(7)?,
-                    ))
-                })
-                .optional()
-                .map_err(db_err)?;
-            if let Some((state, deleted, is_agreed, ignored)) = row {
-                if ignored {
-                    view.ignored.insert(p.clone());
-                    continue;
-                }
-                if is_agreed {
-                    agreed.insert(p.clone(), state.clone());
-                }
-                if !deleted {
-                    present.insert(p.clone(), state);
-                }
-            }
-        }
-        Ok(view)
+        remote_view_in(&*self.conn()?, peer, paths)
+    }
+
+    /// What a plan of `paths` with `peer` is made from, read in one
+    /// transaction (a statement each would be a transaction each): our
+    /// state, the partner's view, the last-synced state.
+    pub fn plan_view(&self, peer: &str, paths: &[String]) -> Result<(Index, RemoteView, Index)> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(db_err)?;
+        let local = states_in(&tx, LOCAL_STATES, None, paths)?;
+        let view = remote_view_in(&tx, peer, paths)?;
+        let base = states_in(&tx, BASE_STATES, Some(peer), paths)?;
+        tx.commit().map_err(db_err)?;
+        Ok((local, view, base))
     }
 
     /// What a round with `peer` has to plan: the changes on either side

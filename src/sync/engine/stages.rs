@@ -95,16 +95,15 @@ impl Actor {
     pub(super) fn need(&self, peer: &str, paths: &[String]) -> Result<Work> {
         let db = self.shared.sync_db()?;
         let rules = self.shared.folder.ignore_rules();
-        let view = db.remote_states(peer, paths)?;
+        let (local, view, base) = db.plan_view(peer, paths)?;
         // What either side ignores takes no part.
         let ignored = &view.ignored;
         let keep = |mut i: Index| {
             i.retain(|p, _| !ignored.contains(p));
             crate::sync::without_ignored(i, &rules)
         };
-        let local = keep(db.local_states(paths)?);
+        let (local, base) = (keep(local), keep(base));
         let (remote, their_base) = (keep(view.present), keep(view.agreed));
-        let base = keep(db.base_of(peer, paths)?);
         let mut plan = plan(&local, &remote, &base, &their_base);
         // Counted only when it matters: against planned deletions.
         if plan.deletions() > 0 {
