@@ -512,6 +512,9 @@ impl Client {
             &|| Ok(()),
         )
         .context(format!("uploading {name}"))?;
+        self.w
+            .flush()
+            .context(format!("sending to {}", self.addr))?;
         match self.recv()? {
             Response::Ok { .. } => {}
             other => bail!(kind: Integrity, "unexpected answer to upload: {other:?}"),

@@ -39,22 +39,13 @@ pub trait FileOut: Write {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
-        let mut buf = vec![0u8; CHUNK.min(size as usize)];
-        let mut sent = 0u64;
-        let mut file = file;
-        while sent < size {
-            if cancel.load(Ordering::SeqCst) {
-                return Err(Error::cancelled());
-            }
-            let want = CHUNK.min((size - sent) as usize);
-            let n = read_some(&mut file, &mut buf[..want])?;
-            self.write_all(&buf[..n]).context("sending file data")?;
-            sent += n as u64;
-            progress(sent);
-        }
-        Ok(())
+        copy_known(self, file, size, cancel, progress)
     }
 }
+
+/// Files up to this size go through the socket's buffer with what comes
+/// before and after them (a `sendfile` of its own would cost a send more).
+const SMALL_FILE: u64 = 64 << 10;
 
 impl FileOut for BufWriter<TcpStream> {
     fn send_known(
@@ -64,9 +55,35 @@ impl FileOut for BufWriter<TcpStream> {
         cancel: &AtomicBool,
         progress: &mut dyn FnMut(u64),
     ) -> Result<()> {
+        if size <= SMALL_FILE {
+            return copy_known(self, file, size, cancel, progress);
+        }
         self.flush().context("sending file data")?;
         send_with_sendfile(self.get_ref(), file, size, cancel, progress)
     }
+}
+
+/// Copy `size` bytes of `file` into `w`, reporting progress.
+fn copy_known(
+    w: &mut (impl Write + ?Sized),
+    mut file: &File,
+    size: u64,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK.min(size as usize)];
+    let mut sent = 0u64;
+    while sent < size {
+        if cancel.load(Ordering::SeqCst) {
+            return Err(Error::cancelled());
+        }
+        let want = CHUNK.min((size - sent) as usize);
+        let n = read_some(&mut file, &mut buf[..want])?;
+        w.write_all(&buf[..n]).context("sending file data")?;
+        sent += n as u64;
+        progress(sent);
+    }
+    Ok(())
 }
 
 impl FileOut for Vec<u8> {}
@@ -88,6 +105,7 @@ fn read_some(file: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
 /// cached MD5 of the unchanged file, if any. `unchanged` runs before `Done`:
 /// if the file changed while it was read (still being written), an error
 /// goes instead and the receiver throws the bytes away. Returns the MD5 sent.
+/// The caller flushes `w` (answers to pipelined requests go out together).
 pub fn send_file<W: FileOut>(
     w: &mut W,
     mut file: File,
@@ -127,11 +145,9 @@ pub fn send_file<W: FileOut>(
                 message: e.to_string(),
             },
         )?;
-        w.flush().context("sending file data")?;
         return Err(e);
     }
     write_msg(w, &Response::Done { md5: hex(&digest) })?;
-    w.flush().context("sending file data")?;
     Ok(digest)
 }
 
