@@ -292,7 +292,6 @@ impl Actor {
             .iter()
             .map(|(p, e)| (p.as_str(), e.as_ref()))
             .collect();
-        let peer = rep.peer.clone();
         let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
         let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
         let results = Mutex::new(Vec::new());
@@ -351,7 +350,19 @@ impl Actor {
             .map(|(p, _)| p.clone())
             .collect();
         failed.extend(untried);
-        // Many files make one line of the log (errors still one each).
+        self.note_pulls(results, rep, failed);
+        batch
+    }
+
+    /// Count and log what a batch pulled; a failed pull's path goes to
+    /// `failed`. Many files make one line of the log (errors one each).
+    fn note_pulls(
+        &self,
+        results: Vec<(String, Result<crate::transfer::TransferReport>)>,
+        rep: &mut PartnerRound,
+        failed: &mut Vec<String>,
+    ) {
+        let peer = rep.peer.clone();
         let each = results.len() <= EACH_LOGGED;
         let (pulled, bytes) = (rep.pulled, rep.bytes);
         for (path, result) in results {
@@ -365,26 +376,17 @@ impl Actor {
                 }
                 Err(e) => {
                     rep.errors.push(format!("{path}: {e}"));
-                    self.log(
-                        &peer,
-                        &format!("sync pull {path}"),
-                        &format!("error: {e}"),
-                        0,
-                    );
+                    let outcome = format!("error: {e}");
+                    self.log(&peer, &format!("sync pull {path}"), &outcome, 0);
                     failed.push(path);
                 }
             }
         }
         if !each {
             let n = rep.pulled - pulled;
-            self.log(
-                &peer,
-                &format!("sync pull {n} files"),
-                "ok",
-                rep.bytes - bytes,
-            );
+            let what = format!("sync pull {n} files");
+            self.log(&peer, &what, "ok", rep.bytes - bytes);
         }
-        batch
     }
 }
 
