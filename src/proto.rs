@@ -301,6 +301,7 @@ pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec<u
 
 /// `items` as the batches of a `more`-flagged stream: `(batch, more)`,
 /// at least one batch (empty when there are no items).
+#[cfg(test)]
 pub fn batches<T>(items: &[T]) -> impl Iterator<Item = (&[T], bool)> {
     let n = items.len().div_ceil(BATCH).max(1);
     (0..n).map(move |i| {

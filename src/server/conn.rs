@@ -123,11 +123,11 @@ impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
         let what = describe(&req);
         // The first files of a connection's batch get a line each, so a
         // small sync reads like the downloads it is; the rest are counted.
-        let batch =
-            matches!(req, Request::Download { batch: true, .. }) && self.batch_lines >= EACH_LOGGED;
-        self.batch_lines += usize::from(matches!(req, Request::Download { batch: true, .. }));
+        let in_batch = matches!(req, Request::Download { batch: true, .. });
+        let counted = in_batch && self.batch_lines >= EACH_LOGGED;
+        self.batch_lines += usize::from(in_batch);
         let (outcome, bytes) = match self.handle(req) {
-            Ok(bytes) if batch => {
+            Ok(bytes) if counted => {
                 self.batched.0 += 1;
                 self.batched.1 += bytes;
                 if self.batched.0 >= BATCH_LOG {

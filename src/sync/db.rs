@@ -183,31 +183,6 @@ impl SyncDb {
             .map_err(|_| Error::new("sync database lock poisoned"))
     }
 
-    /// Everything last synced with `peer`.
-    pub fn load(&self, peer: &str) -> Result<Index> {
-        let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT path, dir, size, mtime_ns, mode, md5 FROM synced WHERE peer = ?1",
-            )
-            .map_err(db_err)?;
-        let rows = stmt
-            .query_map(params![peer], |r| {
-                Ok((r.get::<_, String>(0)?, state_from_row(r, 1)?))
-            })
-            .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Index>>().map_err(db_err)
-    }
-
-    /// What was last synced with `peer` of these paths.
-    pub fn base_of<'a>(
-        &self,
-        peer: &str,
-        paths: impl IntoIterator<Item = &'a String>,
-    ) -> Result<Index> {
-        states_in(&*self.conn()?, BASE_STATES, Some(peer), paths)
-    }
-
     /// The id of our index: made with the database, so a partner that
     /// remembers another one knows we started over.
     pub fn index_id(&self) -> Result<String> {
@@ -281,10 +256,12 @@ mod tests {
             db.apply("p2", &[("c".into(), Some(s.clone()))]).unwrap();
         }
         let db = SyncDb::open(d.path()).unwrap();
-        let p1 = db.load("p1").unwrap();
+        let all = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let base = |peer: &str| db.plan_view(peer, &all).unwrap().2;
+        let p1 = base("p1");
         assert_eq!(p1.len(), 1);
         assert_eq!(p1["a"], s);
-        assert_eq!(db.load("p2").unwrap().len(), 1);
-        assert!(db.load("nobody").unwrap().is_empty());
+        assert_eq!(base("p2").len(), 1);
+        assert!(base("nobody").is_empty());
     }
 }

@@ -131,3 +131,63 @@ pub fn exchange(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Kind;
+
+    fn entry(name: &str, seq: u64) -> SyncEntry {
+        SyncEntry {
+            name: name.into(),
+            kind: Kind::File,
+            size: 1,
+            mtime_ns: 1,
+            mode: 0o644,
+            md5: None,
+            deleted: false,
+            agreed: false,
+            ignored: false,
+            seq,
+        }
+    }
+
+    #[test]
+    fn ever_new_partner_ids_are_refused_past_the_cap_known_ones_are_not() {
+        let d = tempfile::tempdir().unwrap();
+        let db = SyncDb::open(d.path()).unwrap();
+        for i in 0..SYNC_PARTNERS {
+            answer_hello(&db, &format!("p{i}"), "idx").unwrap();
+        }
+        let e = answer_hello(&db, "one-more", "idx").unwrap_err();
+        assert!(e.to_string().contains("refused"), "{e}");
+        assert_eq!(db.partner_count().unwrap(), SYNC_PARTNERS);
+        // One we keep already still exchanges.
+        assert!(answer_hello(&db, "p0", "idx").is_ok());
+    }
+
+    #[test]
+    fn the_bytes_kept_of_a_partner_are_counted_again_exactly_when_needed() {
+        let d = tempfile::tempdir().unwrap();
+        let db = SyncDb::open(d.path()).unwrap();
+        db.remote_begin("p", "idx").unwrap();
+        // The same path sent three times counts three times as it comes...
+        for seq in 1..=3 {
+            db.remote_store("p", &[entry("abcd", seq)]).unwrap();
+        }
+        assert_eq!(db.remote_bytes("p").unwrap(), (12, 12));
+        // ...and once when counted again.
+        db.recount_remote("p").unwrap();
+        assert_eq!(db.remote_bytes("p").unwrap(), (4, 4));
+    }
+
+    #[test]
+    fn one_exchange_takes_no_more_than_its_bound_of_names() {
+        let mut intake = Intake::default();
+        let big = entry(&"x".repeat(EXCHANGE_BYTES / 2), 1);
+        intake.take(std::slice::from_ref(&big)).unwrap();
+        intake.take(std::slice::from_ref(&big)).unwrap();
+        let e = intake.take(&[entry("y", 2)]).unwrap_err();
+        assert!(e.to_string().contains("MiB"), "{e}");
+    }
+}

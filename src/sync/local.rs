@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::db::{SyncDb, db_err, state_from_row, states_in};
-use super::plan::{FileState, Index};
+use super::db::{SyncDb, db_err, state_from_row};
+use super::plan::FileState;
 use crate::Result;
 use crate::proto::{Kind, SyncEntry};
 
@@ -230,6 +230,7 @@ impl SyncDb {
     }
 
     /// The highest sequence number of our index (0: empty).
+    #[cfg(test)]
     pub fn local_seq(&self) -> Result<u64> {
         self.conn()?
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM local", [], |r| {
@@ -269,11 +270,6 @@ impl SyncDb {
             })
             .map_err(db_err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db_err)
-    }
-
-    /// Our present state of these paths.
-    pub fn local_states<'a>(&self, paths: impl IntoIterator<Item = &'a String>) -> Result<Index> {
-        states_in(&*self.conn()?, LOCAL_STATES, None, paths)
     }
 
     /// How many files we have (what the mass-deletion guard weighs against).

@@ -30,7 +30,9 @@ pub struct RemoteView {
     pub ignored: BTreeSet<String>,
 }
 
-/// The partner's view of `paths` (see [`SyncDb::remote_states`]).
+/// The partner's view of `paths`: what it has, the states it last agreed
+/// on with us (its tombstones of agreed paths and the paths it holds as
+/// agreed), and the paths its `.dropboxignore` keeps out.
 fn remote_view_in<'a>(
     conn: &rusqlite::Connection,
     peer: &str,
@@ -181,17 +183,6 @@ impl SyncDb {
             .map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
-    }
-
-    /// The partner's view of these paths: what it has, the states it last
-    /// agreed on with us (its tombstones of agreed paths and the paths it
-    /// holds as agreed), and the paths its `.dropboxignore` keeps out.
-    pub fn remote_states<'a>(
-        &self,
-        peer: &str,
-        paths: impl IntoIterator<Item = &'a String>,
-    ) -> Result<RemoteView> {
-        remote_view_in(&*self.conn()?, peer, paths)
     }
 
     /// What a plan of `paths` with `peer` is made from, read in one

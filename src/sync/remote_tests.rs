@@ -105,8 +105,8 @@ fn a_partner_that_started_over_is_planned_whole_again() {
     // Unclean names from a partner are not kept.
     db.remote_store("p", &[entry("../x", 2), entry("/etc/passwd", 3)])
         .unwrap();
-    let view = db
-        .remote_states("p", &["../x".to_string(), "a".to_string()])
+    let (_, view, _) = db
+        .plan_view("p", &["../x".to_string(), "a".to_string()])
         .unwrap();
     assert_eq!(view.present.keys().collect::<Vec<_>>(), ["a"]);
 }
