@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
 use std::collections::BTreeSet;
 
@@ -21,8 +21,38 @@ use crate::client::Client;
 use crate::sync::plan::{Action, FileState, Index};
 use crate::{Error, Result};
 
-/// Longest a pulled file waits to be recorded in the sync database.
+/// Longest a pulled file waits to be recorded in the sync database
+/// (unless a large file on its connection holds it up).
 const RECORD_EVERY: Duration = Duration::from_millis(50);
+/// Pulled files a connection hands the recorder at once.
+const RECORD_BATCH: usize = 256;
+
+/// A pulled file to record, with what the partner has there.
+type Landed = (String, Option<FileState>);
+
+/// Files one connection pulled and has not yet handed to the recorder.
+#[derive(Default)]
+struct Gathered {
+    files: Vec<Landed>,
+    since: Option<Instant>,
+}
+
+impl Gathered {
+    fn add(&mut self, file: Landed, to: &Sender<Vec<Landed>>) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.files.push(file);
+        if self.files.len() >= RECORD_BATCH || since.elapsed() >= RECORD_EVERY {
+            self.send(to);
+        }
+    }
+
+    fn send(&mut self, to: &Sender<Vec<Landed>>) {
+        self.since = None;
+        if !self.files.is_empty() {
+            let _ = to.send(std::mem::take(&mut self.files));
+        }
+    }
+}
 
 impl Actor {
     /// One round with partner `i`.
@@ -233,41 +263,25 @@ impl Actor {
     /// Record pulled files in the sync database as they land, not only at
     /// the end of the round: a peer killed in between still knows them
     /// after a restart (else a deletion made meanwhile on the other side
-    /// would be undone). Batched, up to [`RECORD_EVERY`] behind, so that
-    /// many small files cost a few commits; ends when `landed` closes.
-    /// Returns what it could not record, for the round's final write.
-    fn record_as_they_land(
-        &self,
-        remote_id: &str,
-        landed: Receiver<(String, Option<FileState>)>,
-    ) -> Vec<(String, Option<FileState>)> {
+    /// would be undone). Batched: connections hand files over up to
+    /// [`RECORD_BATCH`] or [`RECORD_EVERY`] at a time, so many small files
+    /// cost a few commits; ends when `landed` closes. Returns what it could
+    /// not record, for the round's final write.
+    fn record_as_they_land(&self, remote_id: &str, landed: Receiver<Vec<Landed>>) -> Vec<Landed> {
         let mut unrecorded = Vec::new();
-        let mut record = |batch: &mut Vec<(String, Option<FileState>)>| {
+        while let Ok(mut batch) = landed.recv() {
+            // What else waits goes in the same commit.
+            while let Ok(more) = landed.try_recv() {
+                batch.extend(more);
+            }
             let recorded = self
                 .shared
                 .sync_db()
-                .and_then(|db| db.apply(remote_id, batch));
+                .and_then(|db| db.apply(remote_id, &batch));
             if recorded.is_err() {
-                unrecorded.append(batch);
-            }
-            batch.clear();
-        };
-        let mut batch = Vec::new();
-        let mut due = Instant::now();
-        loop {
-            let next = if batch.is_empty() {
-                due = Instant::now() + RECORD_EVERY;
-                landed.recv().map_err(|_| RecvTimeoutError::Disconnected)
-            } else {
-                landed.recv_deadline(due)
-            };
-            match next {
-                Ok(change) => batch.push(change),
-                Err(RecvTimeoutError::Timeout) => record(&mut batch),
-                Err(RecvTimeoutError::Disconnected) => break,
+                unrecorded.append(&mut batch);
             }
         }
-        record(&mut batch);
         unrecorded
     }
 
@@ -295,8 +309,11 @@ impl Actor {
         let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
         let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
         let results = Mutex::new(Vec::new());
-        let lane = |c: &mut Client, landed: &Sender<(String, Option<FileState>)>| {
-            c.download_many(
+        let lane = |c: &mut Client, landed: &Sender<Vec<Landed>>| {
+            // Landed files go to the recorder a handful at a time (a
+            // message each would wake it for each).
+            let mut mine = Gathered::default();
+            let pulled = c.download_many(
                 &mut std::iter::from_fn(|| queue.lock().ok()?.next()),
                 folder,
                 32,
@@ -307,14 +324,18 @@ impl Actor {
                     if let Ok(report) = &result {
                         let r = remote.get(name);
                         let same = r.and_then(|r| r.md5.as_deref()) == Some(report.md5.as_str());
-                        let _ =
-                            landed.send((name.to_string(), if same { r.cloned() } else { None }));
+                        mine.add(
+                            (name.to_string(), if same { r.cloned() } else { None }),
+                            landed,
+                        );
                     }
                     if let Ok(mut r) = results.lock() {
                         r.push((name.to_string(), result));
                     }
                 },
-            )
+            );
+            mine.send(landed);
+            pulled
         };
         let lane = &lane;
         let batch = thread::scope(|s| {

@@ -7,8 +7,10 @@
 //! dirty so a scan walks it (files made in it before its watch was added
 //! are found that way). Lost events (the queue overflowed) or a folder
 //! that cannot be watched ask for a whole scan. The state folder and our
-//! own temporary files never count. The thread wakes twice a second to
-//! see whether it should stop.
+//! own temporary files never count. After telling of a change the thread
+//! lets events gather for a few milliseconds, so a burst (a pull of many
+//! files) costs a read per burst, not a wake-up per event. It wakes twice a
+//! second to see whether it should stop.
 
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
@@ -23,6 +25,10 @@ use inotify::{EventMask, Inotify, WatchMask};
 use crate::names::{STATE_DIR, is_private};
 use crate::sync::dirty::Dirty;
 use crate::{Error, Result};
+
+/// How long the thread lets events gather after telling some: far below
+/// the engine's debounce, and far too short to fill the kernel's queue.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What each folder's watch asks for.
 fn mask() -> WatchMask {
@@ -186,6 +192,10 @@ pub fn watch(root: &Path, dirty: Arc<Mutex<Dirty>>, wake: Sender<()>) -> Result<
                 let ready = unsafe { libc::poll(&mut pfd, 1, 500) };
                 if ready > 0 && tree.read(&mut buf, &dirty) {
                     let _ = wake.try_send(());
+                    // The first event of a burst is told at once; the rest
+                    // gather in the queue meanwhile and are read together,
+                    // not with a wake-up each.
+                    std::thread::sleep(GATHER);
                 }
             }
         })?;
