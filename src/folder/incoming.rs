@@ -46,12 +46,16 @@ impl Incoming {
             .unwrap_or("file");
         // Held while we write it, so a sweep knows it is not abandoned; a
         // sweep that got to the new file first makes us take another.
+        let (tmp_dir, prefix) = match folder.staging() {
+            Some(staging) => (staging, ".".to_string()),
+            None => (dir.as_path(), format!(".{base}.")),
+        };
         let mut made = None;
         for _ in 0..3 {
             let tmp = tempfile::Builder::new()
-                .prefix(&format!(".{base}."))
+                .prefix(&prefix)
                 .suffix(PART_SUFFIX)
-                .tempfile_in(&dir)
+                .tempfile_in(tmp_dir)
                 .context(format!("creating a temporary file for {name}"))?;
             if super::parts::hold(tmp.as_file(), tmp.path()) {
                 made = Some(tmp);
@@ -148,16 +152,22 @@ impl Incoming {
         } else {
             mode_for_new_file(self.meta.mode)
         };
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
+        file.set_permissions(fs::Permissions::from_mode(mode))
             .context(format!("setting the permissions of {name}"))?;
         if folder.durable() {
             file.sync_data()
                 .context(format!("writing {name} to the disk"))?;
         }
-        let file = tmp
-            .persist(&self.target)
-            .map_err(|e| e.error)
-            .context(format!("renaming {name} into place"))?;
+        let file = match tmp.persist(&self.target) {
+            Ok(file) => file,
+            // Staged on another file system than the target's folder (a
+            // mount inside the shared folder): copied beside it first.
+            Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) => {
+                land_across(e.file, &self.target, mode, mtime, folder.durable())
+                    .context(format!("renaming {name} into place"))?
+            }
+            Err(e) => return Err(e.error).context(format!("renaming {name} into place")),
+        };
         // After the rename: it changes the ctime the cache key holds.
         let stat = file.metadata().context(&name)?;
         folder.remember(&name, &stat, md5);
@@ -172,6 +182,32 @@ impl Incoming {
             Finish::Mismatch { ours } => Err(mismatch(&name, &ours, sender_md5)),
         }
     }
+}
+
+/// Land the staged file `staged` at `target` on another file system: a
+/// copy beside `target`, given `mode` and `mtime`, renamed over it.
+fn land_across(
+    mut staged: NamedTempFile,
+    target: &std::path::Path,
+    mode: u32,
+    mtime: filetime::FileTime,
+    durable: bool,
+) -> std::io::Result<fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let dir = target.parent().unwrap_or(std::path::Path::new("."));
+    let mut copy = tempfile::Builder::new()
+        .prefix(".")
+        .suffix(PART_SUFFIX)
+        .tempfile_in(dir)?;
+    staged.as_file_mut().seek(SeekFrom::Start(0))?;
+    std::io::copy(staged.as_file_mut(), copy.as_file_mut())?;
+    filetime::set_file_handle_times(copy.as_file(), None, Some(mtime))?;
+    copy.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))?;
+    if durable {
+        copy.as_file().sync_data()?;
+    }
+    copy.persist(target).map_err(|e| e.error)
 }
 
 /// The error for bytes that did not match the sender's MD5.

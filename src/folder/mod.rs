@@ -37,6 +37,10 @@ use crate::names::{STATE_DIR, clean_name};
 use crate::proto::{Entry, FileMeta, HashEntry, Kind, hex};
 use crate::{Context, Error, Result, bail};
 
+/// The state folder's folder of files being received (see
+/// [`Folder::stage_incoming`]).
+const STAGING_DIR: &str = "incoming";
+
 /// A shared folder and its private state folder.
 pub struct Folder {
     root: PathBuf,
@@ -54,6 +58,9 @@ pub struct Folder {
     unservable: Mutex<(usize, Vec<String>)>,
     /// The `.dropboxignore` patterns.
     ignores: ignore::Ignores,
+    /// Where received files are written before their rename into place,
+    /// once [`Folder::stage_incoming`] set it (else beside their target).
+    staging: std::sync::OnceLock<PathBuf>,
 }
 
 impl Folder {
@@ -85,6 +92,7 @@ impl Folder {
             sweep_on_write: true,
             unservable: Mutex::new((0, Vec::new())),
             ignores,
+            staging: std::sync::OnceLock::new(),
         })
     }
 
@@ -110,6 +118,27 @@ impl Folder {
     /// the kernel writes it back.
     pub fn keep_durable(&self) {
         self.durable.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on, received files are written in the state folder's
+    /// `incoming` folder, which nothing watches, and only their rename
+    /// lands in the shared folder: a watcher on it (sync's) then sees one
+    /// event per received file instead of one per write, mode and time.
+    /// What killed processes left there is removed first.
+    pub fn stage_incoming(&self) -> Result<()> {
+        if self.staging.get().is_some() {
+            return Ok(());
+        }
+        let dir = self.state_dir().join(STAGING_DIR);
+        fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
+        parts::sweep_dir(&dir);
+        let _ = self.staging.set(dir);
+        Ok(())
+    }
+
+    /// Where received files are written first, when not beside their target.
+    pub fn staging(&self) -> Option<&Path> {
+        self.staging.get().map(PathBuf::as_path)
     }
 
     /// True for a client only's folder: see [`Incoming::create`].

@@ -141,7 +141,9 @@ impl SyncEngine {
         let (wake_tx, wake_rx) = bounded::<()>(1);
         let lock = if cfg.enabled {
             shared.folder.keep_durable();
-            Some(SyncLock::take(&shared.folder)?)
+            let lock = SyncLock::take(&shared.folder)?;
+            shared.folder.stage_incoming()?;
+            Some(lock)
         } else {
             None
         };
@@ -500,6 +502,7 @@ impl Actor {
         } else {
             SyncLock::take(&self.shared.folder).and_then(|_lock| {
                 self.shared.folder.keep_durable();
+                self.shared.folder.stage_incoming()?;
                 self.round(i, confirm, &mut report)
             })
         };
