@@ -509,7 +509,7 @@ impl Client {
             known,
             &self.cancel,
             &mut |n| progress(n, size),
-            &|| Ok(()),
+            &|_| Ok(()),
         )
         .context(format!("uploading {name}"))?;
         self.w

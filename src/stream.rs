@@ -113,7 +113,7 @@ pub fn send_file<W: FileOut>(
     known_md5: Option<[u8; 16]>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u64),
-    unchanged: &dyn Fn() -> Result<()>,
+    unchanged: &dyn Fn(&File) -> Result<()>,
 ) -> Result<[u8; 16]> {
     let digest = match known_md5 {
         Some(md5) => {
@@ -138,7 +138,7 @@ pub fn send_file<W: FileOut>(
             md5.finish()?
         }
     };
-    if let Err(e) = unchanged() {
+    if let Err(e) = unchanged(&file) {
         write_msg(
             w,
             &Response::Error {
@@ -299,7 +299,7 @@ mod tests {
     fn sent(data: &[u8], known: Option<[u8; 16]>, ok: bool) -> (Vec<u8>, Response) {
         let (_d, file) = file_with(data);
         let mut out = Vec::new();
-        let unchanged = || if ok { Ok(()) } else { bail!("it changed") };
+        let unchanged = |_: &File| if ok { Ok(()) } else { bail!("it changed") };
         let mut reported = 0;
         let result = send_file(
             &mut out,

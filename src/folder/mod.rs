@@ -6,6 +6,7 @@
 //! second guard runs: the real, symlink-resolved path must lie inside the
 //! folder and outside its private state folder.
 
+mod beneath;
 mod hashcache;
 mod ignore;
 mod incoming;
@@ -61,6 +62,8 @@ pub struct Folder {
     /// Where received files are written before their rename into place,
     /// once [`Folder::stage_incoming`] set it (else beside their target).
     staging: std::sync::OnceLock<PathBuf>,
+    /// The root's descriptor, for names resolved in one system call.
+    beneath: Option<beneath::Beneath>,
 }
 
 impl Folder {
@@ -84,7 +87,6 @@ impl Folder {
         let cache = HashCache::load(state.join("md5-cache.json"));
         let ignores = ignore::Ignores::new(&root);
         Ok(Folder {
-            root,
             state,
             state_made: std::sync::OnceLock::new(),
             cache: Mutex::new(cache),
@@ -93,6 +95,8 @@ impl Folder {
             unservable: Mutex::new((0, Vec::new())),
             ignores,
             staging: std::sync::OnceLock::new(),
+            beneath: beneath::Beneath::new(&root),
+            root,
         })
     }
 
@@ -247,11 +251,19 @@ impl Folder {
     /// resolves outside the shared folder, and never blocking on (or even
     /// opening) a FIFO, socket or device.
     pub fn open_file(&self, name: &str) -> Result<(File, FileMeta)> {
+        self.open_file_stat(name).map(|(f, m, _)| (f, m))
+    }
+
+    /// [`Folder::open_file`], with the opened file's metadata.
+    pub fn open_file_stat(&self, name: &str) -> Result<(File, FileMeta, Metadata)> {
         let name = clean_name(name)?;
         // The patterns of the last walk (a listing, a sync scan): one stat
         // less per file served.
         if self.ignores.last().ignores(&name, false) {
             bail!(kind: Refused, "{name} is excluded by {IGNORE_FILE}; it is not shared");
+        }
+        if let Some((file, stat)) = self.open_regular_beneath(&name) {
+            return Ok((file, file_meta(name, &stat), stat));
         }
         let path = self.root.join(&name);
         let plain = self.plain_path(&name, usize::MAX, false);
@@ -271,8 +283,28 @@ impl Folder {
             Err(e) if e.kind() == io::ErrorKind::Other => bail!(kind: Refused, "{name} {e}"),
             Err(e) => return Err(e).context(&name),
         };
-        let meta = file.metadata().context(&name)?;
-        Ok((file, file_meta(name, &meta)))
+        let stat = file.metadata().context(&name)?;
+        Ok((file, file_meta(name, &stat), stat))
+    }
+
+    /// [`Folder::open_file`] the short way (see `beneath.rs`): a name that
+    /// is a regular file here, with no symlink on the way, opened and
+    /// checked to be one still. `None` leaves it to the long way, which
+    /// also says what is wrong. Nothing but a regular file is opened: its
+    /// type is looked at first (only root can make a device, so none can
+    /// be swapped in after the look), and checked again on the descriptor.
+    fn open_regular_beneath(&self, name: &str) -> Option<(File, Metadata)> {
+        let beneath = self.beneath.as_ref()?;
+        if beneath.file_type(name)? != libc::S_IFREG {
+            return None;
+        }
+        let file = beneath.open(name, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        stat::clear_nonblocking(&file);
+        Some((file, meta))
     }
 
     /// The `.dropboxignore` patterns in force now (read again when the file

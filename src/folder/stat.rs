@@ -61,12 +61,18 @@ fn open_without_proc(path: &Path, meta: &Metadata) -> io::Result<File> {
     if !opened.is_file() || Version::of(&opened).ino != Version::of(meta).ino {
         return Err(not_regular(&opened));
     }
-    // Nothing else in F_SETFL's reach was set, so one call does it.
-    // SAFETY: fcntl on an fd this function owns, with integer arguments.
+    clear_nonblocking(&file);
+    Ok(file)
+}
+
+/// Make a file opened with `O_NONBLOCK` (and nothing else in F_SETFL's
+/// reach) blocking again: some network file systems pass the flag on to
+/// reads.
+pub fn clear_nonblocking(file: &File) {
+    // SAFETY: fcntl on an open fd, with integer arguments.
     unsafe {
         libc::fcntl(file.as_raw_fd(), libc::F_SETFL, 0);
     }
-    Ok(file)
 }
 
 fn open_nonblocking(path: &Path) -> io::Result<File> {

@@ -15,7 +15,7 @@ use crate::names::clean_name;
 use crate::proto::{BATCH, Entry, Filter, Mark, Request, Response, decode, read_frame, write_msg};
 use crate::stream::{FileOut, receive_file, send_file};
 use crate::sync::exchange::Intake;
-use crate::{Context, Error, Result, bail};
+use crate::{Error, Result, bail};
 
 impl<R: Input, W: FileOut> Connection<'_, R, W> {
     /// Serve one request; returns the number of file bytes moved.
@@ -103,17 +103,18 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
 
     fn download(&mut self, name: &str, fresh: bool) -> Result<u64> {
         let folder = &self.ctx.folder;
-        let (file, meta) = folder.open_file(name)?;
-        let stat = file.metadata().context(&meta.name)?;
+        let (file, meta, stat) = folder.open_file_stat(name)?;
         let opened = Version::of(&stat);
         if fresh {
             folder.forget_md5(&meta.name);
         }
         let known = folder.cached(&meta.name, &stat);
         write_msg(&mut self.w, &Response::File { meta: meta.clone() })?;
-        let path = folder.root().join(&meta.name);
-        let unchanged = || -> Result<()> {
-            if Version::at(&path) != Some(opened) {
+        // The bytes read are what the file held throughout (a new file
+        // renamed over the name meanwhile is another version, not this
+        // one's bytes mixed).
+        let unchanged = |file: &std::fs::File| -> Result<()> {
+            if file.metadata().ok().map(|m| Version::of(&m)) != Some(opened) {
                 bail!("{} changed while it was being sent; try again", meta.name);
             }
             Ok(())
