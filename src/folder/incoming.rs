@@ -7,10 +7,13 @@
 //! removes the temporary file, so an interrupted transfer never leaves a
 //! half file under the real name nor harms the old one.
 
+use std::ffi::CString;
 use std::fs;
-use std::io::Write;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
@@ -21,7 +24,7 @@ use crate::{Context, Result, bail};
 
 pub struct Incoming {
     meta: FileMeta,
-    target: PathBuf,
+    target: Target,
     /// Written directly: every write is a whole chunk already.
     out: NamedTempFile,
     md5: Md5Pipe,
@@ -35,20 +38,37 @@ impl Incoming {
     /// Prepare to receive `meta` into the folder (creating parent folders).
     pub fn create(folder: &Folder, meta: &FileMeta) -> Result<Incoming> {
         let name = clean_name(&meta.name)?;
-        let target = folder.target_path(&name)?;
-        let dir = target.parent().unwrap_or(folder.root()).to_path_buf();
-        fs::create_dir_all(&dir).context(format!("creating the folder for {name}"))?;
-        // Check again now that the folders exist: none may be a symlink out.
-        folder.target_path(&name)?;
-        let base = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("file");
+        let (dir_name, base) = name.rsplit_once('/').unwrap_or(("", &name));
+        // Staged (a synced folder): the target's folder the short way when
+        // it exists with no symlink on the way.
+        let short = folder
+            .staging()
+            .and_then(|_| Some((folder.dir_beneath(dir_name)?, CString::new(base).ok()?)));
+        let (target, dir) = match short {
+            Some((dir, base)) => {
+                let at = Target::At {
+                    dir,
+                    base,
+                    path: folder.root().join(&name),
+                };
+                (at, None)
+            }
+            None => {
+                let target = folder.target_path(&name)?;
+                let dir = target.parent().unwrap_or(folder.root()).to_path_buf();
+                fs::create_dir_all(&dir).context(format!("creating the folder for {name}"))?;
+                // Check again now that the folders exist: none may be a symlink out.
+                folder.target_path(&name)?;
+                (Target::Path(target), Some(dir))
+            }
+        };
         // Held while we write it, so a sweep knows it is not abandoned; a
-        // sweep that got to the new file first makes us take another.
-        let (tmp_dir, prefix) = match folder.staging() {
-            Some(staging) => (staging, ".".to_string()),
-            None => (dir.as_path(), format!(".{base}.")),
+        // sweep that got to the new file first makes us take another. The
+        // staging folder is swept only before this process writes there.
+        let (tmp_dir, prefix) = match (folder.staging(), &dir) {
+            (Some(staging), _) => (staging, ".".to_string()),
+            (None, Some(dir)) => (dir.as_path(), format!(".{base}.")),
+            (None, None) => (folder.root(), format!(".{base}.")),
         };
         let mut made = None;
         for _ in 0..3 {
@@ -57,7 +77,11 @@ impl Incoming {
                 .suffix(PART_SUFFIX)
                 .tempfile_in(tmp_dir)
                 .context(format!("creating a temporary file for {name}"))?;
-            if super::parts::hold(tmp.as_file(), tmp.path()) {
+            let held = match folder.staging() {
+                Some(_) => super::parts::lock(tmp.as_file()),
+                None => super::parts::hold(tmp.as_file(), tmp.path()),
+            };
+            if held {
                 made = Some(tmp);
                 break;
             }
@@ -65,8 +89,8 @@ impl Incoming {
         let Some(tmp) = made else {
             bail!("creating a temporary file for {name}: it kept being taken away");
         };
-        if folder.sweeps_on_write() {
-            super::parts::sweep_dir(&dir);
+        if let (true, Some(dir)) = (folder.sweeps_on_write(), &dir) {
+            super::parts::sweep_dir(dir);
         }
         Ok(Incoming {
             meta: FileMeta {
@@ -158,15 +182,13 @@ impl Incoming {
             file.sync_data()
                 .context(format!("writing {name} to the disk"))?;
         }
-        let file = match tmp.persist(&self.target) {
+        let durable = folder.durable();
+        let file = match self.target.land(tmp, mode, mtime, durable) {
             Ok(file) => file,
-            // Staged on another file system than the target's folder (a
-            // mount inside the shared folder): copied beside it first.
-            Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) => {
-                land_across(e.file, &self.target, mode, mtime, folder.durable())
-                    .context(format!("renaming {name} into place"))?
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                bail!("{name} is a directory here; it cannot be replaced by a file")
             }
-            Err(e) => return Err(e.error).context(format!("renaming {name} into place")),
+            Err(e) => return Err(e).context(format!("renaming {name} into place")),
         };
         // After the rename: it changes the ctime the cache key holds.
         let stat = file.metadata().context(&name)?;
@@ -184,23 +206,87 @@ impl Incoming {
     }
 }
 
-/// Land the staged file `staged` at `target` on another file system: a
-/// copy beside `target`, given `mode` and `mtime`, renamed over it.
+/// Where a received file goes.
+enum Target {
+    /// A path resolved the long way.
+    Path(PathBuf),
+    /// `base` in the folder `dir`, opened the short way (see `beneath.rs`);
+    /// `path` is the same place, for a copy across file systems.
+    At {
+        dir: fs::File,
+        base: CString,
+        path: PathBuf,
+    },
+}
+
+impl Target {
+    /// Rename the finished `tmp` (given `mode` and `mtime` already) over
+    /// the target; a target on another file system than `tmp` gets a copy
+    /// beside it first (a mount inside the shared folder).
+    fn land(
+        &self,
+        tmp: NamedTempFile,
+        mode: u32,
+        mtime: filetime::FileTime,
+        durable: bool,
+    ) -> io::Result<fs::File> {
+        match self {
+            Target::Path(path) => match tmp.persist(path) {
+                Ok(file) => Ok(file),
+                Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) => {
+                    let mut staged = e.file;
+                    land_across(staged.as_file_mut(), path, mode, mtime, durable)
+                }
+                Err(e) => Err(e.error),
+            },
+            Target::At { dir, base, path } => {
+                // Ours to remove from here on, whatever happens.
+                let (mut file, tmp_path) = tmp.keep().map_err(|e| e.error)?;
+                let from = CString::new(tmp_path.as_os_str().as_bytes())?;
+                // SAFETY: NUL-terminated paths and an open directory
+                // descriptor, alive for the call.
+                let r = unsafe {
+                    libc::renameat(
+                        libc::AT_FDCWD,
+                        from.as_ptr(),
+                        dir.as_raw_fd(),
+                        base.as_ptr(),
+                    )
+                };
+                let landed = match r {
+                    0 => Ok(file),
+                    _ => match io::Error::last_os_error() {
+                        e if e.raw_os_error() == Some(libc::EXDEV) => {
+                            land_across(&mut file, path, mode, mtime, durable)
+                        }
+                        e => Err(e),
+                    },
+                };
+                if r != 0 {
+                    let _ = fs::remove_file(&tmp_path);
+                }
+                landed
+            }
+        }
+    }
+}
+
+/// Land the bytes of `staged` at `target` on another file system: a copy
+/// beside `target`, given `mode` and `mtime`, renamed over it.
 fn land_across(
-    mut staged: NamedTempFile,
-    target: &std::path::Path,
+    staged: &mut fs::File,
+    target: &Path,
     mode: u32,
     mtime: filetime::FileTime,
     durable: bool,
-) -> std::io::Result<fs::File> {
-    use std::io::{Seek, SeekFrom};
-    let dir = target.parent().unwrap_or(std::path::Path::new("."));
+) -> io::Result<fs::File> {
+    let dir = target.parent().unwrap_or(Path::new("."));
     let mut copy = tempfile::Builder::new()
         .prefix(".")
         .suffix(PART_SUFFIX)
         .tempfile_in(dir)?;
-    staged.as_file_mut().seek(SeekFrom::Start(0))?;
-    std::io::copy(staged.as_file_mut(), copy.as_file_mut())?;
+    staged.seek(SeekFrom::Start(0))?;
+    io::copy(staged, copy.as_file_mut())?;
     filetime::set_file_handle_times(copy.as_file(), None, Some(mtime))?;
     copy.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))?;

@@ -287,6 +287,16 @@ impl Folder {
         Ok((file, file_meta(name, &stat), stat))
     }
 
+    /// The folder `rel` (`""` the root) opened the short way (see
+    /// `beneath.rs`) for the `*at` calls of a file written into it; `None`
+    /// when it is missing or the short way cannot tell.
+    pub fn dir_beneath(&self, rel: &str) -> Option<File> {
+        let rel = if rel.is_empty() { "." } else { rel };
+        self.beneath
+            .as_ref()?
+            .open(rel, libc::O_PATH | libc::O_DIRECTORY)
+    }
+
     /// [`Folder::open_file`] the short way (see `beneath.rs`): a name that
     /// is a regular file here, with no symlink on the way, opened and
     /// checked to be one still. `None` leaves it to the long way, which

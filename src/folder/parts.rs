@@ -17,13 +17,20 @@ use crate::names::{PART_SUFFIX, STATE_DIR};
 /// closed). False if a sweep got to it first (it holds the lock, or has
 /// removed the file already): then the caller makes another one.
 pub fn hold(file: &File, path: &Path) -> bool {
-    // SAFETY: flock on an fd owned by `file`, which outlives the call.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    let locked = lock(file);
     let still_there = match (file.metadata(), fs::symlink_metadata(path)) {
         (Ok(ours), Ok(there)) => ours.ino() == there.ino() && ours.dev() == there.dev(),
         _ => false,
     };
     locked && still_there
+}
+
+/// Lock a part file as being written (until `file` is closed), where no
+/// sweep can run meanwhile (the staging folder: swept before use). False
+/// if someone holds it.
+pub fn lock(file: &File) -> bool {
+    // SAFETY: flock on an fd owned by `file`, which outlives the call.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 fn is_part_name(name: &std::ffi::OsStr) -> bool {
