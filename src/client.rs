@@ -63,13 +63,10 @@ impl Received {
         before_commit()?;
         let meta = self.incoming.meta().clone();
         Ok(match self.incoming.finish(folder, &self.sender_md5)? {
-            Finish::Done(md5) => Landed::Done(TransferReport::verified(
-                &meta.name,
-                meta.size,
-                meta.mtime_ns,
-                md5,
-                self.start,
-            )),
+            Finish::Done(md5, on_disk) => Landed::Done(TransferReport {
+                landed: Some(on_disk),
+                ..TransferReport::verified(&meta.name, meta.size, meta.mtime_ns, md5, self.start)
+            }),
             Finish::Mismatch { ours } => {
                 Landed::Mismatch(mismatch(&meta.name, &ours, &self.sender_md5))
             }

@@ -193,14 +193,14 @@ impl Incoming {
         // After the rename: it changes the ctime the cache key holds.
         let stat = file.metadata().context(&name)?;
         folder.remember(&name, &stat, md5);
-        Ok(Finish::Done(ours))
+        Ok(Finish::Done(ours, super::OnDisk::of(&stat)))
     }
 
     /// [`Incoming::finish`] where a mismatch is an error.
     pub fn finish_verified(self, folder: &Folder, sender_md5: &str) -> Result<String> {
         let name = self.meta.name.clone();
         match self.finish(folder, sender_md5)? {
-            Finish::Done(md5) => Ok(md5),
+            Finish::Done(md5, _) => Ok(md5),
             Finish::Mismatch { ours } => Err(mismatch(&name, &ours, sender_md5)),
         }
     }
@@ -306,8 +306,8 @@ pub fn mismatch(name: &str, ours: &str, sender_md5: &str) -> crate::Error {
 /// How a verified receive ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Finish {
-    /// Renamed into place; the MD5.
-    Done(String),
+    /// Renamed into place; the MD5, and the file as it landed.
+    Done(String, super::OnDisk),
     /// The bytes did not match the sender's MD5; nothing was changed.
     Mismatch { ours: String },
 }

@@ -30,8 +30,8 @@ pub use ignore::{IGNORE_FILE, IgnoreRules};
 pub use incoming::{Finish, Incoming, mismatch};
 pub use md5pipe::Md5Pipe;
 pub use stat::{
-    PERMISSION_BITS, Version, file_meta, file_time, mode_for_new_file, mtime_ns, open_regular,
-    umask,
+    OnDisk, PERMISSION_BITS, Version, file_meta, file_time, mode_for_new_file, mtime_ns,
+    open_regular, umask,
 };
 
 use crate::names::{STATE_DIR, clean_name};

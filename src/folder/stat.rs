@@ -105,6 +105,22 @@ pub struct Version {
     pub dev: u64,
 }
 
+/// A file as it lies on the disk: its version and permission bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnDisk {
+    pub version: Version,
+    pub mode: u32,
+}
+
+impl OnDisk {
+    pub fn of(meta: &Metadata) -> OnDisk {
+        OnDisk {
+            version: Version::of(meta),
+            mode: meta.permissions().mode() & PERMISSION_BITS,
+        }
+    }
+}
+
 impl Version {
     pub fn of(meta: &Metadata) -> Version {
         Version {

@@ -265,7 +265,7 @@ impl Attempt<'_> {
                     .ok_or_else(|| Error::new("the transfer has no metadata"))?;
                 Ok(Some(match inc.finish(self.folder, &hex(&md5))? {
                     // The session saves the MD5 cache once the command is over.
-                    Finish::Done(md5) => Ending::Verified {
+                    Finish::Done(md5, _) => Ending::Verified {
                         meta,
                         md5,
                         retransmissions,

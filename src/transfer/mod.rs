@@ -64,6 +64,9 @@ pub struct TransferReport {
     pub seconds: f64,
     pub attempts: u32,
     pub retransmissions: u64,
+    /// The received file as it landed here, when known (a sync pull
+    /// records it in the index without looking again).
+    pub landed: Option<crate::folder::OnDisk>,
 }
 
 impl TransferReport {
@@ -85,6 +88,7 @@ impl TransferReport {
             seconds: start.elapsed().as_secs_f64(),
             attempts: 1,
             retransmissions: 0,
+            landed: None,
         }
     }
 }

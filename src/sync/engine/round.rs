@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use std::collections::BTreeSet;
 
@@ -18,39 +18,35 @@ use super::apply::still_as_planned;
 use super::stages::{PLAN_PART, Work};
 use super::{Actor, PartnerRound};
 use crate::client::Client;
+use crate::folder::OnDisk;
+use crate::sync::local::{LocalChange, Seen};
 use crate::sync::plan::{Action, FileState, Index};
 use crate::{Error, Result};
 
-/// Longest a pulled file waits to be recorded in the sync database
-/// (unless a large file on its connection holds it up).
+/// Longest a pulled file waits to be recorded in the sync database.
 const RECORD_EVERY: Duration = Duration::from_millis(50);
-/// Pulled files a connection hands the recorder at once.
-const RECORD_BATCH: usize = 256;
 
-/// A pulled file to record, with what the partner has there.
-type Landed = (String, Option<FileState>);
-
-/// Files one connection pulled and has not yet handed to the recorder.
-#[derive(Default)]
-struct Gathered {
-    files: Vec<Landed>,
-    since: Option<Instant>,
+/// A pulled file to record: its path, what the partner has there (when
+/// the pulled bytes are that), and the file as it landed here.
+struct Landed {
+    path: String,
+    agreed: Option<FileState>,
+    here: Option<Seen>,
 }
 
-impl Gathered {
-    fn add(&mut self, file: Landed, to: &Sender<Vec<Landed>>) {
-        let since = *self.since.get_or_insert_with(Instant::now);
-        self.files.push(file);
-        if self.files.len() >= RECORD_BATCH || since.elapsed() >= RECORD_EVERY {
-            self.send(to);
-        }
-    }
-
-    fn send(&mut self, to: &Sender<Vec<Landed>>) {
-        self.since = None;
-        if !self.files.is_empty() {
-            let _ = to.send(std::mem::take(&mut self.files));
-        }
+/// What our index holds for a file that landed as `on_disk` with `md5`.
+fn seen_landed(on_disk: OnDisk, md5: &str) -> Seen {
+    let v = on_disk.version;
+    Seen {
+        state: FileState {
+            kind: crate::proto::Kind::File,
+            size: v.size,
+            mtime_ns: v.mtime_ns,
+            mode: on_disk.mode,
+            md5: Some(md5.to_string()),
+        },
+        ctime_ns: v.ctime_ns,
+        ino: v.ino,
     }
 }
 
@@ -148,8 +144,13 @@ impl Actor {
         for step in plan.actions.iter().map(Some).chain(std::iter::once(None)) {
             let is_pull = matches!(step, Some((_, Action::Pull | Action::ConflictPull)));
             if !is_pull && !pulls.is_empty() {
+                // What changed here so far (folders just made, still empty)
+                // is scanned now, and the pulled files go into the index as
+                // they land: no scan walks them again.
+                // (A failure asks for a whole scan; the pulls go on.)
+                let _ = self.scan_paths(&std::mem::take(&mut touched));
                 let batch = std::mem::take(&mut pulls);
-                touched.extend(batch.iter().map(|(p, _)| p.clone()));
+                let mut indexed = Vec::new();
                 self.pull_batch(
                     client,
                     remote_id,
@@ -159,6 +160,14 @@ impl Actor {
                     &mut changes,
                     &mut failed,
                     &mut retry,
+                    &mut indexed,
+                );
+                let indexed: std::collections::HashSet<String> = indexed.into_iter().collect();
+                touched.extend(
+                    batch
+                        .into_iter()
+                        .map(|(p, _)| p)
+                        .filter(|p| !indexed.contains(p)),
                 );
             }
             let Some((path, action)) = step else { break };
@@ -249,9 +258,13 @@ impl Actor {
         changes: &mut Vec<(String, Option<FileState>)>,
         failed: &mut Vec<String>,
         retry: &mut Vec<String>,
+        indexed: &mut Vec<String>,
     ) {
         let before = failed.len();
-        if let Err(e) = self.pull_all(client, remote_id, pulls, remote, rep, changes, failed) {
+        let pulled = self.pull_all(
+            client, remote_id, pulls, remote, rep, changes, failed, indexed,
+        );
+        if let Err(e) = pulled {
             retry.extend(failed.drain(before..));
             rep.errors.push(format!(
                 "pulling from {}: {e}; the rest next round",
@@ -263,26 +276,48 @@ impl Actor {
     /// Record pulled files in the sync database as they land, not only at
     /// the end of the round: a peer killed in between still knows them
     /// after a restart (else a deletion made meanwhile on the other side
-    /// would be undone). Batched: connections hand files over up to
-    /// [`RECORD_BATCH`] or [`RECORD_EVERY`] at a time, so many small files
-    /// cost a few commits; ends when `landed` closes. Returns what it could
-    /// not record, for the round's final write.
-    fn record_as_they_land(&self, remote_id: &str, landed: Receiver<Vec<Landed>>) -> Vec<Landed> {
-        let mut unrecorded = Vec::new();
-        while let Ok(mut batch) = landed.recv() {
-            // What else waits goes in the same commit.
-            while let Ok(more) = landed.try_recv() {
-                batch.extend(more);
+    /// would be undone). Batched: what `landed` gathered every
+    /// [`RECORD_EVERY`], so many small files cost a few commits; ends when
+    /// `done` closes. Returns what it could not record, for the round's
+    /// final write.
+    /// The files go into our index too, as they landed (no scan has to
+    /// look at them again): their paths are returned with the rest.
+    fn record_as_they_land(
+        &self,
+        remote_id: &str,
+        landed: &Mutex<Vec<Landed>>,
+        done: Receiver<()>,
+    ) -> (Vec<(String, Option<FileState>)>, Vec<String>) {
+        let (mut unrecorded, mut indexed) = (Vec::new(), Vec::new());
+        loop {
+            let last = done
+                .recv_timeout(RECORD_EVERY)
+                .is_err_and(|e| e.is_disconnected());
+            let batch = landed.lock().map(|mut l| std::mem::take(&mut *l));
+            let batch = batch.unwrap_or_default();
+            if batch.is_empty() {
+                if last {
+                    break;
+                }
+                continue;
             }
-            let recorded = self
-                .shared
-                .sync_db()
-                .and_then(|db| db.apply(remote_id, &batch));
-            if recorded.is_err() {
-                unrecorded.append(&mut batch);
+            let (paths, here): (Vec<String>, Vec<LocalChange>) = batch
+                .iter()
+                .filter_map(|l| {
+                    let seen = l.here.clone()?;
+                    Some((l.path.clone(), LocalChange::Present(l.path.clone(), seen)))
+                })
+                .unzip();
+            let db = self.shared.sync_db();
+            if db.as_ref().is_ok_and(|db| db.local_apply(&here).is_ok()) {
+                indexed.extend(paths);
+            }
+            let agreed: Vec<_> = batch.into_iter().map(|l| (l.path, l.agreed)).collect();
+            if db.and_then(|db| db.apply(remote_id, &agreed)).is_err() {
+                unrecorded.extend(agreed);
             }
         }
-        unrecorded
+        (unrecorded, indexed)
     }
 
     /// Pull every file of `pulls`, pipelined, over `client` and up to
@@ -299,6 +334,7 @@ impl Actor {
         rep: &mut PartnerRound,
         changes: &mut Vec<(String, Option<FileState>)>,
         failed: &mut Vec<String>,
+        indexed: &mut Vec<String>,
     ) -> Result<()> {
         let folder = &self.shared.folder;
         let root = folder.root().to_path_buf();
@@ -309,11 +345,11 @@ impl Actor {
         let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
         let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
         let results = Mutex::new(Vec::new());
-        let lane = |c: &mut Client, landed: &Sender<Vec<Landed>>| {
-            // Landed files go to the recorder a handful at a time (a
-            // message each would wake it for each).
-            let mut mine = Gathered::default();
-            let pulled = c.download_many(
+        // Landed files wait here for the recorder, which takes them all
+        // every RECORD_EVERY (a message each would wake it for each).
+        let landed: Mutex<Vec<Landed>> = Mutex::new(Vec::new());
+        let lane = |c: &mut Client| {
+            c.download_many(
                 &mut std::iter::from_fn(|| queue.lock().ok()?.next()),
                 folder,
                 32,
@@ -324,41 +360,39 @@ impl Actor {
                     if let Ok(report) = &result {
                         let r = remote.get(name);
                         let same = r.and_then(|r| r.md5.as_deref()) == Some(report.md5.as_str());
-                        mine.add(
-                            (name.to_string(), if same { r.cloned() } else { None }),
-                            landed,
-                        );
+                        let file = Landed {
+                            path: name.to_string(),
+                            agreed: if same { r.cloned() } else { None },
+                            here: report.landed.map(|d| seen_landed(d, &report.md5)),
+                        };
+                        if let Ok(mut l) = landed.lock() {
+                            l.push(file);
+                        }
                     }
                     if let Ok(mut r) = results.lock() {
                         r.push((name.to_string(), result));
                     }
                 },
-            );
-            mine.send(landed);
-            pulled
+            )
         };
         let lane = &lane;
         let batch = thread::scope(|s| {
-            // The recorder ends when the last lane drops its sender.
-            let (landed, to_record) = crossbeam_channel::unbounded();
-            let recorder = s.spawn(|| self.record_as_they_land(remote_id, to_record));
-            let others: Vec<_> = extra
-                .iter_mut()
-                .map(|c| {
-                    let landed = landed.clone();
-                    s.spawn(move || lane(c, &landed))
-                })
-                .collect();
-            let mut batch = lane(client, &landed);
-            drop(landed);
+            // The recorder ends when `lanes_done` goes, after the lanes.
+            let (lanes_done, done) = crossbeam_channel::bounded::<()>(0);
+            let recorder = s.spawn(|| self.record_as_they_land(remote_id, &landed, done));
+            let others: Vec<_> = extra.iter_mut().map(|c| s.spawn(move || lane(c))).collect();
+            let mut batch = lane(client);
             for o in others {
                 let r = o
                     .join()
                     .unwrap_or_else(|_| Err(Error::new("a pulling thread failed")));
                 batch = batch.and(r);
             }
+            drop(lanes_done);
             // What the recorder could not write goes with the round's other changes.
-            changes.extend(recorder.join().unwrap_or_default());
+            let (unrecorded, now_indexed) = recorder.join().unwrap_or_default();
+            changes.extend(unrecorded);
+            indexed.extend(now_indexed);
             batch
         });
         let results = results.into_inner().unwrap_or_default();
