@@ -26,7 +26,7 @@ pub struct Incoming {
     meta: FileMeta,
     target: Target,
     /// Written directly: every write is a whole chunk already.
-    out: NamedTempFile,
+    out: Out,
     md5: Md5Pipe,
     written: u64,
     /// Give the file the sender's permission bits as they are (sync mirrors
@@ -62,32 +62,17 @@ impl Incoming {
                 (Target::Path(target), Some(dir))
             }
         };
-        // Held while we write it, so a sweep knows it is not abandoned; a
-        // sweep that got to the new file first makes us take another. The
-        // staging folder is swept only before this process writes there.
-        let (tmp_dir, prefix) = match (folder.staging(), &dir) {
-            (Some(staging), _) => (staging, ".".to_string()),
-            (None, Some(dir)) => (dir.as_path(), format!(".{base}.")),
-            (None, None) => (folder.root(), format!(".{base}.")),
-        };
-        let mut made = None;
-        for _ in 0..3 {
-            let tmp = tempfile::Builder::new()
-                .prefix(&prefix)
-                .suffix(PART_SUFFIX)
-                .tempfile_in(tmp_dir)
-                .context(format!("creating a temporary file for {name}"))?;
-            let held = match folder.staging() {
-                Some(_) => super::parts::lock(tmp.as_file()),
-                None => super::parts::hold(tmp.as_file(), tmp.path()),
-            };
-            if held {
-                made = Some(tmp);
-                break;
-            }
-        }
-        let Some(tmp) = made else {
-            bail!("creating a temporary file for {name}: it kept being taken away");
+        let out = match (folder.staging(), &dir) {
+            (Some(staging), _) => Out::Staged(
+                staging
+                    .create()
+                    .context(format!("creating a temporary file for {name}"))?,
+            ),
+            (None, dir) => Out::Beside(beside(
+                dir.as_deref().unwrap_or(folder.root()),
+                base,
+                &name,
+            )?),
         };
         if let (true, Some(dir)) = (folder.sweeps_on_write(), &dir) {
             super::parts::sweep_dir(dir);
@@ -98,7 +83,7 @@ impl Incoming {
                 ..meta.clone()
             },
             target,
-            out: tmp,
+            out,
             md5: Md5Pipe::new(meta.size),
             written: 0,
             exact_mode: false,
@@ -142,6 +127,7 @@ impl Incoming {
             );
         }
         self.out
+            .file_mut()
             .write_all(&buf[..used])
             .context(format!("writing {}", self.meta.name))?;
         self.written += used as u64;
@@ -161,13 +147,13 @@ impl Incoming {
                 self.meta.size
             );
         }
-        let tmp = self.out;
+        let out = self.out;
         let md5 = self.md5.finish()?;
         let ours = hex(&md5);
         if !ours.eq_ignore_ascii_case(sender_md5) {
             return Ok(Finish::Mismatch { ours });
         }
-        let file = tmp.as_file();
+        let file = out.file();
         let mtime = super::file_time(self.meta.mtime_ns);
         filetime::set_file_handle_times(file, None, Some(mtime))
             .context(format!("setting the mtime of {name}"))?;
@@ -183,7 +169,7 @@ impl Incoming {
                 .context(format!("writing {name} to the disk"))?;
         }
         let durable = folder.durable();
-        let file = match self.target.land(tmp, mode, mtime, durable) {
+        let file = match self.target.land(out, mode, mtime, durable) {
             Ok(file) => file,
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
                 bail!("{name} is a directory here; it cannot be replaced by a file")
@@ -220,55 +206,82 @@ enum Target {
 }
 
 impl Target {
-    /// Rename the finished `tmp` (given `mode` and `mtime` already) over
-    /// the target; a target on another file system than `tmp` gets a copy
+    /// Rename the finished `out` (given `mode` and `mtime` already) over
+    /// the target; a target on another file system than `out` gets a copy
     /// beside it first (a mount inside the shared folder).
     fn land(
         &self,
-        tmp: NamedTempFile,
+        out: Out,
         mode: u32,
         mtime: filetime::FileTime,
         durable: bool,
     ) -> io::Result<fs::File> {
-        match self {
-            Target::Path(path) => match tmp.persist(path) {
-                Ok(file) => Ok(file),
-                Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) => {
-                    let mut staged = e.file;
-                    land_across(staged.as_file_mut(), path, mode, mtime, durable)
-                }
-                Err(e) => Err(e.error),
-            },
-            Target::At { dir, base, path } => {
-                // Ours to remove from here on, whatever happens.
-                let (mut file, tmp_path) = tmp.keep().map_err(|e| e.error)?;
-                let from = CString::new(tmp_path.as_os_str().as_bytes())?;
-                // SAFETY: NUL-terminated paths and an open directory
-                // descriptor, alive for the call.
-                let r = unsafe {
-                    libc::renameat(
-                        libc::AT_FDCWD,
-                        from.as_ptr(),
-                        dir.as_raw_fd(),
-                        base.as_ptr(),
-                    )
+        let across =
+            |file: &mut fs::File, path: &Path| land_across(file, path, mode, mtime, durable);
+        let (mut staged, dir, to, path) = match (out, self) {
+            (Out::Beside(tmp), Target::Path(path) | Target::At { path, .. }) => {
+                return match tmp.persist(path) {
+                    Ok(file) => Ok(file),
+                    Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) => {
+                        across(e.file.into_file().by_ref(), path)
+                    }
+                    Err(e) => Err(e.error),
                 };
-                let landed = match r {
-                    0 => Ok(file),
-                    _ => match io::Error::last_os_error() {
-                        e if e.raw_os_error() == Some(libc::EXDEV) => {
-                            land_across(&mut file, path, mode, mtime, durable)
-                        }
-                        e => Err(e),
-                    },
-                };
-                if r != 0 {
-                    let _ = fs::remove_file(&tmp_path);
-                }
-                landed
             }
+            (Out::Staged(s), Target::Path(path)) => {
+                let to = CString::new(path.as_os_str().as_bytes())?;
+                (s, libc::AT_FDCWD, to, path)
+            }
+            (Out::Staged(s), Target::At { dir, base, path }) => {
+                (s, dir.as_raw_fd(), base.clone(), path)
+            }
+        };
+        match staged.rename_to(dir, &to) {
+            Ok(()) => Ok(staged.into_file()),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => across(staged.file_mut(), path),
+            Err(e) => Err(e),
         }
     }
+}
+
+/// A received file's bytes: a part file beside its target, or in the
+/// staging folder.
+enum Out {
+    Beside(NamedTempFile),
+    Staged(super::staged::Staged),
+}
+
+impl Out {
+    fn file(&self) -> &fs::File {
+        match self {
+            Out::Beside(t) => t.as_file(),
+            Out::Staged(s) => s.file(),
+        }
+    }
+
+    fn file_mut(&mut self) -> &mut fs::File {
+        match self {
+            Out::Beside(t) => t.as_file_mut(),
+            Out::Staged(s) => s.file_mut(),
+        }
+    }
+}
+
+/// A new part file beside the target `base` in `dir`, held while we write
+/// it so a sweep knows it is not abandoned (a sweep that got to it first
+/// makes us take another).
+fn beside(dir: &Path, base: &str, name: &str) -> Result<NamedTempFile> {
+    for _ in 0..3 {
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{base}."))
+            .suffix(PART_SUFFIX)
+            .tempfile_in(dir)
+            .context(format!("creating a temporary file for {name}"))?;
+        if super::parts::hold(tmp.as_file(), tmp.path()) {
+            return Ok(tmp);
+        }
+    }
+    bail!("creating a temporary file for {name}: it kept being taken away")
 }
 
 /// Land the bytes of `staged` at `target` on another file system: a copy

@@ -12,6 +12,7 @@ mod ignore;
 mod incoming;
 mod md5pipe;
 mod parts;
+mod staged;
 mod stat;
 mod walk;
 
@@ -61,7 +62,7 @@ pub struct Folder {
     ignores: ignore::Ignores,
     /// Where received files are written before their rename into place,
     /// once [`Folder::stage_incoming`] set it (else beside their target).
-    staging: std::sync::OnceLock<PathBuf>,
+    staging: std::sync::OnceLock<std::sync::Arc<staged::StagingDir>>,
     /// The root's descriptor, for names resolved in one system call.
     beneath: Option<beneath::Beneath>,
 }
@@ -136,13 +137,15 @@ impl Folder {
         let dir = self.state_dir().join(STAGING_DIR);
         fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
         parts::sweep_dir(&dir);
-        let _ = self.staging.set(dir);
+        let opened =
+            staged::StagingDir::open(&dir).context(format!("opening {}", dir.display()))?;
+        let _ = self.staging.set(std::sync::Arc::new(opened));
         Ok(())
     }
 
     /// Where received files are written first, when not beside their target.
-    pub fn staging(&self) -> Option<&Path> {
-        self.staging.get().map(PathBuf::as_path)
+    pub fn staging(&self) -> Option<&std::sync::Arc<staged::StagingDir>> {
+        self.staging.get()
     }
 
     /// True for a client only's folder: see [`Incoming::create`].
