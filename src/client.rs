@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::folder::{Finish, Folder, Incoming, mismatch};
+use crate::folder::{Finish, Folder, Glance, Incoming, mismatch};
 use crate::limits::ANSWER_BYTES;
 use crate::proto::{
     Entry, FileMeta, Filter, HashEntry, Mark, Request, Response, SyncEntry, check_version,
@@ -58,9 +58,9 @@ impl Received {
     fn commit(
         self,
         folder: &Folder,
-        before_commit: &mut dyn FnMut() -> Result<()>,
+        before_commit: &mut dyn FnMut(Option<Glance>) -> Result<()>,
     ) -> Result<Landed> {
-        before_commit()?;
+        before_commit(self.incoming.target_now())?;
         let meta = self.incoming.meta().clone();
         Ok(match self.incoming.finish(folder, &self.sender_md5)? {
             Finish::Done(md5, on_disk) => Landed::Done(TransferReport {
@@ -277,7 +277,7 @@ impl Client {
                 fresh,
             })?;
             let received = self.receive_bytes(name, folder, false, progress)?.bytes()?;
-            match received.commit(folder, &mut || Ok(()))? {
+            match received.commit(folder, &mut |_| Ok(()))? {
                 Landed::Done(mut report) => {
                     report.attempts = if fresh { 2 } else { 1 };
                     return Ok(report);
@@ -303,7 +303,7 @@ impl Client {
         names: &mut dyn Iterator<Item = String>,
         folder: &Folder,
         window: usize,
-        before_commit: &mut dyn FnMut(&str) -> Result<()>,
+        before_commit: &mut dyn FnMut(&str, Option<Glance>) -> Result<()>,
         done: &mut dyn FnMut(&str, Result<TransferReport>),
     ) -> Result<()> {
         // Verification runs a few files behind reception, so the next file's
@@ -314,7 +314,7 @@ impl Client {
         let mut retry: VecDeque<String> = VecDeque::new();
         let mut settle = |(name, fresh, r): (String, bool, Result<Received>),
                           retry: &mut VecDeque<String>| {
-            match r.and_then(|r| r.commit(folder, &mut || before_commit(&name))) {
+            match r.and_then(|r| r.commit(folder, &mut |now| before_commit(&name, now))) {
                 Ok(Landed::Done(report)) => done(&name, Ok(report)),
                 Ok(Landed::Mismatch(_)) if !fresh => retry.push_back(name),
                 Ok(Landed::Mismatch(e)) => done(&name, Err(e)),

@@ -90,6 +90,16 @@ impl Incoming {
         })
     }
 
+    /// What the target's path holds now (before the rename over it).
+    pub fn target_now(&self) -> Option<super::Glance> {
+        match &self.target {
+            Target::At { dir, base, .. } => super::Glance::at(dir, base),
+            Target::Path(path) => fs::symlink_metadata(path)
+                .ok()
+                .map(|m| super::Glance::of(&m)),
+        }
+    }
+
     /// Mirror the sender's permission bits instead of masking them with
     /// the umask (sync: both folders keep the same modes).
     pub fn keep_exact_mode(&mut self) {

@@ -31,7 +31,7 @@ pub use ignore::{IGNORE_FILE, IgnoreRules};
 pub use incoming::{Finish, Incoming, mismatch};
 pub use md5pipe::Md5Pipe;
 pub use stat::{
-    OnDisk, PERMISSION_BITS, Version, file_meta, file_time, mode_for_new_file, mtime_ns,
+    Glance, OnDisk, PERMISSION_BITS, Version, file_meta, file_time, mode_for_new_file, mtime_ns,
     open_regular, umask,
 };
 

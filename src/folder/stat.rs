@@ -105,6 +105,49 @@ pub struct Version {
     pub dev: u64,
 }
 
+/// What a path holds now, as much as "did it change since" asks: a folder,
+/// or a file's size and mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Glance {
+    pub is_dir: bool,
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl Glance {
+    pub fn of(meta: &Metadata) -> Glance {
+        Glance {
+            is_dir: meta.is_dir(),
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+        }
+    }
+
+    /// `base` in the folder `dir`, not followed if a symlink.
+    pub fn at(dir: &File, base: &std::ffi::CStr) -> Option<Glance> {
+        // SAFETY: zeroed plain data, filled in by the call.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: an open directory descriptor, a NUL-terminated name and a
+        // `stat` to fill, all alive for the call.
+        let r = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                base.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0).then(|| Glance {
+            is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            size: st.st_size as u64,
+            mtime_ns: st
+                .st_mtime
+                .saturating_mul(1_000_000_000)
+                .saturating_add(st.st_mtime_nsec),
+        })
+    }
+}
+
 /// A file as it lies on the disk: its version and permission bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OnDisk {

@@ -6,11 +6,13 @@
 //! now agree on. Pulled files land through [`crate::folder::Incoming`]
 //! (temporary name, verified MD5, rename) from [`super::round`].
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::{Actor, PartnerRound};
+use crate::folder::Glance;
 use crate::sync::plan::{Action, FileState, PERM_BITS, conflict_name};
 use crate::{Context, Error, Result, bail};
 
@@ -50,8 +52,9 @@ impl Actor {
         action: &Action,
         local: Option<&FileState>,
         rep: &mut PartnerRound,
+        folders: &mut HashSet<String>,
     ) -> Result<Option<FileState>> {
-        can_land(self.shared.folder.root(), path)?;
+        can_land(self.shared.folder.root(), path, folders)?;
         if *action != Action::ConflictPull {
             return Ok(local.cloned());
         }
@@ -200,11 +203,14 @@ pub(super) fn still_as_planned(
     expected: Option<&FileState>,
 ) -> Result<()> {
     let now = fs::symlink_metadata(root.join(path)).ok();
+    as_planned(now.map(|m| Glance::of(&m)), expected)
+}
+
+/// [`still_as_planned`], given what the path holds `now`.
+pub(super) fn as_planned(now: Option<Glance>, expected: Option<&FileState>) -> Result<()> {
     let same = match (now, expected) {
         (None, None) => true,
-        (Some(m), Some(e)) => {
-            m.is_dir() || (m.len() == e.size && crate::folder::mtime_ns(&m) == e.mtime_ns)
-        }
+        (Some(m), Some(e)) => m.is_dir || (m.size == e.size && m.mtime_ns == e.mtime_ns),
         _ => false,
     };
     if !same {
@@ -214,11 +220,18 @@ pub(super) fn still_as_planned(
 }
 
 /// Refuse a pull whose bytes could not land: one of the folders of `path`
-/// is a file (or anything else but a folder) here.
-fn can_land(root: &Path, path: &str) -> Result<()> {
+/// is a file (or anything else but a folder) here. `folders` holds the
+/// folders already seen to be folders all the way down in this plan (a
+/// thousand files in one folder cost one look).
+fn can_land(root: &Path, path: &str, folders: &mut HashSet<String>) -> Result<()> {
+    let Some((parent, _)) = path.rsplit_once('/') else {
+        return Ok(());
+    };
+    if folders.contains(parent) {
+        return Ok(());
+    }
     let mut at = root.to_path_buf();
-    let mut parts: Vec<&str> = path.split('/').collect();
-    parts.pop();
+    let parts: Vec<&str> = parent.split('/').collect();
     for (i, part) in parts.iter().enumerate() {
         at.push(part);
         match fs::metadata(&at) {
@@ -227,8 +240,10 @@ fn can_land(root: &Path, path: &str) -> Result<()> {
                 "{} is a file here, not a folder; not pulled",
                 parts[..=i].join("/")
             ),
-            Err(_) => break,
+            // Not there yet: the pull makes it.
+            Err(_) => return Ok(()),
         }
     }
+    folders.insert(parent.to_string());
     Ok(())
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
-use super::apply::still_as_planned;
+use super::apply::as_planned;
 use super::stages::{PLAN_PART, Work};
 use super::{Actor, PartnerRound};
 use crate::client::Client;
@@ -139,6 +139,7 @@ impl Actor {
         let mut failed: Vec<String> = Vec::new();
         let mut retry: Vec<String> = Vec::new();
         let mut touched = BTreeSet::new();
+        let mut folders = HashSet::new();
         let now = Instant::now();
         // The end of the plan (None) flushes the pulls like any non-pull.
         for step in plan.actions.iter().map(Some).chain(std::iter::once(None)) {
@@ -162,7 +163,7 @@ impl Actor {
                     &mut retry,
                     &mut indexed,
                 );
-                let indexed: std::collections::HashSet<String> = indexed.into_iter().collect();
+                let indexed: HashSet<String> = indexed.into_iter().collect();
                 touched.extend(
                     batch
                         .into_iter()
@@ -185,7 +186,7 @@ impl Actor {
             }
             let outcome = match action {
                 Action::Pull | Action::ConflictPull => self
-                    .prepare_pull(path, action, l, rep)
+                    .prepare_pull(path, action, l, rep, &mut folders)
                     .map(|expect| pulls.push((path.clone(), expect))),
                 _ => self.apply(path, action, l, r, hold_deletions, rep, &mut changes),
             };
@@ -195,8 +196,7 @@ impl Actor {
                 failed.push(path.clone());
             }
         }
-        let failed_here: std::collections::HashSet<&str> =
-            failed.iter().map(String::as_str).collect();
+        let failed_here: HashSet<&str> = failed.iter().map(String::as_str).collect();
         for (path, action) in &plan.actions {
             if failed_here.contains(path.as_str()) {
                 let l = planned_local(action, path, local);
@@ -222,8 +222,7 @@ impl Actor {
         failed: &[String],
         hold_deletions: bool,
     ) -> BTreeSet<String> {
-        let done: std::collections::HashSet<&str> =
-            changes.iter().map(|(p, _)| p.as_str()).collect();
+        let done: HashSet<&str> = changes.iter().map(|(p, _)| p.as_str()).collect();
         let mut pending: BTreeSet<String> = failed.iter().cloned().collect();
         for (path, action) in &work.plan.actions {
             let undone = match action {
@@ -337,7 +336,6 @@ impl Actor {
         indexed: &mut Vec<String>,
     ) -> Result<()> {
         let folder = &self.shared.folder;
-        let root = folder.root().to_path_buf();
         let expected: std::collections::HashMap<&str, Option<&FileState>> = pulls
             .iter()
             .map(|(p, e)| (p.as_str(), e.as_ref()))
@@ -353,7 +351,7 @@ impl Actor {
                 &mut std::iter::from_fn(|| queue.lock().ok()?.next()),
                 folder,
                 32,
-                &mut |name| still_as_planned(&root, name, expected.get(name).copied().flatten()),
+                &mut |name, now| as_planned(now, expected.get(name).copied().flatten()),
                 &mut |name, result| {
                     // If it changed there since the index was sent, nothing
                     // is recorded yet.
@@ -397,8 +395,7 @@ impl Actor {
         });
         let results = results.into_inner().unwrap_or_default();
         // A pull the batch never got to (its connection failed) is tried next round.
-        let tried: std::collections::HashSet<&str> =
-            results.iter().map(|(p, _)| p.as_str()).collect();
+        let tried: HashSet<&str> = results.iter().map(|(p, _)| p.as_str()).collect();
         let untried: Vec<String> = pulls
             .iter()
             .filter(|(p, _)| !tried.contains(p.as_str()))
