@@ -322,7 +322,9 @@ impl Client {
             }
         };
         // Requests written but not yet flushed: they go out a few at a
-        // time, not one send per file, while enough are in flight.
+        // time, not one send per file (each wakes the sender), while
+        // enough are in flight.
+        const FLUSH_EVERY: usize = 16;
         let mut unsent = 0;
         loop {
             while requested.len() < window.max(1) {
@@ -342,7 +344,7 @@ impl Client {
                 requested.push_back((name, fresh));
                 unsent += 1;
             }
-            if unsent > 0 && (unsent >= 8 || requested.len() - unsent < 8) {
+            if unsent > 0 && (unsent >= FLUSH_EVERY || requested.len() - unsent < FLUSH_EVERY) {
                 self.w
                     .flush()
                     .context(format!("sending to {}", self.addr))?;

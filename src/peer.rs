@@ -150,16 +150,17 @@ impl SyncAnswer for Shared {
         peer_id: &str,
         seen: Option<&Mark>,
         send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         crate::sync::exchange::send_since(self.sync_db()?, peer_id, seen, send)
     }
 
     /// Tell our sync engine: the partner may have something for us.
-    fn exchanged(&self, peer_id: &str, addr: &str) {
+    fn exchanged(&self, peer_id: &str, addr: &str, sent_upto: Option<u64>) {
         if let Some(tx) = self.sync.get() {
             let _ = tx.try_send(SyncCmd::Offered {
                 peer_id: peer_id.to_string(),
                 addr: addr.to_string(),
+                sent_upto,
             });
         }
     }

@@ -172,6 +172,41 @@ fn log_since(dir: &Path, from: usize) -> Vec<String> {
         .collect()
 }
 
+/// Exchanges a partner opened with the peer in `dir` (served lines).
+fn served_exchanges(dir: &Path) -> usize {
+    log_since(dir, 0)
+        .iter()
+        .filter(|l| l.contains("\"served\"") && l.contains("\"sync exchange\""))
+        .count()
+}
+
+#[test]
+fn a_round_right_after_the_partner_exchanged_with_us_does_not_exchange_again() {
+    // a acts on offers and its own changes only (no timer).
+    let a = Peer::start(&["--sync", "--interval", "3600"]);
+    for i in 0..5 {
+        a.write(&format!("a{i}.txt"), format!("a{i}").as_bytes());
+    }
+    let b_dir = tempfile::tempdir().unwrap();
+    fs::write(b_dir.path().join("b.txt"), "from b").unwrap();
+    // b's exchange gives a b.txt to pull: a's round for it skips its own
+    // exchange (a's index did not change since it sent it to b). Only the
+    // round after a pulled b.txt (a's index changed) exchanges with b.
+    let b = Peer::start_in(b_dir, &["--sync", "--interval", "3600", "--peer", &a.addr]);
+    assert_converges(a.dir.path(), b.dir.path());
+    std::thread::sleep(Duration::from_secs(2));
+    let pulled = log_since(a.dir.path(), 0)
+        .iter()
+        .any(|l| l.contains("\"made\"") && l.contains("sync pull b.txt"));
+    assert!(pulled, "a pulled b.txt in a round of its own");
+    let served = served_exchanges(b.dir.path());
+    assert!(served <= 1, "a exchanged {served} times with b");
+    // A change on a is exchanged: one more.
+    a.write("later.txt", b"later");
+    assert!(wait_for(EVENTUALLY, || b.path("later.txt").exists()));
+    assert!(served_exchanges(b.dir.path()) > served);
+}
+
 fn trash_is_empty(dir: &Path) -> bool {
     let t = dir.join(".dropbox-shell/trash");
     !walkdir::WalkDir::new(t)

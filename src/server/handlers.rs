@@ -171,7 +171,7 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
             }
         }
         let w = &mut self.w;
-        sync.send_since(&peer_id, seen.as_ref(), &mut |entries, more| {
+        let sent_upto = sync.send_since(&peer_id, seen.as_ref(), &mut |entries, more| {
             write_msg(
                 w,
                 &Response::SyncDelta {
@@ -185,7 +185,7 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
             .rsplit_once(':')
             .map(|(ip, _)| ip)
             .unwrap_or(self.peer);
-        sync.exchanged(&peer_id, &format!("{ip}:{listen_port}"));
+        sync.exchanged(&peer_id, &format!("{ip}:{listen_port}"), sent_upto);
         Ok(0)
     }
 

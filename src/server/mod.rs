@@ -109,9 +109,10 @@ pub trait SyncAnswer: Send + Sync {
         peer_id: &str,
         seen: Option<&Mark>,
         send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
-    ) -> Result<()>;
-    /// The exchange with the partner that serves at `addr` is done.
-    fn exchanged(&self, peer_id: &str, addr: &str);
+    ) -> Result<Option<u64>>;
+    /// The exchange with the partner that serves at `addr` is done; it got
+    /// our entries up to `sent_upto` (`None`: not all of them yet).
+    fn exchanged(&self, peer_id: &str, addr: &str, sent_upto: Option<u64>);
 }
 
 pub struct Server {

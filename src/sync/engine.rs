@@ -35,6 +35,7 @@ use crate::identity::Identity;
 mod apply;
 mod report;
 mod round;
+mod spread;
 mod stages;
 mod watch;
 
@@ -85,10 +86,12 @@ pub enum SyncCmd {
     /// paused mass deletion (`sync confirm`).
     RunNow(bool, Sender<SyncReport>),
     Status(Sender<SyncStatus>),
-    /// A partner exchanged indexes with us (its entries are stored).
+    /// A partner exchanged indexes with us (its entries are stored), and
+    /// got ours up to `sent_upto` (`None`: not all of them yet).
     Offered {
         peer_id: String,
         addr: String,
+        sent_upto: Option<u64>,
     },
     Stop,
 }
@@ -103,6 +106,9 @@ struct Partner {
     /// Failed rounds in a row, and when the timer may try again.
     failures: u32,
     retry_at: Option<Instant>,
+    /// It exchanged with us and has our entries up to this sequence
+    /// number: while ours stay there, our next round need not exchange.
+    has_ours_upto: Option<u64>,
 }
 
 impl Partner {
@@ -116,6 +122,7 @@ impl Partner {
             paused: 0,
             failures: 0,
             retry_at: None,
+            has_ours_upto: None,
         }
     }
 }
@@ -326,10 +333,11 @@ impl Actor {
                     Ok(SyncCmd::Status(reply)) => {
                         let _ = reply.send(self.status());
                     }
-                    Ok(SyncCmd::Offered { peer_id, addr }) => {
+                    Ok(SyncCmd::Offered { peer_id, addr, sent_upto }) => {
                         // A stranger beyond the learned partners' room is
                         // answered (by the server) but not remembered.
                         let Some(i) = self.partner_for(&peer_id, &addr) else { continue };
+                        self.partners[i].has_ours_upto = sent_upto;
                         // It is back: no more waiting on it.
                         self.partners[i].failures = 0;
                         self.partners[i].retry_at = None;

@@ -19,13 +19,14 @@ use crate::{Result, bail};
 /// Send our entries after `seen` (the partner's mark of our index) to
 /// `send`, in batches of [`BATCH`], each with whether more follow. Past
 /// half of [`EXCHANGE_BYTES`] the rest waits for the next exchange (the
-/// partner's mark then tells where to go on).
+/// partner's mark then tells where to go on). Returns the sequence number
+/// everything up to which was sent, or `None` when the rest waits.
 pub fn send_since(
     db: &SyncDb,
     peer: &str,
     seen: Option<&Mark>,
     send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let ours = db.index_id()?;
     let mut since = seen.filter(|m| m.index_id == ours).map_or(0, |m| m.seq);
     let mut bytes = 0;
@@ -34,10 +35,11 @@ pub fn send_since(
         bytes += names_of(&batch);
         let more = batch.len() == BATCH && bytes < EXCHANGE_BYTES / 2;
         send(&batch, more)?;
-        match batch.last() {
-            Some(last) if more => since = last.seq,
-            _ => return Ok(()),
+        let top = batch.last().map_or(since, |last| last.seq);
+        if !more {
+            return Ok((batch.len() < BATCH).then_some(top));
         }
+        since = top;
     }
 }
 

@@ -230,7 +230,6 @@ impl SyncDb {
     }
 
     /// The highest sequence number of our index (0: empty).
-    #[cfg(test)]
     pub fn local_seq(&self) -> Result<u64> {
         self.conn()?
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM local", [], |r| {

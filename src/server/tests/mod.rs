@@ -50,15 +50,15 @@ impl SyncAnswer for Partner {
         _peer_id: &str,
         seen: Option<&Mark>,
         send: &mut dyn FnMut(&[SyncEntry], bool) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         self.note(format!("since {seen:?}"));
         for (b, more) in batches(&self.ours) {
             send(b, more)?;
         }
-        Ok(())
+        Ok(self.ours.last().map(|e| e.seq))
     }
 
-    fn exchanged(&self, peer_id: &str, addr: &str) {
+    fn exchanged(&self, peer_id: &str, addr: &str, _sent_upto: Option<u64>) {
         self.note(format!("exchanged {peer_id} {addr}"));
     }
 }

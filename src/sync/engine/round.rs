@@ -15,6 +15,7 @@ use crossbeam_channel::Receiver;
 use std::collections::{BTreeSet, HashSet};
 
 use super::apply::as_planned;
+use super::spread::Spread;
 use super::stages::{PLAN_PART, Work};
 use super::{Actor, PartnerRound};
 use crate::client::Client;
@@ -61,13 +62,20 @@ impl Actor {
         self.unservable_told = unservable;
         let addr = self.partners[i].addr.clone();
         let mut client = connect_partner(&addr, &self.stopping)?;
-        let remote_id = crate::sync::exchange::exchange(
-            &mut client,
-            self.shared.sync_db()?,
-            self.shared.peer_id(),
-            self.cfg.listen_port,
-            self.partners[i].id.as_deref(),
-        )?;
+        let has_ours_upto = self.partners[i].has_ours_upto.take();
+        let remote_id = match (&self.partners[i].id, has_ours_upto) {
+            // It exchanged with us since our index last changed: it has
+            // all of ours, and what it has new it brings with its own
+            // rounds. Its entries are stored already.
+            (Some(id), Some(upto)) if upto == self.shared.sync_db()?.local_seq()? => id.clone(),
+            _ => crate::sync::exchange::exchange(
+                &mut client,
+                self.shared.sync_db()?,
+                self.shared.peer_id(),
+                self.cfg.listen_port,
+                self.partners[i].id.as_deref(),
+            )?,
+        };
         // Remember who answered; merge with a learned entry of the same id.
         if let Some(j) = self
             .partners
@@ -341,16 +349,19 @@ impl Actor {
             .map(|(p, e)| (p.as_str(), e.as_ref()))
             .collect();
         let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
-        let queue = Mutex::new(pulls.iter().map(|(p, _)| p.clone()));
+        let queue = Mutex::new(Spread::new(
+            pulls.iter().map(|(p, _)| p.clone()).collect(),
+            extra.len() + 1,
+        ));
         let results = Mutex::new(Vec::new());
         // Landed files wait here for the recorder, which takes them all
         // every RECORD_EVERY (a message each would wake it for each).
         let landed: Mutex<Vec<Landed>> = Mutex::new(Vec::new());
-        let lane = |c: &mut Client| {
+        let lane = |c: &mut Client, k: usize| {
             c.download_many(
-                &mut std::iter::from_fn(|| queue.lock().ok()?.next()),
+                &mut std::iter::from_fn(|| queue.lock().ok()?.next(k)),
                 folder,
-                32,
+                64,
                 &mut |name, now| as_planned(now, expected.get(name).copied().flatten()),
                 &mut |name, result| {
                     // If it changed there since the index was sent, nothing
@@ -378,8 +389,10 @@ impl Actor {
             // The recorder ends when `lanes_done` goes, after the lanes.
             let (lanes_done, done) = crossbeam_channel::bounded::<()>(0);
             let recorder = s.spawn(|| self.record_as_they_land(remote_id, &landed, done));
-            let others: Vec<_> = extra.iter_mut().map(|c| s.spawn(move || lane(c))).collect();
-            let mut batch = lane(client);
+            let others: Vec<_> = (extra.iter_mut().enumerate())
+                .map(|(k, c)| s.spawn(move || lane(c, k + 1)))
+                .collect();
+            let mut batch = lane(client, 0);
             for o in others {
                 let r = o
                     .join()
