@@ -433,4 +433,49 @@ mod tests {
         assert_eq!(fs::read(d.path().join("old")).unwrap(), b"precious");
         assert_eq!(names_in(d.path()), vec!["old"]);
     }
+
+    #[test]
+    fn staged_files_land_the_short_or_long_way_and_leave_no_part_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let away = tempfile::tempdir().unwrap();
+        let incoming = d.path().join(".dropbox-shell/incoming");
+        fs::create_dir_all(&incoming).unwrap();
+        // What a killed process left: swept when staging starts.
+        fs::write(incoming.join(".0123456789abcdef.dbsh-part"), b"left").unwrap();
+        fs::create_dir(d.path().join("here")).unwrap();
+        fs::write(d.path().join("here/old"), b"precious").unwrap();
+        std::os::unix::fs::symlink(away.path(), d.path().join("out")).unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        f.stage_incoming().unwrap();
+        assert!(
+            names_in(&incoming).is_empty(),
+            "the abandoned part was swept"
+        );
+        let md5 = "900150983cd24fb0d6963f7d28e17f72";
+        let land = |name: &str| {
+            let mut inc = Incoming::create(&f, &meta(name, 3))?;
+            inc.write(b"abc")?;
+            inc.finish_verified(&f, md5)
+        };
+        // The short way (its folder exists), the long way (made for it).
+        land("here/new").unwrap();
+        land("made/for/it").unwrap();
+        assert_eq!(fs::read(d.path().join("here/new")).unwrap(), b"abc");
+        assert_eq!(fs::read(d.path().join("made/for/it")).unwrap(), b"abc");
+        // A symlink out is refused, a folder is not replaced.
+        assert!(land("out/x").is_err());
+        assert!(names_in(away.path()).is_empty());
+        let e = land("here").unwrap_err();
+        assert!(e.message().contains("is a directory here"), "{e}");
+        // Unfinished or refused: nothing of it stays, the old file is whole.
+        let mut inc = Incoming::create(&f, &meta("here/old", 3)).unwrap();
+        inc.write(b"ab").unwrap();
+        drop(inc);
+        assert!(land("here/old").is_ok());
+        let mut inc = Incoming::create(&f, &meta("here/old", 3)).unwrap();
+        inc.write(b"xyz").unwrap();
+        assert!(inc.finish_verified(&f, md5).is_err());
+        assert_eq!(fs::read(d.path().join("here/old")).unwrap(), b"abc");
+        assert!(names_in(&incoming).is_empty(), "no part left behind");
+    }
 }
