@@ -24,6 +24,9 @@ use crate::sync::local::{LocalChange, Seen};
 use crate::sync::plan::{Action, FileState, Index};
 use crate::{Error, Result};
 
+/// Requests a pulling connection keeps in flight.
+const IN_FLIGHT: usize = 64;
+
 /// Longest a pulled file waits to be recorded in the sync database.
 const RECORD_EVERY: Duration = Duration::from_millis(50);
 
@@ -352,6 +355,7 @@ impl Actor {
         let queue = Mutex::new(Spread::new(
             pulls.iter().map(|(p, _)| p.clone()).collect(),
             extra.len() + 1,
+            IN_FLIGHT,
         ));
         let results = Mutex::new(Vec::new());
         // Landed files wait here for the recorder, which takes them all
@@ -361,7 +365,7 @@ impl Actor {
             c.download_many(
                 &mut std::iter::from_fn(|| queue.lock().ok()?.next(k)),
                 folder,
-                64,
+                IN_FLIGHT,
                 &mut |name, now| as_planned(now, expected.get(name).copied().flatten()),
                 &mut |name, result| {
                     // If it changed there since the index was sent, nothing
