@@ -207,6 +207,33 @@ fn a_round_right_after_the_partner_exchanged_with_us_does_not_exchange_again() {
     assert!(served_exchanges(b.dir.path()) > served);
 }
 
+#[test]
+fn a_round_over_more_than_one_part_converges_part_by_part() {
+    // More paths than one plan part (10,000): the round plans the next
+    // part while it applies this one.
+    let a = Peer::start(&["--sync", "--interval", "3600"]);
+    for d in 0..11 {
+        fs::create_dir(a.path(&format!("d{d:02}"))).unwrap();
+        for f in 0..1000 {
+            fs::write(a.path(&format!("d{d:02}/f{f:04}")), format!("{d}/{f}")).unwrap();
+        }
+    }
+    let b = syncing(&["--peer", &a.addr]);
+    assert_converges(a.dir.path(), b.dir.path());
+    let parts = log_since(b.dir.path(), 0)
+        .iter()
+        .filter(|l| l.contains("\"made\"") && l.contains("\"sync pull ") && l.contains(" files\""))
+        .count();
+    assert!(parts >= 2, "pulled in {parts} part(s)");
+    // Changes in two parts at once, on both sides.
+    fs::remove_file(a.path("d00/f0000")).unwrap();
+    fs::write(a.path("d10/f0999"), "edited on a").unwrap();
+    fs::write(b.path("d05/new"), "made on b").unwrap();
+    assert_converges(a.dir.path(), b.dir.path());
+    assert_eq!(fs::read(b.path("d10/f0999")).unwrap(), b"edited on a");
+    assert!(!b.path("d00/f0000").exists());
+}
+
 fn trash_is_empty(dir: &Path) -> bool {
     let t = dir.join(".dropbox-shell/trash");
     !walkdir::WalkDir::new(t)

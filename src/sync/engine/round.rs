@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use super::apply::as_planned;
 use super::spread::Spread;
-use super::stages::{PLAN_PART, Work};
+use super::stages::{PLAN_PART, Work, need_in};
 use super::{Actor, PartnerRound};
 use crate::client::Client;
 use crate::folder::OnDisk;
@@ -95,19 +95,30 @@ impl Actor {
         self.partners[i].id = Some(remote_id.clone());
         let scope = self.scope(&remote_id)?;
         let mut pending = BTreeSet::new();
-        let mut after: Option<String> = None;
-        loop {
-            // One part at a time, read from the database as it goes.
-            let part = self.shared.sync_db()?.scope_part(
-                &remote_id,
-                &scope,
-                after.as_deref(),
-                PLAN_PART,
-            )?;
-            let Some(last) = part.last() else { break };
-            after = Some(last.clone());
-            let work = self.need(&remote_id, &part)?;
-            let (touched, left) = self.run_plan(&mut client, &remote_id, &work, confirm, rep)?;
+        // One part at a time, read from the database as it goes; the next
+        // part is planned while this one runs (parts hold other paths).
+        let shared = self.shared.clone();
+        let plan_after = |after: Option<&str>| -> Result<Option<Work>> {
+            let db = shared.sync_db()?;
+            let part = db.scope_part(&remote_id, &scope, after, PLAN_PART)?;
+            match part.is_empty() {
+                true => Ok(None),
+                false => need_in(&shared, &remote_id, &part).map(Some),
+            }
+        };
+        let mut next = plan_after(None)?;
+        while let Some(work) = next.take() {
+            let last = work.paths.last().cloned();
+            let (ran, planned) = thread::scope(|s| {
+                let planning = s.spawn(|| plan_after(last.as_deref()));
+                let ran = self.run_plan(&mut client, &remote_id, &work, confirm, rep);
+                let planned = planning
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::new("planning the next part failed")));
+                (ran, planned)
+            });
+            let (touched, left) = ran?;
+            next = planned?;
             pending.extend(left);
             // What this round changed here goes into our index now (the
             // watcher would tell too, a moment later).

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Actor;
+use super::{Actor, SyncContext};
 use crate::Result;
 use crate::folder::IGNORE_FILE;
 use crate::sync::dirty::ToScan;
@@ -20,6 +20,8 @@ pub(super) const PLAN_PART: usize = 10_000;
 /// The plan of one part of a round with one partner, and the states it
 /// was made from.
 pub(super) struct Work {
+    /// The paths planned, in the order the part was read.
+    pub(super) paths: Vec<String>,
     pub(super) local: Index,
     pub(super) remote: Index,
     pub(super) plan: Plan,
@@ -93,26 +95,33 @@ impl Actor {
 
     /// The need stage: the plan of `paths` with `peer`.
     pub(super) fn need(&self, peer: &str, paths: &[String]) -> Result<Work> {
-        let db = self.shared.sync_db()?;
-        let rules = self.shared.folder.ignore_rules();
-        let (local, view, base) = db.plan_view(peer, paths)?;
-        // What either side ignores takes no part.
-        let ignored = &view.ignored;
-        let keep = |mut i: Index| {
-            i.retain(|p, _| !ignored.contains(p));
-            crate::sync::without_ignored(i, &rules)
-        };
-        let (local, base) = (keep(local), keep(base));
-        let (remote, their_base) = (keep(view.present), keep(view.agreed));
-        let mut plan = plan(&local, &remote, &base, &their_base);
-        // Counted only when it matters: against planned deletions.
-        if plan.deletions() > 0 {
-            plan.local_files = db.local_files()?;
-        }
-        Ok(Work {
-            local,
-            remote,
-            plan,
-        })
+        need_in(&self.shared, peer, paths)
     }
+}
+
+/// The need stage in `shared` (see [`Actor::need`]): reads the database and
+/// the folder's patterns only, so it can run beside a part being applied.
+pub(super) fn need_in(shared: &SyncContext, peer: &str, paths: &[String]) -> Result<Work> {
+    let db = shared.sync_db()?;
+    let rules = shared.folder.ignore_rules();
+    let (local, view, base) = db.plan_view(peer, paths)?;
+    // What either side ignores takes no part.
+    let ignored = &view.ignored;
+    let keep = |mut i: Index| {
+        i.retain(|p, _| !ignored.contains(p));
+        crate::sync::without_ignored(i, &rules)
+    };
+    let (local, base) = (keep(local), keep(base));
+    let (remote, their_base) = (keep(view.present), keep(view.agreed));
+    let mut plan = plan(&local, &remote, &base, &their_base);
+    // Counted only when it matters: against planned deletions.
+    if plan.deletions() > 0 {
+        plan.local_files = db.local_files()?;
+    }
+    Ok(Work {
+        paths: paths.to_vec(),
+        local,
+        remote,
+        plan,
+    })
 }
