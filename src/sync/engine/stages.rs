@@ -15,7 +15,7 @@ use crate::sync::remote::Scope;
 
 /// Paths planned at once: a round over more goes in parts of this many,
 /// so its memory stays flat however many changed.
-pub(super) const PLAN_PART: usize = 10_000;
+pub(super) const PLAN_PART: usize = 5_000;
 
 /// The plan of one part of a round with one partner, and the states it
 /// was made from.
