@@ -4,6 +4,9 @@
 
 use crate::{Result, bail};
 
+/// Files of a batch (a sync pull) the log gets a line each for, on both
+/// sides; the rest of the batch is counted into one line.
+pub const LOGGED_EACH: usize = 100;
 /// Bytes of one answer a client collects (a listing, hashes).
 pub const ANSWER_BYTES: usize = 256 << 20;
 /// Longest `index regex` expression a server compiles.

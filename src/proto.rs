@@ -134,6 +134,25 @@ pub struct SyncEntry {
     pub seq: u64,
 }
 
+#[cfg(test)]
+impl SyncEntry {
+    /// A file of one byte, sequence number `seq`, as tests send and store it.
+    pub fn test_file(name: &str, seq: u64, md5: Option<&str>) -> SyncEntry {
+        SyncEntry {
+            name: name.into(),
+            kind: Kind::File,
+            size: 1,
+            mtime_ns: 1,
+            mode: 0o644,
+            md5: md5.map(str::to_string),
+            deleted: false,
+            agreed: false,
+            ignored: false,
+            seq,
+        }
+    }
+}
+
 /// MD5 of one file, or why it could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashEntry {

@@ -10,7 +10,6 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,13 +24,8 @@ pub struct Beneath {
 
 impl Beneath {
     pub fn new(root: &Path) -> Option<Beneath> {
-        let dir = File::options()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
-            .open(root)
-            .ok()?;
         Some(Beneath {
-            root: dir.into(),
+            root: super::stat::dir_handle(root).ok()?,
             works: AtomicBool::new(true),
         })
     }
@@ -78,19 +72,8 @@ impl Beneath {
             return None;
         }
         let path = CString::new(name).ok()?;
-        // SAFETY: zeroed plain data, filled in by the call.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid directory descriptor, a NUL-terminated path and
-        // a `stat` to fill, all alive for the call.
-        let r = unsafe {
-            libc::fstatat(
-                self.root.as_raw_fd(),
-                path.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        (r == 0).then_some(st.st_mode & libc::S_IFMT)
+        let st = super::stat::stat_at(self.root.as_raw_fd(), &path)?;
+        Some(st.st_mode & libc::S_IFMT)
     }
 }
 

@@ -174,11 +174,11 @@ impl Incoming {
         };
         file.set_permissions(fs::Permissions::from_mode(mode))
             .context(format!("setting the permissions of {name}"))?;
-        if folder.durable() {
+        let durable = folder.durable();
+        if durable {
             file.sync_data()
                 .context(format!("writing {name} to the disk"))?;
         }
-        let durable = folder.durable();
         let file = match self.target.land(out, mode, mtime, durable) {
             Ok(file) => file,
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {

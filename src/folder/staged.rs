@@ -7,8 +7,7 @@ use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::names::PART_SUFFIX;
@@ -16,23 +15,13 @@ use crate::names::PART_SUFFIX;
 /// The staging folder, open.
 pub struct StagingDir {
     fd: OwnedFd,
-    path: PathBuf,
 }
 
 impl StagingDir {
     pub fn open(path: &Path) -> io::Result<StagingDir> {
-        let dir = File::options()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
-            .open(path)?;
         Ok(StagingDir {
-            fd: dir.into(),
-            path: path.to_path_buf(),
+            fd: super::stat::dir_handle(path)?,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// A new part file (owner-only, under a random name), locked as being

@@ -125,19 +125,8 @@ impl Glance {
 
     /// `base` in the folder `dir`, not followed if a symlink.
     pub fn at(dir: &File, base: &std::ffi::CStr) -> Option<Glance> {
-        // SAFETY: zeroed plain data, filled in by the call.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: an open directory descriptor, a NUL-terminated name and a
-        // `stat` to fill, all alive for the call.
-        let r = unsafe {
-            libc::fstatat(
-                dir.as_raw_fd(),
-                base.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        (r == 0).then(|| Glance {
+        let st = stat_at(dir.as_raw_fd(), base)?;
+        Some(Glance {
             is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
             size: st.st_size as u64,
             mtime_ns: st
@@ -146,6 +135,26 @@ impl Glance {
                 .saturating_add(st.st_mtime_nsec),
         })
     }
+}
+
+/// `fstatat` of `name` in the folder `dir`, not followed if a symlink.
+pub fn stat_at(dir: std::os::fd::RawFd, name: &std::ffi::CStr) -> Option<libc::stat> {
+    // SAFETY: zeroed plain data, filled in by the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: an open directory descriptor, a NUL-terminated name and a
+    // `stat` to fill, all alive for the call.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    (r == 0).then_some(st)
+}
+
+/// A descriptor of the folder at `path` to resolve names from (`O_PATH`:
+/// nothing is read through it).
+pub fn dir_handle(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
+        .open(path)?;
+    Ok(dir.into())
 }
 
 /// A file as it lies on the disk: its version and permission bits.

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::ServerContext;
 use super::handlers::describe;
 use crate::Result;
+use crate::limits::LOGGED_EACH;
 use crate::proto::{
     Request, Response, VERSION, decode, read_frame, read_hello, write_hello, write_msg,
 };
@@ -37,10 +38,8 @@ impl Input for &[u8] {
     }
 }
 
-/// Files of batches a connection logs a line each for; beyond, they are
-/// counted, and logged [`BATCH_LOG`] to a line.
-const EACH_LOGGED: usize = 100;
-/// Files served in a batch that make one line of the log.
+/// Files served in a batch that make one line of the log, beyond the
+/// first [`LOGGED_EACH`] of a connection.
 const BATCH_LOG: usize = 10_000;
 
 /// One client's connection and what serving it uses.
@@ -124,7 +123,7 @@ impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
         // The first files of a connection's batch get a line each, so a
         // small sync reads like the downloads it is; the rest are counted.
         let in_batch = matches!(req, Request::Download { batch: true, .. });
-        let counted = in_batch && self.batch_lines >= EACH_LOGGED;
+        let counted = in_batch && self.batch_lines >= LOGGED_EACH;
         self.batch_lines += usize::from(in_batch);
         let (outcome, bytes) = match self.handle(req) {
             Ok(bytes) if counted => {

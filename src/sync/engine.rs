@@ -464,7 +464,7 @@ impl Actor {
         else {
             return true;
         };
-        let Ok(work) = self.need(peer_id, &paths) else {
+        let Ok(work) = self.need(peer_id, paths) else {
             return true;
         };
         if !work.plan.is_idle() {

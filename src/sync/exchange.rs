@@ -137,21 +137,9 @@ pub fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::Kind;
 
     fn entry(name: &str, seq: u64) -> SyncEntry {
-        SyncEntry {
-            name: name.into(),
-            kind: Kind::File,
-            size: 1,
-            mtime_ns: 1,
-            mode: 0o644,
-            md5: None,
-            deleted: false,
-            agreed: false,
-            ignored: false,
-            seq,
-        }
+        SyncEntry::test_file(name, seq, None)
     }
 
     #[test]

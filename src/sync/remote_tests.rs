@@ -17,18 +17,7 @@ fn seen() -> Seen {
 }
 
 fn entry(name: &str, seq: u64) -> SyncEntry {
-    SyncEntry {
-        name: name.into(),
-        kind: Kind::File,
-        size: 1,
-        mtime_ns: 1,
-        mode: 0o644,
-        md5: Some("m".into()),
-        deleted: false,
-        agreed: false,
-        ignored: false,
-        seq,
-    }
+    SyncEntry::test_file(name, seq, Some("m"))
 }
 
 /// Every path of `scope`, read in parts of `n`.

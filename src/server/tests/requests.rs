@@ -231,18 +231,7 @@ fn an_upload_cut_short_stores_nothing() {
 }
 
 fn sync_entry(name: &str) -> SyncEntry {
-    SyncEntry {
-        name: name.into(),
-        kind: Kind::File,
-        size: 1,
-        mtime_ns: 1,
-        mode: 0o644,
-        md5: Some("0".repeat(32)),
-        deleted: false,
-        agreed: false,
-        ignored: false,
-        seq: 1,
-    }
+    SyncEntry::test_file(name, 1, Some(&"0".repeat(32)))
 }
 
 fn hello() -> Request {

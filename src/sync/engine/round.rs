@@ -20,6 +20,7 @@ use super::stages::{PLAN_PART, Work, need_in};
 use super::{Actor, PartnerRound};
 use crate::client::Client;
 use crate::folder::OnDisk;
+use crate::limits::LOGGED_EACH;
 use crate::sync::local::{LocalChange, Seen};
 use crate::sync::plan::{Action, FileState, Index};
 use crate::{Error, Result};
@@ -103,7 +104,7 @@ impl Actor {
             let part = db.scope_part(&remote_id, &scope, after, PLAN_PART)?;
             match part.is_empty() {
                 true => Ok(None),
-                false => need_in(&shared, &remote_id, &part).map(Some),
+                false => need_in(&shared, &remote_id, part).map(Some),
             }
         };
         let mut next = plan_after(None)?;
@@ -443,7 +444,7 @@ impl Actor {
         failed: &mut Vec<String>,
     ) {
         let peer = rep.peer.clone();
-        let each = results.len() <= EACH_LOGGED;
+        let each = results.len() <= LOGGED_EACH;
         let (pulled, bytes) = (rep.pulled, rep.bytes);
         for (path, result) in results {
             match result {
@@ -478,9 +479,6 @@ fn planned_local<'a>(action: &Action, path: &str, local: &'a Index) -> Option<&'
         _ => local.get(path),
     }
 }
-
-/// Pulls of one batch that get a line each in the log; more make one line.
-const EACH_LOGGED: usize = 100;
 
 /// Connections one round pulls over at most.
 const MAX_LANES: usize = 4;

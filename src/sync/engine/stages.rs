@@ -94,17 +94,17 @@ impl Actor {
     }
 
     /// The need stage: the plan of `paths` with `peer`.
-    pub(super) fn need(&self, peer: &str, paths: &[String]) -> Result<Work> {
+    pub(super) fn need(&self, peer: &str, paths: Vec<String>) -> Result<Work> {
         need_in(&self.shared, peer, paths)
     }
 }
 
 /// The need stage in `shared` (see [`Actor::need`]): reads the database and
 /// the folder's patterns only, so it can run beside a part being applied.
-pub(super) fn need_in(shared: &SyncContext, peer: &str, paths: &[String]) -> Result<Work> {
+pub(super) fn need_in(shared: &SyncContext, peer: &str, paths: Vec<String>) -> Result<Work> {
     let db = shared.sync_db()?;
     let rules = shared.folder.ignore_rules();
-    let (local, view, base) = db.plan_view(peer, paths)?;
+    let (local, view, base) = db.plan_view(peer, &paths)?;
     // What either side ignores takes no part.
     let ignored = &view.ignored;
     let keep = |mut i: Index| {
@@ -119,7 +119,7 @@ pub(super) fn need_in(shared: &SyncContext, peer: &str, paths: &[String]) -> Res
         plan.local_files = db.local_files()?;
     }
     Ok(Work {
-        paths: paths.to_vec(),
+        paths,
         local,
         remote,
         plan,

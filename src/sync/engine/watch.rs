@@ -147,7 +147,7 @@ impl Tree {
                 lost = true;
                 continue;
             }
-            if is_private(&rel) || rel.split('/').next() == Some(STATE_DIR) {
+            if is_private(&rel) {
                 continue;
             }
             if new_dir && self.add(&rel).is_err() {
