@@ -22,6 +22,13 @@ fn converged(a: &Path, b: &Path) -> bool {
 
 fn assert_converges(a: &Path, b: &Path) {
     let ok = wait_for(EVENTUALLY, || converged(a, b));
+    if !ok {
+        // What each side did and holds, to tell a lost change from a slow one.
+        for dir in [a, b] {
+            eprintln!("--- {}: {}", dir.display(), sync_status(dir));
+            eprintln!("{}", log_since(dir, 0).join("\n"));
+        }
+    }
     assert!(ok, "did not converge:\n{:?}\n{:?}", tree(a), tree(b));
 }
 

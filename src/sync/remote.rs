@@ -139,7 +139,8 @@ impl SyncDb {
 
     /// Store a batch of the partner's entries (in the order of its
     /// sequence numbers) and move its mark on; entries whose name is not a
-    /// clean relative path are dropped.
+    /// clean relative path are dropped, and so is an entry older than the
+    /// one stored for its path (see the statement).
     pub fn remote_store(&self, peer: &str, entries: &[SyncEntry]) -> Result<()> {
         let Some(top) = entries.iter().map(|e| e.seq).max() else {
             return Ok(());
@@ -149,9 +150,20 @@ impl SyncDb {
         {
             let mut put = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO remote
+                    // Two exchanges may bring the partner's entries at
+                    // once (its round and ours): one read earlier must not
+                    // put back an older state of a path (its sequence
+                    // number is lower), or the path would sit below the
+                    // mark with a state the partner no longer has.
+                    "INSERT INTO remote
                      (peer, path, dir, size, mtime_ns, mode, md5, deleted, agreed, seq, ignored)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (peer, path) DO UPDATE SET dir = excluded.dir,
+                         size = excluded.size, mtime_ns = excluded.mtime_ns,
+                         mode = excluded.mode, md5 = excluded.md5, deleted = excluded.deleted,
+                         agreed = excluded.agreed, seq = excluded.seq, ignored = excluded.ignored
+                     WHERE excluded.seq > remote.seq
+                        OR (excluded.seq = remote.seq AND excluded.agreed >= remote.agreed)",
                 )
                 .map_err(db_err)?;
             for e in entries {

@@ -99,3 +99,26 @@ fn a_partner_that_started_over_is_planned_whole_again() {
         .unwrap();
     assert_eq!(view.present.keys().collect::<Vec<_>>(), ["a"]);
 }
+
+#[test]
+fn an_entry_read_before_the_one_stored_does_not_put_back_an_older_state() {
+    let d = tempfile::tempdir().unwrap();
+    let db = SyncDb::open(d.path()).unwrap();
+    db.remote_begin("p", "i").unwrap();
+    // The partner's round brought "a" as it is now (seq 7); our own
+    // exchange, read from it a moment earlier, brings "a" half written.
+    db.remote_store("p", &[SyncEntry::test_file("a", 7, Some("whole"))])
+        .unwrap();
+    let scope = db.plan_scope("p").unwrap();
+    db.plan_done("p", &scope, &Default::default()).unwrap();
+    db.remote_store("p", &[SyncEntry::test_file("a", 3, Some("half"))])
+        .unwrap();
+    let (_, view, _) = db.plan_view("p", &["a".to_string()]).unwrap();
+    assert_eq!(view.present["a"].md5.as_deref(), Some("whole"));
+    assert_eq!(db.seen_of("p").unwrap().map(|m| m.seq), Some(7));
+    // A newer state of the path replaces it as before.
+    db.remote_store("p", &[SyncEntry::test_file("a", 9, Some("again"))])
+        .unwrap();
+    let (_, view, _) = db.plan_view("p", &["a".to_string()]).unwrap();
+    assert_eq!(view.present["a"].md5.as_deref(), Some("again"));
+}
