@@ -25,8 +25,8 @@ fn assert_converges(a: &Path, b: &Path) {
     if !ok {
         // What each side did and holds, to tell a lost change from a slow one.
         for dir in [a, b] {
-            eprintln!("--- {}: {}", dir.display(), sync_status(dir));
-            eprintln!("{}", log_since(dir, 0).join("\n"));
+            eprintln!("--- {}\n{}", dir.display(), log_since(dir, 0).join("\n"));
+            eprintln!("{}", sync_status(dir));
         }
     }
     assert!(ok, "did not converge:\n{:?}\n{:?}", tree(a), tree(b));
