@@ -53,16 +53,34 @@ enum Landed {
     Mismatch(Error),
 }
 
+/// What a received file may land over, as its receiver decided just
+/// before it lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LandOver {
+    /// Whatever the name holds then.
+    Anything,
+    /// Nothing: a name taken meanwhile is left alone (see
+    /// [`Incoming::only_where_nothing_is`]).
+    Nothing,
+}
+
+/// A look at what a received file's target holds now.
+pub type TargetNow<'a> = &'a dyn Fn() -> Option<Glance>;
+
 impl Received {
-    /// Check `before_commit`, verify the MD5 and rename into place.
+    /// Ask `before_commit` (given a look at the target), verify the MD5
+    /// and land the file.
     fn commit(
         self,
         folder: &Folder,
-        before_commit: &mut dyn FnMut(Option<Glance>) -> Result<()>,
+        before_commit: &mut dyn FnMut(TargetNow) -> Result<LandOver>,
     ) -> Result<Landed> {
-        before_commit(self.incoming.target_now())?;
-        let meta = self.incoming.meta().clone();
-        Ok(match self.incoming.finish(folder, &self.sender_md5)? {
+        let mut incoming = self.incoming;
+        if before_commit(&|| incoming.target_now())? == LandOver::Nothing {
+            incoming.only_where_nothing_is();
+        }
+        let meta = incoming.meta().clone();
+        Ok(match incoming.finish(folder, &self.sender_md5)? {
             Finish::Done(md5, on_disk) => Landed::Done(TransferReport {
                 landed: Some(on_disk),
                 ..TransferReport::verified(&meta.name, meta.size, meta.mtime_ns, md5, self.start)
@@ -277,7 +295,7 @@ impl Client {
                 fresh,
             })?;
             let received = self.receive_bytes(name, folder, false, progress)?.bytes()?;
-            match received.commit(folder, &mut |_| Ok(()))? {
+            match received.commit(folder, &mut |_| Ok(LandOver::Anything))? {
                 Landed::Done(mut report) => {
                     report.attempts = if fresh { 2 } else { 1 };
                     return Ok(report);
@@ -303,7 +321,7 @@ impl Client {
         names: &mut dyn Iterator<Item = String>,
         folder: &Folder,
         window: usize,
-        before_commit: &mut dyn FnMut(&str, Option<Glance>) -> Result<()>,
+        before_commit: &mut dyn FnMut(&str, TargetNow) -> Result<LandOver>,
         done: &mut dyn FnMut(&str, Result<TransferReport>),
     ) -> Result<()> {
         // Verification runs a few files behind reception, so the next file's

@@ -134,7 +134,7 @@ fn a_peer_killed_mid_sync_converges_after_restart() {
     }
     let b = syncing(&["--peer", &a.addr]);
     // Kill b while a pull is under way (its temporary file exists).
-    let started = wait_for_part_file(b.dir.path());
+    let started = wait_for_pull(&b);
     let b_dir = b.stop("-KILL");
     assert!(started || tree(b_dir.path()).len() == 4, "no pull was seen");
     // Whatever b holds under a real name is complete.
@@ -348,7 +348,7 @@ fn sigterm_during_a_pull_cancels_it_and_the_peer_stops() {
     let a = Peer::start(&[]);
     a.write("big.bin", &random_bytes(9, 200 << 20));
     let mut b = syncing(&["--peer", &a.addr]);
-    let started = wait_for_part_file(b.dir.path());
+    let started = wait_for_pull(&b);
     // The partner freezes mid-file: without a cancel the pull would wait
     // out its 30 s silence limit before the peer could stop.
     a.signal("-STOP");
@@ -424,7 +424,7 @@ fn a_pulled_file_is_recorded_as_it_lands_not_when_the_round_ends() {
     // after the first ones landed (records may lag 50 ms behind), long
     // before the round could end.
     let landed = wait_for(LIMIT, || b.path("s0.txt").exists());
-    let started = wait_for_part_file(b.dir.path());
+    let started = wait_for_pull(&b);
     a.signal("-STOP");
     std::thread::sleep(Duration::from_millis(500));
     let b_dir = b.stop("-KILL");

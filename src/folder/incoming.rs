@@ -32,6 +32,8 @@ pub struct Incoming {
     /// Give the file the sender's permission bits as they are (sync mirrors
     /// modes), not masked by our umask (downloads and uploads).
     exact_mode: bool,
+    /// Land only where no name is (see [`Incoming::only_where_nothing_is`]).
+    only_new: bool,
 }
 
 impl Incoming {
@@ -65,7 +67,7 @@ impl Incoming {
         let out = match (folder.staging(), &dir) {
             (Some(staging), _) => Out::Staged(
                 staging
-                    .create()
+                    .create(meta.mode & PERMISSION_BITS)
                     .context(format!("creating a temporary file for {name}"))?,
             ),
             (None, dir) => Out::Beside(beside(
@@ -87,23 +89,26 @@ impl Incoming {
             md5: Md5Pipe::new(meta.size),
             written: 0,
             exact_mode: false,
+            only_new: false,
         })
     }
 
     /// What the target's path holds now (before the rename over it).
     pub fn target_now(&self) -> Option<super::Glance> {
-        match &self.target {
-            Target::At { dir, base, .. } => super::Glance::at(dir, base),
-            Target::Path(path) => fs::symlink_metadata(path)
-                .ok()
-                .map(|m| super::Glance::of(&m)),
-        }
+        self.target.now()
     }
 
     /// Mirror the sender's permission bits instead of masking them with
     /// the umask (sync: both folders keep the same modes).
     pub fn keep_exact_mode(&mut self) {
         self.exact_mode = true;
+    }
+
+    /// Land only if nothing has the name by then (checked as it lands
+    /// where the kernel can, else just before): what took the name
+    /// meanwhile is left alone and the receive fails.
+    pub fn only_where_nothing_is(&mut self) {
+        self.only_new = true;
     }
 
     pub fn meta(&self) -> &FileMeta {
@@ -172,15 +177,23 @@ impl Incoming {
         } else {
             mode_for_new_file(self.meta.mode)
         };
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .context(format!("setting the permissions of {name}"))?;
+        if out.mode() != Some(mode) {
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .context(format!("setting the permissions of {name}"))?;
+        }
         let durable = folder.durable();
         if durable {
             file.sync_data()
                 .context(format!("writing {name} to the disk"))?;
         }
-        let file = match self.target.land(out, mode, mtime, durable) {
+        if self.only_new && !out.lands_only_new() && self.target.now().is_some() {
+            bail!("{name} appeared here while it was received; left alone");
+        }
+        let file = match self.target.land(out, mode, mtime, durable, self.only_new) {
             Ok(file) => file,
+            Err(e) if self.only_new && e.kind() == io::ErrorKind::AlreadyExists => {
+                bail!("{name} appeared here while it was received; left alone")
+            }
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
                 bail!("{name} is a directory here; it cannot be replaced by a file")
             }
@@ -216,15 +229,27 @@ enum Target {
 }
 
 impl Target {
+    /// What its path holds now.
+    fn now(&self) -> Option<super::Glance> {
+        match self {
+            Target::At { dir, base, .. } => super::Glance::at(dir, base),
+            Target::Path(path) => fs::symlink_metadata(path)
+                .ok()
+                .map(|m| super::Glance::of(&m)),
+        }
+    }
+
     /// Rename the finished `out` (given `mode` and `mtime` already) over
     /// the target; a target on another file system than `out` gets a copy
     /// beside it first (a mount inside the shared folder).
+    /// Only where nothing is (`only_new`), when `out` is staged.
     fn land(
         &self,
         out: Out,
         mode: u32,
         mtime: filetime::FileTime,
         durable: bool,
+        only_new: bool,
     ) -> io::Result<fs::File> {
         let across =
             |file: &mut fs::File, path: &Path| land_across(file, path, mode, mtime, durable);
@@ -246,7 +271,7 @@ impl Target {
                 (s, dir.as_raw_fd(), base.clone(), path)
             }
         };
-        match staged.rename_to(dir, &to) {
+        match staged.land(dir, &to, !only_new) {
             Ok(()) => Ok(staged.into_file()),
             Err(e) if e.raw_os_error() == Some(libc::EXDEV) => across(staged.file_mut(), path),
             Err(e) => Err(e),
@@ -274,6 +299,19 @@ impl Out {
             Out::Beside(t) => t.as_file_mut(),
             Out::Staged(s) => s.file_mut(),
         }
+    }
+
+    /// Its permission bits, when known without asking.
+    fn mode(&self) -> Option<u32> {
+        match self {
+            Out::Beside(_) => None,
+            Out::Staged(s) => s.mode(),
+        }
+    }
+
+    /// Whether its landing refuses a taken name by itself.
+    fn lands_only_new(&self) -> bool {
+        matches!(self, Out::Staged(_))
     }
 }
 
@@ -477,5 +515,36 @@ mod tests {
         assert!(inc.finish_verified(&f, md5).is_err());
         assert_eq!(fs::read(d.path().join("here/old")).unwrap(), b"abc");
         assert!(names_in(&incoming).is_empty(), "no part left behind");
+    }
+
+    #[test]
+    fn a_file_for_an_empty_name_leaves_alone_what_took_it_meanwhile() {
+        let d = tempfile::tempdir().unwrap();
+        let f = Folder::open(d.path()).unwrap();
+        let md5 = "900150983cd24fb0d6963f7d28e17f72";
+        let receive = |name: &str| {
+            let mut inc = Incoming::create(&f, &meta(name, 3)).unwrap();
+            inc.only_where_nothing_is();
+            inc.write(b"abc").unwrap();
+            inc
+        };
+        let mine = |name: &str| fs::write(d.path().join(name), b"mine").unwrap();
+        // Beside its target (a download folder), then staged (a synced one).
+        let inc = receive("beside");
+        mine("beside");
+        let e = inc.finish_verified(&f, md5).unwrap_err();
+        assert!(e.message().contains("appeared here"), "{e}");
+        f.stage_incoming().unwrap();
+        let inc = receive("staged");
+        mine("staged");
+        let e = inc.finish_verified(&f, md5).unwrap_err();
+        assert!(e.message().contains("appeared here"), "{e}");
+        receive("free").finish_verified(&f, md5).unwrap();
+        assert_eq!(fs::read(d.path().join("beside")).unwrap(), b"mine");
+        assert_eq!(fs::read(d.path().join("staged")).unwrap(), b"mine");
+        assert_eq!(fs::read(d.path().join("free")).unwrap(), b"abc");
+        assert_eq!(names_in(d.path()), ["beside", "free", "staged"]);
+        let staging = d.path().join(".dropbox-shell/incoming");
+        assert!(names_in(&staging).is_empty(), "no part left behind");
     }
 }

@@ -1,7 +1,12 @@
 //! Files being received in the staging folder (see
-//! [`super::Folder::stage_incoming`]): made, locked and renamed into place
-//! through the staging folder's descriptor, so a file costs no walk of
-//! the path to it. One not renamed into place is removed when dropped.
+//! [`super::Folder::stage_incoming`]), handled through descriptors so a
+//! file costs no walk of the path to it. Where the kernel can, a file is
+//! made without a name (`O_TMPFILE`): nothing to lock, nothing to remove
+//! if we die, and it lands with one `linkat` into its folder (a rename
+//! would take the file system's lock for moves across folders); a name
+//! already there is replaced by a rename from a link made in the staging
+//! folder. Elsewhere a part file is made under a random name, locked, and
+//! renamed into place; one not renamed is removed when dropped.
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -12,23 +17,93 @@ use std::sync::Arc;
 
 use crate::names::PART_SUFFIX;
 
+/// How a file made without a name gets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Linking {
+    /// `linkat(fd, "", …, AT_EMPTY_PATH)` (needs CAP_DAC_READ_SEARCH).
+    EmptyPath,
+    /// `linkat` of `/proc/self/fd/N`, following it.
+    ThroughProc,
+}
+
 /// The staging folder, open.
 pub struct StagingDir {
     fd: OwnedFd,
+    /// `None`: files here are made under a name.
+    linking: Option<Linking>,
+    /// Whether a file made here gets the mode asked less the umask (no
+    /// default ACL of the folder decides instead).
+    umask_rules: bool,
 }
 
 impl StagingDir {
     pub fn open(path: &Path) -> io::Result<StagingDir> {
-        Ok(StagingDir {
+        let mut dir = StagingDir {
             fd: super::stat::dir_handle(path)?,
-        })
+            linking: None,
+            umask_rules: false,
+        };
+        dir.linking = dir.probe_linking();
+        dir.umask_rules = dir.unnamed(0o777).is_ok_and(|f| {
+            use std::os::unix::fs::PermissionsExt;
+            f.metadata()
+                .is_ok_and(|m| m.permissions().mode() & 0o777 == 0o777 & !super::stat::umask())
+        });
+        Ok(dir)
     }
 
-    /// A new part file (owner-only, under a random name), locked as being
-    /// written until it is closed.
-    pub fn create(self: &Arc<Self>) -> io::Result<Staged> {
+    /// Files are made without a name only if one can be linked in here:
+    /// tried once, on a file that is removed again.
+    fn probe_linking(&self) -> Option<Linking> {
+        let file = self.unnamed(0o600).ok()?;
+        [Linking::EmptyPath, Linking::ThroughProc]
+            .into_iter()
+            .find(|&how| {
+                let name = part_name();
+                let linked = link(&file, how, self.fd.as_raw_fd(), &name).is_ok();
+                if linked {
+                    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+                    unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) };
+                }
+                linked
+            })
+    }
+
+    /// A file without a name in the staging folder, made with `mode`.
+    fn unnamed(&self, mode: u32) -> io::Result<File> {
+        // SAFETY: a valid directory descriptor and a NUL-terminated name,
+        // alive for the call.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor the kernel just gave us, owned from here on.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// A new file to receive into: without a name where it can be (see
+    /// the module doc), made with the permission bits `mode` (nobody can
+    /// reach it by name), else a part file (owner-only, under a random
+    /// name) locked as being written until it is closed.
+    pub fn create(self: &Arc<Self>, mode: u32) -> io::Result<Staged> {
+        if self.linking.is_some() {
+            let mode = mode & 0o777;
+            return Ok(Staged {
+                file: self.unnamed(mode)?,
+                dir: self.clone(),
+                name: None,
+                mode: self.umask_rules.then_some(mode & !super::stat::umask()),
+            });
+        }
         for _ in 0..8 {
-            let name = CString::new(format!(".{:016x}{PART_SUFFIX}", fastrand::u64(..)))?;
+            let name = part_name();
             // SAFETY: a valid directory descriptor and a NUL-terminated
             // name, alive for the call.
             let fd = unsafe {
@@ -49,11 +124,13 @@ impl StagingDir {
             let file = unsafe { File::from_raw_fd(fd) };
             let staged = Staged {
                 file,
-                name: PartName {
+                dir: self.clone(),
+                name: Some(PartName {
                     name,
                     dir: self.clone(),
                     landed: false,
-                },
+                }),
+                mode: None,
             };
             // Nobody else sweeps this folder while we write: a failure to
             // lock would mean a stranger holds our brand-new file.
@@ -68,10 +145,70 @@ impl StagingDir {
     }
 }
 
-/// A part file in the staging folder.
+/// A random name for a part file.
+fn part_name() -> CString {
+    CString::new(format!(".{:016x}{PART_SUFFIX}", fastrand::u64(..))).expect("a name without NUL")
+}
+
+/// Give the open `file` the name `to` in the folder `dir`.
+fn link(file: &File, how: Linking, dir: RawFd, to: &CStr) -> io::Result<()> {
+    let r = match how {
+        // SAFETY: valid descriptors and NUL-terminated names, alive for the call.
+        Linking::EmptyPath => unsafe {
+            libc::linkat(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                dir,
+                to.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        },
+        Linking::ThroughProc => {
+            let proc = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+            // SAFETY: as above.
+            unsafe {
+                libc::linkat(
+                    libc::AT_FDCWD,
+                    proc.as_ptr(),
+                    dir,
+                    to.as_ptr(),
+                    libc::AT_SYMLINK_FOLLOW,
+                )
+            }
+        }
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// `linkat` from `from` in `from_dir` to `to` in `to_dir`.
+fn hard_link(from_dir: RawFd, from: &CStr, to_dir: RawFd, to: &CStr) -> io::Result<()> {
+    // SAFETY: valid descriptors and NUL-terminated names, alive for the call.
+    match unsafe { libc::linkat(from_dir, from.as_ptr(), to_dir, to.as_ptr(), 0) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// `renameat` from `from` in `from_dir` to `to` in `to_dir`.
+fn rename(from_dir: RawFd, from: &CStr, to_dir: RawFd, to: &CStr) -> io::Result<()> {
+    // SAFETY: valid descriptors and NUL-terminated names, alive for the call.
+    match unsafe { libc::renameat(from_dir, from.as_ptr(), to_dir, to.as_ptr()) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// A file being received in the staging folder.
 pub struct Staged {
     file: File,
-    name: PartName,
+    dir: Arc<StagingDir>,
+    /// Its name there, if it was made with one.
+    name: Option<PartName>,
+    /// Its permission bits, when known without asking.
+    mode: Option<u32>,
 }
 
 /// The name of a part file, removed when dropped unless it was renamed
@@ -102,24 +239,47 @@ impl Staged {
         &mut self.file
     }
 
-    /// Rename it over `to` in the folder `dir` (`AT_FDCWD` with an absolute
-    /// path); from then on it is no longer ours to remove.
-    pub fn rename_to(&mut self, dir: RawFd, to: &CStr) -> io::Result<()> {
-        let from = &self.name;
-        // SAFETY: valid descriptors and NUL-terminated names, alive for the call.
-        let r = unsafe {
-            libc::renameat(
-                from.dir.fd.as_raw_fd(),
-                from.name.as_ptr(),
-                dir,
-                to.as_ptr(),
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
+    /// Its permission bits, when known without asking the kernel.
+    pub fn mode(&self) -> Option<u32> {
+        self.mode
+    }
+
+    /// Put it at `to` in the folder `dir` (`AT_FDCWD` with an absolute
+    /// path), replacing what is there if `replace`, else failing with
+    /// `AlreadyExists` when the name is taken (checked by the kernel as it
+    /// lands, not before). From then on it is no longer ours to remove.
+    pub fn land(&mut self, dir: RawFd, to: &CStr, replace: bool) -> io::Result<()> {
+        let staging = self.dir.fd.as_raw_fd();
+        if let Some(from) = &mut self.name {
+            match replace {
+                true => rename(staging, &from.name, dir, to)?,
+                // A second name, then the first goes (when dropped).
+                false => hard_link(staging, &from.name, dir, to)?,
+            }
+            from.landed = replace;
+            return Ok(());
         }
-        self.name.landed = true;
-        Ok(())
+        let how = self.dir.linking.expect("an unnamed file is linked");
+        match link(&self.file, how, dir, to) {
+            Err(e) if replace && e.kind() == io::ErrorKind::AlreadyExists => {}
+            done => return done,
+        }
+        // Taken: a name here first, then a rename over it.
+        for _ in 0..8 {
+            let name = part_name();
+            match link(&self.file, how, staging, &name) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
+            let renamed = rename(staging, &name, dir, to);
+            if renamed.is_err() {
+                // SAFETY: a valid directory descriptor and a NUL-terminated name.
+                unsafe { libc::unlinkat(staging, name.as_ptr(), 0) };
+            }
+            return renamed;
+        }
+        Err(io::Error::other("no free name for a part file"))
     }
 
     /// The open file (its name is removed unless it was renamed into place).
@@ -135,27 +295,83 @@ mod tests {
 
     use super::*;
 
+    fn path_of(p: &Path) -> CString {
+        CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+    }
+
+    /// Make, drop, land new and land over an old file in `dir`;
+    /// `named`: whether files show in the staging folder while written.
+    fn lands_and_leaves_nothing(d: &Path, dir: StagingDir, named: bool) {
+        let staging = d.join("incoming");
+        let dir = Arc::new(dir);
+        let parts = || fs::read_dir(&staging).unwrap().count();
+        // Dropped unfinished: gone.
+        let mut s = dir.create(0o640).unwrap();
+        s.file_mut().write_all(b"half").unwrap();
+        assert_eq!(parts(), usize::from(named));
+        drop(s);
+        assert_eq!(parts(), 0);
+        // Landed: the file stays there, open.
+        let mut s = dir.create(0o640).unwrap();
+        s.file_mut().write_all(b"whole").unwrap();
+        s.land(libc::AT_FDCWD, &path_of(&d.join("f")), false)
+            .unwrap();
+        let f = s.into_file();
+        assert_eq!(parts(), 0);
+        assert_eq!(fs::read(d.join("f")).unwrap(), b"whole");
+        assert!(f.metadata().unwrap().is_file());
+        // Over an old file: refused unless asked, then replaced whole.
+        let mut s = dir.create(0o640).unwrap();
+        s.file_mut().write_all(b"again").unwrap();
+        let to = path_of(&d.join("f"));
+        let e = s.land(libc::AT_FDCWD, &to, false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(d.join("f")).unwrap(), b"whole");
+        s.land(libc::AT_FDCWD, &to, true).unwrap();
+        assert_eq!(fs::read(d.join("f")).unwrap(), b"again");
+        // Over a folder: refused, the folder stays.
+        fs::create_dir(d.join("sub")).unwrap();
+        let mut s = dir.create(0o640).unwrap();
+        let e = s
+            .land(libc::AT_FDCWD, &path_of(&d.join("sub")), true)
+            .unwrap_err();
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EEXIST)),
+            "{e}"
+        );
+        assert!(d.join("sub").is_dir());
+        drop(s);
+        assert_eq!(parts(), 0);
+    }
+
+    #[test]
+    fn a_staged_file_lands_whole_or_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let staging = d.path().join("incoming");
+        fs::create_dir(&staging).unwrap();
+        let dir = StagingDir::open(&staging).unwrap();
+        // tmpfs and ext4 make files without a name (root or not, one of the
+        // two ways links them); some file systems (older overlayfs) do not.
+        if dir.linking.is_none() {
+            eprintln!("skipped: no O_TMPFILE files in {}", staging.display());
+            return;
+        }
+        lands_and_leaves_nothing(d.path(), dir, false);
+        // Linked through /proc (no CAP_DAC_READ_SEARCH), the same.
+        let other = tempfile::tempdir().unwrap();
+        fs::create_dir(other.path().join("incoming")).unwrap();
+        let mut dir = StagingDir::open(&other.path().join("incoming")).unwrap();
+        dir.linking = Some(Linking::ThroughProc);
+        lands_and_leaves_nothing(other.path(), dir, false);
+    }
+
     #[test]
     fn a_part_file_is_renamed_in_or_removed() {
         let d = tempfile::tempdir().unwrap();
         let staging = d.path().join("incoming");
         fs::create_dir(&staging).unwrap();
-        let dir = Arc::new(StagingDir::open(&staging).unwrap());
-        let parts = || fs::read_dir(&staging).unwrap().count();
-        // Dropped unfinished: gone.
-        let mut s = dir.create().unwrap();
-        s.file_mut().write_all(b"half").unwrap();
-        assert_eq!(parts(), 1);
-        drop(s);
-        assert_eq!(parts(), 0);
-        // Renamed into place: the file stays there, open.
-        let mut s = dir.create().unwrap();
-        s.file_mut().write_all(b"whole").unwrap();
-        let to = CString::new(d.path().join("f").into_os_string().into_encoded_bytes()).unwrap();
-        s.rename_to(libc::AT_FDCWD, &to).unwrap();
-        let f = s.into_file();
-        assert_eq!(parts(), 0);
-        assert_eq!(fs::read(d.path().join("f")).unwrap(), b"whole");
-        assert!(f.metadata().unwrap().is_file());
+        let mut dir = StagingDir::open(&staging).unwrap();
+        dir.linking = None;
+        lands_and_leaves_nothing(d.path(), dir, true);
     }
 }

@@ -39,12 +39,33 @@ fn spawn_peer(mut cmd: Command) -> (Child, String, Vec<String>) {
 
 /// Wait until a transfer into `dir` is under way (its temporary file exists).
 pub fn wait_for_part_file(dir: &Path) -> bool {
-    wait_for(Duration::from_secs(20), || {
-        walkdir::WalkDir::new(dir)
+    wait_for(Duration::from_secs(20), || has_part_file(dir))
+}
+
+/// Wait until the syncing `peer` is seen receiving a file: a part file
+/// under its folder, or a file it holds open in its staging folder (made
+/// without a name, it shows only there).
+pub fn wait_for_pull(peer: &Peer) -> bool {
+    let fds = format!("/proc/{}/fd", peer.child.id());
+    let staging = peer.dir.path().join(".dropbox-shell/incoming");
+    let receiving = || {
+        std::fs::read_dir(&fds)
             .into_iter()
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|to| to.starts_with(&staging))
+    };
+    wait_for(Duration::from_secs(20), || {
+        receiving() || has_part_file(peer.dir.path())
     })
+}
+
+fn has_part_file(dir: &Path) -> bool {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".dbsh-part"))
 }
 
 /// A headless peer serving a temporary folder.

@@ -18,7 +18,7 @@ use super::apply::as_planned;
 use super::spread::Spread;
 use super::stages::{PLAN_PART, Work, need_in};
 use super::{Actor, PartnerRound};
-use crate::client::Client;
+use crate::client::{Client, LandOver};
 use crate::folder::OnDisk;
 use crate::limits::LOGGED_EACH;
 use crate::sync::local::{LocalChange, Seen};
@@ -378,7 +378,12 @@ impl Actor {
                 &mut std::iter::from_fn(|| queue.lock().ok()?.next(k)),
                 folder,
                 IN_FLIGHT,
-                &mut |name, now| as_planned(now, expected.get(name).copied().flatten()),
+                &mut |name, now| match expected.get(name).copied().flatten() {
+                    // Nothing was there: landing refuses a name taken
+                    // meanwhile by itself (no look first).
+                    None => Ok(LandOver::Nothing),
+                    e => as_planned(now(), e).map(|()| LandOver::Anything),
+                },
                 &mut |name, result| {
                     // If it changed there since the index was sent, nothing
                     // is recorded yet.
