@@ -460,7 +460,7 @@ impl Actor {
         let Ok(paths) = self
             .shared
             .sync_db()
-            .and_then(|db| db.scope_part(peer_id, &scope, None, PLAN_PART))
+            .and_then(|db| db.scope_part(peer_id, &scope, &mut Default::default(), PLAN_PART))
         else {
             return true;
         };

@@ -73,6 +73,67 @@ fn remote_view_in<'a>(
     Ok(view)
 }
 
+/// Where the reading of a scope's parts stands (see [`SyncDb::scope_part`]).
+#[derive(Debug, Default)]
+pub struct PartCursor {
+    /// The last path of the last part.
+    after: Option<String>,
+    /// A side read to its end: its paths not yet in a part.
+    local_rest: Option<Vec<String>>,
+    remote_rest: Option<Vec<String>>,
+    done: bool,
+}
+
+impl PartCursor {
+    /// A side read to its end now keeps what the part did not take.
+    fn keep_rests(&mut self, local: Side, remote: Side, last: Option<&String>) {
+        let left = |s: Side| {
+            s.to_end
+                .then(|| s.paths.into_iter().filter(|p| Some(p) > last).collect())
+        };
+        self.local_rest = left(local);
+        self.remote_rest = left(remote);
+    }
+}
+
+/// One side's next paths of a part, in order.
+struct Side {
+    paths: Vec<String>,
+    /// Holds every path of the side after the cursor.
+    to_end: bool,
+    /// Holds `n`: paths past the last may not have been read.
+    full: bool,
+}
+
+impl Side {
+    /// Paths read with a limit of `n`; `to_end` if the read had no upper
+    /// bound but the limit (then fewer than `n` is all there is).
+    fn read(paths: Vec<String>, n: usize, unbounded: bool) -> Side {
+        let full = paths.len() >= n;
+        Side {
+            to_end: unbounded && !full,
+            full,
+            paths,
+        }
+    }
+
+    fn rest(rest: &[String]) -> Side {
+        Side {
+            paths: rest.to_vec(),
+            to_end: true,
+            full: false,
+        }
+    }
+
+    /// The last path this side is known up to, when it may have more.
+    fn reaches(&self) -> Option<String> {
+        match self.full {
+            true => self.paths.last().cloned(),
+            false => None,
+        }
+    }
+}
+
 /// What a round plans: the changes on our side and the partner's between
 /// these sequence numbers (after `from`, up to `to`), and the paths left
 /// pending. Its paths are read a part at a time ([`SyncDb::scope_part`]),
@@ -249,60 +310,103 @@ impl SyncDb {
     }
 
     /// The next part of `scope`'s paths, in order: up to `n` paths after
-    /// `after` (`None`: from the start). A scope that fits in one part is
-    /// read by sequence number (a few changes in a large index cost a
-    /// few rows); a larger one by path, a part at a time.
+    /// where `cursor` stands (then it moves past them). A scope that fits
+    /// in one part is read by sequence number (a few changes in a large
+    /// index cost a few rows); a larger one by path, a part at a time, so
+    /// that no side is read further than the part reaches: a side with
+    /// few changes is read to its end once and kept (its rest is less
+    /// than a part), and the other stops at the first side's `n`-th path.
     pub fn scope_part(
         &self,
         peer: &str,
         scope: &Scope,
-        after: Option<&str>,
+        cursor: &mut PartCursor,
         n: usize,
     ) -> Result<Vec<String>> {
-        let whole = scope.size <= n;
-        if whole && after.is_some() {
+        if cursor.done {
             return Ok(Vec::new());
         }
         let conn = self.conn()?;
         let (lf, lt) = (scope.local_from as i64, scope.local_to as i64);
         let (rf, rt) = (scope.remote_from as i64, scope.remote_to as i64);
-        let (after, n) = (after.unwrap_or(""), n as i64);
-        let mut paths = BTreeSet::new();
-        let mut add = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<()> {
+        let read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<Vec<String>> {
             let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
-            let mut rows = stmt.query(args).map_err(db_err)?;
-            while let Some(r) = rows.next().map_err(db_err)? {
-                paths.insert(r.get::<_, String>(0).map_err(db_err)?);
-            }
-            Ok(())
+            let rows = stmt
+                .query_map(args, |r| r.get::<_, String>(0))
+                .map_err(db_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(db_err)
         };
-        if whole {
-            add(
+        if scope.size <= n {
+            cursor.done = true;
+            let mut paths: BTreeSet<String> = BTreeSet::new();
+            paths.extend(read(
                 "SELECT path FROM local WHERE seq > ?1 AND seq <= ?2",
                 &[&lf, &lt],
-            )?;
-            add(
+            )?);
+            paths.extend(read(
                 "SELECT path FROM remote WHERE peer = ?1 AND seq > ?2 AND seq <= ?3",
                 &[&peer, &rf, &rt],
-            )?;
-        } else {
-            add(
-                // `+seq`: walk the paths in order, do not sort the changes.
-                "SELECT path FROM local WHERE path > ?1 AND +seq > ?2 AND +seq <= ?3
-                 ORDER BY path LIMIT ?4",
-                &[&after, &lf, &lt, &n],
-            )?;
-            add(
-                "SELECT path FROM remote WHERE peer = ?1 AND path > ?2 AND +seq > ?3 AND +seq <= ?4
-                 ORDER BY path LIMIT ?5",
-                &[&peer, &after, &rf, &rt, &n],
-            )?;
+            )?);
+            paths.extend(read("SELECT path FROM pending WHERE peer = ?1", &[&peer])?);
+            return Ok(paths.into_iter().collect());
         }
-        add(
-            "SELECT path FROM pending WHERE peer = ?1 AND path > ?2 ORDER BY path LIMIT ?3",
-            &[&peer, &after, &n],
-        )?;
-        Ok(paths.into_iter().take(n as usize).collect())
+        let after = cursor.after.clone().unwrap_or_default();
+        let limit = n as i64;
+        // `+seq`: walk the paths in order, do not sort the changes.
+        let local = match &cursor.local_rest {
+            Some(rest) => Side::rest(rest),
+            None => Side::read(
+                read(
+                    "SELECT path FROM local WHERE path > ?1 AND +seq > ?2 AND +seq <= ?3
+                     ORDER BY path LIMIT ?4",
+                    &[&after, &lf, &lt, &limit],
+                )?,
+                n,
+                true,
+            ),
+        };
+        let remote = match (&cursor.remote_rest, local.reaches()) {
+            (Some(rest), _) => Side::rest(rest),
+            (None, None) => Side::read(
+                read(
+                    "SELECT path FROM remote WHERE peer = ?1 AND path > ?2
+                     AND +seq > ?3 AND +seq <= ?4 ORDER BY path LIMIT ?5",
+                    &[&peer, &after, &rf, &rt, &limit],
+                )?,
+                n,
+                true,
+            ),
+            (None, Some(upto)) => Side::read(
+                read(
+                    "SELECT path FROM remote WHERE peer = ?1 AND path > ?2 AND path <= ?3
+                     AND +seq > ?4 AND +seq <= ?5 ORDER BY path LIMIT ?6",
+                    &[&peer, &after, &upto, &rf, &rt, &limit],
+                )?,
+                n,
+                false,
+            ),
+        };
+        let pending = Side::read(
+            read(
+                "SELECT path FROM pending WHERE peer = ?1 AND path > ?2 ORDER BY path LIMIT ?3",
+                &[&peer, &after, &limit],
+            )?,
+            n,
+            false,
+        );
+        drop(conn);
+        // The first `n` of them all: a side holding `n` paths holds the
+        // first `n` after the cursor, so no path a side has not read yet
+        // comes before the last of these.
+        let all: BTreeSet<&String> = (local.paths.iter())
+            .chain(&remote.paths)
+            .chain(&pending.paths)
+            .collect();
+        let part: Vec<String> = all.into_iter().take(n).cloned().collect();
+        cursor.keep_rests(local, remote, part.last());
+        cursor.after = part.last().cloned();
+        cursor.done = part.is_empty();
+        Ok(part)
     }
 
     /// A round planned all of `scope` with `peer` (every pending path is

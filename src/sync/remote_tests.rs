@@ -23,11 +23,12 @@ fn entry(name: &str, seq: u64) -> SyncEntry {
 /// Every path of `scope`, read in parts of `n`.
 fn all_parts(db: &SyncDb, scope: &Scope, n: usize) -> Vec<Vec<String>> {
     let mut parts = Vec::new();
-    let mut after: Option<String> = None;
+    let mut cursor = PartCursor::default();
     loop {
-        let part = db.scope_part("p", scope, after.as_deref(), n).unwrap();
-        let Some(last) = part.last() else { break };
-        after = Some(last.clone());
+        let part = db.scope_part("p", scope, &mut cursor, n).unwrap();
+        if part.is_empty() {
+            break;
+        }
         parts.push(part);
     }
     parts
@@ -121,4 +122,66 @@ fn an_entry_read_before_the_one_stored_does_not_put_back_an_older_state() {
         .unwrap();
     let (_, view, _) = db.plan_view("p", &["a".to_string()]).unwrap();
     assert_eq!(view.present["a"].md5.as_deref(), Some("again"));
+}
+
+#[test]
+fn parts_hold_every_path_of_the_scope_once_in_order_whichever_side_is_sparse() {
+    let names: Vec<String> = (0..400).map(|i| format!("p{i:04}")).collect();
+    let pick = |rng: &mut fastrand::Rng, share: f64| -> BTreeSet<String> {
+        (names.iter())
+            .filter(|_| rng.f64() < share)
+            .cloned()
+            .collect()
+    };
+    for (seed, (l_share, r_share, p_share)) in [
+        (0.9, 0.01, 0.0),
+        (0.01, 0.9, 0.0),
+        (0.02, 0.03, 0.02),
+        (0.8, 0.7, 0.05),
+        (0.0, 0.0, 0.3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = fastrand::Rng::with_seed(seed as u64);
+        let d = tempfile::tempdir().unwrap();
+        let db = SyncDb::open(d.path()).unwrap();
+        let present = |names: &BTreeSet<String>, size: u64| -> Vec<LocalChange> {
+            let mut s = seen();
+            s.state.size = size;
+            (names.iter())
+                .map(|n| LocalChange::Present(n.clone(), s.clone()))
+                .collect()
+        };
+        let all: BTreeSet<String> = names.iter().cloned().collect();
+        db.local_apply(&present(&all, 1)).unwrap();
+        db.remote_begin("p", "i").unwrap();
+        let stored: Vec<SyncEntry> = (names.iter().enumerate())
+            .map(|(i, n)| entry(n, i as u64 + 1))
+            .collect();
+        db.remote_store("p", &stored).unwrap();
+        let pending = pick(&mut rng, p_share);
+        db.plan_done("p", &db.plan_scope("p").unwrap(), &pending)
+            .unwrap();
+        // Changed since: on our side, on the partner's.
+        let (local, remote) = (pick(&mut rng, l_share), pick(&mut rng, r_share));
+        db.local_apply(&present(&local, 2)).unwrap();
+        let newer: Vec<SyncEntry> = (remote.iter().enumerate())
+            .map(|(i, n)| entry(n, 1000 + i as u64))
+            .collect();
+        db.remote_store("p", &newer).unwrap();
+        let scope = db.plan_scope("p").unwrap();
+        let expected: Vec<String> = (local.iter())
+            .chain(&remote)
+            .chain(&pending)
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for n in [1, 3, 7, 50, 1000] {
+            let parts = all_parts(&db, &scope, n);
+            assert!(parts.iter().all(|p| p.len() <= n), "seed {seed}, n {n}");
+            assert_eq!(parts.concat(), expected, "seed {seed}, n {n}");
+        }
+    }
 }

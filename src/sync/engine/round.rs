@@ -23,6 +23,7 @@ use crate::folder::OnDisk;
 use crate::limits::LOGGED_EACH;
 use crate::sync::local::{LocalChange, Seen};
 use crate::sync::plan::{Action, FileState, Index};
+use crate::sync::remote::PartCursor;
 use crate::{Error, Result};
 
 /// Requests a pulling connection keeps in flight.
@@ -99,19 +100,19 @@ impl Actor {
         // One part at a time, read from the database as it goes; the next
         // part is planned while this one runs (parts hold other paths).
         let shared = self.shared.clone();
-        let plan_after = |after: Option<&str>| -> Result<Option<Work>> {
+        let plan_next = |cursor: &mut PartCursor| -> Result<Option<Work>> {
             let db = shared.sync_db()?;
-            let part = db.scope_part(&remote_id, &scope, after, PLAN_PART)?;
+            let part = db.scope_part(&remote_id, &scope, cursor, PLAN_PART)?;
             match part.is_empty() {
                 true => Ok(None),
                 false => need_in(&shared, &remote_id, part).map(Some),
             }
         };
-        let mut next = plan_after(None)?;
+        let mut cursor = PartCursor::default();
+        let mut next = plan_next(&mut cursor)?;
         while let Some(work) = next.take() {
-            let last = work.paths.last().cloned();
             let (ran, planned) = thread::scope(|s| {
-                let planning = s.spawn(|| plan_after(last.as_deref()));
+                let planning = s.spawn(|| plan_next(&mut cursor));
                 let ran = self.run_plan(&mut client, &remote_id, &work, confirm, rep);
                 let planned = planning
                     .join()

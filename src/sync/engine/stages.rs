@@ -20,8 +20,6 @@ pub(super) const PLAN_PART: usize = 5_000;
 /// The plan of one part of a round with one partner, and the states it
 /// was made from.
 pub(super) struct Work {
-    /// The paths planned, in the order the part was read.
-    pub(super) paths: Vec<String>,
     pub(super) local: Index,
     pub(super) remote: Index,
     pub(super) plan: Plan,
@@ -119,7 +117,6 @@ pub(super) fn need_in(shared: &SyncContext, peer: &str, paths: Vec<String>) -> R
         plan.local_files = db.local_files()?;
     }
     Ok(Work {
-        paths,
         local,
         remote,
         plan,
