@@ -29,6 +29,9 @@ pub enum ErrorKind {
     BadInput,
     /// The user pressed Ctrl-C (or the process is stopping).
     Cancelled,
+    /// No room left on our disk (or over a quota): nothing more can be
+    /// written until some is freed.
+    NoSpace,
     /// Anything else (a local I/O failure, a full disk...).
     Other,
 }
@@ -116,6 +119,7 @@ impl From<std::io::Error> for Error {
             | Io::UnexpectedEof
             | Io::NotConnected => ErrorKind::PeerGone,
             Io::InvalidData => ErrorKind::Integrity,
+            Io::StorageFull | Io::QuotaExceeded => ErrorKind::NoSpace,
             _ => ErrorKind::Other,
         };
         Error::of(kind, e.to_string())
@@ -169,5 +173,10 @@ mod tests {
         assert!(Error::cancelled().is_cancelled());
         let stopped: Result<()> = Err(cancelled_io().into());
         assert!(stopped.context("x").unwrap_err().is_cancelled());
+        let full: Result<()> = Err(std::io::Error::from_raw_os_error(libc::ENOSPC).into());
+        assert_eq!(
+            full.context("writing x").unwrap_err().kind(),
+            ErrorKind::NoSpace
+        );
     }
 }

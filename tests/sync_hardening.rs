@@ -1,6 +1,6 @@
 //! Sync under stress, between real peers on loopback: a file against a
 //! folder, a folder emptied one file at a time, a second process reaching
-//! the one that syncs, and mode bits that must not travel.
+//! the one that syncs, mode bits that must not travel, and a full disk.
 
 mod util;
 
@@ -316,4 +316,84 @@ fn a_round_asked_by_hand_is_shown_by_the_command_not_as_an_event() {
     for p in [c, b, a] {
         p.shutdown();
     }
+}
+
+/// A tmpfs of `size` mounted on a folder of its own, unmounted when
+/// dropped; `None` where mounting is not allowed (not root).
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let at = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(at))
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.0.path())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_pulls_with_one_error_and_they_go_on_when_there_is_room() {
+    let Some(disk) = SmallDisk::mount("2m") else {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    };
+    let a = syncing(&[]);
+    for i in 0..60 {
+        a.write(&format!("f{i:02}.bin"), &random_bytes(i, 100 << 10));
+    }
+    let b = syncing_in(
+        tempfile::tempdir_in(disk.0.path()).unwrap(),
+        &["--peer", &a.addr],
+    );
+    let said = |b: &Peer| {
+        let s = sync_status(b.dir.path());
+        s["partners"][0]["last_result"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let full = wait_for(LIMIT, || {
+        said(&b).contains("no space left on the disk here")
+    });
+    assert!(full, "no word of the full disk: {}", said(&b));
+    // Still running, and what it holds under a real name is whole.
+    assert!(b.child.id() > 0 && sync_status(b.dir.path())["enabled"] == true);
+    for name in visible_files(b.dir.path()) {
+        let i: u64 = name[1..3].parse().unwrap();
+        assert_eq!(
+            fs::read(b.path(&name)).unwrap(),
+            random_bytes(i, 100 << 10),
+            "{name}"
+        );
+    }
+    // A line or so per round, not one per file it could not pull.
+    let errors = history(b.dir.path())
+        .iter()
+        .filter(|l| l["outcome"].as_str().is_some_and(|o| o.contains("error")))
+        .count();
+    assert!(errors < 30, "{errors} error lines");
+    disk.resize("64m");
+    assert_converges(a.dir.path(), b.dir.path());
 }

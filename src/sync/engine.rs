@@ -516,7 +516,7 @@ impl Actor {
         };
         let failed = result.is_err();
         if let Err(e) = result {
-            report.errors.push(e.to_string());
+            report.error(e.to_string());
         }
         let summary = summary(&report);
         let when = now_text();

@@ -22,6 +22,9 @@ type States = (Option<FileState>, Option<FileState>);
 #[derive(Debug, Default)]
 pub struct Stuck {
     failed: HashMap<(String, String), (States, Instant)>,
+    /// While full: no failure remembered can expire before this (so a
+    /// storm of failures does not sweep the whole map for each).
+    full_until: Option<Instant>,
 }
 
 impl Stuck {
@@ -55,9 +58,14 @@ impl Stuck {
     ) {
         let key = (partner.to_string(), path.to_string());
         if self.failed.len() >= MAX_REMEMBERED && !self.failed.contains_key(&key) {
+            if self.full_until.is_some_and(|until| now < until) {
+                return;
+            }
             self.failed
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < RETRY_AFTER);
             if self.failed.len() >= MAX_REMEMBERED {
+                let oldest = self.failed.values().map(|(_, at)| *at).min();
+                self.full_until = oldest.map(|at| at + RETRY_AFTER);
                 return;
             }
         }
@@ -68,6 +76,7 @@ impl Stuck {
     /// Forget every failure: the next round tries everything.
     pub fn clear(&mut self) {
         self.failed.clear();
+        self.full_until = None;
     }
 }
 
@@ -114,8 +123,21 @@ mod tests {
             s.failed("p", &format!("f{i}"), None, None, t0);
         }
         assert_eq!(s.failed.len(), MAX_REMEMBERED);
+        // Full of fresh ones: a storm of failures is not remembered (and
+        // does not sweep the map for each) until the oldest may go.
+        let t1 = t0 + RETRY_AFTER / 2;
+        s.failed("p", "f0", None, None, t1);
+        for i in 0..1000 {
+            s.failed("p", &format!("storm{i}"), None, None, t1);
+        }
+        assert_eq!(s.failed.len(), MAX_REMEMBERED);
+        assert!(s.left_alone("p", "f0", None, None, t1));
         let later = t0 + RETRY_AFTER;
         s.failed("p", "new", None, None, later);
-        assert_eq!(s.failed.len(), 1, "old ones made room");
+        assert_eq!(
+            s.failed.len(),
+            2,
+            "old ones made room (f0 failed again later)"
+        );
     }
 }

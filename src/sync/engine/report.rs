@@ -21,7 +21,24 @@ pub struct PartnerRound {
     /// Actions not tried again: they failed before on the same states.
     #[serde(default)]
     pub left_alone: usize,
+    /// The first [`ERRORS_KEPT`] errors; the rest are counted.
     pub errors: Vec<String>,
+    #[serde(default)]
+    pub more_errors: usize,
+}
+
+/// Errors a round's report keeps word for word (a full disk or a folder
+/// of refused files must not make a line of a million errors).
+pub const ERRORS_KEPT: usize = 20;
+
+impl PartnerRound {
+    /// Note an error of this round.
+    pub fn error(&mut self, e: String) {
+        match self.errors.len() < ERRORS_KEPT {
+            true => self.errors.push(e),
+            false => self.more_errors += 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -87,14 +104,45 @@ pub fn summary(r: &PartnerRound) -> String {
             r.left_alone
         ));
     }
+    let more = match r.more_errors {
+        0 => String::new(),
+        n => format!("; and {n} more"),
+    };
     match r.errors.as_slice() {
         [] => {}
-        [one] => parts.push(format!("error: {one}")),
-        many => parts.push(format!("{} errors: {}", many.len(), many.join("; "))),
+        [one] if more.is_empty() => parts.push(format!("error: {one}")),
+        some => parts.push(format!(
+            "{} errors: {}{more}",
+            some.len() + r.more_errors,
+            some.join("; ")
+        )),
     }
     if parts.is_empty() {
         "in sync".into()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_keeps_a_few_errors_word_for_word_and_counts_the_rest() {
+        let mut r = PartnerRound::default();
+        r.error("a: refused".into());
+        assert_eq!(summary(&r), "error: a: refused");
+        for i in 0..1000 {
+            r.error(format!("f{i}: no space"));
+        }
+        assert_eq!(r.errors.len(), ERRORS_KEPT);
+        let line = summary(&r);
+        assert!(
+            line.starts_with("1001 errors: a: refused; f0: no space;"),
+            "{line}"
+        );
+        assert!(line.ends_with("; and 981 more"), "{line}");
+        assert!(line.len() < 1000);
     }
 }

@@ -5,7 +5,7 @@
 //! ([`super::super::stuck`]); deletions pass the guard
 //! ([`super::super::guard`]) and go to the trash.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ use crate::limits::LOGGED_EACH;
 use crate::sync::local::{LocalChange, Seen};
 use crate::sync::plan::{Action, FileState, Index};
 use crate::sync::remote::PartCursor;
-use crate::{Error, Result};
+use crate::{Error, ErrorKind, Result};
 
 /// Requests a pulling connection keeps in flight.
 const IN_FLIGHT: usize = 64;
@@ -61,8 +61,11 @@ impl Actor {
     pub(super) fn round(&mut self, i: usize, confirm: bool, rep: &mut PartnerRound) -> Result<()> {
         self.scan_dirty()?;
         let unservable = self.shared.folder.unservable_names();
-        if unservable.is_some() && unservable != self.unservable_told {
-            rep.errors.extend(unservable.clone());
+        if let Some(u) = unservable
+            .clone()
+            .filter(|_| unservable != self.unservable_told)
+        {
+            rep.error(u);
         }
         self.unservable_told = unservable;
         let addr = self.partners[i].addr.clone();
@@ -215,7 +218,7 @@ impl Actor {
                 _ => self.apply(path, action, l, r, hold_deletions, rep, &mut changes),
             };
             if let Err(e) = outcome {
-                rep.errors.push(format!("{path}: {e}"));
+                rep.error(format!("{path}: {e}"));
                 self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
                 failed.push(path.clone());
             }
@@ -288,11 +291,14 @@ impl Actor {
             client, remote_id, pulls, remote, rep, changes, failed, indexed,
         );
         if let Err(e) = pulled {
+            let not_pulled = failed.len() - before;
             retry.extend(failed.drain(before..));
-            rep.errors.push(format!(
-                "pulling from {}: {e}; the rest next round",
-                client.addr()
-            ));
+            rep.error(match e.kind() {
+                ErrorKind::NoSpace => format!(
+                    "no space left on the disk here ({e}); {not_pulled} files not pulled, tried again next round"
+                ),
+                _ => format!("pulling from {}: {e}; the rest next round", client.addr()),
+            });
         }
     }
 
@@ -374,9 +380,16 @@ impl Actor {
         // Landed files wait here for the recorder, which takes them all
         // every RECORD_EVERY (a message each would wake it for each).
         let landed: Mutex<Vec<Landed>> = Mutex::new(Vec::new());
+        // Our disk is full: no lane asks for more, and what fails for it
+        // is not held against its path (all go again next round).
+        let full = AtomicBool::new(false);
+        let first_full: Mutex<Option<Error>> = Mutex::new(None);
         let lane = |c: &mut Client, k: usize| {
             c.download_many(
-                &mut std::iter::from_fn(|| queue.lock().ok()?.next(k)),
+                &mut std::iter::from_fn(|| match full.load(Ordering::Relaxed) {
+                    true => None,
+                    false => queue.lock().ok()?.next(k),
+                }),
                 folder,
                 IN_FLIGHT,
                 &mut |name, now| match expected.get(name).copied().flatten() {
@@ -386,6 +399,15 @@ impl Actor {
                     e => as_planned(now(), e).map(|()| LandOver::Anything),
                 },
                 &mut |name, result| {
+                    if let Err(e) = &result
+                        && e.kind() == ErrorKind::NoSpace
+                    {
+                        full.store(true, Ordering::Relaxed);
+                        if let Ok(mut first) = first_full.lock() {
+                            first.get_or_insert_with(|| e.clone());
+                        }
+                        return;
+                    }
                     // If it changed there since the index was sent, nothing
                     // is recorded yet.
                     if let Ok(report) = &result {
@@ -438,7 +460,10 @@ impl Actor {
             .collect();
         failed.extend(untried);
         self.note_pulls(results, rep, failed);
-        batch
+        match first_full.into_inner().ok().flatten() {
+            Some(e) => Err(e),
+            None => batch,
+        }
     }
 
     /// Count and log what a batch pulled; a failed pull's path goes to
@@ -452,6 +477,7 @@ impl Actor {
         let peer = rep.peer.clone();
         let each = results.len() <= LOGGED_EACH;
         let (pulled, bytes) = (rep.pulled, rep.bytes);
+        let (mut errors, mut last_error) = (0, None);
         for (path, result) in results {
             match result {
                 Ok(report) => {
@@ -462,9 +488,13 @@ impl Actor {
                     }
                 }
                 Err(e) => {
-                    rep.errors.push(format!("{path}: {e}"));
-                    let outcome = format!("error: {e}");
-                    self.log(&peer, &format!("sync pull {path}"), &outcome, 0);
+                    rep.error(format!("{path}: {e}"));
+                    errors += 1;
+                    if errors <= LOGGED_EACH {
+                        let outcome = format!("error: {e}");
+                        self.log(&peer, &format!("sync pull {path}"), &outcome, 0);
+                    }
+                    last_error = Some(e);
                     failed.push(path);
                 }
             }
@@ -473,6 +503,10 @@ impl Actor {
             let n = rep.pulled - pulled;
             let what = format!("sync pull {n} files");
             self.log(&peer, &what, "ok", rep.bytes - bytes);
+        }
+        if let (Some(e), true) = (last_error, errors > LOGGED_EACH) {
+            let what = format!("sync pull: {} more files", errors - LOGGED_EACH);
+            self.log(&peer, &what, &format!("error (the last: {e})"), 0);
         }
     }
 }
