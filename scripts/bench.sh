@@ -320,12 +320,31 @@ count_files() { find "$1" -path "$1/.dropbox-shell" -prune -o -type f -name 'f*.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hwm_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 lo_bytes() { cat /sys/class/net/lo/statistics/tx_bytes; }
+# settle PID...: wait (at most 10 minutes) until the peers are quiet: less
+# than 5 ticks of CPU between them over 2 s, twice in a row. After an
+# initial sync the puller still sends its index back and rescans once; the
+# figures of a pair in sync are taken after that.
+settle() {
+  local quiet=0 before after
+  for _ in $(seq 300); do
+    before=0; for p in "$@"; do before=$(( before + $(cpu_ticks "$p") )); done
+    sleep 2
+    after=0; for p in "$@"; do after=$(( after + $(cpu_ticks "$p") )); done
+    if [ $(( after - before )) -lt 5 ]; then quiet=$(( quiet + 1 )); else quiet=0; fi
+    [ "$quiet" -ge 2 ] && return
+  done
+  echo "the pair did not settle in 10 minutes" >&2
+}
 scale_run() { # scale_run N LABEL
   local n=$1 label=$2 src=$W/scale-$2 dst=$W/scale-$2-dst
   make_tree "$src" "$n"
   rm -rf "$src/.dropbox-shell"
   sync_peer sca "$src"
   "$BIN" --dir "$W/dst" --peer "$sca_addr" -c "hash checkall" > /dev/null 2>&1
+  # Its MD5s are cached on disk now; a fresh process, so that its peak
+  # memory is the sync's, not the hashing's.
+  kill "$sca_pid"; wait "$sca_pid" 2>/dev/null || true
+  sync_peer sca "$src"
   local runs=1
   [ "$label" = 100k ] && runs=$RUNS
   for r in $(seq "$runs"); do
@@ -354,7 +373,7 @@ scale_run() { # scale_run N LABEL
         rsync -a "rsync://127.0.0.1:$RSYNC_PORT/scale100k/" "$W/scale-rsync/"
     fi
   done
-  sleep 2
+  settle "$sca_pid" "$scb_pid"
   for i in $(seq 7); do
     t0=$(now_ns)
     head -c 1024 /dev/urandom > "$src/lat$i.txt"

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -45,10 +46,12 @@ fn key(stat: &Metadata) -> Key {
 
 impl HashCache {
     /// Load the cache; a missing or unreadable file is an empty cache.
+    /// Read as it is parsed: the file (about 170 bytes a file) is never
+    /// held whole beside the map.
     pub fn load(path: PathBuf) -> HashCache {
-        let map = fs::read(&path)
+        let map = fs::File::open(&path)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|f| serde_json::from_reader(BufReader::with_capacity(1 << 16, f)).ok())
             .unwrap_or_default();
         HashCache {
             path,
@@ -89,11 +92,14 @@ impl HashCache {
         if !self.dirty {
             return;
         }
-        let Ok(bytes) = serde_json::to_vec(&self.map) else {
-            return;
-        };
+        // Written as it is made (no copy of it all in memory).
         let tmp = self.path.with_extension("json.tmp");
-        if fs::write(&tmp, bytes).is_ok() && fs::rename(&tmp, &self.path).is_ok() {
+        let written = fs::File::create(&tmp).and_then(|f| {
+            let mut w = BufWriter::with_capacity(1 << 16, f);
+            serde_json::to_writer(&mut w, &self.map)?;
+            w.flush()
+        });
+        if written.is_ok() && fs::rename(&tmp, &self.path).is_ok() {
             self.dirty = false;
         }
     }
