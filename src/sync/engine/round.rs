@@ -168,6 +168,8 @@ impl Actor {
         let mut touched = BTreeSet::new();
         let mut folders = HashSet::new();
         let now = Instant::now();
+        // Our disk is full: the rest of the plan waits (see the end).
+        let mut disk_full = None;
         // The end of the plan (None) flushes the pulls like any non-pull.
         for step in plan.actions.iter().map(Some).chain(std::iter::once(None)) {
             let is_pull = matches!(step, Some((_, Action::Pull | Action::ConflictPull)));
@@ -179,7 +181,7 @@ impl Actor {
                 let _ = self.scan_paths(&std::mem::take(&mut touched));
                 let batch = std::mem::take(&mut pulls);
                 let mut indexed = Vec::new();
-                self.pull_batch(
+                disk_full = self.pull_batch(
                     client,
                     remote_id,
                     &batch,
@@ -198,7 +200,9 @@ impl Actor {
                         .filter(|p| !indexed.contains(p)),
                 );
             }
-            let Some((path, action)) = step else { break };
+            let Some((path, action)) = step.filter(|_| disk_full.is_none()) else {
+                break;
+            };
             let (l, r) = (planned_local(action, path, local), remote.get(path));
             if !action.is_bookkeeping() && self.stuck.left_alone(remote_id, path, l, r, now) {
                 rep.left_alone += 1;
@@ -217,10 +221,19 @@ impl Actor {
                     .map(|expect| pulls.push((path.clone(), expect))),
                 _ => self.apply(path, action, l, r, hold_deletions, rep, &mut changes),
             };
-            if let Err(e) = outcome {
-                rep.error(format!("{path}: {e}"));
-                self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
-                failed.push(path.clone());
+            match outcome {
+                Err(e) if e.kind() == ErrorKind::NoSpace => {
+                    retry.push(path.clone());
+                    let what =
+                        format!("no space left on the disk here ({path}: {e}); tried again later");
+                    disk_full = Some(Error::of(ErrorKind::NoSpace, what));
+                }
+                Err(e) => {
+                    rep.error(format!("{path}: {e}"));
+                    self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
+                    failed.push(path.clone());
+                }
+                Ok(()) => {}
             }
         }
         let failed_here: HashSet<&str> = failed.iter().map(String::as_str).collect();
@@ -236,6 +249,11 @@ impl Actor {
             self.guard.applied(Instant::now(), rep.deleted);
         }
         self.shared.sync_db()?.apply(remote_id, &changes)?;
+        // The round fails (the partner is tried again later and later):
+        // with no room, every part would fail the same way.
+        if let Some(e) = disk_full {
+            return Err(e);
+        }
         Ok((touched, pending))
     }
 
@@ -272,7 +290,7 @@ impl Actor {
 
     /// [`Actor::pull_all`], its failure noted for the round: when its
     /// connection broke, what it did not pull is tried again next round,
-    /// not left alone.
+    /// not left alone. Returns the error when our disk is full.
     #[allow(clippy::too_many_arguments)]
     fn pull_batch(
         &self,
@@ -285,21 +303,26 @@ impl Actor {
         failed: &mut Vec<String>,
         retry: &mut Vec<String>,
         indexed: &mut Vec<String>,
-    ) {
+    ) -> Option<Error> {
         let before = failed.len();
         let pulled = self.pull_all(
             client, remote_id, pulls, remote, rep, changes, failed, indexed,
         );
-        if let Err(e) = pulled {
-            let not_pulled = failed.len() - before;
-            retry.extend(failed.drain(before..));
-            rep.error(match e.kind() {
-                ErrorKind::NoSpace => format!(
-                    "no space left on the disk here ({e}); {not_pulled} files not pulled, tried again next round"
+        let e = pulled.err()?;
+        retry.extend(failed.drain(before..));
+        if e.kind() == ErrorKind::NoSpace {
+            return Some(Error::of(
+                ErrorKind::NoSpace,
+                format!(
+                    "no space left on the disk here ({e}); the pulls stopped, tried again later"
                 ),
-                _ => format!("pulling from {}: {e}; the rest next round", client.addr()),
-            });
+            ));
         }
+        rep.error(format!(
+            "pulling from {}: {e}; the rest next round",
+            client.addr()
+        ));
+        None
     }
 
     /// Record pulled files in the sync database as they land, not only at
