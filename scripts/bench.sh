@@ -343,7 +343,7 @@ scale_run() { # scale_run N LABEL
   "$BIN" --dir "$W/dst" --peer "$sca_addr" -c "hash checkall" > /dev/null 2>&1
   # Its MD5s are cached on disk now; a fresh process, so that its peak
   # memory is the sync's, not the hashing's.
-  kill "$sca_pid"; wait "$sca_pid" 2>/dev/null || true
+  kill "$sca_pid" 2>/dev/null || true; wait "$sca_pid" 2>/dev/null || true
   sync_peer sca "$src"
   local runs=1
   [ "$label" = 100k ] && runs=$RUNS

@@ -141,8 +141,8 @@ impl SyncAnswer for Shared {
         crate::sync::exchange::answer_hello(db, peer_id, index_id)
     }
 
-    fn store(&self, peer_id: &str, entries: &[SyncEntry]) -> Result<()> {
-        self.sync_db()?.remote_store(peer_id, entries)
+    fn store(&self, peer_id: &str, index_id: &str, entries: &[SyncEntry]) -> Result<()> {
+        self.sync_db()?.remote_store(peer_id, index_id, entries)
     }
 
     fn send_since(

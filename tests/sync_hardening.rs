@@ -363,7 +363,7 @@ fn a_full_disk_stops_the_pulls_with_one_error_and_they_go_on_when_there_is_room(
     for i in 0..60 {
         a.write(&format!("f{i:02}.bin"), &random_bytes(i, 100 << 10));
     }
-    let b = syncing_in(
+    let mut b = syncing_in(
         tempfile::tempdir_in(disk.0.path()).unwrap(),
         &["--peer", &a.addr],
     );
@@ -379,7 +379,8 @@ fn a_full_disk_stops_the_pulls_with_one_error_and_they_go_on_when_there_is_room(
     });
     assert!(full, "no word of the full disk: {}", said(&b));
     // Still running, and what it holds under a real name is whole.
-    assert!(b.child.id() > 0 && sync_status(b.dir.path())["enabled"] == true);
+    assert!(matches!(b.child.try_wait(), Ok(None)), "the peer stopped");
+    assert_eq!(sync_status(b.dir.path())["enabled"], true);
     for name in visible_files(b.dir.path()) {
         let i: u64 = name[1..3].parse().unwrap();
         assert_eq!(

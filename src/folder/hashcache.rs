@@ -101,6 +101,9 @@ impl HashCache {
         });
         if written.is_ok() && fs::rename(&tmp, &self.path).is_ok() {
             self.dirty = false;
+        } else {
+            // Most likely the disk is full: give the room back.
+            let _ = fs::remove_file(&tmp);
         }
     }
 }

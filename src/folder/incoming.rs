@@ -251,8 +251,9 @@ impl Target {
         durable: bool,
         only_new: bool,
     ) -> io::Result<fs::File> {
-        let across =
-            |file: &mut fs::File, path: &Path| land_across(file, path, mode, mtime, durable);
+        let across = |file: &mut fs::File, path: &Path| {
+            land_across(file, path, mode, mtime, durable, only_new)
+        };
         let (mut staged, dir, to, path) = match (out, self) {
             (Out::Beside(tmp), Target::Path(path) | Target::At { path, .. }) => {
                 return match tmp.persist(path) {
@@ -340,6 +341,7 @@ fn land_across(
     mode: u32,
     mtime: filetime::FileTime,
     durable: bool,
+    only_new: bool,
 ) -> io::Result<fs::File> {
     let dir = target.parent().unwrap_or(Path::new("."));
     let mut copy = tempfile::Builder::new()
@@ -354,7 +356,10 @@ fn land_across(
     if durable {
         copy.as_file().sync_data()?;
     }
-    copy.persist(target).map_err(|e| e.error)
+    match only_new {
+        true => copy.persist_noclobber(target).map_err(|e| e.error),
+        false => copy.persist(target).map_err(|e| e.error),
+    }
 }
 
 /// The error for bytes that did not match the sender's MD5.

@@ -183,6 +183,43 @@ fn link(file: &File, how: Linking, dir: RawFd, to: &CStr) -> io::Result<()> {
     }
 }
 
+/// Put the part file `from` at `to` only if no name is there, the best
+/// way the file system allows: a rename that refuses a taken name, else a
+/// second name (the first goes when the part is dropped: returns false),
+/// else (no hard links: vfat, some FUSE) a look first, then a rename.
+fn land_named_new(staging: RawFd, from: &CStr, dir: RawFd, to: &CStr) -> io::Result<bool> {
+    let unsupported = |e: &io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EINVAL | libc::ENOSYS | libc::EPERM | libc::EOPNOTSUPP)
+        )
+    };
+    // SAFETY: valid descriptors and NUL-terminated names, alive for the call.
+    let r = unsafe {
+        libc::renameat2(
+            staging,
+            from.as_ptr(),
+            dir,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    match (r == 0).then_some(()).ok_or_else(io::Error::last_os_error) {
+        Ok(()) => return Ok(true),
+        Err(e) if !unsupported(&e) => return Err(e),
+        Err(_) => {}
+    }
+    match hard_link(staging, from, dir, to) {
+        Ok(()) => return Ok(false),
+        Err(e) if !unsupported(&e) => return Err(e),
+        Err(_) => {}
+    }
+    if super::stat::stat_at(dir, to).is_some() {
+        return Err(io::ErrorKind::AlreadyExists.into());
+    }
+    rename(staging, from, dir, to).map(|()| true)
+}
+
 /// `linkat` from `from` in `from_dir` to `to` in `to_dir`.
 fn hard_link(from_dir: RawFd, from: &CStr, to_dir: RawFd, to: &CStr) -> io::Result<()> {
     // SAFETY: valid descriptors and NUL-terminated names, alive for the call.
@@ -251,12 +288,10 @@ impl Staged {
     pub fn land(&mut self, dir: RawFd, to: &CStr, replace: bool) -> io::Result<()> {
         let staging = self.dir.fd.as_raw_fd();
         if let Some(from) = &mut self.name {
-            match replace {
-                true => rename(staging, &from.name, dir, to)?,
-                // A second name, then the first goes (when dropped).
-                false => hard_link(staging, &from.name, dir, to)?,
-            }
-            from.landed = replace;
+            from.landed = match replace {
+                true => rename(staging, &from.name, dir, to).map(|()| true)?,
+                false => land_named_new(staging, &from.name, dir, to)?,
+            };
             return Ok(());
         }
         let how = self.dir.linking.expect("an unnamed file is linked");

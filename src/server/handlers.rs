@@ -162,7 +162,7 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
             match read_frame(&mut self.r, &mut self.buf)?.map(decode::<Request>) {
                 Some(Ok(Request::SyncDelta { entries, more })) => {
                     intake.take(&entries)?;
-                    sync.store(&peer_id, &entries)?;
+                    sync.store(&peer_id, index_id, &entries)?;
                     if !more {
                         break;
                     }

@@ -100,8 +100,8 @@ pub trait SyncAnswer: Send + Sync {
     /// The partner `peer_id` starts an exchange from its index `index_id`:
     /// our index id and how far we hold the partner's.
     fn hello(&self, peer_id: &str, index_id: &str) -> Result<(String, Option<Mark>)>;
-    /// Keep one batch of the partner's entries.
-    fn store(&self, peer_id: &str, entries: &[SyncEntry]) -> Result<()>;
+    /// Keep one batch of the partner's entries of its index `index_id`.
+    fn store(&self, peer_id: &str, index_id: &str, entries: &[SyncEntry]) -> Result<()>;
     /// Our entries after `seen` (the partner's mark of our index), in
     /// batches, to `send` (with whether more follow).
     fn send_since(

@@ -54,7 +54,13 @@ pub struct SyncDb {
 }
 
 pub(super) fn db_err(e: rusqlite::Error) -> Error {
-    Error::new(format!("sync database: {e}"))
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => Error::of(
+            crate::ErrorKind::NoSpace,
+            format!("no space left on the disk here (sync database: {e})"),
+        ),
+        _ => Error::new(format!("sync database: {e}")),
+    }
 }
 
 const SCHEMA: &str = "

@@ -25,12 +25,12 @@ use super::guard::DeletionGuard;
 use super::lock::SyncLock;
 use super::schedule::{Due, Schedule, backoff};
 use super::stuck::Stuck;
-use crate::Result;
 use crate::events::EventSender;
 use crate::folder::{Folder, IgnoreRules};
 use crate::history::History;
 use crate::history::{Direction, Record};
 use crate::identity::Identity;
+use crate::{ErrorKind, Result};
 
 mod apply;
 mod report;
@@ -106,6 +106,9 @@ struct Partner {
     /// Failed rounds in a row, and when the timer may try again.
     failures: u32,
     retry_at: Option<Instant>,
+    /// The last round failed for want of room here: the partner's offer
+    /// does not cut the wait short.
+    failed_here: bool,
     /// It exchanged with us and has our entries up to this sequence
     /// number: while ours stay there, our next round need not exchange.
     has_ours_upto: Option<u64>,
@@ -122,6 +125,7 @@ impl Partner {
             paused: 0,
             failures: 0,
             retry_at: None,
+            failed_here: false,
             has_ours_upto: None,
         }
     }
@@ -338,9 +342,12 @@ impl Actor {
                         // answered (by the server) but not remembered.
                         let Some(i) = self.partner_for(&peer_id, &addr) else { continue };
                         self.partners[i].has_ours_upto = sent_upto;
-                        // It is back: no more waiting on it.
-                        self.partners[i].failures = 0;
-                        self.partners[i].retry_at = None;
+                        // It is back: no more waiting on it (unless the
+                        // failure was ours).
+                        if !self.partners[i].failed_here {
+                            self.partners[i].failures = 0;
+                            self.partners[i].retry_at = None;
+                        }
                         if self.cfg.enabled && self.absorb_offer(&peer_id) {
                             schedule.partner_has_work(now, i);
                         }
@@ -515,13 +522,17 @@ impl Actor {
             })
         };
         let failed = result.is_err();
+        let failed_here = result
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::NoSpace);
         if let Err(e) = result {
-            report.error(e.to_string());
+            report.fatal(e.to_string());
         }
         let summary = summary(&report);
         let when = now_text();
         let p = &mut self.partners[i];
         p.failures = if failed { p.failures + 1 } else { 0 };
+        p.failed_here = failed_here;
         // The regular next try is one interval on; the backoff comes on top.
         p.retry_at = (p.failures > 0)
             .then(|| started + self.cfg.interval + backoff(self.cfg.interval, p.failures));

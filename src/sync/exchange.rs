@@ -127,7 +127,7 @@ pub fn exchange(
     loop {
         let (entries, more) = client.recv_delta()?;
         intake.take(&entries)?;
-        db.remote_store(&their_id, &entries)?;
+        db.remote_store(&their_id, &their_index, &entries)?;
         if !more {
             return Ok(their_id);
         }
@@ -163,7 +163,7 @@ mod tests {
         db.remote_begin("p", "idx").unwrap();
         // The same path sent three times counts three times as it comes...
         for seq in 1..=3 {
-            db.remote_store("p", &[entry("abcd", seq)]).unwrap();
+            db.remote_store("p", "idx", &[entry("abcd", seq)]).unwrap();
         }
         assert_eq!(db.remote_bytes("p").unwrap(), (12, 12));
         // ...and once when counted again.

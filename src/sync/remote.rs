@@ -201,13 +201,27 @@ impl SyncDb {
     /// Store a batch of the partner's entries (in the order of its
     /// sequence numbers) and move its mark on; entries whose name is not a
     /// clean relative path are dropped, and so is an entry older than the
-    /// one stored for its path (see the statement).
-    pub fn remote_store(&self, peer: &str, entries: &[SyncEntry]) -> Result<()> {
+    /// one stored for its path (see the statement), and all of a batch of
+    /// index `index_id` when the partner's kept index is another.
+    pub fn remote_store(&self, peer: &str, index_id: &str, entries: &[SyncEntry]) -> Result<()> {
         let Some(top) = entries.iter().map(|e| e.seq).max() else {
             return Ok(());
         };
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
+        // Sequence numbers compare within one index only: entries of an
+        // index the partner has replaced meanwhile are dropped.
+        let kept: Option<String> = tx
+            .query_row(
+                "SELECT index_id FROM partners WHERE peer = ?1",
+                params![peer],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        if kept.as_deref() != Some(index_id) {
+            return Ok(());
+        }
         {
             let mut put = tx
                 .prepare_cached(

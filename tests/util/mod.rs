@@ -54,7 +54,7 @@ pub fn wait_for_pull(peer: &Peer) -> bool {
             .flatten()
             .flatten()
             .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .any(|to| to.starts_with(&staging))
+            .any(|to| to.starts_with(&staging) && to != staging)
     };
     wait_for(Duration::from_secs(20), || {
         receiving() || has_part_file(peer.dir.path())

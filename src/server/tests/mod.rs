@@ -39,7 +39,7 @@ impl SyncAnswer for Partner {
         Ok(("our-index".into(), Some(seen)))
     }
 
-    fn store(&self, _peer_id: &str, entries: &[SyncEntry]) -> Result<()> {
+    fn store(&self, _peer_id: &str, _index_id: &str, entries: &[SyncEntry]) -> Result<()> {
         self.note(format!("store {}", entries.len()));
         self.stored.lock().unwrap().extend_from_slice(entries);
         Ok(())

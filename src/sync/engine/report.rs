@@ -32,6 +32,15 @@ pub struct PartnerRound {
 pub const ERRORS_KEPT: usize = 20;
 
 impl PartnerRound {
+    /// The error that ended this round: first, whatever came before.
+    pub fn fatal(&mut self, e: String) {
+        self.errors.insert(0, e);
+        if self.errors.len() > ERRORS_KEPT {
+            self.errors.pop();
+            self.more_errors += 1;
+        }
+    }
+
     /// Note an error of this round.
     pub fn error(&mut self, e: String) {
         match self.errors.len() < ERRORS_KEPT {
@@ -144,5 +153,11 @@ mod tests {
         );
         assert!(line.ends_with("; and 981 more"), "{line}");
         assert!(line.len() < 1000);
+        // What ended the round is kept, and first.
+        r.fatal("no space left on the disk here".into());
+        assert!(
+            summary(&r).starts_with("1002 errors: no space left on the disk here; a: refused;")
+        );
+        assert_eq!((r.errors.len(), r.more_errors), (ERRORS_KEPT, 982));
     }
 }

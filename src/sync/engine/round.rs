@@ -173,7 +173,7 @@ impl Actor {
         // The end of the plan (None) flushes the pulls like any non-pull.
         for step in plan.actions.iter().map(Some).chain(std::iter::once(None)) {
             let is_pull = matches!(step, Some((_, Action::Pull | Action::ConflictPull)));
-            if !is_pull && !pulls.is_empty() {
+            if !is_pull && !pulls.is_empty() && disk_full.is_none() {
                 // What changed here so far (folders just made, still empty)
                 // is scanned now, and the pulled files go into the index as
                 // they land: no scan walks them again.
@@ -181,7 +181,7 @@ impl Actor {
                 let _ = self.scan_paths(&std::mem::take(&mut touched));
                 let batch = std::mem::take(&mut pulls);
                 let mut indexed = Vec::new();
-                disk_full = self.pull_batch(
+                disk_full = disk_full.or(self.pull_batch(
                     client,
                     remote_id,
                     &batch,
@@ -191,7 +191,7 @@ impl Actor {
                     &mut failed,
                     &mut retry,
                     &mut indexed,
-                );
+                ));
                 let indexed: HashSet<String> = indexed.into_iter().collect();
                 touched.extend(
                     batch
@@ -248,12 +248,16 @@ impl Actor {
         if !confirm {
             self.guard.applied(Instant::now(), rep.deleted);
         }
-        self.shared.sync_db()?.apply(remote_id, &changes)?;
+        let recorded = self
+            .shared
+            .sync_db()
+            .and_then(|db| db.apply(remote_id, &changes));
         // The round fails (the partner is tried again later and later):
         // with no room, every part would fail the same way.
         if let Some(e) = disk_full {
             return Err(e);
         }
+        recorded?;
         Ok((touched, pending))
     }
 
