@@ -73,6 +73,17 @@ fn remote_view_in<'a>(
     Ok(view)
 }
 
+/// The id of the partner's index we hold entries of.
+fn kept_index(conn: &rusqlite::Connection, peer: &str) -> Result<Option<String>> {
+    conn.query_row(
+        "SELECT index_id FROM partners WHERE peer = ?1",
+        params![peer],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(db_err)
+}
+
 /// Where the reading of a scope's parts stands (see [`SyncDb::scope_part`]).
 #[derive(Debug, Default)]
 pub struct PartCursor {
@@ -175,15 +186,7 @@ impl SyncDb {
     pub fn remote_begin(&self, peer: &str, index_id: &str) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
-        let known: Option<String> = tx
-            .query_row(
-                "SELECT index_id FROM partners WHERE peer = ?1",
-                params![peer],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        if known.as_deref() != Some(index_id) {
+        if kept_index(&tx, peer)?.as_deref() != Some(index_id) {
             tx.execute("DELETE FROM remote WHERE peer = ?1", params![peer])
                 .map_err(db_err)?;
             tx.execute(
@@ -211,15 +214,7 @@ impl SyncDb {
         let tx = conn.transaction().map_err(db_err)?;
         // Sequence numbers compare within one index only: entries of an
         // index the partner has replaced meanwhile are dropped.
-        let kept: Option<String> = tx
-            .query_row(
-                "SELECT index_id FROM partners WHERE peer = ?1",
-                params![peer],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_err)?;
-        if kept.as_deref() != Some(index_id) {
+        if kept_index(&tx, peer)?.as_deref() != Some(index_id) {
             return Ok(());
         }
         {
