@@ -8,6 +8,7 @@
 
 mod beneath;
 mod hashcache;
+mod hashlots;
 mod ignore;
 mod incoming;
 mod md5pipe;
@@ -36,7 +37,7 @@ pub use stat::{
 };
 
 use crate::names::{STATE_DIR, clean_name};
-use crate::proto::{Entry, FileMeta, HashEntry, Kind, hex};
+use crate::proto::{FileMeta, HashEntry, hex};
 use crate::{Context, Error, Result, bail};
 
 /// The state folder's folder of files being received (see
@@ -398,38 +399,12 @@ impl Folder {
     /// MD5 of every file: cached ones are not read again, the rest are hashed
     /// on all cores. A file that cannot be read is reported and the rest go on.
     pub fn hash_all(&self) -> Vec<HashEntry> {
-        self.scan().into_iter().filter_map(|(_, h)| h).collect()
-    }
-
-    /// One walk: every entry and, for files, its MD5. Cache hits come from
-    /// the walk's own metadata without opening the file; only the rest are
-    /// opened (safely) and hashed, on all cores.
-    fn scan(&self) -> Vec<(Entry, Option<HashEntry>)> {
-        let mut entries: Vec<(Entry, Option<HashEntry>)> = Vec::new();
-        let mut todo = Vec::new();
-        self.walk_with_meta(|e, meta| {
-            let hash = match e.kind {
-                Kind::Dir => None,
-                Kind::File => match self.cached(&e.name, meta) {
-                    Some(md5) => Some(HashEntry {
-                        name: e.name.clone(),
-                        md5: Some(hex(&md5)),
-                        mtime_ns: e.mtime_ns,
-                        error: None,
-                    }),
-                    None => {
-                        todo.push(entries.len());
-                        None
-                    }
-                },
-            };
-            entries.push((e, hash));
+        let mut all = Vec::new();
+        let _ = self.hash_all_in(crate::proto::BATCH, &mut |lot| {
+            all.extend(lot);
+            Ok(())
         });
-        let names: Vec<String> = todo.iter().map(|&i| entries[i].0.name.clone()).collect();
-        for (i, h) in todo.into_iter().zip(self.hash_files(&names)) {
-            entries[i].1 = Some(h);
-        }
-        entries
+        all
     }
 
     /// MD5 of the named files; each failure is reported in its own entry.
@@ -505,6 +480,7 @@ pub fn md5_reader(mut r: impl Read) -> io::Result<[u8; 16]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::Kind;
     use std::os::unix::fs::symlink;
 
     #[test]

@@ -76,17 +76,12 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
 
     fn hash(&mut self, name: Option<&str>) -> Result<u64> {
         let folder = &self.ctx.folder;
-        let files = match name {
-            Some(n) => vec![folder.hash_one(n)?],
-            None => folder.hash_all(),
-        };
-        for chunk in files.chunks(BATCH) {
-            write_msg(
-                &mut self.w,
-                &Response::Hashes {
-                    files: chunk.to_vec(),
-                },
-            )?;
+        let w = &mut self.w;
+        let mut send = |files| write_msg(w, &Response::Hashes { files });
+        match name {
+            Some(n) => send(vec![folder.hash_one(n)?])?,
+            // Sent as it is hashed: the answer is never held whole.
+            None => folder.hash_all_in(BATCH, &mut send)?,
         }
         self.end_of_stream()
     }
