@@ -180,9 +180,7 @@ fn a_mass_deletion_waits_for_confirmation() {
     b.cmd("sync");
     // While b is away, a loses five of its six files.
     let b_dir = b.stop();
-    for i in 0..5 {
-        fs::remove_file(a.path(&format!("keep{i}.txt"))).unwrap();
-    }
+    a.remove_at_once(&(0..5).map(|i| format!("keep{i}.txt")).collect::<Vec<_>>());
     let mut b = ShellPeer::start_in(b_dir, &["--sync", "--interval", "1", "--peer", &a.addr]);
     // b holds back: more than half of its files would go.
     let paused = wait_for(LIMIT, || {
@@ -380,9 +378,7 @@ fn deletions_made_before_we_learned_they_had_pulled_are_not_undone() {
     let (code, docs, err) = run_json(b_dir.path(), &a.addr, &["sync"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(docs[0]["partners"][0]["pulled"], 6);
-    for i in 0..5 {
-        fs::remove_file(a.path(&format!("f{i}.txt"))).unwrap();
-    }
+    a.remove_at_once(&(0..5).map(|i| format!("f{i}.txt")).collect::<Vec<_>>());
     // b comes back syncing and holds the mass deletion for confirmation.
     // Its offer marks the six files as agreed, so a does not take the five
     // for files new on b and pull them back meanwhile.

@@ -205,9 +205,7 @@ fn a_second_process_reaches_the_headless_peer_that_syncs_the_folder() {
     // While b is away, a loses five of its six files.
     let b_dir = b.stop("-TERM");
     assert!(!b_dir.path().join(".dropbox-shell/control.sock").exists());
-    for i in 0..5 {
-        fs::remove_file(a.path(&format!("keep{i}.txt"))).unwrap();
-    }
+    a.remove_at_once(&(0..5).map(|i| format!("keep{i}.txt")).collect::<Vec<_>>());
     let b = syncing_in(b_dir, &["--peer", &a.addr]);
     let paused = wait_for(LIMIT, || {
         let (_, docs) = second_process(b.dir.path(), &["sync status"]);
