@@ -104,9 +104,8 @@ impl Incoming {
         self.exact_mode = true;
     }
 
-    /// Land only if nothing has the name by then (checked as it lands
-    /// where the kernel can, else just before): what took the name
-    /// meanwhile is left alone and the receive fails.
+    /// Land only if nothing has the name by then (checked as it lands):
+    /// what took the name meanwhile is left alone and the receive fails.
     pub fn only_where_nothing_is(&mut self) {
         self.only_new = true;
     }
@@ -186,9 +185,6 @@ impl Incoming {
             file.sync_data()
                 .context(format!("writing {name} to the disk"))?;
         }
-        if self.only_new && !out.lands_only_new() && self.target.now().is_some() {
-            bail!("{name} appeared here while it was received; left alone");
-        }
         let file = match self.target.land(out, mode, mtime, durable, self.only_new) {
             Ok(file) => file,
             Err(e) if self.only_new && e.kind() == io::ErrorKind::AlreadyExists => {
@@ -242,7 +238,8 @@ impl Target {
     /// Rename the finished `out` (given `mode` and `mtime` already) over
     /// the target; a target on another file system than `out` gets a copy
     /// beside it first (a mount inside the shared folder).
-    /// Only where nothing is (`only_new`), when `out` is staged.
+    /// Only where nothing is (`only_new`), which the rename or link
+    /// itself checks.
     fn land(
         &self,
         out: Out,
@@ -256,7 +253,11 @@ impl Target {
         };
         let (mut staged, dir, to, path) = match (out, self) {
             (Out::Beside(tmp), Target::Path(path) | Target::At { path, .. }) => {
-                return match tmp.persist(path) {
+                let landed = match only_new {
+                    true => tmp.persist_noclobber(path),
+                    false => tmp.persist(path),
+                };
+                return match landed {
                     Ok(file) => Ok(file),
                     Err(e) if e.error.raw_os_error() == Some(libc::EXDEV) => {
                         across(e.file.into_file().by_ref(), path)
@@ -308,11 +309,6 @@ impl Out {
             Out::Beside(_) => None,
             Out::Staged(s) => s.mode(),
         }
-    }
-
-    /// Whether its landing refuses a taken name by itself.
-    fn lands_only_new(&self) -> bool {
-        matches!(self, Out::Staged(_))
     }
 }
 

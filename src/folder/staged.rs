@@ -62,8 +62,7 @@ impl StagingDir {
                 let name = part_name();
                 let linked = link(&file, how, self.fd.as_raw_fd(), &name).is_ok();
                 if linked {
-                    // SAFETY: a valid directory descriptor and a NUL-terminated name.
-                    unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) };
+                    unlink(self.fd.as_raw_fd(), &name);
                 }
                 linked
             })
@@ -220,6 +219,12 @@ fn land_named_new(staging: RawFd, from: &CStr, dir: RawFd, to: &CStr) -> io::Res
     rename(staging, from, dir, to).map(|()| true)
 }
 
+/// Remove `name` from the folder `dir`, if it is there.
+fn unlink(dir: RawFd, name: &CStr) {
+    // SAFETY: a valid directory descriptor and a NUL-terminated name.
+    unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+}
+
 /// `linkat` from `from` in `from_dir` to `to` in `to_dir`.
 fn hard_link(from_dir: RawFd, from: &CStr, to_dir: RawFd, to: &CStr) -> io::Result<()> {
     // SAFETY: valid descriptors and NUL-terminated names, alive for the call.
@@ -259,10 +264,7 @@ struct PartName {
 impl Drop for PartName {
     fn drop(&mut self) {
         if !self.landed {
-            // SAFETY: a valid directory descriptor and a NUL-terminated name.
-            unsafe {
-                libc::unlinkat(self.dir.fd.as_raw_fd(), self.name.as_ptr(), 0);
-            }
+            unlink(self.dir.fd.as_raw_fd(), &self.name);
         }
     }
 }
@@ -309,8 +311,7 @@ impl Staged {
             }
             let renamed = rename(staging, &name, dir, to);
             if renamed.is_err() {
-                // SAFETY: a valid directory descriptor and a NUL-terminated name.
-                unsafe { libc::unlinkat(staging, name.as_ptr(), 0) };
+                unlink(staging, &name);
             }
             return renamed;
         }

@@ -5,7 +5,7 @@
 //! ([`super::super::stuck`]); deletions pass the guard
 //! ([`super::super::guard`]) and go to the trash.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -224,9 +224,7 @@ impl Actor {
             match outcome {
                 Err(e) if e.kind() == ErrorKind::NoSpace => {
                     retry.push(path.clone());
-                    let what =
-                        format!("no space left on the disk here ({path}: {e}); tried again later");
-                    disk_full = Some(Error::of(ErrorKind::NoSpace, what));
+                    disk_full = Some(no_room(format!("{path}: {e}")));
                 }
                 Err(e) => {
                     rep.error(format!("{path}: {e}"));
@@ -315,12 +313,7 @@ impl Actor {
         let e = pulled.err()?;
         retry.extend(failed.drain(before..));
         if e.kind() == ErrorKind::NoSpace {
-            return Some(Error::of(
-                ErrorKind::NoSpace,
-                format!(
-                    "no space left on the disk here ({e}); the pulls stopped, tried again later"
-                ),
-            ));
+            return Some(no_room(e.to_string()));
         }
         rep.error(format!(
             "pulling from {}: {e}; the rest next round",
@@ -407,13 +400,12 @@ impl Actor {
         // Landed files wait here for the recorder, which takes them all
         // every RECORD_EVERY (a message each would wake it for each).
         let landed: Mutex<Vec<Landed>> = Mutex::new(Vec::new());
-        // Our disk is full: no lane asks for more, and what fails for it
-        // is not held against its path (all go again next round).
-        let full = AtomicBool::new(false);
-        let first_full: Mutex<Option<Error>> = Mutex::new(None);
+        // Our disk is full (its first error): no lane asks for more, and
+        // what fails for it is not held against its path (all go again).
+        let full: Mutex<Option<Error>> = Mutex::new(None);
         let lane = |c: &mut Client, k: usize| {
             c.download_many(
-                &mut std::iter::from_fn(|| match full.load(Ordering::Relaxed) {
+                &mut std::iter::from_fn(|| match full.lock().ok()?.is_some() {
                     true => None,
                     false => queue.lock().ok()?.next(k),
                 }),
@@ -429,8 +421,7 @@ impl Actor {
                     if let Err(e) = &result
                         && e.kind() == ErrorKind::NoSpace
                     {
-                        full.store(true, Ordering::Relaxed);
-                        if let Ok(mut first) = first_full.lock() {
+                        if let Ok(mut first) = full.lock() {
                             first.get_or_insert_with(|| e.clone());
                         }
                         return;
@@ -487,7 +478,7 @@ impl Actor {
             .collect();
         failed.extend(untried);
         self.note_pulls(results, rep, failed);
-        match first_full.into_inner().ok().flatten() {
+        match full.into_inner().ok().flatten() {
             Some(e) => Err(e),
             None => batch,
         }
@@ -536,6 +527,12 @@ impl Actor {
             self.log(&peer, &what, &format!("error (the last: {e})"), 0);
         }
     }
+}
+
+/// The error that stops a round for want of room here, `what` met it.
+fn no_room(what: String) -> Error {
+    let what = format!("no space left on the disk here ({what}); the rest is tried again later");
+    Error::of(ErrorKind::NoSpace, what)
 }
 
 /// The local state an action was planned from: a rename acts on our copy
