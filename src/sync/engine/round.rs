@@ -19,6 +19,7 @@ use super::spread::Spread;
 use super::stages::{PLAN_PART, Work, need_in};
 use super::{Actor, PartnerRound};
 use crate::client::{Client, LandOver};
+use crate::folder::IGNORE_FILE;
 use crate::folder::OnDisk;
 use crate::limits::LOGGED_EACH;
 use crate::sync::local::{LocalChange, Seen};
@@ -411,13 +412,29 @@ impl Actor {
                 }),
                 folder,
                 IN_FLIGHT,
-                &mut |name, now| match expected.get(name).copied().flatten() {
-                    // Nothing was there: landing refuses a name taken
-                    // meanwhile by itself (no look first).
-                    None => Ok(LandOver::Nothing),
-                    e => as_planned(now(), e).map(|()| LandOver::Anything),
+                &mut |name, now| {
+                    let over = match expected.get(name).copied().flatten() {
+                        // Nothing was there: landing refuses a name taken
+                        // meanwhile by itself (no look first).
+                        None => LandOver::Nothing,
+                        e => as_planned(now(), e).map(|()| LandOver::Anything)?,
+                    };
+                    // Its landing is recorded below: the watcher need not
+                    // tell of it (but of the patterns file it must: a scan
+                    // of everything follows it).
+                    if name != IGNORE_FILE
+                        && let Ok(mut d) = self.dirty.lock()
+                    {
+                        d.expect_ours(name, Instant::now());
+                    }
+                    Ok(over)
                 },
                 &mut |name, result| {
+                    if result.is_err()
+                        && let Ok(mut d) = self.dirty.lock()
+                    {
+                        d.not_ours(name);
+                    }
                     if let Err(e) = &result
                         && e.kind() == ErrorKind::NoSpace
                     {

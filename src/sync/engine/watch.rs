@@ -106,9 +106,9 @@ impl Tree {
         Ok(())
     }
 
-    /// Read what is waiting and note it in `dirty`; true when something
-    /// counted.
-    fn read(&mut self, buf: &mut [u8], dirty: &Mutex<Dirty>) -> bool {
+    /// Read what is waiting and note it in `dirty`: `None` when nothing
+    /// was, else whether something counted (a pull's landings do not).
+    fn read(&mut self, buf: &mut [u8], dirty: &Mutex<Dirty>) -> Option<bool> {
         let mut seen = Vec::new();
         let mut lost = false;
         match self.inotify.read_events(buf) {
@@ -132,16 +132,17 @@ impl Tree {
                         // The watched folder itself moved or went.
                         None => dir.clone(),
                     };
-                    let new_dir = ev.mask.contains(EventMask::ISDIR)
-                        && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
-                    seen.push((rel, new_dir));
+                    let made = ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO);
+                    let is_dir = ev.mask.contains(EventMask::ISDIR);
+                    seen.push((rel, made && is_dir, made && !is_dir));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
             Err(_) => lost = true,
         }
         let mut counted = lost;
-        for (rel, new_dir) in seen {
+        let now = std::time::Instant::now();
+        for (rel, new_dir, lands_file) in seen {
             if rel.is_empty() {
                 // The root itself moved or went: only a whole scan can tell.
                 lost = true;
@@ -154,14 +155,13 @@ impl Tree {
                 lost = true;
             }
             if let Ok(mut d) = dirty.lock() {
-                d.add(&rel);
+                counted |= d.saw(&rel, lands_file, now);
             }
-            counted = true;
         }
         if lost && let Ok(mut d) = dirty.lock() {
             d.everything();
         }
-        counted
+        Some(counted)
     }
 }
 
@@ -190,13 +190,17 @@ pub fn watch(root: &Path, dirty: Arc<Mutex<Dirty>>, wake: Sender<()>) -> Result<
                 };
                 // SAFETY: one valid pollfd, for the length given.
                 let ready = unsafe { libc::poll(&mut pfd, 1, 500) };
-                if ready > 0 && tree.read(&mut buf, &dirty) {
+                let Some(counted) = (ready > 0).then(|| tree.read(&mut buf, &dirty)).flatten()
+                else {
+                    continue;
+                };
+                if counted {
                     let _ = wake.try_send(());
-                    // The first event of a burst is told at once; the rest
-                    // gather in the queue meanwhile and are read together,
-                    // not with a wake-up each.
-                    std::thread::sleep(GATHER);
                 }
+                // The first event of a burst is told at once; the rest
+                // gather in the queue meanwhile and are read together, not
+                // with a wake-up (or, for a pull's landings, a read) each.
+                std::thread::sleep(GATHER);
             }
         })?;
     Ok(Watcher {
@@ -270,5 +274,34 @@ mod tests {
         taken_once_it_has(&dirty, "n/deeper");
         fs::remove_file(root.join("a")).unwrap();
         taken_once_it_has(&dirty, "a");
+    }
+
+    #[test]
+    fn a_pulls_landings_wake_nothing_and_a_change_after_them_does() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let stage = tempfile::tempdir_in(root).unwrap();
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let _w = watch(root, dirty.clone(), tx).unwrap();
+        let staged = stage.path().join("x");
+        // Made outside the watched folder's own names, then landed as a
+        // pull lands: a link (a new name) and a rename (over an old one).
+        fs::write(&staged, "new").unwrap();
+        fs::write(root.join("old"), "old").unwrap();
+        taken_once_it_has(&dirty, "old");
+        let _ = rx.try_recv();
+        for name in ["new", "old"] {
+            dirty.lock().unwrap().expect_ours(name, Instant::now());
+        }
+        fs::hard_link(&staged, root.join("new")).unwrap();
+        fs::rename(&staged, root.join("old")).unwrap();
+        // Events come in order: once "later" is named, the landings were read.
+        fs::write(root.join("later"), "1").unwrap();
+        let seen = taken_once_it_has(&dirty, "later");
+        assert!(!seen.contains("new") && !seen.contains("old"), "{seen:?}");
+        // A write to a landed file is someone's change.
+        fs::write(root.join("new"), "edited").unwrap();
+        taken_once_it_has(&dirty, "new");
     }
 }
