@@ -44,6 +44,8 @@ pub enum Command {
     Sync(SyncVerb),
     Peers,
     PeerUse(String),
+    /// This peer's full id.
+    Id,
     Help(Option<String>),
     Exit,
 }
@@ -58,8 +60,8 @@ pub enum SyncVerb {
 
 /// Every command word, for completion and help.
 pub const COMMANDS: &[&str] = &[
-    "index", "hash", "download", "upload", "sync", "history", "peers", "peer", "help", "exit",
-    "quit",
+    "index", "hash", "download", "upload", "sync", "history", "peers", "peer", "id", "help",
+    "exit", "quit",
 ];
 
 /// Parse one shell line; naive timestamps are read in `tz`, relative ones
@@ -141,11 +143,12 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz, now: DateTime<Utc>) -> Resu
         ["peers"] => Ok(Command::Peers),
         ["peer", "use", addr] => Ok(Command::PeerUse(addr.to_string())),
         ["peer", ..] => Err(usage("peer")),
+        ["id"] => Ok(Command::Id),
         ["help"] => Ok(Command::Help(None)),
         ["help", topic] => Ok(Command::Help(Some(topic.to_string()))),
         ["help", ..] => Err(usage("help")),
         ["exit" | "quit"] => Ok(Command::Exit),
-        [cmd @ ("peers" | "exit" | "quit"), ..] => {
+        [cmd @ ("peers" | "id" | "exit" | "quit"), ..] => {
             let topic = if *cmd == "quit" { "exit" } else { cmd };
             bail!("{cmd} takes no arguments; usage: {}", usage_of(topic))
         }
@@ -253,6 +256,11 @@ pub const HELP: &[(&str, &str, &str)] = &[
         "peer",
         "peer use HOST:PORT",
         "make HOST:PORT the current peer",
+    ),
+    (
+        "id",
+        "id",
+        "this peer's id: the fingerprint of its key, which other peers know it by",
     ),
     (
         "help",

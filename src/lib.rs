@@ -11,8 +11,8 @@
 //! 4 peer                                    assembles one peer (or a client only)
 //! 3 server (tcp, conn, handlers, udp), sync (engine, scan, exchange, db, local, remote, control, ...)
 //! 2 client, transfer::driver, stream        requests, a UDP download, a file's bytes
-//! 1 folder, history, identity, events       the disk, the log, the id, notes for the shell
-//! 0 error, names, limits, display, timestamp, proto, cli,
+//! 1 folder, history, identity, events       the disk, the log, the key pair, notes for the shell
+//! 0 error, names, limits, display, timestamp, proto, cli, secure (keys and ids),
 //!   transfer (wire, machines, sim), sync::plan/guard/stuck/schedule/dirty   pure: values in, values out
 //! ```
 //!
@@ -38,6 +38,7 @@ pub mod peer;
 pub mod proto;
 pub mod relay;
 pub mod render;
+pub mod secure;
 pub mod server;
 pub mod session;
 pub mod shell;

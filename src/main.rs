@@ -26,7 +26,7 @@ Examples:
 Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
   hash verify <file> | hash checkall | download TCP|UDP <file> | upload [--force] <file> |
   sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT |
-  help [command] | exit
+  id | help [command] | exit
 
 A .dropboxignore file at the folder's root (gitignore syntax, e.g. `*.log` or `build/`)
 keeps paths out of index, hash and sync. Beside a running --sync peer,
@@ -72,6 +72,9 @@ struct Args {
     /// Do not watch the folder for changes while syncing (a network filesystem): rescans alone find them, every --interval.
     #[arg(long)]
     no_watch: bool,
+    /// This peer's key pair, made if missing (default: .dropbox-shell/identity in the folder); the same file on another machine is the same peer.
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]
     allow_upload: bool,
@@ -127,6 +130,7 @@ fn real_main() -> i32 {
         rescan: Duration::from_secs(args.rescan),
         watch: !args.no_watch,
         peers: args.peers.clone(),
+        identity: args.identity.clone(),
     };
     let peer = match Peer::start(config) {
         Ok(p) => p,

@@ -23,7 +23,7 @@ use crate::events::Events;
 use crate::Result;
 use crate::folder::Folder;
 use crate::history::History;
-use crate::identity::Identity;
+use crate::identity::{IDENTITY_FILE, Identity};
 use crate::proto::{Mark, SyncEntry};
 use crate::server::{Server, ServerContext, ServerSettings, SyncAnswer};
 use crate::sync::SyncContext;
@@ -56,6 +56,9 @@ pub struct PeerConfig {
     pub watch: bool,
     /// The peers given on the command line (sync partners).
     pub peers: Vec<String>,
+    /// The identity file (`--identity`; default: in the state folder, or
+    /// for a client only in the user's state directory).
+    pub identity: Option<PathBuf>,
 }
 
 impl Default for PeerConfig {
@@ -74,6 +77,7 @@ impl Default for PeerConfig {
             rescan: Duration::from_secs(3600),
             watch: true,
             peers: Vec::new(),
+            identity: None,
         }
     }
 }
@@ -224,10 +228,20 @@ impl Peer {
             None => folder.state_dir().to_path_buf(),
         };
         let history = History::open(&private_dir)?;
+        let identity = match (&config.identity, serving) {
+            (Some(file), _) => Identity::in_file(file),
+            (None, true) => Identity::of_folder(folder.root(), folder.state_dir()),
+            (None, false) => Identity::in_file(&private_dir.join(IDENTITY_FILE)),
+        };
+        // A serving peer, or one told where its identity is, shows it at
+        // once; a file that cannot be read or is not private stops the start.
+        if serving || config.identity.is_some() {
+            identity.load()?;
+        }
         let folder = Arc::new(folder);
         let shared = Arc::new(Shared {
             sync_db: Arc::new(LazyDb::new(folder.clone())),
-            identity: Arc::new(Identity::new(folder.clone())),
+            identity: Arc::new(identity),
             folder,
             history: Arc::new(history),
             config,

@@ -38,6 +38,12 @@ pub enum Output {
     },
     History(Vec<crate::history::Record>),
     Peers(Vec<PeerStatus>),
+    /// This peer's id, full and short, and where its key is kept.
+    Id {
+        id: String,
+        short: String,
+        file: String,
+    },
     Sync(crate::sync::SyncReport),
     SyncStatus(crate::sync::SyncStatus),
     /// A result with warnings from the peer (names it cannot serve).
@@ -218,6 +224,15 @@ impl Session {
             Command::History(n) => Ok(Output::History(self.shared.history.last(n.unwrap_or(20))?)),
             Command::Sync(verb) => self.sync(verb),
             Command::Peers => Ok(Output::Peers(self.peer_statuses())),
+            Command::Id => {
+                let identity = &self.shared.identity;
+                let loaded = identity.load()?;
+                Ok(Output::Id {
+                    id: loaded.full.clone(),
+                    short: loaded.id.short(),
+                    file: identity.path().display().to_string(),
+                })
+            }
             Command::PeerUse(addr) => {
                 use std::net::ToSocketAddrs;
                 addr.to_socket_addrs()

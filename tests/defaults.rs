@@ -184,7 +184,7 @@ fn a_copied_folder_takes_its_own_id_and_nothing_is_trashed() {
     let b = Peer::start(&["--sync", "--interval", "1", "--peer", &a.addr]);
     b.write("from-b.txt", b"b");
     assert!(wait_for(EVENTUALLY, || a.path("from-b.txt").exists()));
-    let b_id = fs::read_to_string(b.path(".dropbox-shell/peer-id")).unwrap();
+    let b_id = id_of(b.dir.path());
     // cp -a of B, state folder included, while B still runs.
     let c_dir = tempfile::tempdir().unwrap();
     let copied = Command::new("cp")
@@ -198,8 +198,9 @@ fn a_copied_folder_takes_its_own_id_and_nothing_is_trashed() {
     let c = Peer::start_in(c_dir, &["--sync", "--interval", "1", "--peer", &a.addr]);
     let notice = c.notices.join("");
     assert!(notice.contains("copied"), "no notice: {notice:?}");
-    let c_id = fs::read_to_string(c.path(".dropbox-shell/peer-id")).unwrap();
-    assert_ne!(c_id.lines().next(), b_id.lines().next());
+    let c_id = id_of(c.dir.path());
+    assert_ne!(c_id, b_id);
+    assert!(notice.contains(&b_id) && notice.contains(&c_id), "{notice}");
     c.write("from-c.txt", b"new in the copy");
     let everywhere = |p: &Peer| p.path("from-c.txt").exists();
     assert!(wait_for(EVENTUALLY, || everywhere(&a) && everywhere(&b)));

@@ -512,7 +512,7 @@ fn an_unreachable_peer_is_not_fatal() {
     assert_eq!(peers.len(), 2);
     assert_eq!(peers[1]["current"], true);
     assert_eq!(peers[1]["reachable"], true);
-    assert_eq!(peers[1]["peer_id"].as_str().unwrap().len(), 16);
+    assert_eq!(peers[1]["peer_id"].as_str().unwrap().len(), 39);
 }
 
 #[test]

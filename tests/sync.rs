@@ -236,13 +236,10 @@ fn a_peer_reconnecting_from_another_address_is_recognised() {
     fs::write(a.path("same.txt"), b"unchanged").unwrap();
     let b = syncing(&["--peer", &a.addr]);
     assert_converges(a.dir.path(), b.dir.path());
-    let id = fs::read_to_string(b.path(".dropbox-shell/peer-id")).unwrap();
+    let id = id_of(b.dir.path());
     let b_dir = b.stop("-TERM");
     let b = syncing_in(b_dir, &["--peer", &a.addr]); // a new port
-    assert_eq!(
-        fs::read_to_string(b.path(".dropbox-shell/peer-id")).unwrap(),
-        id
-    );
+    assert_eq!(id_of(b.dir.path()), id);
     b.write("later.txt", b"after the restart");
     assert_converges(a.dir.path(), b.dir.path());
     // Known state: nothing was pulled again, no conflict appeared.
@@ -256,7 +253,7 @@ fn a_peer_reconnecting_from_another_address_is_recognised() {
     let status = a.cmd("sync status");
     let partners = status["partners"].as_array().unwrap();
     assert_eq!(partners.len(), 1, "one partner, known by its id: {status}");
-    assert_eq!(partners[0]["peer_id"], id.lines().next().unwrap());
+    assert_eq!(partners[0]["peer_id"], id.as_str());
     assert_eq!(partners[0]["peer"], b.addr.as_str(), "at its new address");
 }
 

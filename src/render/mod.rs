@@ -130,6 +130,9 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
         Output::Sync(r) => tables::sync_report(r, width),
         Output::SyncStatus(s) => tables::sync_status(s, width),
         Output::Peers(ps) => tables::peers(ps, width),
+        Output::Id { id, short, file } => {
+            format!("{id}\n(short form {short}; key in {})", escape(file))
+        }
     }
 }
 
@@ -171,6 +174,9 @@ pub fn json(out: &Output) -> Value {
         Output::Sync(r) => json!(r),
         Output::SyncStatus(s) => json!(s),
         Output::Peers(ps) => json!({ "peers": ps }),
+        Output::Id { id, short, file } => {
+            json!({ "id": id, "short": short, "identity_file": file })
+        }
         Output::Noted { out, warnings } => {
             let mut v = json(out);
             v["warnings"] = json!(warnings);

@@ -8,6 +8,7 @@ use super::{
 use crate::cli::Protocol;
 use crate::history::Record;
 use crate::proto::{Entry, HashEntry, Kind};
+use crate::secure::keys::short_of;
 use crate::session::PeerStatus;
 use crate::sync::{SyncReport, SyncStatus};
 use crate::transfer::TransferReport;
@@ -195,7 +196,7 @@ pub fn sync_status(s: &SyncStatus, width: Option<u16>) -> String {
             &mut t,
             [
                 p.peer.clone(),
-                p.peer_id.clone().unwrap_or_else(|| "-".into()),
+                p.peer_id.as_deref().map_or_else(|| "-".into(), short_of),
                 p.last_round
                     .as_deref()
                     .map_or_else(|| "never".into(), local_event_time),
@@ -250,7 +251,7 @@ pub fn peers(ps: &[PeerStatus], width: Option<u16>) -> String {
                 if p.current { "*".into() } else { String::new() },
                 p.address.clone(),
                 status,
-                p.peer_id.clone().unwrap_or_else(|| "-".into()),
+                p.peer_id.as_deref().map_or_else(|| "-".into(), short_of),
                 uploads.into(),
             ],
         );

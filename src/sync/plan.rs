@@ -312,7 +312,12 @@ pub fn conflict_name(path: &str, date: &str, peer: &str) -> String {
         Some(i) if i > 0 => (&base[..i], &base[i..]),
         _ => (base, ""),
     };
-    let short: String = peer.chars().take(8).collect();
+    // The id's short form (its first characters, without the dashes).
+    let short: String = peer
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(crate::secure::keys::SHORT_LEN)
+        .collect();
     format!("{dir}{stem}{CONFLICT_MARK}{date}-{short}{ext}")
 }
 

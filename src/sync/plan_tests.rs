@@ -260,8 +260,8 @@ fn a_path_they_hold_as_agreed_is_not_pulled_back_after_we_deleted_it() {
 #[test]
 fn conflict_names_keep_the_extension() {
     assert_eq!(
-        conflict_name("d/report.txt", "20240501-120000", "abcdef0123456789"),
-        "d/report.sync-conflict-20240501-120000-abcdef01.txt"
+        conflict_name("d/report.txt", "20240501-120000", "MZUH-VLPY-MK6X-O3EP"),
+        "d/report.sync-conflict-20240501-120000-MZUHVLP.txt"
     );
     assert_eq!(
         conflict_name("Makefile", "1", "p"),
@@ -277,11 +277,11 @@ fn conflict_names_keep_the_extension() {
 fn a_conflict_copy_of_a_conflict_copy_gets_a_fresh_marker() {
     assert_eq!(
         conflict_name(
-            "d/report.sync-conflict-20240501-120000-abcdef01.txt",
+            "d/report.sync-conflict-20240501-120000-MZUHVLP.txt",
             "20250101-000000",
-            "0123456789"
+            "ABCD-EFGH-IJKL"
         ),
-        "d/report.sync-conflict-20250101-000000-01234567.txt"
+        "d/report.sync-conflict-20250101-000000-ABCDEFG.txt"
     );
     assert_eq!(
         conflict_name("Makefile.sync-conflict-1-p", "2", "q"),

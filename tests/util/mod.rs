@@ -249,6 +249,26 @@ pub fn run_json(dir: &Path, peer: &str, cmds: &[&str]) -> (i32, Vec<serde_json::
     )
 }
 
+/// The id of the peer whose folder is `dir`, as `id` prints it: asked by
+/// a client-only run of its identity file, which leaves the file as it is.
+pub fn id_of(dir: &Path) -> String {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--json", "-c", "id", "--identity"])
+        .arg(dir.join(".dropbox-shell/identity"))
+        .arg("--dir")
+        .arg(scratch.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["id"].as_str().unwrap().to_string()
+}
+
 /// Random bytes from a seed.
 pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
