@@ -13,6 +13,7 @@ use std::time::Duration;
 use dropbox_shell::client::Client;
 use dropbox_shell::folder::Folder;
 use dropbox_shell::proto::Filter;
+use dropbox_shell::secure::{Credentials, Keypair};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,10 +31,12 @@ fn fetch(peer: &str, name: &str, dir: &str) -> dropbox_shell::Result<()> {
     std::fs::create_dir_all(dir)?;
     let folder = Folder::open(std::path::Path::new(dir))?;
     let cancel = Arc::new(AtomicBool::new(false));
-    let mut client = Client::connect(peer, cancel.clone(), Duration::from_secs(10))?;
+    // A throwaway identity for this run (a peer keeps its own in its folder).
+    let creds = Credentials::open(Keypair::generate()?);
+    let mut client = Client::connect(peer, &creds, cancel.clone(), Duration::from_secs(10))?;
     let listing = client.index(Filter::All)?;
     println!("{peer} shares {} entries", listing.len());
-    let mut client = Client::connect(peer, cancel, Duration::from_secs(10))?;
+    let mut client = Client::connect(peer, &creds, cancel, Duration::from_secs(10))?;
     let report = client.download(name, &folder, &mut |done, total| {
         eprint!("\r{done}/{total} bytes");
     })?;

@@ -3,7 +3,7 @@
 //! a command at once and a peer that goes silent ends it in bounded time.
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use crate::folder::{Finish, Folder, Glance, Incoming, mismatch};
 use crate::limits::ANSWER_BYTES;
 use crate::proto::{
-    Entry, FileMeta, Filter, HashEntry, Mark, Request, Response, SyncEntry, check_version,
-    read_hello, read_msg, write_hello, write_msg,
+    Entry, FileMeta, Filter, HashEntry, Mark, Request, Response, SyncEntry, read_msg, write_msg,
 };
+use crate::secure::{Credentials, PeerId, SecureReader, SecureWriter, handshake};
 use crate::stream::{Ending, receive_file, send_file};
 use crate::transfer::TransferReport;
 use crate::{Context, Error, Result, bail};
@@ -127,66 +127,85 @@ impl Read for Patient {
     }
 }
 
+/// A TCP connection to the first of `addr`'s addresses that answers.
+fn dial(addr: &str) -> Result<TcpStream> {
+    let addrs: Vec<_> = addr
+        .to_socket_addrs()
+        .map_err(|e| Error::new(format!("cannot resolve peer {addr}: {e}")))?
+        .collect();
+    let mut last = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    bail!(
+        kind: PeerGone,
+        "peer {addr} is unreachable: {}",
+        last.map(|e| e.to_string())
+            .unwrap_or_else(|| "no address".into())
+    );
+}
+
 /// One connection to a peer.
 pub struct Client {
     addr: String,
+    /// The peer's id, as its key proved it in the handshake.
+    remote: PeerId,
     cancel: Arc<AtomicBool>,
-    r: BufReader<Patient>,
-    w: BufWriter<TcpStream>,
+    r: SecureReader<Patient>,
+    w: SecureWriter<TcpStream>,
     buf: Vec<u8>,
     /// Warnings the peer sent with its answers, until taken.
     notes: Vec<String>,
 }
 
 impl Client {
-    /// Connect to `addr` and exchange handshakes.
-    pub fn connect(addr: &str, cancel: Arc<AtomicBool>, silence: Duration) -> Result<Client> {
-        let addrs: Vec<_> = addr
-            .to_socket_addrs()
-            .map_err(|e| Error::new(format!("cannot resolve peer {addr}: {e}")))?
-            .collect();
-        let mut last = None;
-        let mut stream = None;
-        for a in &addrs {
-            match TcpStream::connect_timeout(a, CONNECT_TIMEOUT) {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let Some(stream) = stream else {
-            bail!(
-                kind: PeerGone,
-                "peer {addr} is unreachable: {}",
-                last.map(|e| e.to_string())
-                    .unwrap_or_else(|| "no address".into())
-            );
-        };
+    /// Connect to `addr` and run the handshake: this side proves
+    /// `creds`, the peer proves its key, and everything after is
+    /// encrypted.
+    pub fn connect(
+        addr: &str,
+        creds: &Credentials,
+        cancel: Arc<AtomicBool>,
+        silence: Duration,
+    ) -> Result<Client> {
+        let stream = dial(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_millis(100)))?;
         stream.set_write_timeout(Some(silence))?;
-        let read_half = stream.try_clone()?;
-        let mut c = Client {
-            addr: addr.to_string(),
+        let mut patient = Patient {
+            stream: stream.try_clone()?,
             cancel: cancel.clone(),
-            r: BufReader::with_capacity(
-                1 << 20,
-                Patient {
-                    stream: read_half,
-                    cancel,
-                    silence,
-                },
-            ),
-            w: BufWriter::with_capacity(64 << 10, stream),
+            silence,
+        };
+        let session = handshake::initiate(&mut patient, &mut &stream, creds, &|_| Ok(()))
+            .context(format!("peer {addr}"))?;
+        let (keys, nonce) = (session.keys, session.next_nonce);
+        Ok(Client {
+            addr: addr.to_string(),
+            remote: session.peer,
+            cancel,
+            r: SecureReader::new(patient, keys.clone(), nonce, 1 << 20),
+            w: SecureWriter::new(stream, keys, nonce),
             buf: Vec::new(),
             notes: Vec::new(),
-        };
-        write_hello(&mut c.w).context(format!("peer {addr}"))?;
-        let v = read_hello(&mut c.r).context(format!("peer {addr}"))?;
-        check_version(v)?;
-        Ok(c)
+        })
+    }
+
+    /// The id the peer claims, if it is the one its key proved.
+    fn proven(&self, claimed: String) -> Result<String> {
+        let proven = self.remote.to_string();
+        if claimed != proven {
+            bail!(kind: Integrity, "peer {} claims id {claimed:?}, but its key proves id {proven}", self.addr);
+        }
+        Ok(proven)
+    }
+
+    /// The peer's id, proven by its key.
+    pub fn remote_id(&self) -> &PeerId {
+        &self.remote
     }
 
     pub fn addr(&self) -> &str {
@@ -212,14 +231,14 @@ impl Client {
         }
     }
 
-    /// The peer's id and whether it takes uploads.
+    /// The peer's id (as its key proved it) and whether it takes uploads.
     pub fn info(&mut self) -> Result<(String, bool)> {
         self.send(&Request::Info)?;
         match self.recv()? {
             Response::Info {
                 peer_id,
                 allow_upload,
-            } => Ok((peer_id, allow_upload)),
+            } => Ok((self.proven(peer_id)?, allow_upload)),
             other => bail!(kind: Integrity, "unexpected answer to info: {other:?}"),
         }
     }
@@ -465,7 +484,7 @@ impl Client {
                 peer_id,
                 index_id,
                 seen,
-            } => Ok((peer_id, index_id, seen)),
+            } => Ok((self.proven(peer_id)?, index_id, seen)),
             other => bail!(kind: Integrity, "unexpected answer to a sync hello: {other:?}"),
         }
     }

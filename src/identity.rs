@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use data_encoding::HEXLOWER_PERMISSIVE;
 
 use crate::secure::keys::KEY_LEN;
-use crate::secure::{Keypair, PeerId};
+use crate::secure::{Credentials, Keypair, PeerId};
 use crate::{Context, Error, Result};
 
 /// The identity file's name in the state folder.
@@ -109,6 +109,11 @@ impl Identity {
             // The system's random source failed: nothing can be trusted.
             Err(e) => panic!("{e}"),
         })
+    }
+
+    /// What this peer proves on every connection.
+    pub fn credentials(&self) -> Credentials {
+        Credentials::open(self.loaded().keys.clone())
     }
 
     /// This peer's full id.

@@ -188,6 +188,7 @@ fn server_context(shared: &Arc<Shared>) -> ServerContext {
             udp_silence: config.udp_silence,
         },
         peer_id: shared.peer_id().to_string(),
+        credentials: shared.identity.credentials(),
         sync: shared.clone(),
     }
 }

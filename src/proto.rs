@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result, bail};
 
 pub const MAGIC: &[u8; 4] = b"DBSH";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Largest frame accepted from a peer.
 pub const MAX_FRAME: usize = 4 << 20;
 /// Size of the chunks a TCP transfer reads and writes.

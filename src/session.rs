@@ -12,6 +12,7 @@ use crate::client::Client;
 use crate::history::{Direction, Record};
 use crate::peer::Shared;
 use crate::proto::{Entry, Filter, HashEntry};
+use crate::secure::Credentials;
 use crate::timestamp::to_nanos;
 use crate::transfer::TransferReport;
 use crate::transfer::driver::{self, UdpOptions};
@@ -120,7 +121,12 @@ impl Session {
     }
 
     fn connect(&self, addr: &str) -> Result<Client> {
-        Client::connect(addr, self.cancel.clone(), self.shared.config.io_timeout)
+        Client::connect(
+            addr,
+            &self.shared.identity.credentials(),
+            self.cancel.clone(),
+            self.shared.config.io_timeout,
+        )
     }
 
     /// Run one command. `line` is what the user typed (for the history).
@@ -311,8 +317,10 @@ impl Session {
             .iter()
             .enumerate()
             .map(|(i, addr)| {
-                let probe = Client::connect(addr, self.cancel.clone(), Duration::from_secs(2))
-                    .and_then(|mut c| c.info());
+                let creds = self.shared.identity.credentials();
+                let probe =
+                    Client::connect(addr, &creds, self.cancel.clone(), Duration::from_secs(2))
+                        .and_then(|mut c| c.info());
                 let (reachable, peer_id, accepts_uploads, error) = match probe {
                     Ok((id, up)) => (true, Some(id), Some(up), None),
                     Err(e) => (false, None, None, Some(e.to_string())),
@@ -357,9 +365,10 @@ fn sync_report(report: crate::sync::SyncReport, elsewhere: bool) -> Result<Outpu
 
 /// Files in a peer's folder (for completion); a peer that does not answer
 /// within two seconds gives none.
-pub fn remote_files(addr: &str) -> Vec<String> {
+pub fn remote_files(addr: &str, creds: &Credentials) -> Vec<String> {
     Client::connect(
         addr,
+        creds,
         Arc::new(AtomicBool::new(false)),
         Duration::from_secs(2),
     )

@@ -165,7 +165,7 @@ impl ShellHelper {
         {
             return names.clone();
         }
-        let names = crate::session::remote_files(&peer);
+        let names = crate::session::remote_files(&peer, &self.shared.identity.credentials());
         if let Ok(mut cache) = self.cache.lock() {
             *cache = Some((peer, Instant::now(), names.clone()));
         }

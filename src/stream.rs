@@ -3,65 +3,24 @@
 //! message with the MD5 the sender computed as the bytes left.
 //!
 //! The sender hashes on a second core while it reads and sends; when its
-//! MD5 cache already vouches for the unchanged file it sends with
-//! `sendfile(2)`, without copying the bytes through user space (the
+//! MD5 cache already vouches for the unchanged file it only copies (the
 //! receiver's check still catches a file that changed anyway). The receiver
 //! writes into an [`Incoming`], which hashes as the bytes land, and returns
 //! the sender's MD5 for the final comparison. Memory stays at a few chunks.
 //!
 //! Both ends work on any buffered reader or writer (byte slices in tests):
-//! the socket-only fast paths hide behind two small traits, [`FileOut`]
-//! (`sendfile` on a socket, a plain copy elsewhere) and [`BulkRead`] (file
-//! bytes read past the reader's buffer where it can).
+//! the fast path hides behind a small trait, [`BulkRead`] (file bytes read
+//! past the reader's buffer, or opened straight into the caller's chunk,
+//! where it can).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::folder::{Incoming, Md5Pipe};
 use crate::proto::{CHUNK, Response, hex, read_msg, write_msg};
+use crate::secure::SecureReader;
 use crate::{Context, Error, Result, bail};
-
-/// Bytes handed to one `sendfile` call (between progress reports).
-const SENDFILE_STEP: usize = 8 << 20;
-
-/// A writer that file bytes can go out through. The default copies them;
-/// a socket sends them with `sendfile(2)`, straight from the page cache.
-pub trait FileOut: Write {
-    /// Send `size` bytes of `file` (from its start) whose MD5 is already
-    /// known, reporting progress; whatever was buffered goes first.
-    fn send_known(
-        &mut self,
-        file: &File,
-        size: u64,
-        cancel: &AtomicBool,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<()> {
-        copy_known(self, file, size, cancel, progress)
-    }
-}
-
-/// Files up to this size go through the socket's buffer with what comes
-/// before and after them (a `sendfile` of its own would cost a send more).
-const SMALL_FILE: u64 = 64 << 10;
-
-impl FileOut for BufWriter<TcpStream> {
-    fn send_known(
-        &mut self,
-        file: &File,
-        size: u64,
-        cancel: &AtomicBool,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<()> {
-        if size <= SMALL_FILE {
-            return copy_known(self, file, size, cancel, progress);
-        }
-        self.flush().context("sending file data")?;
-        send_with_sendfile(self.get_ref(), file, size, cancel, progress)
-    }
-}
 
 /// Copy `size` bytes of `file` into `w`, reporting progress.
 fn copy_known(
@@ -86,8 +45,6 @@ fn copy_known(
     Ok(())
 }
 
-impl FileOut for Vec<u8> {}
-
 /// Read what `file` gives next into `buf` (at least a byte): a file that
 /// ends early shrank while it was sent.
 fn read_some(file: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
@@ -106,7 +63,7 @@ fn read_some(file: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
 /// if the file changed while it was read (still being written), an error
 /// goes instead and the receiver throws the bytes away. Returns the MD5 sent.
 /// The caller flushes `w` (answers to pipelined requests go out together).
-pub fn send_file<W: FileOut>(
+pub fn send_file<W: Write>(
     w: &mut W,
     mut file: File,
     size: u64,
@@ -117,7 +74,7 @@ pub fn send_file<W: FileOut>(
 ) -> Result<[u8; 16]> {
     let digest = match known_md5 {
         Some(md5) => {
-            w.send_known(&file, size, cancel, progress)?;
+            copy_known(w, &file, size, cancel, progress)?;
             md5
         }
         None => {
@@ -149,39 +106,6 @@ pub fn send_file<W: FileOut>(
     }
     write_msg(w, &Response::Done { md5: hex(&digest) })?;
     Ok(digest)
-}
-
-fn send_with_sendfile(
-    sock: &TcpStream,
-    file: &File,
-    size: u64,
-    cancel: &AtomicBool,
-    progress: &mut dyn FnMut(u64),
-) -> Result<()> {
-    let mut offset: libc::off_t = 0;
-    while (offset as u64) < size {
-        if cancel.load(Ordering::SeqCst) {
-            return Err(Error::cancelled());
-        }
-        let count = SENDFILE_STEP.min((size - offset as u64) as usize);
-        // SAFETY: both fds are open for the duration of the call and `offset` is a valid pointer.
-        let n = unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.kind() {
-                std::io::ErrorKind::Interrupted => continue,
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    bail!("the peer stopped taking data")
-                }
-                _ => return Err(e).context("sending file data"),
-            }
-        }
-        if n == 0 {
-            bail!("the file shrank while it was being sent");
-        }
-        progress(offset as u64);
-    }
-    Ok(())
 }
 
 /// How the sender ended a file's bytes.
@@ -263,6 +187,12 @@ impl<R: Read> BulkRead for BufReader<R> {
         } else {
             self.read(chunk)
         }
+    }
+}
+
+impl<R: Read> BulkRead for SecureReader<R> {
+    fn read_bulk(&mut self, chunk: &mut [u8]) -> std::io::Result<usize> {
+        self.read_direct(chunk)
     }
 }
 

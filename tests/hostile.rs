@@ -5,29 +5,30 @@
 mod util;
 
 use std::fs;
-use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
 use dropbox_shell::proto::{self, FileMeta, Request, Response};
+use dropbox_shell::secure;
 use util::*;
 
 /// A fake peer on loopback: it speaks the handshake, then hands every
 /// request to `answer` with the connection. Returns its address.
-fn fake_peer(answer: fn(Request, &mut TcpStream)) -> String {
+fn fake_peer(answer: fn(Request, &mut RawOut)) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
+    let creds = new_credentials();
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
+            let creds = creds.clone();
             std::thread::spawn(move || {
-                let mut s = s;
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                proto::write_hello(&mut s).unwrap();
-                if proto::read_hello(&mut r).is_err() {
+                let Ok((_, mut r, w)) = secure::accept_raw(s, &creds) else {
                     return;
-                }
+                };
+                let mut s = Eager(w);
                 let mut buf = Vec::new();
                 while let Ok(req) = proto::read_msg::<Request>(&mut r, &mut buf) {
                     answer(req, &mut s);
@@ -38,7 +39,7 @@ fn fake_peer(answer: fn(Request, &mut TcpStream)) -> String {
     addr
 }
 
-fn send_file(s: &mut TcpStream, name: &str, data: &[u8], mode: u32, md5: &str) {
+fn send_file(s: &mut RawOut, name: &str, data: &[u8], mode: u32, md5: &str) {
     let meta = FileMeta {
         name: name.into(),
         size: data.len() as u64,
@@ -186,16 +187,6 @@ fn setuid_setgid_and_sticky_never_travel() {
     assert_eq!(mode_of(&me.path().join("evil")), 0o777 & !umask());
 }
 
-/// A raw connection to a peer, past the handshake.
-fn raw_client(addr: &str) -> (TcpStream, BufReader<TcpStream>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    proto::write_hello(&mut s).unwrap();
-    proto::read_hello(&mut r).unwrap();
-    (s, r)
-}
-
 fn resident_mib(pid: u32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
@@ -224,8 +215,8 @@ fn sync_hello(s: &mut impl Write, r: &mut impl std::io::Read, peer_id: &str) -> 
 fn endless_sync_entries_are_cut_off_and_memory_and_disk_stay_bounded() {
     // Even on a peer without --sync: exchanges are answered there too.
     let server = Peer::start(&[]);
-    let (mut s, mut r) = raw_client(&server.addr);
-    let answer = sync_hello(&mut s, &mut r, "flood");
+    let (mut s, mut r, me) = raw_client(&server.addr);
+    let answer = sync_hello(&mut s, &mut r, &me);
     assert!(matches!(answer, Response::SyncHello { .. }), "{answer:?}");
     let mut n = 0usize;
     let mut batch = || {
@@ -343,7 +334,7 @@ fn a_server_streaming_endless_entries_is_cut_off() {
 fn a_huge_or_costly_regex_is_refused_by_the_server() {
     let server = Peer::start(&[]);
     server.write("a.txt", b"a");
-    let (mut s, mut r) = raw_client(&server.addr);
+    let (mut s, mut r, _) = raw_client(&server.addr);
     let mut buf = Vec::new();
     for (expr, says) in [
         ("a".repeat(3 << 20), "at most 4096"),
@@ -365,7 +356,7 @@ fn a_huge_or_costly_regex_is_refused_by_the_server() {
 fn a_client_trickling_a_byte_now_and_then_loses_its_slot_after_the_timeout() {
     let server = Peer::start(&["--io-timeout", "2", "--max-connections", "1"]);
     server.write("a.txt", b"a");
-    let (mut s, _r) = raw_client(&server.addr);
+    let (mut s, _r, _) = raw_client(&server.addr);
     // A frame that announces 1 MiB, then one byte every 300 ms.
     s.write_all(&(1u32 << 20).to_be_bytes()).unwrap();
     s.write_all(&[0]).unwrap();
@@ -491,7 +482,7 @@ fn a_name_that_is_not_utf8_is_reported_once_by_sync_and_not_synced() {
 #[test]
 fn a_huge_name_in_a_request_makes_no_huge_history_line() {
     let server = Peer::start(&[]);
-    let (mut s, mut r) = raw_client(&server.addr);
+    let (mut s, mut r, _) = raw_client(&server.addr);
     let name = format!("/{}", "A".repeat(3 << 20));
     proto::write_msg(&mut s, &Request::Hash { name: Some(name) }).unwrap();
     let mut buf = Vec::new();
@@ -516,9 +507,9 @@ fn a_huge_name_in_a_request_makes_no_huge_history_line() {
 #[test]
 fn offers_from_ever_new_ids_do_not_grow_the_partner_list_without_end() {
     let server = Peer::start(&["--sync", "--interval", "3600"]);
-    for i in 0..80 {
-        let (mut s, mut r) = raw_client(&server.addr);
-        let answer = sync_hello(&mut s, &mut r, &format!("stranger{i}"));
+    for _ in 0..80 {
+        let (mut s, mut r, me) = raw_client(&server.addr);
+        let answer = sync_hello(&mut s, &mut r, &me);
         assert!(matches!(answer, Response::SyncHello { .. }), "{answer:?}");
         let none = Request::SyncDelta {
             entries: Vec::new(),

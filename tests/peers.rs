@@ -302,6 +302,7 @@ fn hostile_names_are_refused_on_both_sides() {
     // A peer that sends a hostile name on the wire is refused by the server too.
     let mut c = dropbox_shell::client::Client::connect(
         &server.addr,
+        &new_credentials(),
         Arc::new(AtomicBool::new(false)),
         Duration::from_secs(5),
     )
@@ -364,14 +365,10 @@ fn garbage_on_the_port_does_not_stop_the_peer() {
         &[0xffu8, 0xff, 0xff, 0xff, 0][..],
         &[0, 0, 0, 4, 0, b'{', b'x', b'}'][..],
     ] {
-        let mut s = TcpStream::connect(&server.addr).unwrap();
-        s.write_all(b"DBSH").unwrap();
-        s.write_all(&dropbox_shell::proto::VERSION.to_be_bytes())
-            .unwrap();
+        let (mut s, mut r, _) = raw_client(&server.addr);
         s.write_all(tail).unwrap();
         let mut buf = Vec::new();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = s.read_to_end(&mut buf);
+        let _ = r.read_to_end(&mut buf);
     }
     // Garbage datagrams to the UDP port as well.
     let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -464,9 +461,13 @@ fn thirty_two_clients_at_once() {
             let addr = server.addr.clone();
             std::thread::spawn(move || {
                 let cancel = Arc::new(AtomicBool::new(false));
-                let mut c =
-                    dropbox_shell::client::Client::connect(&addr, cancel, Duration::from_secs(20))
-                        .unwrap();
+                let mut c = dropbox_shell::client::Client::connect(
+                    &addr,
+                    &new_credentials(),
+                    cancel,
+                    Duration::from_secs(20),
+                )
+                .unwrap();
                 let files = c.hashes(Some("f.bin")).unwrap();
                 let listing = c.index(dropbox_shell::proto::Filter::All).unwrap();
                 (files[0].md5.clone().unwrap(), listing.len())
@@ -754,6 +755,7 @@ fn pipelined_downloads_fail_one_file_at_a_time() {
     let folder = dropbox_shell::folder::Folder::open(me.path()).unwrap();
     let mut c = dropbox_shell::client::Client::connect(
         &server.addr,
+        &new_credentials(),
         Arc::new(AtomicBool::new(false)),
         Duration::from_secs(20),
     )

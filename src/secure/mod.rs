@@ -7,9 +7,51 @@
 //! make or pin. This module imports nothing of the client, the server or
 //! the folder, so they can all build on it.
 
+use std::net::TcpStream;
+
+pub mod channel;
+pub mod handshake;
 pub mod keys;
 
+pub use channel::{SecureReader, SecureWriter, SessionKeys};
+pub use handshake::{Credentials, Session};
 pub use keys::{Keypair, PeerId};
+
+/// Run the client's handshake on a connected socket: the other side's
+/// proven id and the two halves of the encrypted stream. For tools and
+/// tests that speak the protocol by hand (a fake peer, a hostile client).
+pub fn connect_raw(
+    stream: TcpStream,
+    creds: &Credentials,
+) -> crate::Result<(PeerId, SecureReader<TcpStream>, SecureWriter<TcpStream>)> {
+    let mut r = stream.try_clone()?;
+    let mut w = &stream;
+    let s = handshake::initiate(&mut r, &mut w, creds, &|_| Ok(()))?;
+    Ok(halves(s, r, stream))
+}
+
+/// [`connect_raw`] as the server.
+pub fn accept_raw(
+    stream: TcpStream,
+    creds: &Credentials,
+) -> crate::Result<(PeerId, SecureReader<TcpStream>, SecureWriter<TcpStream>)> {
+    let mut r = stream.try_clone()?;
+    let mut w = &stream;
+    let s = handshake::respond(&mut r, &mut w, creds, &|_| Ok(()))?;
+    Ok(halves(s, r, stream))
+}
+
+fn halves(
+    s: Session,
+    r: TcpStream,
+    w: TcpStream,
+) -> (PeerId, SecureReader<TcpStream>, SecureWriter<TcpStream>) {
+    (
+        s.peer,
+        SecureReader::new(r, s.keys.clone(), s.next_nonce, 64 << 10),
+        SecureWriter::new(w, s.keys, s.next_nonce),
+    )
+}
 
 /// The Noise protocol every connection speaks.
 pub const NOISE: &str = "Noise_XXpsk0_25519_AESGCM_SHA256";

@@ -1,5 +1,5 @@
-//! One served connection, on any buffered reader and writer: the
-//! handshake, then one request after another until the client hangs up,
+//! One served connection, on any buffered reader and writer (the
+//! handshake is done): one request after another until the client hangs up,
 //! sends something that is not a request, or the server stops. Each
 //! request is answered by [`super::handlers`]; a failure is answered with
 //! an `Error` and the connection goes on, and every request is logged and
@@ -15,10 +15,8 @@ use super::ServerContext;
 use super::handlers::describe;
 use crate::Result;
 use crate::limits::LOGGED_EACH;
-use crate::proto::{
-    Request, Response, VERSION, decode, read_frame, read_hello, write_hello, write_msg,
-};
-use crate::stream::{BulkRead, FileOut};
+use crate::proto::{Request, Response, decode, read_frame, write_msg};
+use crate::stream::BulkRead;
 
 /// What a connection reads from: buffered, with bulk reads for file bytes,
 /// and told when a new message starts (a socket's deadline starts over).
@@ -47,6 +45,9 @@ pub struct Connection<'a, R, W> {
     pub(super) ctx: &'a ServerContext,
     /// The client's address, for the log and sync exchanges.
     pub(super) peer: &'a str,
+    /// The client's id as its key proved it (none in tests without a
+    /// handshake): a sync offer that claims another is refused.
+    pub(super) proven: Option<String>,
     pub(super) r: R,
     pub(super) w: W,
     /// The frame being read.
@@ -58,11 +59,12 @@ pub struct Connection<'a, R, W> {
     batch_lines: usize,
 }
 
-impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
+impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
     pub fn new(ctx: &'a ServerContext, peer: &'a str, r: R, w: W) -> Self {
         Connection {
             ctx,
             peer,
+            proven: None,
             r,
             w,
             buf: Vec::new(),
@@ -71,20 +73,15 @@ impl<'a, R: Input, W: FileOut> Connection<'a, R, W> {
         }
     }
 
+    /// The client proved it is `id` in the handshake.
+    pub fn proven(mut self, id: String) -> Self {
+        self.proven = Some(id);
+        self
+    }
+
     /// What was written to the client.
     pub fn into_output(self) -> W {
         self.w
-    }
-
-    /// Exchange handshakes, then serve requests (a client speaking another
-    /// version is closed at once: it reads ours and says so itself).
-    pub fn serve(&mut self, stop: &AtomicBool) {
-        if write_hello(&mut self.w).is_err() {
-            return;
-        }
-        if let Ok(VERSION) = read_hello(&mut self.r) {
-            self.serve_requests(stop);
-        }
     }
 
     /// Serve requests until the stream ends, breaks, or `stop` is set.

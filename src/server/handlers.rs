@@ -13,11 +13,11 @@ use crate::folder::{Incoming, Version};
 use crate::limits::bounded_regex;
 use crate::names::clean_name;
 use crate::proto::{BATCH, Entry, Filter, Mark, Request, Response, decode, read_frame, write_msg};
-use crate::stream::{FileOut, receive_file, send_file};
+use crate::stream::{receive_file, send_file};
 use crate::sync::exchange::Intake;
 use crate::{Error, Result, bail};
 
-impl<R: Input, W: FileOut> Connection<'_, R, W> {
+impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
     /// Serve one request; returns the number of file bytes moved.
     pub fn handle(&mut self, req: Request) -> Result<u64> {
         match req {
@@ -141,6 +141,11 @@ impl<R: Input, W: FileOut> Connection<'_, R, W> {
         index_id: &str,
         seen: Option<Mark>,
     ) -> Result<u64> {
+        if let Some(proven) = &self.proven
+            && *proven != peer_id
+        {
+            bail!(kind: Refused, "the offer claims id {peer_id}, but the connection proved id {proven}");
+        }
         let sync = &self.ctx.sync;
         let (ours, their_mark) = sync.hello(&peer_id, index_id)?;
         write_msg(

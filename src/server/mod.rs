@@ -35,6 +35,7 @@ use crate::events::EventSender;
 use crate::folder::Folder;
 use crate::history::{Direction, History, Record};
 use crate::proto::{Mark, SyncEntry};
+use crate::secure::Credentials;
 use crate::{Context, Error, Result};
 
 /// What a server is started with, from the peer's flags.
@@ -58,6 +59,8 @@ pub struct ServerContext {
     pub settings: ServerSettings,
     /// This peer's id, as `info` and sync answers give it.
     pub peer_id: String,
+    /// What this peer proves in every handshake.
+    pub credentials: Credentials,
     /// What answers a partner's sync offer.
     pub sync: Arc<dyn SyncAnswer>,
 }

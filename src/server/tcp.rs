@@ -5,7 +5,7 @@
 //! [`super::conn`].
 
 use std::collections::HashMap;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use super::ServerContext;
 use super::conn::{Connection, Input};
 use crate::limits::BUSY_ANSWERS;
-use crate::proto::{CHUNK, Response, read_hello, write_hello, write_msg};
+use crate::proto::CHUNK;
+use crate::secure::{SecureReader, SecureWriter, handshake};
 
 /// Accept connections until `stop` is set, then wait for their threads.
 pub fn accept_loop(
@@ -42,7 +43,7 @@ pub fn accept_loop(
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
         if active.load(Ordering::SeqCst) >= ctx.settings.max_connections {
-            answer_busy(stream, &busy_answers);
+            answer_busy(stream, ctx.credentials.has_secret, &busy_answers);
             continue;
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -76,13 +77,13 @@ pub fn accept_loop(
 
 /// A connection beyond the cap: a few get a clear answer on a thread of
 /// their own (`answering` counts them); beyond that a flood is just closed.
-fn answer_busy(stream: TcpStream, answering: &Arc<AtomicUsize>) {
+fn answer_busy(stream: TcpStream, has_secret: bool, answering: &Arc<AtomicUsize>) {
     if answering.fetch_add(1, Ordering::SeqCst) < BUSY_ANSWERS {
         let counter = answering.clone();
         let spawned = thread::Builder::new()
             .name("tcp-busy".into())
             .spawn(move || {
-                refuse_busy(stream);
+                refuse_busy(stream, has_secret);
                 counter.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_ok() {
@@ -92,18 +93,15 @@ fn answer_busy(stream: TcpStream, answering: &Arc<AtomicUsize>) {
     answering.fetch_sub(1, Ordering::SeqCst);
 }
 
-fn refuse_busy(stream: TcpStream) {
+/// The preamble and a plain "busy" record: no cryptography, so answering
+/// a flood costs nothing.
+fn refuse_busy(stream: TcpStream, has_secret: bool) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut w = BufWriter::new(&stream);
-    let _ = write_hello(&mut w);
-    let _ = read_hello(&mut &stream);
-    let _ = write_msg(
-        &mut w,
-        &Response::Error {
-            message: "the peer is busy (too many connections); try again shortly".into(),
-        },
+    let answer = handshake::busy_answer(
+        has_secret,
+        "the peer is busy (too many connections); try again shortly",
     );
-    let _ = w.flush();
+    let _ = (&stream).write_all(&answer);
     let _ = stream.shutdown(Shutdown::Write);
     // Drain what the client still sends so closing does not reset the connection.
     let _ = std::io::copy(
@@ -112,7 +110,8 @@ fn refuse_busy(stream: TcpStream) {
     );
 }
 
-/// Serve one accepted socket until it ends or `stop` is set.
+/// Run the handshake on one accepted socket, then serve it until it ends
+/// or `stop` is set. A client refused in the handshake is logged.
 fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool) {
     let peer = stream
         .peer_addr()
@@ -121,11 +120,32 @@ fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
+    let limit = ctx.settings.io_timeout;
+    // The whole handshake has one deadline.
+    let mut timed = Timed::new(read_half, limit.min(HANDSHAKE_TIMEOUT));
+    let session = match handshake::respond(&mut timed, &mut &stream, &ctx.credentials, &|_| Ok(()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            if e.kind() == crate::ErrorKind::Refused {
+                ctx.served(&peer, "connection", &format!("error: {e}"), 0);
+            }
+            return;
+        }
+    };
+    timed.limit = limit;
+    timed.restart();
+    let (keys, nonce) = (session.keys, session.next_nonce);
     // A small read buffer: bulk reads of file bytes bypass it.
-    let r = BufReader::with_capacity(64 << 10, Timed::new(read_half, ctx.settings.io_timeout));
-    let w = BufWriter::with_capacity(64 << 10, stream);
-    Connection::new(ctx, &peer, r, w).serve(stop);
+    let r = SecureReader::new(timed, keys.clone(), nonce, 128 << 10);
+    let w = SecureWriter::new(stream, keys, nonce);
+    Connection::new(ctx, &peer, r, w)
+        .proven(session.peer.to_string())
+        .serve_requests(stop);
 }
+
+/// The longest a client may take for its whole handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The read half of a served connection, with one deadline for a whole
 /// message (and for every [`CHUNK`] of a file's bytes), not for each read:
@@ -179,12 +199,12 @@ impl Read for Timed {
     }
 }
 
-impl Input for BufReader<Timed> {
+impl Input for SecureReader<Timed> {
     fn next_message(&mut self) {
         self.get_mut().restart();
     }
 
     fn has_buffered(&self) -> bool {
-        !self.buffer().is_empty()
+        SecureReader::has_buffered(self)
     }
 }

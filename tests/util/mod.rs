@@ -429,3 +429,38 @@ impl Drop for ShellPeer {
         let _ = self.child.wait();
     }
 }
+
+/// A writer that sends each write at once (a hand-made client's or fake
+/// peer's messages go out as they are written).
+pub struct Eager<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> std::io::Write for Eager<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write_all(b)?;
+        self.0.flush()?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// The writing half of a hand-made connection, past the handshake.
+pub type RawOut = Eager<dropbox_shell::secure::SecureWriter<std::net::TcpStream>>;
+/// The reading half of a hand-made connection, past the handshake.
+pub type RawIn = dropbox_shell::secure::SecureReader<std::net::TcpStream>;
+
+/// Credentials of a new throwaway identity.
+pub fn new_credentials() -> dropbox_shell::secure::Credentials {
+    dropbox_shell::secure::Credentials::open(dropbox_shell::secure::Keypair::generate().unwrap())
+}
+
+/// A hand-made connection to a peer, past the handshake (with a new
+/// identity): the two halves and the id this side proved.
+pub fn raw_client(addr: &str) -> (RawOut, RawIn, String) {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let creds = new_credentials();
+    let (_, r, w) = dropbox_shell::secure::connect_raw(s, &creds).unwrap();
+    (Eager(w), r, creds.keys.id().to_string())
+}

@@ -1,6 +1,6 @@
 //! The server without a socket: request frames written into a `Vec`,
 //! served by a [`Connection`] over `&[u8]`, the answer frames read back (as
-//! lsp-server tests its framing). Here the fixture, the handshake, framing
+//! lsp-server tests its framing). Here the fixture, framing
 //! and logging; each request type, good and malformed, in [`requests`].
 
 use std::sync::atomic::AtomicBool;
@@ -15,8 +15,9 @@ use crate::folder::{Folder, md5_reader};
 use crate::history::{Direction, History};
 use crate::proto::{
     BATCH, FileMeta, Filter, HashEntry, Kind, MAX_FRAME, Mark, Request, Response, SyncEntry,
-    VERSION, batches, hex, read_frame, write_hello, write_msg,
+    batches, hex, read_frame, write_msg,
 };
+use crate::secure::{Credentials, Keypair};
 
 const CLIENT: &str = "127.0.0.1:5555";
 
@@ -98,6 +99,7 @@ fn fixture_with(allow_upload: bool, ours: Vec<SyncEntry>) -> Fixture {
             udp_silence: Duration::from_secs(5),
         },
         peer_id: "our-id".into(),
+        credentials: Credentials::open(Keypair::generate().unwrap()),
         sync: partner.clone(),
     };
     Fixture {
@@ -244,16 +246,11 @@ fn a_refused_request_is_answered_logged_and_the_connection_goes_on() {
     assert!(events[0].text.contains(": error: no such file"));
 }
 
-/// The raw output of serving `input` after a good handshake.
+/// The answers to `input`, raw bytes included (the handshake is done).
 fn after_handshake(f: &Fixture, input: &[u8]) -> (Vec<Response>, Vec<u8>) {
-    let mut wire = Vec::new();
-    write_hello(&mut wire).unwrap();
-    wire.extend_from_slice(input);
-    let mut conn = Connection::new(&f.ctx, CLIENT, &wire[..], Vec::new());
-    conn.serve(&AtomicBool::new(false));
-    let out = conn.into_output();
-    assert!(out.starts_with(b"DBSH"), "our handshake goes first");
-    answers(&out[8..])
+    let mut conn = Connection::new(&f.ctx, CLIENT, input, Vec::new());
+    conn.serve_requests(&AtomicBool::new(false));
+    answers(&conn.into_output())
 }
 
 fn frame(body: &[u8]) -> Vec<u8> {
@@ -261,13 +258,6 @@ fn frame(body: &[u8]) -> Vec<u8> {
     wire.push(0);
     wire.extend_from_slice(body);
     wire
-}
-
-#[test]
-fn a_good_handshake_is_followed_by_answers() {
-    let f = fixture();
-    let (got, _) = after_handshake(&f, &frames(&[Request::Info]));
-    assert!(matches!(got[..], [Response::Info { .. }]), "{got:?}");
 }
 
 #[test]
@@ -294,24 +284,6 @@ fn a_truncated_or_oversized_frame_closes_the_connection_without_an_answer() {
     huge.extend(frames(&[Request::Info]));
     let (got, _) = after_handshake(&f, &huge);
     assert!(got.is_empty(), "{got:?}");
-    assert!(f.ctx.history.last(10).unwrap().is_empty());
-}
-
-#[test]
-fn another_version_or_a_stranger_gets_our_handshake_and_nothing_more() {
-    let f = fixture();
-    let mut other = b"DBSH".to_vec();
-    other.extend_from_slice(&(VERSION + 1).to_be_bytes());
-    let stranger = b"GET / HTTP/1.1\r\n\r\n".to_vec();
-    for hello in [other, stranger] {
-        let mut input = hello;
-        input.extend(frames(&[Request::Info]));
-        let mut conn = Connection::new(&f.ctx, CLIENT, &input[..], Vec::new());
-        conn.serve(&AtomicBool::new(false));
-        let mut ours = Vec::new();
-        write_hello(&mut ours).unwrap();
-        assert_eq!(conn.into_output(), ours);
-    }
     assert!(f.ctx.history.last(10).unwrap().is_empty());
 }
 

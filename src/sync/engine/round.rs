@@ -22,6 +22,7 @@ use crate::client::{Client, LandOver};
 use crate::folder::IGNORE_FILE;
 use crate::folder::OnDisk;
 use crate::limits::LOGGED_EACH;
+use crate::secure::Credentials;
 use crate::sync::local::{LocalChange, Seen};
 use crate::sync::plan::{Action, FileState, Index};
 use crate::sync::remote::PartCursor;
@@ -70,7 +71,8 @@ impl Actor {
         }
         self.unservable_told = unservable;
         let addr = self.partners[i].addr.clone();
-        let mut client = connect_partner(&addr, &self.stopping)?;
+        let creds = self.shared.identity.credentials();
+        let mut client = connect_partner(&addr, &creds, &self.stopping)?;
         let has_ours_upto = self.partners[i].has_ours_upto.take();
         let remote_id = match (&self.partners[i].id, has_ours_upto) {
             // It exchanged with us since our index last changed: it has
@@ -391,7 +393,12 @@ impl Actor {
             .iter()
             .map(|(p, e)| (p.as_str(), e.as_ref()))
             .collect();
-        let mut extra = extra_lanes(client.addr(), lanes_for(pulls.len()) - 1, &self.stopping);
+        let mut extra = extra_lanes(
+            client.addr(),
+            &self.shared.identity.credentials(),
+            lanes_for(pulls.len()) - 1,
+            &self.stopping,
+        );
         let queue = Mutex::new(Spread::new(
             pulls.iter().map(|(p, _)| p.clone()).collect(),
             extra.len() + 1,
@@ -576,16 +583,21 @@ fn lanes_for(files: usize) -> usize {
 }
 
 /// A connection for a sync round: never cancelled, patient for 30 s.
-fn connect_partner(addr: &str, stopping: &Arc<AtomicBool>) -> Result<Client> {
-    Client::connect(addr, stopping.clone(), Duration::from_secs(30))
+fn connect_partner(addr: &str, creds: &Credentials, stopping: &Arc<AtomicBool>) -> Result<Client> {
+    Client::connect(addr, creds, stopping.clone(), Duration::from_secs(30))
 }
 
 /// Up to `n` more connections to `addr` that answered a first request (a
 /// partner at its connection cap answers "busy"; then fewer lanes it is).
-fn extra_lanes(addr: &str, n: usize, stopping: &Arc<AtomicBool>) -> Vec<Client> {
+fn extra_lanes(
+    addr: &str,
+    creds: &Credentials,
+    n: usize,
+    stopping: &Arc<AtomicBool>,
+) -> Vec<Client> {
     (0..n)
         .map_while(|_| {
-            let mut c = connect_partner(addr, stopping).ok()?;
+            let mut c = connect_partner(addr, creds, stopping).ok()?;
             c.info().ok()?;
             Some(c)
         })
