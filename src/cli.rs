@@ -44,6 +44,8 @@ pub enum Command {
     Sync(SyncVerb),
     Peers,
     PeerUse(String),
+    /// Forget the id seen at an address (it changed, as expected).
+    PeerForget(String),
     /// This peer's full id.
     Id,
     Help(Option<String>),
@@ -142,6 +144,7 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz, now: DateTime<Utc>) -> Resu
         ["history", ..] => Err(usage("history")),
         ["peers"] => Ok(Command::Peers),
         ["peer", "use", addr] => Ok(Command::PeerUse(addr.to_string())),
+        ["peer", "forget", addr] => Ok(Command::PeerForget(addr.to_string())),
         ["peer", ..] => Err(usage("peer")),
         ["id"] => Ok(Command::Id),
         ["help"] => Ok(Command::Help(None)),
@@ -254,8 +257,8 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("peers", "peers", "list the peers and whether they answer"),
     (
         "peer",
-        "peer use HOST:PORT",
-        "make HOST:PORT the current peer",
+        "peer use HOST:PORT | peer forget HOST:PORT",
+        "make HOST:PORT the current peer; forget the id seen at HOST:PORT (when its peer's key changed, as expected)",
     ),
     (
         "id",
@@ -350,6 +353,10 @@ mod tests {
         assert_eq!(
             p("peer use 127.0.0.1:9").unwrap(),
             Command::PeerUse("127.0.0.1:9".into())
+        );
+        assert_eq!(
+            p("peer forget 127.0.0.1:9").unwrap(),
+            Command::PeerForget("127.0.0.1:9".into())
         );
         assert!(matches!(
             p("index shortlist 2024-01-01 2024-02-01").unwrap(),

@@ -180,7 +180,8 @@ impl Client {
             cancel: cancel.clone(),
             silence,
         };
-        let session = handshake::initiate(&mut patient, &mut &stream, creds, &|_| Ok(()))
+        let vet = |id: &PeerId| creds.vet_server(addr, id);
+        let session = handshake::initiate(&mut patient, &mut &stream, creds, &vet)
             .context(format!("peer {addr}"))?;
         let (keys, nonce) = (session.keys, session.next_nonce);
         Ok(Client {

@@ -15,12 +15,12 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use data_encoding::HEXLOWER_PERMISSIVE;
 
 use crate::secure::keys::KEY_LEN;
-use crate::secure::{Credentials, Keypair, PeerId};
+use crate::secure::{Credentials, Keypair, KnownPeers, PeerId};
 use crate::{Context, Error, Result};
 
 /// The identity file's name in the state folder.
@@ -37,6 +37,19 @@ pub struct Identity {
     /// The shared folder the file at the default place is tied to.
     folder: Option<PathBuf>,
     loaded: OnceLock<Loaded>,
+    /// The group this peer belongs to and whom it talks to.
+    trust: Trust,
+}
+
+/// Whom a peer talks to, beside proving its own key.
+#[derive(Debug, Default, Clone)]
+pub struct Trust {
+    /// The handshake key of the group secret (`--secret-file`).
+    pub group: Option<[u8; 32]>,
+    /// The only ids served and connected to (`--allow`).
+    pub allow: Vec<PeerId>,
+    /// The ids seen at each address (`known_peers`).
+    pub known: Option<Arc<KnownPeers>>,
 }
 
 /// A loaded identity.
@@ -69,6 +82,7 @@ impl Identity {
             path: state.join(IDENTITY_FILE),
             folder: Some(root.to_path_buf()),
             loaded: OnceLock::new(),
+            trust: Trust::default(),
         }
     }
 
@@ -78,6 +92,7 @@ impl Identity {
             path: path.to_path_buf(),
             folder: None,
             loaded: OnceLock::new(),
+            trust: Trust::default(),
         }
     }
 
@@ -111,9 +126,25 @@ impl Identity {
         })
     }
 
-    /// What this peer proves on every connection.
+    /// Talking only as `trust` says.
+    pub fn trusting(self, trust: Trust) -> Identity {
+        Identity { trust, ..self }
+    }
+
+    /// Whether a group secret is set.
+    pub fn has_secret(&self) -> bool {
+        self.trust.group.is_some()
+    }
+
+    /// What this peer proves on every connection, and whom it talks to.
     pub fn credentials(&self) -> Credentials {
-        Credentials::open(self.loaded().keys.clone())
+        let mut c = Credentials::open(self.loaded().keys.clone());
+        if let Some(psk) = self.trust.group {
+            c = c.with_secret(psk);
+        }
+        c.allow = self.trust.allow.clone();
+        c.known = self.trust.known.clone();
+        c
     }
 
     /// This peer's full id.

@@ -75,6 +75,12 @@ struct Args {
     /// This peer's key pair, made if missing (default: .dropbox-shell/identity in the folder); the same file on another machine is the same peer.
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// The group secret (a key made by `dropbox-shell secret new FILE`, or a passphrase of 16+ characters): only peers that prove it are served or connected to.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// Serve and connect to this peer id only (repeatable), as `id` prints it.
+    #[arg(long = "allow", value_name = "ID")]
+    allow: Vec<String>,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]
     allow_upload: bool,
@@ -93,6 +99,40 @@ struct Args {
     /// Seconds a UDP transfer waits on a silent peer before it fails.
     #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT))]
     udp_timeout: u64,
+    #[command(subcommand)]
+    action: Option<Action>,
+}
+
+/// Things to do instead of running a peer.
+#[derive(clap::Subcommand, Debug)]
+enum Action {
+    /// Group secrets: `secret new FILE`.
+    #[command(subcommand)]
+    Secret(SecretAction),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum SecretAction {
+    /// Write a new random group secret to FILE (mode 0600, never over an existing file); give every peer of the group a copy and --secret-file FILE.
+    New { file: PathBuf },
+}
+
+/// `secret new FILE`.
+fn new_secret(file: &std::path::Path) -> i32 {
+    match dropbox_shell::secure::secret::create(file) {
+        Ok(()) => {
+            let name = file.to_string_lossy();
+            let shown = escape(&name);
+            println!(
+                "wrote a new group secret to {shown}; copy it privately (scp, a USB stick) to every peer of the group and start each with --secret-file {shown}"
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("dropbox-shell: {e}");
+            1
+        }
+    }
 }
 
 fn main() {
@@ -102,6 +142,9 @@ fn main() {
 
 fn real_main() -> i32 {
     let args = Args::parse();
+    if let Some(Action::Secret(SecretAction::New { file })) = &args.action {
+        return new_secret(file);
+    }
     let dir = match shared_folder(&args) {
         Ok(d) => d,
         Err(e) => {
@@ -131,6 +174,8 @@ fn real_main() -> i32 {
         watch: !args.no_watch,
         peers: args.peers.clone(),
         identity: args.identity.clone(),
+        secret_file: args.secret_file.clone(),
+        allow: args.allow.clone(),
     };
     let peer = match Peer::start(config) {
         Ok(p) => p,
@@ -145,6 +190,12 @@ fn real_main() -> i32 {
             escape(&peer.shared.folder.root().to_string_lossy()),
             peer.shared.peer_id()
         );
+        if !addr.ip().is_loopback() && !peer.shared.identity.has_secret() {
+            eprintln!(
+                "dropbox-shell: no group secret: anyone who can reach port {} can read this folder (set one with --secret-file)",
+                addr.port()
+            );
+        }
     }
     if args.headless {
         let code = signals.shutdown.recv().unwrap_or(0);

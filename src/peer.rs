@@ -20,15 +20,16 @@ use crossbeam_channel::Sender;
 
 use crate::events::Events;
 
-use crate::Result;
 use crate::folder::Folder;
 use crate::history::History;
-use crate::identity::{IDENTITY_FILE, Identity};
+use crate::identity::{IDENTITY_FILE, Identity, Trust};
 use crate::proto::{Mark, SyncEntry};
+use crate::secure::{KnownPeers, PeerId};
 use crate::server::{Server, ServerContext, ServerSettings, SyncAnswer};
 use crate::sync::SyncContext;
 use crate::sync::db::LazyDb;
 use crate::sync::{SyncCmd, SyncConfig, SyncEngine};
+use crate::{Error, Result};
 
 /// What a peer is started with (the flags, minus the shell's).
 #[derive(Debug, Clone)]
@@ -59,6 +60,10 @@ pub struct PeerConfig {
     /// The identity file (`--identity`; default: in the state folder, or
     /// for a client only in the user's state directory).
     pub identity: Option<PathBuf>,
+    /// The group secret's file (`--secret-file`).
+    pub secret_file: Option<PathBuf>,
+    /// The only peer ids served and connected to (`--allow`).
+    pub allow: Vec<String>,
 }
 
 impl Default for PeerConfig {
@@ -78,6 +83,8 @@ impl Default for PeerConfig {
             watch: true,
             peers: Vec::new(),
             identity: None,
+            secret_file: None,
+            allow: Vec::new(),
         }
     }
 }
@@ -212,6 +219,30 @@ pub fn user_state_dir() -> Option<PathBuf> {
     Some(base.join("dropbox-shell"))
 }
 
+/// The group secret, the allowed ids and the known peers the flags name.
+fn trust_of(config: &PeerConfig, private_dir: &Path) -> Result<Trust> {
+    let group = config
+        .secret_file
+        .as_deref()
+        .map(crate::secure::secret::load)
+        .transpose()?;
+    let allow = config
+        .allow
+        .iter()
+        .map(|a| PeerId::parse(a).map_err(|e| Error::new(format!("--allow: {e}"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Trust {
+        group,
+        allow,
+        known: Some(Arc::new(KnownPeers::at(
+            &private_dir.join(KNOWN_PEERS_FILE),
+        ))),
+    })
+}
+
+/// The file of ids seen at each address, in the private state folder.
+pub const KNOWN_PEERS_FILE: &str = "known_peers";
+
 impl Peer {
     pub fn start(config: PeerConfig) -> Result<Peer> {
         let serving = config.listen.is_some();
@@ -239,6 +270,7 @@ impl Peer {
         if serving || config.identity.is_some() {
             identity.load()?;
         }
+        let identity = identity.trusting(trust_of(&config, &private_dir)?);
         let folder = Arc::new(folder);
         let shared = Arc::new(Shared {
             sync_db: Arc::new(LazyDb::new(folder.clone())),

@@ -10,9 +10,10 @@ use std::time::Duration;
 use crate::cli::{Command, Protocol, SyncVerb, help_text};
 use crate::client::Client;
 use crate::history::{Direction, Record};
+use crate::peer::KNOWN_PEERS_FILE;
 use crate::peer::Shared;
 use crate::proto::{Entry, Filter, HashEntry};
-use crate::secure::Credentials;
+use crate::secure::{Credentials, KnownPeers};
 use crate::timestamp::to_nanos;
 use crate::transfer::TransferReport;
 use crate::transfer::driver::{self, UdpOptions};
@@ -238,6 +239,15 @@ impl Session {
                     short: loaded.id.short(),
                     file: identity.path().display().to_string(),
                 })
+            }
+            Command::PeerForget(addr) => {
+                let known = KnownPeers::at(&self.shared.private_dir().join(KNOWN_PEERS_FILE));
+                Ok(Output::Text(match known.forget(&addr)? {
+                    Some(id) => format!(
+                        "forgot id {id} at {addr}; the next connection there remembers the id it proves"
+                    ),
+                    None => format!("no id was remembered at {addr}"),
+                }))
             }
             Command::PeerUse(addr) => {
                 use std::net::ToSocketAddrs;

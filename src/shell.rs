@@ -259,7 +259,7 @@ impl Completer for ShellHelper {
             (1, "index") => words_of(&["longlist", "shortlist", "regex"]),
             (1, "hash") => words_of(&["verify", "checkall"]),
             (1, "download") => words_of(&["TCP", "UDP"]),
-            (1, "peer") => words_of(&["use"]),
+            (1, "peer") => words_of(&["use", "forget"]),
             (1, "sync") => words_of(&["status", "confirm"]),
             (1, "help") => words_of(COMMANDS),
             (1, "upload") => {

@@ -42,7 +42,7 @@ fn sockets_of(pid: u32) -> usize {
 }
 
 fn client(dir: &Path, state: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = bin();
     c.arg("--dir").arg(dir).env("XDG_STATE_HOME", state);
     c
 }
@@ -103,7 +103,7 @@ fn a_client_only_run_opens_no_server_socket_and_leaves_no_state_folder() {
 fn serving_needs_listen_and_the_home_folder_needs_naming() {
     let home = tempfile::tempdir().unwrap();
     for flag in ["--headless", "--sync"] {
-        let out = Command::new(BIN)
+        let out = bin()
             .arg(flag)
             .current_dir(home.path())
             .env("HOME", home.path())
@@ -114,7 +114,7 @@ fn serving_needs_listen_and_the_home_folder_needs_naming() {
         assert!(err.contains("--listen"), "{err}");
     }
     for cwd in [home.path(), Path::new("/")] {
-        let out = Command::new(BIN)
+        let out = bin()
             .args(["--listen", "127.0.0.1:0", "-c", "help"])
             .current_dir(cwd)
             .env("HOME", home.path())
@@ -128,7 +128,7 @@ fn serving_needs_listen_and_the_home_folder_needs_naming() {
         );
     }
     // Named, it is shared.
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--listen", "127.0.0.1:0", "-c", "help", "--dir"])
         .arg(home.path())
         .env("HOME", home.path())
@@ -136,7 +136,7 @@ fn serving_needs_listen_and_the_home_folder_needs_naming() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     // A client only may start anywhere: it shares nothing.
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["-c", "help"])
         .current_dir(home.path())
         .env("HOME", home.path())
@@ -158,7 +158,7 @@ fn numeric_flags_out_of_range_are_refused_not_panics_later() {
         ("--rescan", "0"),
         ("--rescan", "86401"),
     ] {
-        let out = Command::new(BIN)
+        let out = bin()
             .args([
                 "--listen",
                 "127.0.0.1:0",

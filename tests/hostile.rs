@@ -300,7 +300,7 @@ fn a_server_streaming_endless_entries_is_cut_off() {
         }
     });
     let me = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(["--json", "--peer", &addr, "-c", "index longlist", "--dir"])
         .arg(me.path())
         .stdout(std::process::Stdio::piped())
@@ -395,7 +395,7 @@ fn a_part_file_left_by_a_kill_is_cleared_by_the_next_run() {
     server.write("small.txt", b"small");
     let me = tempfile::tempdir().unwrap();
     // A client only, killed with SIGKILL while its download runs.
-    let mut client = Command::new(BIN)
+    let mut client = bin()
         .args([
             "--peer",
             &server.addr,
@@ -521,7 +521,7 @@ fn offers_from_ever_new_ids_do_not_grow_the_partner_list_without_end() {
     }
     // Asked through the folder's control socket, as a user would.
     let status = || {
-        let out = Command::new(BIN)
+        let out = bin()
             .args(["--json", "-c", "sync status", "--dir"])
             .arg(server.dir.path())
             .output()

@@ -6,7 +6,6 @@ mod util;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use util::*;
 
@@ -22,7 +21,7 @@ fn id_in_start_line(line: &str) -> String {
 /// Start a headless peer on `dir`; its whole start line.
 fn start_line(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     use std::io::BufRead;
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(["--listen", "127.0.0.1:0", "--headless", "--dir"])
         .arg(dir)
         .args(extra)
@@ -78,7 +77,7 @@ fn an_identity_file_others_can_read_stops_the_start_with_one_clear_line() {
     let d = tempfile::tempdir().unwrap();
     let key = d.path().join("me.key");
     // Made when missing.
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--json", "-c", "id", "--identity"])
         .arg(&key)
         .arg("--dir")
@@ -91,7 +90,7 @@ fn an_identity_file_others_can_read_stops_the_start_with_one_clear_line() {
     assert_eq!(doc["short"], format!("{}{}", &id[..4], &id[5..8]));
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     let before = fs::read(&key).unwrap();
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--listen", "127.0.0.1:0", "--headless", "--identity"])
         .arg(&key)
         .arg("--dir")

@@ -535,15 +535,15 @@ fn commands_from_stdin_and_exit_codes() {
     );
     assert_eq!(fs::read(me.path().join("a.txt")).unwrap(), b"a");
 
-    let bad = Command::new(BIN).args(["--no-such-flag"]).output().unwrap();
+    let bad = bin().args(["--no-such-flag"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
-    let bad = Command::new(BIN)
+    let bad = bin()
         .args(["--dir", "/nonexistent/dir", "-c", "help"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent/dir"));
-    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = bin().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [
         "--listen",
@@ -603,7 +603,7 @@ fn sigterm_during_a_download_cancels_it_and_the_peer_stops_cleanly() {
     server.write("big.bin", &random_bytes(8, 200 << 20));
     let me = tempfile::tempdir().unwrap();
     fs::write(me.path().join("big.bin"), b"old").unwrap();
-    let mut client = Command::new(BIN)
+    let mut client = bin()
         .args(["--listen", "127.0.0.1:0", "--dir"])
         .arg(me.path())
         .args(["--peer", &server.addr, "-c", "download TCP big.bin"])
@@ -632,7 +632,7 @@ fn a_peer_that_stops_mid_transfer_leaves_the_old_file_intact() {
     server.write("big.bin", &random_bytes(6, 64 << 20));
     let me = tempfile::tempdir().unwrap();
     fs::write(me.path().join("big.bin"), b"precious old copy").unwrap();
-    let mut client = Command::new(BIN)
+    let mut client = bin()
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -718,7 +718,7 @@ fn a_file_still_being_written_is_not_taken_half_way() {
     let server = Peer::start(&[]);
     server.write("growing.log", &random_bytes(8, 64 << 20));
     let me = tempfile::tempdir().unwrap();
-    let client = Command::new(BIN)
+    let client = bin()
         .args(["--listen", "127.0.0.1:0", "--json", "--dir"])
         .arg(me.path())
         .args(["--peer", &server.addr, "-c", "download TCP growing.log"])

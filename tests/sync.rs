@@ -269,7 +269,7 @@ fn sync_by_hand_without_the_flag_and_its_errors() {
     assert_eq!(docs[1]["enabled"], false);
     assert!(docs[2]["error"].as_str().unwrap().contains("usage: sync"));
     let lonely = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = bin()
         .args(["--listen", "127.0.0.1:0", "--json", "-c", "sync", "--dir"])
         .arg(lonely.path())
         .output()
@@ -282,7 +282,7 @@ fn one_process_at_a_time_syncs_a_folder() {
     let a = syncing(&[]);
     a.write("mine.txt", b"a");
     // A second `--sync` on the same folder is refused at start.
-    let out = std::process::Command::new(BIN)
+    let out = bin()
         .args(["--listen", "127.0.0.1:0", "--headless", "--sync", "--dir"])
         .arg(a.dir.path())
         .output()

@@ -174,7 +174,7 @@ fn a_folder_emptied_one_file_at_a_time_keeps_half_until_confirmed() {
 /// `dropbox-shell --dir DIR --json -c ...`, as a user types it beside a
 /// running peer: a client only, with no server of its own.
 fn second_process(dir: &Path, cmds: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let mut c = std::process::Command::new(BIN);
+    let mut c = bin();
     c.args(["--json", "--dir"]).arg(dir);
     for cmd in cmds {
         c.args(["-c", cmd]);

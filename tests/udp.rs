@@ -111,7 +111,7 @@ fn a_killed_server_ends_the_transfer_in_bounded_time_and_keeps_the_old_copy() {
     .unwrap();
     let me = tempfile::tempdir().unwrap();
     fs::write(me.path().join("big.bin"), b"precious old copy").unwrap();
-    let client = Command::new(BIN)
+    let client = bin()
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -25,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 
 use super::channel::{self, SessionKeys};
-use super::{Keypair, PeerId, noise_params};
+use super::{Keypair, KnownPeers, PeerId, noise_params};
 use crate::proto::{MAGIC, check_version};
 use crate::{Error, ErrorKind, Result, bail};
 
@@ -40,13 +40,17 @@ const REFUSAL: u8 = 2;
 const BUSY: u8 = 3;
 const VERDICT_OK: &[u8] = b"ok";
 
-/// What this peer proves and with which secret.
+/// What this peer proves, with which secret, and whom it talks to.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub keys: Keypair,
     /// The key the group secret gives the handshake; zero without one.
     pub psk: [u8; 32],
     pub has_secret: bool,
+    /// The only ids served and connected to (`--allow`); empty: any.
+    pub allow: Vec<PeerId>,
+    /// The ids seen at each address, checked when this side connects.
+    pub known: Option<Arc<KnownPeers>>,
 }
 
 impl Credentials {
@@ -56,7 +60,35 @@ impl Credentials {
             keys,
             psk: [0; 32],
             has_secret: false,
+            allow: Vec::new(),
+            known: None,
         }
+    }
+
+    /// With the group secret whose handshake key is `psk`.
+    pub fn with_secret(self, psk: [u8; 32]) -> Credentials {
+        Credentials {
+            psk,
+            has_secret: true,
+            ..self
+        }
+    }
+
+    /// As a client at `addr`: whether `id` may be talked to there (the
+    /// `--allow` list and the id seen there before).
+    pub fn vet_server(&self, addr: &str, id: &PeerId) -> Result<()> {
+        match &self.known {
+            Some(k) => k.check(addr, id),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether `id` may be talked to (`--allow`).
+    pub fn admits(&self, id: &PeerId) -> Result<()> {
+        if self.allow.is_empty() || self.allow.contains(id) {
+            return Ok(());
+        }
+        Err(auth_failed(format!("peer {id} is not in the --allow list")))
     }
 
     fn preamble(&self) -> [u8; 9] {
@@ -83,7 +115,7 @@ pub struct Session {
     pub next_nonce: u64,
 }
 
-fn auth_failed(why: impl std::fmt::Display) -> Error {
+pub(super) fn auth_failed(why: impl std::fmt::Display) -> Error {
     Error::of(ErrorKind::Refused, format!("authentication failed: {why}"))
 }
 
@@ -176,15 +208,20 @@ fn builder<'a>(creds: &'a Credentials, prologue: &'a [u8]) -> Result<snow::Build
         .map_err(|e| Error::new(format!("cannot set up the handshake: {e}")))
 }
 
-/// Check that a group secret is on both sides or on neither.
-fn same_group(ours: bool, theirs: u8, server: bool) -> std::result::Result<(), &'static str> {
-    match (ours, theirs & 1 == 1, server) {
-        (true, false, true) => Err("this peer requires the group secret (--secret-file)"),
-        (true, false, false) => Err("the peer serves without a group secret"),
-        (false, true, _) => Err("the peer requires a group secret (--secret-file)"),
-        _ => Ok(()),
+/// The client's rule: with a group secret, never talk to a peer without
+/// one (it is not of the group); nothing is sent to it.
+fn client_rule(ours: bool, theirs: u8) -> Result<()> {
+    if ours && theirs & 1 == 0 {
+        return Err(auth_failed(
+            "the peer serves without a group secret, so it is not of this group",
+        ));
     }
+    Ok(())
 }
+
+/// The server's rule: with a group secret, a client must say it has one
+/// (and prove it in message 1).
+const SECRET_REQUIRED: &str = "a group secret is required here (--secret-file)";
 
 fn remote_id(hs: &snow::HandshakeState) -> Result<PeerId> {
     match hs.get_remote_static() {
@@ -208,7 +245,7 @@ pub fn initiate(
     vet: &dyn Fn(&PeerId) -> Result<()>,
 ) -> Result<Session> {
     let theirs = read_preamble(r)?;
-    same_group(creds.has_secret, theirs[8], false).map_err(auth_failed)?;
+    client_rule(creds.has_secret, theirs[8])?;
     let ours = creds.preamble();
     let prologue = prologue(&ours, &theirs);
     let mut hs = builder(creds, &prologue)?
@@ -224,6 +261,7 @@ pub fn initiate(
     let reply = read_record(r)?;
     hs.read_message(&reply, &mut buf).map_err(noise_failed)?;
     let peer = remote_id(&hs)?;
+    creds.admits(&peer)?;
     vet(&peer)?;
     let n = hs.write_message(&[], &mut buf).map_err(noise_failed)?;
     w.write_all(&record(NOISE_MESSAGE, &buf[..n]))
@@ -272,9 +310,11 @@ pub fn respond(
         .and_then(|_| w.flush())
         .map_err(io_error)?;
     let theirs = read_preamble(r)?;
-    if let Err(why) = same_group(creds.has_secret, theirs[8], true) {
-        let _ = w.write_all(&refusal(REFUSAL, why)).and_then(|_| w.flush());
-        return Err(auth_failed(why));
+    if creds.has_secret && theirs[8] & 1 == 0 {
+        let _ = w
+            .write_all(&refusal(REFUSAL, SECRET_REQUIRED))
+            .and_then(|_| w.flush());
+        return Err(auth_failed(SECRET_REQUIRED));
     }
     let prologue = prologue(&theirs, &ours);
     let mut hs = builder(creds, &prologue)?
@@ -296,7 +336,7 @@ pub fn respond(
     hs.read_message(&last, &mut buf).map_err(noise_failed)?;
     let peer = remote_id(&hs)?;
     let keys = transport(hs)?;
-    let vetted = vet(&peer);
+    let vetted = creds.admits(&peer).and_then(|()| vet(&peer));
     let verdict = match &vetted {
         Ok(()) => VERDICT_OK.to_vec(),
         Err(e) => refusal_text(e.message()),
@@ -476,6 +516,74 @@ pub(crate) mod tests {
         );
         assert!(s.is_err());
         assert!(!server_sent.windows(7).any(|w| w == b"ABCDEFG"));
+    }
+
+    fn member(secret: u8) -> Credentials {
+        creds().with_secret([secret; 32])
+    }
+
+    #[test]
+    fn only_the_same_group_secret_opens_a_connection_both_ways() {
+        let ok = |_: &PeerId| Ok(());
+        let ((c, _), (s, _)) = run(member(1), member(1), ok, ok);
+        assert!(c.is_ok() && s.is_ok());
+        // A wrong secret: refused at message 1, before the server shows
+        // its key (message 2 never went out).
+        let ((c, _), (s, server_sent)) = run(member(2), member(1), ok, ok);
+        let (c, s) = (c.err().unwrap(), s.err().unwrap());
+        assert_eq!(
+            c.message(),
+            "authentication failed: the group secret does not match"
+        );
+        assert_eq!(s.message(), c.message());
+        assert_eq!(
+            server_sent.len(),
+            9 + 3 + "the group secret does not match".len()
+        );
+        // No secret against a server with one.
+        let ((c, _), (s, _)) = run(creds(), member(1), ok, ok);
+        assert!(
+            c.err()
+                .unwrap()
+                .message()
+                .contains("a group secret is required here")
+        );
+        assert!(s.is_err());
+        // A secret against a server without one: the client sends nothing.
+        let ((c, client_sent), (s, _)) = run(member(1), creds(), ok, ok);
+        assert!(c.err().unwrap().message().contains("not of this group"));
+        assert!(client_sent.is_empty());
+        assert!(s.is_err());
+    }
+
+    #[test]
+    fn allow_narrows_whom_each_side_talks_to() {
+        let ok = |_: &PeerId| Ok(());
+        let (a, b) = (creds(), creds());
+        let mut server = b.clone();
+        server.allow = vec![creds().keys.id()];
+        let ((c, _), (s, _)) = run(a.clone(), server.clone(), ok, ok);
+        assert!(
+            c.err()
+                .unwrap()
+                .message()
+                .contains("not in the --allow list")
+        );
+        assert!(s.is_err());
+        server.allow.push(a.keys.id());
+        let ((c, _), _) = run(a.clone(), server, ok, ok);
+        assert!(c.is_ok());
+        // As a client: refused before message 3.
+        let mut client = a;
+        client.allow = vec![creds().keys.id()];
+        let ((c, client_sent), _) = run(client, b, ok, ok);
+        assert!(
+            c.err()
+                .unwrap()
+                .message()
+                .contains("not in the --allow list")
+        );
+        assert_eq!(client_sent.len(), 9 + 3 + 48);
     }
 
     #[test]

@@ -12,10 +12,13 @@ use std::net::TcpStream;
 pub mod channel;
 pub mod handshake;
 pub mod keys;
+pub mod known_peers;
+pub mod secret;
 
 pub use channel::{SecureReader, SecureWriter, SessionKeys};
 pub use handshake::{Credentials, Session};
 pub use keys::{Keypair, PeerId};
+pub use known_peers::KnownPeers;
 
 /// Run the client's handshake on a connected socket: the other side's
 /// proven id and the two halves of the encrypted stream. For tools and

@@ -9,6 +9,22 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dropbox-shell");
 
+/// The binary, with a user state directory of its own (a client-only run
+/// keeps its history, identity and known peers there): runs must not share
+/// `~/.local/state`, where ports reused across tests would look like peers
+/// whose key changed.
+pub fn bin() -> Command {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let root = std::env::temp_dir().join(format!("dropbox-shell-tests-{}", std::process::id()));
+    let mut c = Command::new(BIN);
+    c.env(
+        "XDG_STATE_HOME",
+        root.join(NEXT.fetch_add(1, Ordering::Relaxed).to_string()),
+    );
+    c
+}
+
 /// Start a peer and read the address it announces on stderr (the rest of
 /// stderr is drained in the background). Lines before the address line
 /// (notices) are returned too.
@@ -90,7 +106,7 @@ impl Peer {
     /// A peer listening on `listen` (a restart on the address it had, so
     /// partners that were given it find it again).
     pub fn start_at(dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Peer {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = bin();
         cmd.args(["--listen", listen, "--headless", "--dir"])
             .arg(dir.path())
             .args(extra)
@@ -159,7 +175,7 @@ pub fn syncing_at(dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Peer 
 /// The `sync status` of the syncing peer running in `dir`, asked through
 /// the folder's control socket as a second process would.
 pub fn sync_status(dir: &Path) -> serde_json::Value {
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--json", "-c", "sync status", "--dir"])
         .arg(dir)
         .stdin(Stdio::null())
@@ -187,7 +203,7 @@ impl Drop for Peer {
 
 /// Run commands with `-c` from a client peer in `dir` against `peer`.
 pub fn run(dir: &Path, peer: &str, cmds: &[&str], extra: &[&str]) -> Output {
-    let mut c = Command::new(BIN);
+    let mut c = bin();
     c.args(["--listen", "127.0.0.1:0", "--dir"])
         .arg(dir)
         .args(["--peer", peer])
@@ -200,7 +216,7 @@ pub fn run(dir: &Path, peer: &str, cmds: &[&str], extra: &[&str]) -> Output {
 
 /// Feed `input` to the standard input of a client in `dir` against `peer`.
 pub fn run_stdin(dir: &Path, peer: &str, input: &str) -> Output {
-    let mut child = Command::new(BIN)
+    let mut child = bin()
         .args(["--listen", "127.0.0.1:0", "--dir"])
         .arg(dir)
         .args(["--peer", peer])
@@ -222,7 +238,7 @@ pub fn run_stdin(dir: &Path, peer: &str, input: &str) -> Output {
 /// Run commands with `-c` from a client only (no `--listen`) in `dir`
 /// against `peer`, and check that it succeeded.
 pub fn run_client_only(dir: &Path, peer: &str, cmd: &str) -> Output {
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--peer", peer, "-c", cmd, "--dir"])
         .arg(dir)
         .output()
@@ -253,7 +269,7 @@ pub fn run_json(dir: &Path, peer: &str, cmds: &[&str]) -> (i32, Vec<serde_json::
 /// a client-only run of its identity file, which leaves the file as it is.
 pub fn id_of(dir: &Path) -> String {
     let scratch = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
+    let out = bin()
         .args(["--json", "-c", "id", "--identity"])
         .arg(dir.join(".dropbox-shell/identity"))
         .arg("--dir")
@@ -371,7 +387,7 @@ pub struct ShellPeer {
 
 impl ShellPeer {
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> ShellPeer {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = bin();
         cmd.args(["--listen", "127.0.0.1:0", "--json", "--dir"])
             .arg(dir.path())
             .args(extra)

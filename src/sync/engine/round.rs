@@ -73,6 +73,21 @@ impl Actor {
         let addr = self.partners[i].addr.clone();
         let creds = self.shared.identity.credentials();
         let mut client = connect_partner(&addr, &creds, &self.stopping)?;
+        // A partner learned from its offer is synced with as the id it
+        // proved then (one given with --peer is held to the id first seen
+        // at its address, by known_peers).
+        if let Some(id) = &self.partners[i].id
+            && !self.partners[i].configured
+            && *id != client.remote_id().to_string()
+        {
+            return Err(Error::of(
+                ErrorKind::Refused,
+                format!(
+                    "authentication failed: peer {addr} now proves id {}, not the id {id} it synced as; this peer does not sync with it",
+                    client.remote_id()
+                ),
+            ));
+        }
         let has_ours_upto = self.partners[i].has_ours_upto.take();
         let remote_id = match (&self.partners[i].id, has_ours_upto) {
             // It exchanged with us since our index last changed: it has
