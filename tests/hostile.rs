@@ -6,7 +6,7 @@ mod util;
 
 use std::fs;
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
@@ -531,4 +531,66 @@ fn offers_from_ever_new_ids_do_not_grow_the_partner_list_without_end() {
         doc["partners"].as_array().map_or(0, Vec::len)
     };
     assert!(wait_for(EVENTUALLY, || status() == 64), "{}", status());
+}
+
+/// Our side of a handshake by hand, up to the client's preamble.
+fn preamble_sent(addr: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut theirs = [0u8; 9];
+    std::io::Read::read_exact(&mut s, &mut theirs).unwrap();
+    assert_eq!(&theirs[..4], b"DBSH");
+    s.write_all(&theirs[..8]).unwrap();
+    s.write_all(&[0]).unwrap();
+    s
+}
+
+#[test]
+fn a_huge_or_garbled_first_handshake_message_ends_that_connection_only() {
+    let server = Peer::start(&[]);
+    server.write("a.txt", b"a");
+    for bad in [
+        &[1u8, 0xff, 0xff][..],       // a Noise message of 65535 bytes
+        &[9u8, 0, 1, 0][..],          // a record type nobody knows
+        &[1u8, 0, 48, 1, 2, 3][..],   // message 1 cut short
+        &[1u8, 0, 4, 0, 0, 0, 0][..], // message 1 that is not one
+    ] {
+        let mut s = preamble_sent(&server.addr);
+        s.write_all(bad).unwrap();
+        if bad[2] == 48 {
+            // Cut short: the rest never comes; the client hangs up.
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let start = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
+        assert!(start.elapsed() < Duration::from_secs(5), "{bad:?} held");
+        // Nothing but perhaps a refusal: never message 2 (a server key).
+        assert!(rest.len() < 300, "{bad:?}: {} bytes", rest.len());
+    }
+    let me = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_json(me.path(), &server.addr, &["index longlist"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn a_handshake_that_goes_silent_is_freed_after_the_io_timeout() {
+    let server = Peer::start(&["--io-timeout", "1", "--max-connections", "1"]);
+    server.write("a.txt", b"a");
+    let mut silent = preamble_sent(&server.addr);
+    // Half of message 1, then nothing.
+    silent.write_all(&[1, 0, 48, 7, 7, 7]).unwrap();
+    let start = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut silent, &mut rest);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the silent handshake held its slot for {:?}",
+        start.elapsed()
+    );
+    let me = tempfile::tempdir().unwrap();
+    let served = wait_for(Duration::from_secs(10), || {
+        run_json(me.path(), &server.addr, &["index longlist"]).0 == 0
+    });
+    assert!(served, "the slot never came free");
 }
