@@ -12,7 +12,6 @@
 //! Like ssh with a private key, a file that others can read is refused.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -218,12 +217,6 @@ fn key_of(hex: &str) -> Option<[u8; KEY_LEN]> {
 
 /// Write the identity file atomically, readable by its owner only.
 fn write(path: &Path, keys: &Keypair, folder: Option<&str>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let shown = path.display();
-    fs::create_dir_all(dir).context(format!("writing identity file {shown}"))?;
     let mut text = format!(
         "{HEADER}\nprivate-key {}\npublic-key {}\n",
         HEXLOWER_PERMISSIVE.encode(keys.private()),
@@ -232,17 +225,7 @@ fn write(path: &Path, keys: &Keypair, folder: Option<&str>) -> Result<()> {
     if let Some(f) = folder {
         text.push_str(&format!("folder {f}\n"));
     }
-    // A new temporary file is made with mode 0600.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".identity.")
-        .tempfile_in(dir)
-        .context(format!("writing identity file {shown}"))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .context(format!("writing identity file {shown}"))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .context(format!("writing identity file {shown}"))?;
+    crate::secure::replace_private_file(path, &text, "identity file")?;
     Ok(())
 }
 

@@ -6,7 +6,6 @@
 //! addresses (the oldest give way) and is rewritten atomically.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -104,23 +103,13 @@ impl KnownPeers {
     }
 
     fn write(&self, entries: &[(String, PeerId)]) -> Result<()> {
-        let shown = self.path.display();
-        let dir = self.path.parent().unwrap_or(Path::new("."));
         let mut text = String::from(
             "# HOST:PORT PEER-ID: the id each address proved first (see `peer forget`)\n",
         );
         for (addr, id) in entries {
             text.push_str(&format!("{addr} {id}\n"));
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".known_peers.")
-            .tempfile_in(dir)
-            .context(format!("writing {shown}"))?;
-        tmp.write_all(text.as_bytes())
-            .context(format!("writing {shown}"))?;
-        tmp.persist(&self.path)
-            .map_err(|e| e.error)
-            .context(format!("writing {shown}"))?;
+        super::replace_private_file(&self.path, &text, "known peers file")?;
         Ok(())
     }
 }

@@ -7,7 +7,9 @@
 //! make or pin. This module imports nothing of the client, the server or
 //! the folder, so they can all build on it.
 
+use std::io::Write;
 use std::net::TcpStream;
+use std::path::Path;
 
 pub mod channel;
 pub mod handshake;
@@ -54,6 +56,28 @@ fn halves(
         SecureReader::new(r, s.keys.clone(), s.next_nonce, 64 << 10),
         SecureWriter::new(w, s.keys, s.next_nonce),
     )
+}
+
+/// Replace `path` with `text` at once (a temporary file beside it, mode
+/// 0600, flushed to the disk, renamed over it); `what` names the file in
+/// errors.
+pub fn replace_private_file(path: &Path, text: &str, what: &str) -> crate::Result<()> {
+    use crate::Context;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let context = || format!("writing {what} {}", path.display());
+    std::fs::create_dir_all(dir).context(context())?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dbsh-new.")
+        .tempfile_in(dir)
+        .context(context())?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .context(context())?;
+    tmp.persist(path).map_err(|e| e.error).context(context())?;
+    Ok(())
 }
 
 /// The Noise protocol every connection speaks.
