@@ -8,6 +8,9 @@ BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/dropbox-shell
 work=$(mktemp -d)
 cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+# Client-only runs keep their history, identity and known peers here, not
+# in the user's ~/.local/state (where an old port's id would linger).
+export XDG_STATE_HOME="$work/state"
 passed=0; failed=0
 check() { # check NAME CONDITION...
   local name=$1; shift
