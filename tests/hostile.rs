@@ -561,10 +561,10 @@ fn a_huge_or_garbled_first_handshake_message_ends_that_connection_only() {
             // Cut short: the rest never comes; the client hangs up.
             s.shutdown(std::net::Shutdown::Write).unwrap();
         }
-        let start = std::time::Instant::now();
+        // The server closes it: the end comes, not the read timeout.
         let mut rest = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut s, &mut rest);
-        assert!(start.elapsed() < Duration::from_secs(5), "{bad:?} held");
+        let end = std::io::Read::read_to_end(&mut s, &mut rest);
+        assert!(end.is_ok(), "{bad:?} held the connection: {end:?}");
         // Nothing but perhaps a refusal: never message 2 (a server key).
         assert!(rest.len() < 300, "{bad:?}: {} bytes", rest.len());
     }
@@ -580,14 +580,11 @@ fn a_handshake_that_goes_silent_is_freed_after_the_io_timeout() {
     let mut silent = preamble_sent(&server.addr);
     // Half of message 1, then nothing.
     silent.write_all(&[1, 0, 48, 7, 7, 7]).unwrap();
-    let start = std::time::Instant::now();
+    // The server closes it after its 1 s timeout: the end comes, not our
+    // own read timeout.
     let mut rest = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut silent, &mut rest);
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "the silent handshake held its slot for {:?}",
-        start.elapsed()
-    );
+    let end = std::io::Read::read_to_end(&mut silent, &mut rest);
+    assert!(end.is_ok(), "the silent handshake kept its slot: {end:?}");
     let me = tempfile::tempdir().unwrap();
     let served = wait_for(Duration::from_secs(10), || {
         run_json(me.path(), &server.addr, &["index longlist"]).0 == 0

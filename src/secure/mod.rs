@@ -22,40 +22,37 @@ pub use handshake::{Credentials, Session};
 pub use keys::{Keypair, PeerId};
 pub use known_peers::KnownPeers;
 
-/// Run the client's handshake on a connected socket: the other side's
-/// proven id and the two halves of the encrypted stream. For tools and
-/// tests that speak the protocol by hand (a fake peer, a hostile client).
-pub fn connect_raw(
-    stream: TcpStream,
-    creds: &Credentials,
-) -> crate::Result<(PeerId, SecureReader<TcpStream>, SecureWriter<TcpStream>)> {
-    let mut r = stream.try_clone()?;
-    let mut w = &stream;
-    let s = handshake::initiate(&mut r, &mut w, creds, &|_| Ok(()))?;
-    Ok(halves(s, r, stream))
+/// The halves of a hand-made connection, past the handshake: the other
+/// side's proven id, the reader and the writer.
+pub type RawConnection = (PeerId, SecureReader<TcpStream>, SecureWriter<TcpStream>);
+
+/// Run the client's handshake on a connected socket. For tools and tests
+/// that speak the protocol by hand (a fake peer, a hostile client).
+pub fn connect_raw(stream: TcpStream, creds: &Credentials) -> crate::Result<RawConnection> {
+    raw(stream, |r, mut w| {
+        handshake::initiate(r, &mut w, creds, &|_| Ok(()))
+    })
 }
 
 /// [`connect_raw`] as the server.
-pub fn accept_raw(
-    stream: TcpStream,
-    creds: &Credentials,
-) -> crate::Result<(PeerId, SecureReader<TcpStream>, SecureWriter<TcpStream>)> {
-    let mut r = stream.try_clone()?;
-    let mut w = &stream;
-    let s = handshake::respond(&mut r, &mut w, creds, &|_| Ok(()))?;
-    Ok(halves(s, r, stream))
+pub fn accept_raw(stream: TcpStream, creds: &Credentials) -> crate::Result<RawConnection> {
+    raw(stream, |r, mut w| {
+        handshake::respond(r, &mut w, creds, &|_| Ok(()))
+    })
 }
 
-fn halves(
-    s: Session,
-    r: TcpStream,
-    w: TcpStream,
-) -> (PeerId, SecureReader<TcpStream>, SecureWriter<TcpStream>) {
-    (
+/// The halves of `stream` after the handshake `open` runs on it.
+fn raw(
+    stream: TcpStream,
+    open: impl FnOnce(&mut TcpStream, &TcpStream) -> crate::Result<Session>,
+) -> crate::Result<RawConnection> {
+    let mut r = stream.try_clone()?;
+    let s = open(&mut r, &stream)?;
+    Ok((
         s.peer,
         SecureReader::new(r, s.keys.clone(), s.next_nonce, 64 << 10),
-        SecureWriter::new(w, s.keys, s.next_nonce),
-    )
+        SecureWriter::new(stream, s.keys, s.next_nonce),
+    ))
 }
 
 /// Replace `path` with `text` at once (a temporary file beside it, mode
