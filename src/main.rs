@@ -22,11 +22,12 @@ Examples:
   dropbox-shell --listen 9002 --dir ~/share --peer host:9001 --sync --headless   keep ~/share in two-way sync
   dropbox-shell --peer 127.0.0.1:9001 -c 'index longlist' --json
   echo 'hash checkall' | dropbox-shell --peer 127.0.0.1:9001   commands from standard input
+  dropbox-shell secret new group.key                           a group secret; copy it to every peer and start each with --secret-file group.key
 
 Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
   hash verify <file> | hash checkall | download TCP|UDP <file> | upload [--force] <file> |
   sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT |
-  id | help [command] | exit
+  peer forget HOST:PORT | id | help [command] | exit
 
 A .dropboxignore file at the folder's root (gitignore syntax, e.g. `*.log` or `build/`)
 keeps paths out of index, hash and sync. Beside a running --sync peer,
