@@ -1,4 +1,5 @@
-//! A UDP relay that drops, duplicates, reorders and corrupts datagrams, for
+//! A relay that drops, duplicates, reorders, corrupts and replays datagrams
+//! (and pipes TCP through as it is, for the keys of `download UDP`), for
 //! trying `download UDP` over a bad network on one machine:
 //!
 //! ```text
@@ -14,7 +15,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
         eprintln!(
-            "usage: lossy_relay LISTEN TARGET [--loss P] [--duplicate P] [--reorder P] [--corrupt P] [--seed N]"
+            "usage: lossy_relay LISTEN TARGET [--loss P] [--duplicate P] [--reorder P] [--corrupt P] [--replay P] [--seed N]"
         );
         std::process::exit(2);
     }
@@ -34,6 +35,7 @@ fn main() {
             "--duplicate" => imp.duplicate = v,
             "--reorder" => imp.reorder = v,
             "--corrupt" => imp.corrupt = v,
+            "--replay" => imp.replay = v,
             "--seed" => imp.seed = v as u64,
             other => {
                 eprintln!("lossy_relay: unknown flag {other}");

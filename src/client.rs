@@ -244,6 +244,17 @@ impl Client {
         }
     }
 
+    /// Keys for sealed UDP downloads from this peer.
+    pub fn udp_ticket(&mut self) -> Result<crate::secure::udp::Ticket> {
+        self.send(&Request::UdpTicket)?;
+        match self.recv()? {
+            Response::UdpTicket { ticket, secret } => {
+                crate::secure::udp::Ticket::from_parts(ticket, &secret)
+            }
+            other => bail!(kind: Integrity, "unexpected answer to a UDP ticket request: {other:?}"),
+        }
+    }
+
     fn note(&mut self, message: String) {
         // A peer cannot make us keep an endless list of them.
         if self.notes.len() < 16 {

@@ -34,6 +34,14 @@ pub const ALL_PARTNERS_BYTES: usize = 1 << 30;
 /// once; more are closed without one.
 pub const BUSY_ANSWERS: usize = 16;
 
+/// UDP tickets (keys of sealed downloads) a server keeps at once; past
+/// it the longest idle one without a transfer gives way.
+pub const UDP_TICKETS: usize = 256;
+/// UDP tickets one TCP connection may ask for.
+pub const TICKETS_PER_CONNECTION: usize = 8;
+/// A UDP ticket without a transfer for this long is forgotten.
+pub const TICKET_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Longest text (a command, an outcome, a note) kept in one history line or
 /// event: a peer's 4 MiB name must not become a 4 MiB log line.
 pub const LINE_TEXT: usize = 512;

@@ -197,6 +197,7 @@ fn server_context(shared: &Arc<Shared>) -> ServerContext {
         peer_id: shared.peer_id().to_string(),
         credentials: shared.identity.credentials(),
         sync: shared.clone(),
+        tickets: Default::default(),
     }
 }
 

@@ -79,6 +79,9 @@ pub enum Request {
         entries: Vec<SyncEntry>,
         more: bool,
     },
+    /// Keys for sealed UDP downloads: answered with a
+    /// [`Response::UdpTicket`], inside this encrypted connection.
+    UdpTicket,
 }
 
 /// How far one side holds the other's sync index: its id and the highest
@@ -218,6 +221,12 @@ pub enum Response {
     SyncDelta {
         entries: Vec<SyncEntry>,
         more: bool,
+    },
+    /// A UDP ticket: its number and its 32-byte secret in hex (see
+    /// [`crate::secure::udp`]).
+    UdpTicket {
+        ticket: u64,
+        secret: String,
     },
 }
 

@@ -203,8 +203,11 @@ impl Session {
                     attempts: cfg.udp_attempts,
                     silence: cfg.udp_silence,
                 };
+                // The keys come over the encrypted TCP channel.
+                let ticket = self.connect(&peer)?.udp_ticket()?;
                 let report = driver::download(
                     &peer,
+                    &ticket,
                     &name,
                     &self.shared.folder,
                     &opts,

@@ -6,38 +6,13 @@ mod util;
 
 use std::fs;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
 use dropbox_shell::proto::{self, FileMeta, Request, Response};
-use dropbox_shell::secure;
 use util::*;
-
-/// A fake peer on loopback: it speaks the handshake, then hands every
-/// request to `answer` with the connection. Returns its address.
-fn fake_peer(answer: fn(Request, &mut RawOut)) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let creds = new_credentials();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let creds = creds.clone();
-            std::thread::spawn(move || {
-                let Ok((_, mut r, w)) = secure::accept_raw(s, &creds) else {
-                    return;
-                };
-                let mut s = Eager(w);
-                let mut buf = Vec::new();
-                while let Ok(req) = proto::read_msg::<Request>(&mut r, &mut buf) {
-                    answer(req, &mut s);
-                }
-            });
-        }
-    });
-    addr
-}
 
 fn send_file(s: &mut RawOut, name: &str, data: &[u8], mode: u32, md5: &str) {
     let meta = FileMeta {

@@ -1,18 +1,19 @@
 //! Identity, authentication and encryption with the real binary on
 //! loopback: the group secret (a key or a passphrase) in both directions,
 //! `--allow`, a changed key at a known address, and what crosses the wire
-//! (recorded by a relay in the test: no marker, no name, no MD5).
+//! (recorded by a relay in the test: no marker, no name, no MD5, over TCP
+//! and UDP).
 
 mod util;
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dropbox_shell::relay::{Impairment, Relay};
 use util::*;
 
 /// A new group secret made by `secret new`.
@@ -281,37 +282,6 @@ fn a_syncing_peer_without_the_secret_gets_nothing() {
         .exists()));
 }
 
-/// A TCP relay on loopback that forwards to `to` and records every byte
-/// both ways.
-fn recording_relay(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let tape = Arc::new(Mutex::new(Vec::new()));
-    let t = tape.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            let Ok(up) = TcpStream::connect(&to) else {
-                continue;
-            };
-            for (mut from, mut into) in [(c.try_clone().unwrap(), up.try_clone().unwrap()), (up, c)]
-            {
-                let t = t.clone();
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 << 10];
-                    while let Ok(n) = from.read(&mut buf) {
-                        if n == 0 || into.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        t.lock().unwrap().extend_from_slice(&buf[..n]);
-                    }
-                    let _ = into.shutdown(std::net::Shutdown::Write);
-                });
-            }
-        }
-    });
-    (addr, tape)
-}
-
 #[test]
 fn no_marker_name_or_md5_crosses_the_wire() {
     let marker = format!("DBSH-MARKER-{}", std::process::id());
@@ -320,13 +290,17 @@ fn no_marker_name_or_md5_crosses_the_wire() {
     let md5 = md5_hex(data.as_bytes());
     let a = syncing(&[]);
     a.write(&name, data.as_bytes());
-    let (relay, tape) = recording_relay(a.addr.clone());
+    // A relay (TCP and UDP) that records every byte it forwards.
+    let target = a.addr.to_socket_addrs().unwrap().next().unwrap();
+    let relay =
+        Relay::start_recording("127.0.0.1:0", target, Impairment::default(), 64 << 20).unwrap();
+    let relay_addr = relay.local_addr().to_string();
     // The detector works: the same bytes in clear would be caught.
     assert!(data.contains(&marker));
     let me = tempfile::tempdir().unwrap();
     let (code, docs, err) = json_run(
         me.path(),
-        &relay,
+        &relay_addr,
         &[
             "index longlist",
             "hash checkall",
@@ -337,11 +311,21 @@ fn no_marker_name_or_md5_crosses_the_wire() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(docs[1]["files"][0]["md5"], md5.as_str());
     assert_eq!(fs::read(me.path().join(&name)).unwrap(), data.as_bytes());
+    let udp = tempfile::tempdir().unwrap();
+    let (code, docs, err) = json_run(
+        udp.path(),
+        &relay_addr,
+        &[&format!("download UDP {name}")],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(docs[0]["md5"], md5.as_str());
+    assert_eq!(fs::read(udp.path().join(&name)).unwrap(), data.as_bytes());
     // A sync round through the relay.
-    let b = syncing(&["--peer", &relay]);
+    let b = syncing(&["--peer", &relay_addr]);
     assert!(wait_for(Duration::from_secs(30), || b.path(&name).exists()));
-    let tape = tape.lock().unwrap();
-    assert!(tape.len() > 2 * data.len(), "the traffic crossed the relay");
+    let tape = relay.recorded();
+    assert!(tape.len() > 3 * data.len(), "the traffic crossed the relay");
     for needle in [&marker, &name, &md5] {
         assert!(
             !tape.windows(needle.len()).any(|w| w == needle.as_bytes()),

@@ -1,5 +1,7 @@
 //! `download UDP` between real peers, directly and through a relay that
-//! loses, duplicates, reorders and corrupts datagrams.
+//! loses, duplicates, reorders, corrupts and replays datagrams: every
+//! datagram is sealed, so corrupted ones are dropped as forged and old
+//! ones as replays, and both are counted.
 
 mod util;
 
@@ -11,18 +13,11 @@ use std::time::Duration;
 use dropbox_shell::relay::{Impairment, Relay};
 use util::*;
 
-fn through_relay(loss: f64, seed: u64) {
-    let server = Peer::start(&[]);
-    let data = random_bytes(seed, 64 << 20);
+/// Download 64 MiB through a relay with `imp`; the report.
+fn through(imp: Impairment, server: &Peer) -> serde_json::Value {
+    let data = random_bytes(imp.seed, 64 << 20);
     server.write("big.bin", &data);
     let target = server.addr.to_socket_addrs().unwrap().next().unwrap();
-    let imp = Impairment {
-        loss,
-        duplicate: loss / 5.0,
-        reorder: loss / 2.0,
-        corrupt: loss / 10.0,
-        seed,
-    };
     let relay = Relay::start("127.0.0.1:0", target, imp).unwrap();
     let me = tempfile::tempdir().unwrap();
     let (code, docs, err) = run_json(
@@ -35,11 +30,62 @@ fn through_relay(loss: f64, seed: u64) {
     assert_eq!(d["protocol"], "UDP");
     assert_eq!(d["md5"], md5_hex(&data).as_str());
     assert!(d["attempts"].as_u64().unwrap() >= 1);
-    if loss > 0.0 {
-        assert!(d["retransmissions"].as_u64().unwrap() > 0, "{d}");
-    }
     assert!(fs::read(me.path().join("big.bin")).unwrap() == data);
     assert_eq!(visible_files(me.path()), vec!["big.bin"]);
+    d.clone()
+}
+
+fn through_relay(loss: f64, seed: u64) {
+    let imp = Impairment {
+        loss,
+        duplicate: loss / 5.0,
+        reorder: loss / 2.0,
+        corrupt: loss / 10.0,
+        replay: loss / 10.0,
+        seed,
+    };
+    let d = through(imp, &Peer::start(&[]));
+    if loss > 0.0 {
+        for n in ["retransmissions", "dropped_datagrams", "replayed_datagrams"] {
+            assert!(d[n].as_u64().unwrap() > 0, "{n}: {d}");
+        }
+    }
+}
+
+#[test]
+fn bit_flips_are_dropped_as_forged_and_counted_on_both_sides() {
+    let server = Peer::start(&[]);
+    let imp = Impairment {
+        corrupt: 0.03,
+        loss: 0.01,
+        seed: 11,
+        ..Default::default()
+    };
+    let d = through(imp, &server);
+    assert!(d["dropped_datagrams"].as_u64().unwrap() > 0, "{d}");
+    // The server counted the flipped acknowledgements too (its line is
+    // written when the transfer's end reaches it).
+    let log = || fs::read_to_string(server.path(".dropbox-shell/history.log")).unwrap();
+    let counted = wait_for(Duration::from_secs(20), || {
+        log()
+            .lines()
+            .any(|l| l.contains("download UDP big.bin") && l.contains("failed authentication"))
+    });
+    assert!(counted, "{}", log());
+}
+
+#[test]
+fn replayed_datagrams_are_ignored_and_counted() {
+    let imp = Impairment {
+        duplicate: 0.05,
+        replay: 0.05,
+        reorder: 0.05,
+        seed: 12,
+        ..Default::default()
+    };
+    let d = through(imp, &Peer::start(&[]));
+    assert!(d["replayed_datagrams"].as_u64().unwrap() > 0, "{d}");
+    assert_eq!(d["dropped_datagrams"], 0, "{d}");
 }
 
 #[test]
@@ -157,9 +203,19 @@ fn a_killed_server_ends_the_transfer_in_bounded_time_and_keeps_the_old_copy() {
 
 #[test]
 fn a_peer_that_does_not_answer_udp_is_a_clear_error() {
-    // A UDP port nobody listens on: the request goes unanswered.
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let addr = sock.local_addr().unwrap().to_string();
+    // A peer that gives a ticket over TCP; on its UDP port nobody
+    // answers: the request goes unanswered.
+    let addr = fake_peer(|req, w| {
+        if req == dropbox_shell::proto::Request::UdpTicket {
+            let t = dropbox_shell::secure::udp::Ticket::random().unwrap();
+            let answer = dropbox_shell::proto::Response::UdpTicket {
+                ticket: t.id,
+                secret: t.secret_hex(),
+            };
+            dropbox_shell::proto::write_msg(w, &answer).unwrap();
+        }
+    });
+    let sock = std::net::UdpSocket::bind(&addr).unwrap();
     let me = tempfile::tempdir().unwrap();
     let out = run(
         me.path(),

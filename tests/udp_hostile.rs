@@ -1,8 +1,11 @@
 //! `download UDP` against odd files and hostile datagrams, with real peers
 //! on loopback: a file rewritten or appended to during the transfer, a stale
 //! MD5 cache on the server, requests that never acknowledge (amplification,
-//! slot exhaustion), a flood of bad requests against the history log, and a
-//! request of an older protocol version.
+//! slot exhaustion), a flood of bad requests against the history log,
+//! replayed, forged and ticketless datagrams, and a request of an older
+//! protocol version. The hand-made requests are sealed under a ticket the
+//! test asks for over TCP, as a real client does: the limits hold against
+//! authenticated peers, and unauthenticated datagrams get nothing back.
 
 mod util;
 
@@ -12,11 +15,12 @@ use std::net::{ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 use dropbox_shell::relay::{Impairment, Relay};
+use dropbox_shell::secure::udp::Sealer;
 use dropbox_shell::transfer::wire::{Packet, decode, encode};
 use util::*;
 
-/// A raw socket's request for `name`, padded as a receiver pads it.
-fn request(id: u64, name: &str, payload: u32) -> Vec<u8> {
+/// A plaintext request for `name`, padded as a receiver pads it.
+fn plain_request(id: u64, name: &str, payload: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let p = Packet::Request {
         attempt: 1,
@@ -25,6 +29,13 @@ fn request(id: u64, name: &str, payload: u32) -> Vec<u8> {
         name,
     };
     encode(id, &p, &mut out, payload as usize + 24);
+    out
+}
+
+/// [`plain_request`], sealed under the ticket of `sealer`.
+fn request(sealer: &mut Sealer, id: u64, name: &str, payload: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    assert!(sealer.seal(&plain_request(id, name, payload), &mut out));
     out
 }
 
@@ -171,9 +182,10 @@ fn bytes_back(sock: &UdpSocket) -> u64 {
 fn an_unacknowledged_request_gets_at_most_three_times_its_size_back() {
     let server = Peer::start(&["--udp-timeout", "3"]);
     server.write("big.bin", &random_bytes(91, 8 << 20));
+    let mut sealer = udp_ticket(&server.addr);
     for payload in [1448, 16_000, 64_512] {
         let sock = raw_socket(&server);
-        let req = request(7, "big.bin", payload);
+        let req = request(&mut sealer, 7, "big.bin", payload);
         sock.send(&req).unwrap();
         let back = bytes_back(&sock);
         assert!(back > 0, "the meta is sent");
@@ -194,6 +206,9 @@ fn an_unacknowledged_request_gets_at_most_three_times_its_size_back() {
         name: &name,
     };
     encode(9, &p, &mut req, 0);
+    let mut sealed = Vec::new();
+    sealer.seal(&req, &mut sealed);
+    let req = sealed;
     sock.send(&req[..]).unwrap();
     let back = bytes_back(&sock);
     assert!(back > 0 && back <= 3 * req.len() as u64, "{back}");
@@ -205,10 +220,11 @@ fn requests_that_never_acknowledge_do_not_make_the_peer_busy() {
     let data = random_bytes(92, 12 << 20);
     server.write("big.bin", &data);
     // 200 requests from 200 addresses, none of which ever acknowledges.
+    let mut sealer = udp_ticket(&server.addr);
     let socks: Vec<UdpSocket> = (0..200u64)
         .map(|i| {
             let s = raw_socket(&server);
-            s.send(&request(i, "big.bin", 1448)).unwrap();
+            s.send(&request(&mut sealer, i, "big.bin", 1448)).unwrap();
             s
         })
         .collect();
@@ -234,7 +250,8 @@ fn requests_that_never_acknowledge_do_not_make_the_peer_busy() {
             .map(|i| {
                 let s = UdpSocket::bind("127.0.0.1:0").unwrap();
                 s.connect(&addr).unwrap();
-                s.send(&request(1000 + i, "big.bin", 1448)).unwrap();
+                s.send(&request(&mut sealer, 1000 + i, "big.bin", 1448))
+                    .unwrap();
                 s
             })
             .collect::<Vec<_>>();
@@ -266,10 +283,14 @@ fn a_flood_of_bad_requests_does_not_rotate_the_history_away() {
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = vec![0u8; 65536];
     let mut answered = 0;
+    let mut sealer = udp_ticket(&server.addr);
     for i in 0..10_000u64 {
-        sock.send(&request(i, &format!("nope-{i}"), 16)).unwrap();
+        sock.send(&request(&mut sealer, i, &format!("nope-{i}"), 16))
+            .unwrap();
         // Wait for the refusal, so that the server has logged (or not) each.
-        if sock.recv(&mut buf).is_ok() {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let inner = sealer.open(&mut buf[..n]).unwrap();
+            assert!(matches!(decode(inner), Some((_, Packet::Error { .. }))));
             answered += 1;
         }
     }
@@ -294,19 +315,64 @@ fn a_flood_of_bad_requests_does_not_rotate_the_history_away() {
 fn a_request_of_an_older_protocol_version_gets_a_clear_error() {
     let server = Peer::start(&[]);
     let sock = raw_socket(&server);
-    let mut req = request(3, "x", 1448);
-    // Version 1 framing: the same header with another version byte.
-    req[2] = 1;
-    let n = req.len() - 4;
-    let crc = crc32fast::hash(&req[..n]);
-    req[n..].copy_from_slice(&crc.to_be_bytes());
-    sock.send(&req).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut buf = vec![0u8; 65536];
-    let n = sock.recv(&mut buf).unwrap();
-    assert_eq!(buf[2], 1, "answered in version 1 framing");
-    assert_eq!(decode(&buf[..n]), None, "not a datagram of our version");
-    let text = String::from_utf8_lossy(&buf[12..n - 4]).into_owned();
-    assert!(text.contains("protocol version 2"), "{text}");
+    // Version 2 (plaintext, as peers before encryption sent it) and
+    // version 1 (the same header with another version byte).
+    for version in [2u8, 1] {
+        let mut req = plain_request(3, "x", 1448);
+        req[2] = version;
+        let n = req.len() - 4;
+        let crc = crc32fast::hash(&req[..n]);
+        req[n..].copy_from_slice(&crc.to_be_bytes());
+        sock.send(&req).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(buf[2], version, "answered in its own framing");
+        let text = String::from_utf8_lossy(&buf[12..n - 4]).into_owned();
+        assert!(text.contains("protocol version 3"), "{text}");
+        assert!(n <= 3 * req.len());
+    }
+}
+
+/// Whether anything comes back on `sock` within a second.
+fn answered(sock: &UdpSocket) -> bool {
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    sock.recv(&mut [0u8; 65536]).is_ok()
+}
+
+#[test]
+fn replayed_forged_and_ticketless_requests_get_nothing_back() {
+    let server = Peer::start(&[]);
+    server.write("a.txt", b"hello\n");
+    let mut sealer = udp_ticket(&server.addr);
+    // A good request gets the meta.
+    let sock = raw_socket(&server);
+    let req = request(&mut sealer, 1, "a.txt", 1448);
+    sock.send(&req).unwrap();
+    assert!(answered(&sock), "a sealed request is answered");
+    let _ = bytes_back(&sock);
+    // The same datagram again (after its transfer gave up, from another
+    // address too) is a replay: nothing.
+    let other = raw_socket(&server);
+    other.send(&req).unwrap();
+    assert!(!answered(&other), "a replayed request was answered");
+    // One flipped bit: nothing.
+    let mut bad = request(&mut sealer, 2, "a.txt", 1448);
+    bad[40] ^= 4;
+    other.send(&bad).unwrap();
+    assert!(!answered(&other), "a forged request was answered");
+    // A ticket the server never gave: nothing.
+    let made_up = dropbox_shell::secure::udp::Ticket::random().unwrap();
+    let mut stranger = Sealer::new(&made_up, dropbox_shell::secure::udp::Side::Client);
+    other
+        .send(&request(&mut stranger, 3, "a.txt", 1448))
+        .unwrap();
+    assert!(
+        !answered(&other),
+        "a request under a made-up ticket was answered"
+    );
+    // The peer still serves the real ticket.
+    other.send(&request(&mut sealer, 4, "a.txt", 1448)).unwrap();
+    assert!(answered(&other));
 }

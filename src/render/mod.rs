@@ -167,6 +167,8 @@ pub fn json(out: &Output) -> Value {
             "protocol": protocol,
             "attempts": r.attempts,
             "retransmissions": r.retransmissions,
+            "dropped_datagrams": r.forged,
+            "replayed_datagrams": r.replayed,
             "seconds": r.seconds,
             "direction": if *upload { "upload" } else { "download" },
         }),

@@ -95,6 +95,10 @@ pub fn transfer(
     if *protocol == Protocol::Udp {
         add_row(&mut t, ["attempts", &r.attempts.to_string()]);
         add_row(&mut t, ["retransmissions", &r.retransmissions.to_string()]);
+        if r.forged + r.replayed > 0 {
+            let dropped = format!("{} failed authentication, {} replays", r.forged, r.replayed);
+            add_row(&mut t, ["dropped datagrams", &dropped]);
+        }
     }
     let rate = r.size as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
     add_row(

@@ -57,6 +57,8 @@ pub struct Connection<'a, R, W> {
     batched: (usize, u64),
     /// Files of batches served so far.
     batch_lines: usize,
+    /// UDP tickets issued on this connection.
+    pub(super) tickets: usize,
 }
 
 impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
@@ -70,6 +72,7 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
             buf: Vec::new(),
             batched: (0, 0),
             batch_lines: 0,
+            tickets: 0,
         }
     }
 

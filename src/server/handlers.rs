@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::conn::{Connection, Input};
 use crate::folder::{Incoming, Version};
-use crate::limits::bounded_regex;
+use crate::limits::{TICKETS_PER_CONNECTION, bounded_regex};
 use crate::names::clean_name;
 use crate::proto::{BATCH, Entry, Filter, Mark, Request, Response, decode, read_frame, write_msg};
 use crate::stream::{receive_file, send_file};
@@ -33,7 +33,25 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
             } => self.sync_hello(peer_id, listen_port, &index_id, seen),
             Request::SyncDelta { .. } => bail!("sync entries without a sync hello"),
             Request::Upload { meta, force } => self.upload(meta, force),
+            Request::UdpTicket => self.udp_ticket(),
         }
+    }
+
+    /// Keys for this client's UDP downloads, a few per connection.
+    fn udp_ticket(&mut self) -> Result<u64> {
+        if self.tickets >= TICKETS_PER_CONNECTION {
+            bail!("this connection has asked for {TICKETS_PER_CONNECTION} UDP tickets already");
+        }
+        let t = self.ctx.tickets.issue()?;
+        self.tickets += 1;
+        write_msg(
+            &mut self.w,
+            &Response::UdpTicket {
+                ticket: t.id,
+                secret: t.secret_hex(),
+            },
+        )?;
+        Ok(0)
     }
 
     fn info(&mut self) -> Result<u64> {
@@ -241,6 +259,7 @@ pub fn describe(req: &Request) -> String {
             )
         }
         Request::SyncHello { .. } => "sync exchange".into(),
+        Request::UdpTicket => "udp ticket".into(),
         Request::SyncDelta { entries, .. } => format!("sync entries ({})", entries.len()),
         Request::Upload { meta, force } => {
             format!(

@@ -14,6 +14,8 @@
 //! - [`conn`]: one connection on any buffered reader and writer: the
 //!   handshake, then one request after another (tested on byte slices);
 //! - [`handlers`]: one function per request type;
+//! - [`tickets`]: the keys of UDP downloads, from a TCP connection to the
+//!   UDP thread;
 //! - [`udp`]: the UDP loop on the same port number, serving downloads with
 //!   the transfer machines of [`crate::transfer`].
 
@@ -22,6 +24,7 @@ pub mod handlers;
 pub mod tcp;
 #[cfg(test)]
 mod tests;
+pub mod tickets;
 pub mod udp;
 
 use std::collections::HashMap;
@@ -63,6 +66,8 @@ pub struct ServerContext {
     pub credentials: Credentials,
     /// What answers a partner's sync offer.
     pub sync: Arc<dyn SyncAnswer>,
+    /// Where the keys of UDP downloads go to the UDP thread.
+    pub tickets: tickets::TicketDesk,
 }
 
 impl ServerContext {
@@ -174,6 +179,7 @@ impl Server {
                 history: ctx.history.clone(),
                 events: ctx.events.clone(),
                 silence: ctx.settings.udp_silence,
+                tickets: ctx.tickets.tickets(),
             };
             let stop = stop.clone();
             threads.push(

@@ -18,8 +18,15 @@
 //! for bytes that are no version of the file. A retried request (attempt >
 //! 1) is never answered from the MD5 cache: the sender hashes what it reads.
 //!
+//! Every datagram is sealed ([`crate::secure::udp`]) under a ticket that a
+//! TCP connection asked for ([`super::tickets`]): one that names no ticket
+//! we hold, or fails to open, or was seen before, is dropped unanswered and
+//! counted; a session answers only datagrams of its own ticket, and its
+//! log line says how many of its ticket's datagrams failed or were replays.
+//! A plaintext request (an older peer) gets a clear error in its framing.
+//!
 //! It gets the narrow [`ServeContext`] it needs (the folder, the history,
-//! an event sender, the silence timeout), not the whole peer.
+//! an event sender, the silence timeout, the tickets), not the whole peer.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,14 +37,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::tickets::Tickets;
 use crate::events::EventSender;
 use crate::folder::Folder;
 use crate::folder::Version;
 use crate::history::History;
+use crate::secure::udp::{self as sealed, Sealer};
 use crate::transfer::MAX_PAYLOAD;
 use crate::transfer::sender::{AMPLIFICATION, ChunkSource, FileInfo, FileSender, SenderConfig};
 use crate::transfer::sockopt::{size_buffers, wait};
-use crate::transfer::wire::{Packet, VERSION, decode, encode, encode_error_as, foreign_request};
+use crate::transfer::wire::{Packet, decode, encode, encode_error_as, plaintext_request};
 use crate::{Context, Result, bail};
 
 /// What the UDP server needs from the peer around it.
@@ -47,6 +56,8 @@ pub struct ServeContext {
     pub events: EventSender,
     /// A receiver silent this long loses its transfer.
     pub silence: Duration,
+    /// The tickets TCP connections issued.
+    pub tickets: Tickets,
 }
 
 /// Most UDP transfers a server runs at once.
@@ -89,6 +100,10 @@ struct Outgoing {
     source: FileSource,
     peer: SocketAddr,
     since: Instant,
+    /// The ticket its datagrams are sealed under, and that ticket's
+    /// counts of forged and replayed datagrams when the session began.
+    ticket: u64,
+    counted: (u64, u64),
 }
 
 type Key = (SocketAddr, u64);
@@ -97,7 +112,11 @@ struct Server {
     sock: UdpSocket,
     ctx: ServeContext,
     sessions: HashMap<Key, Outgoing>,
+    /// An inner datagram, and the same sealed.
     sbuf: Vec<u8>,
+    cbuf: Vec<u8>,
+    /// When idle tickets were last looked for.
+    expired: Instant,
 }
 
 /// The server's UDP thread: serve transfers until `stop` is set.
@@ -111,17 +130,27 @@ pub fn serve(sock: UdpSocket, ctx: ServeContext, stop: Arc<AtomicBool>) {
         ctx,
         sessions: HashMap::new(),
         sbuf: Vec::with_capacity(65536),
+        cbuf: Vec::with_capacity(65536),
+        expired: Instant::now(),
     };
     let mut rbuf = vec![0u8; 65536];
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         while let Ok((n, from)) = srv.sock.recv_from(&mut rbuf) {
-            srv.receive(now, &rbuf[..n], from);
+            srv.receive(now, &mut rbuf[..n], from);
         }
         let mut blocked = false;
         let mut busy = false;
+        let mut out = Out {
+            sock: &srv.sock,
+            sbuf: &mut srv.sbuf,
+            cbuf: &mut srv.cbuf,
+        };
         for s in srv.sessions.values_mut() {
-            match pump(&srv.sock, &mut srv.sbuf, s, now) {
+            let Some(sealer) = srv.ctx.tickets.get(s.ticket) else {
+                continue;
+            };
+            match pump(&mut out, sealer, s, now) {
                 Pump::Idle => {}
                 Pump::Busy => busy = true,
                 Pump::Blocked => {
@@ -148,24 +177,52 @@ pub fn serve(sock: UdpSocket, ctx: ServeContext, stop: Arc<AtomicBool>) {
     }
 }
 
+/// Where a session's datagrams go: the socket, and room to encode and
+/// seal them.
+struct Out<'a> {
+    sock: &'a UdpSocket,
+    sbuf: &'a mut Vec<u8>,
+    cbuf: &'a mut Vec<u8>,
+}
+
+impl Out<'_> {
+    /// Seal what is in `sbuf` and send it to `to`.
+    fn send(&mut self, sealer: &mut Sealer, to: SocketAddr) -> std::io::Result<usize> {
+        if !sealer.seal(self.sbuf, self.cbuf) {
+            return Ok(0);
+        }
+        self.sock.send_to(self.cbuf, to)
+    }
+}
+
 impl Server {
+    /// Whether ticket `id` has a session running.
+    fn ticket_busy(sessions: &HashMap<Key, Outgoing>) -> impl Fn(u64) -> bool + '_ {
+        move |id| sessions.values().any(|s| s.ticket == id)
+    }
+
     /// One datagram of `n` bytes from `from`.
-    fn receive(&mut self, now: Instant, bytes: &[u8], from: SocketAddr) {
+    fn receive(&mut self, now: Instant, bytes: &mut [u8], from: SocketAddr) {
         let n = bytes.len();
-        let Some((id, p)) = decode(bytes) else {
-            if let Some((version, id)) = foreign_request(bytes) {
-                let msg = format!(
-                    "the peer speaks UDP protocol version {VERSION}, not {version}; use the same dropbox-shell version on both sides"
-                );
-                encode_error_as(version, id, &msg, &mut self.sbuf);
-                if self.sbuf.len() <= AMPLIFICATION as usize * n {
-                    let _ = self.sock.send_to(&self.sbuf, from);
-                }
-            }
+        let Some(ticket) = sealed::ticket_of(bytes) else {
+            self.answer_plaintext(bytes, from);
+            return;
+        };
+        let opened = {
+            let busy = Self::ticket_busy(&self.sessions);
+            let sealer = self.ctx.tickets.find(ticket, now, &busy);
+            sealer.and_then(|s| s.open(bytes).ok())
+        };
+        let Some(inner) = opened else {
+            return;
+        };
+        let Some((id, p)) = decode(inner) else {
             return;
         };
         if let Some(s) = self.sessions.get_mut(&(from, id)) {
-            s.sender.handle_packet(now, &p, n);
+            if s.ticket == ticket {
+                s.sender.handle_packet(now, &p, n);
+            }
             return;
         }
         if let Packet::Request {
@@ -180,10 +237,30 @@ impl Server {
             });
             match opened {
                 Ok(mut s) => {
+                    s.ticket = ticket;
+                    if let Some(sealer) = self.ctx.tickets.get(ticket) {
+                        s.counted = (sealer.forged, sealer.replayed);
+                    }
                     s.sender.handle_packet(now, &p, n);
                     self.sessions.insert((from, id), s);
                 }
-                Err(e) => self.refuse(from, id, name, &e.to_string(), n),
+                Err(e) => self.refuse(from, (ticket, id), name, &e.to_string(), n),
+            }
+        }
+    }
+
+    /// A datagram that is not sealed: an older peer's request gets an
+    /// error in its own framing (within three times its size); anything
+    /// else is dropped.
+    fn answer_plaintext(&mut self, bytes: &[u8], from: SocketAddr) {
+        if let Some((version, id)) = plaintext_request(bytes) {
+            let msg = format!(
+                "the peer speaks UDP protocol version {}, not {version}; use the same dropbox-shell version on both sides",
+                sealed::VERSION
+            );
+            encode_error_as(version, id, &msg, &mut self.sbuf);
+            if self.sbuf.len() <= AMPLIFICATION as usize * bytes.len() {
+                let _ = self.sock.send_to(&self.sbuf, from);
             }
         }
     }
@@ -228,11 +305,18 @@ impl Server {
         }
     }
 
-    /// Answer a request that opens no session, in at most three times the
-    /// `n` bytes it took.
-    fn refuse(&mut self, from: SocketAddr, id: u64, name: &str, message: &str, n: usize) {
-        let room =
-            (AMPLIFICATION as usize * n).saturating_sub(crate::transfer::wire::FRAME_OVERHEAD);
+    /// Answer a request of transfer `id` under `ticket` that opens no
+    /// session, in at most three times the `n` bytes it took.
+    fn refuse(
+        &mut self,
+        from: SocketAddr,
+        (ticket, id): (u64, u64),
+        name: &str,
+        message: &str,
+        n: usize,
+    ) {
+        let room = (AMPLIFICATION as usize * n)
+            .saturating_sub(crate::transfer::wire::FRAME_OVERHEAD + sealed::OVERHEAD);
         let mut end = message.len().min(room);
         while !message.is_char_boundary(end) {
             end -= 1;
@@ -245,7 +329,14 @@ impl Server {
             &mut self.sbuf,
             0,
         );
-        let _ = self.sock.send_to(&self.sbuf, from);
+        if let Some(sealer) = self.ctx.tickets.get(ticket) {
+            let mut out = Out {
+                sock: &self.sock,
+                sbuf: &mut self.sbuf,
+                cbuf: &mut self.cbuf,
+            };
+            let _ = out.send(sealer, from);
+        }
         // A refusal to an address that proved nothing is not told to the shell.
         let what = format!("download UDP {name}");
         super::record_served(
@@ -263,22 +354,39 @@ impl Server {
         let over: Vec<Key> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.sender.is_over())
+            .filter(|(_, s)| s.sender.is_over() || !self.ctx.tickets.holds(s.ticket))
             .map(|(k, _)| *k)
             .collect();
         for k in over {
             if let Some(s) = self.sessions.remove(&k) {
                 let outcome = match s.sender.failure() {
                     Some(f) => format!("error: {f}"),
+                    None if !s.sender.is_over() => "error: its UDP ticket was dropped".into(),
                     None => "ok".into(),
                 };
                 self.log_end(&s, &outcome);
             }
         }
+        let now = Instant::now();
+        if now.duration_since(self.expired) >= Duration::from_secs(1) {
+            self.expired = now;
+            let busy = Self::ticket_busy(&self.sessions);
+            self.ctx.tickets.collect(now, &busy);
+            self.ctx.tickets.expire(now, &busy);
+        }
     }
 
     fn log_end(&self, s: &Outgoing, outcome: &str) {
         let what = format!("download UDP {}", s.source.name);
+        // What its ticket turned away while it ran.
+        let (forged, replayed) = self.ctx.tickets.counts(s.ticket);
+        let (forged, replayed) = (forged - s.counted.0, replayed - s.counted.1);
+        let outcome = if forged + replayed > 0 {
+            format!("{outcome} ({forged} datagrams failed authentication, {replayed} replays)")
+        } else {
+            outcome.to_string()
+        };
+        let outcome = outcome.as_str();
         // Only a proven address's transfer is told to the shell: a flood of
         // forged requests stays in the (rate-limited) log.
         let told = outcome == "ok" || s.sender.is_validated();
@@ -300,16 +408,17 @@ enum Pump {
     Blocked,
 }
 
-/// Send what one session has to send now (at most 64 datagrams).
-fn pump(sock: &UdpSocket, sbuf: &mut Vec<u8>, s: &mut Outgoing, now: Instant) -> Pump {
+/// Send what one session has to send now (at most 64 datagrams), sealed
+/// under its ticket.
+fn pump(out: &mut Out, sealer: &mut Sealer, s: &mut Outgoing, now: Instant) -> Pump {
     s.sender.handle_timeout(now);
     for _ in 0..64 {
-        let Some(op) = s.sender.poll_transmit(now, &mut s.source, sbuf) else {
+        let Some(op) = s.sender.poll_transmit(now, &mut s.source, out.sbuf) else {
             return Pump::Idle;
         };
-        match sock.send_to(sbuf, s.peer) {
+        match out.send(sealer, s.peer) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Pump::Blocked,
-            _ => s.sender.on_sent(op, now, sbuf),
+            _ => s.sender.on_sent(op, now, out.sbuf),
         }
     }
     Pump::Busy
@@ -345,6 +454,7 @@ fn open_session(
     let cfg = SenderConfig {
         silence: ctx.silence,
         token: Some(fastrand::u64(..)),
+        envelope: sealed::OVERHEAD,
         ..Default::default()
     };
     let info = FileInfo {
@@ -363,5 +473,7 @@ fn open_session(
         },
         peer,
         since: now,
+        ticket: 0,
+        counted: (0, 0),
     })
 }

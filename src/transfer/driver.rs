@@ -9,7 +9,10 @@
 //! conversion ([`FileReceiver::handle_datagram`], [`FileReceiver::poll_transmit`]),
 //! the same the simulation runs. It waits with [`sockopt::wait`] until a
 //! datagram arrives or the receiver's next deadline; a [`Failure`] becomes
-//! an [`Error`] of its kind here, at the edge.
+//! an [`Error`] of its kind here, at the edge. Every datagram is sealed
+//! and opened with the keys of the [`Ticket`] the server gave over TCP
+//! ([`crate::secure::udp`]); one that does not open, or opens twice, is
+//! dropped and counted in the report.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
@@ -23,10 +26,11 @@ use super::sockopt::{self, forbid_fragments, size_buffers};
 use super::{MAX_PAYLOAD, MTU_PAYLOAD, TransferReport};
 use crate::folder::{Finish, Folder, Incoming};
 use crate::proto::{FileMeta, hex};
+use crate::secure::udp::{OVERHEAD, Sealer, Side, Ticket};
 use crate::{Error, Result, bail};
 
 /// Payload for a 9000-byte jumbo frame.
-pub const JUMBO_PAYLOAD: u32 = 9000 - 20 - 8 - super::wire::DATA_OVERHEAD as u32;
+pub const JUMBO_PAYLOAD: u32 = 9000 - 20 - 8 - (super::wire::DATA_OVERHEAD + OVERHEAD) as u32;
 
 /// How a UDP download runs.
 #[derive(Debug, Clone)]
@@ -75,9 +79,11 @@ fn open_socket(addr: &str) -> Result<(UdpSocket, u64)> {
     Ok((sock, buffer))
 }
 
-/// Download `name` from the peer at `addr` over UDP into `folder`.
+/// Download `name` from the peer at `addr` over UDP into `folder`, with
+/// the `ticket` that peer gave.
 pub fn download(
     addr: &str,
+    ticket: &Ticket,
     name: &str,
     folder: &Folder,
     opts: &UdpOptions,
@@ -86,6 +92,7 @@ pub fn download(
 ) -> Result<TransferReport> {
     let start = Instant::now();
     let (sock, buffer) = open_socket(addr)?;
+    let mut sealer = Sealer::new(ticket, Side::Client);
     let payloads = match opts.payload {
         Some(p) => vec![p.clamp(16, MAX_PAYLOAD)],
         None => vec![MAX_PAYLOAD, JUMBO_PAYLOAD, MTU_PAYLOAD],
@@ -102,11 +109,13 @@ pub fn download(
         let rx = FileReceiver::new(Instant::now(), fastrand::u64(..), attempt, name, cfg);
         let mut one = Attempt {
             sock: &sock,
+            sealer: &mut sealer,
             folder,
             name,
             rx,
             incoming: None,
             sbuf: Vec::with_capacity(65536),
+            cbuf: Vec::with_capacity(65536),
             refused: false,
         };
         match one.run(cancel, progress)? {
@@ -119,6 +128,8 @@ pub fn download(
                 return Ok(TransferReport {
                     attempts: attempt,
                     retransmissions,
+                    forged: sealer.forged,
+                    replayed: sealer.replayed,
                     ..TransferReport::verified(name, meta.size, meta.mtime_ns, md5, start)
                 });
             }
@@ -158,11 +169,15 @@ enum Ending {
 /// and the file it writes.
 struct Attempt<'a> {
     sock: &'a UdpSocket,
+    /// Seals what goes out, opens what comes in (once each).
+    sealer: &'a mut Sealer,
     folder: &'a Folder,
     name: &'a str,
     rx: FileReceiver,
     incoming: Option<Incoming>,
+    /// A datagram to send, and the same sealed.
     sbuf: Vec<u8>,
+    cbuf: Vec<u8>,
     /// The socket said "port unreachable" at least once.
     refused: bool,
 }
@@ -196,12 +211,15 @@ impl Attempt<'_> {
         }
     }
 
-    /// Hand every datagram waiting on the socket to the receiver.
+    /// Hand every datagram waiting on the socket that opens to the
+    /// receiver.
     fn receive(&mut self, now: Instant, rbuf: &mut [u8]) {
         loop {
             match self.sock.recv(rbuf) {
                 Ok(n) => {
-                    self.rx.handle_datagram(now, &rbuf[..n]);
+                    if let Ok(inner) = self.sealer.open(&mut rbuf[..n]) {
+                        self.rx.handle_datagram(now, inner);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => self.refused = true,
                 Err(_) => break,
@@ -283,7 +301,11 @@ impl Attempt<'_> {
     /// Send what the receiver has to send now.
     fn transmit(&mut self, now: Instant) {
         while let Some(op) = self.rx.poll_transmit(now, &mut self.sbuf) {
-            match self.sock.send(&self.sbuf) {
+            // Sealed now, under a new packet number (a resend too).
+            if !self.sealer.seal(&self.sbuf, &mut self.cbuf) {
+                break;
+            }
+            match self.sock.send(&self.cbuf) {
                 Ok(_) => self.rx.on_sent(&op, now),
                 Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => self.rx.handle_too_big(now),
                 Err(e) if would_block(&e) => break,
@@ -299,8 +321,11 @@ impl Attempt<'_> {
     /// Tell the sender the attempt is over (twice, in case one is lost).
     fn send_done(&mut self) {
         self.rx.encode_done(&mut self.sbuf);
-        let _ = self.sock.send(&self.sbuf);
-        let _ = self.sock.send(&self.sbuf);
+        for _ in 0..2 {
+            if self.sealer.seal(&self.sbuf, &mut self.cbuf) {
+                let _ = self.sock.send(&self.cbuf);
+            }
+        }
     }
 }
 
@@ -318,7 +343,8 @@ mod tests {
             silence: Duration::from_secs(1),
         };
         let cancel = Arc::new(AtomicBool::new(false));
-        download(addr, "x", &folder, &opts, &cancel, &mut |_, _| {}).unwrap_err()
+        let ticket = Ticket::random().unwrap();
+        download(addr, &ticket, "x", &folder, &opts, &cancel, &mut |_, _| {}).unwrap_err()
     }
 
     #[test]

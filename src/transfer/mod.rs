@@ -64,6 +64,10 @@ pub struct TransferReport {
     pub seconds: f64,
     pub attempts: u32,
     pub retransmissions: u64,
+    /// UDP datagrams that failed authentication (forged or corrupted),
+    /// and replays of datagrams already taken: dropped, counted.
+    pub forged: u64,
+    pub replayed: u64,
     /// The received file as it landed here, when known (a sync pull
     /// records it in the index without looking again).
     pub landed: Option<crate::folder::OnDisk>,
@@ -88,15 +92,23 @@ impl TransferReport {
             seconds: start.elapsed().as_secs_f64(),
             attempts: 1,
             retransmissions: 0,
+            forged: 0,
+            replayed: 0,
             landed: None,
         }
     }
 }
 
-/// Largest data payload: fits a 64 KiB datagram on loopback or jumbo paths.
+/// Largest data payload: fits a 64 KiB datagram (sealed) on loopback or
+/// jumbo paths.
 pub const MAX_PAYLOAD: u32 = 64512;
-/// Data payload that fits a 1500-byte Ethernet MTU (IPv4 + UDP + our header).
-pub const MTU_PAYLOAD: u32 = 1500 - 20 - 8 - wire::DATA_OVERHEAD as u32;
+// The largest sealed data datagram fits an IPv4 UDP datagram.
+const _: () =
+    assert!(MAX_PAYLOAD as usize + wire::DATA_OVERHEAD + crate::secure::udp::OVERHEAD <= 65507);
+/// Data payload that fits a 1500-byte Ethernet MTU (IPv4 + UDP + our
+/// header + the sealed envelope).
+pub const MTU_PAYLOAD: u32 =
+    1500 - 20 - 8 - (wire::DATA_OVERHEAD + crate::secure::udp::OVERHEAD) as u32;
 /// Memory the receiver may use for out-of-order data.
 pub const REORDER_BYTES: u64 = 8 << 20;
 

@@ -64,6 +64,10 @@ pub struct SenderConfig {
     /// The address token sent in the meta; `None` trusts the address from
     /// the start (simulations and tests of other concerns).
     pub token: Option<u64>,
+    /// Bytes each datagram takes on the wire beyond what the sender
+    /// encodes (the sealed envelope), counted against an unproven
+    /// address's budget.
+    pub envelope: usize,
 }
 
 impl Default for SenderConfig {
@@ -75,6 +79,7 @@ impl Default for SenderConfig {
             max_rto: Duration::from_secs(1),
             silence: Duration::from_secs(5),
             token: None,
+            envelope: 0,
         }
     }
 }
@@ -249,12 +254,13 @@ impl FileSender {
 
     /// Bytes `op` puts on the wire.
     fn cost(&self, op: SendOp) -> u64 {
-        match op {
+        let encoded = match op {
             SendOp::Data(seq) => {
-                (super::chunk_len(self.file.size, self.payload, seq) + wire::DATA_OVERHEAD) as u64
+                super::chunk_len(self.file.size, self.payload, seq) + wire::DATA_OVERHEAD
             }
-            _ => wire::CONTROL_MAX as u64,
-        }
+            _ => wire::CONTROL_MAX,
+        };
+        (encoded + self.cfg.envelope) as u64
     }
 
     pub fn payload(&self) -> u32 {

@@ -6,10 +6,11 @@
 //! ```
 //!
 //! Version 2 added the address token (in `Meta`, echoed in `Ack` and
-//! `Done`) and the `Changed` datagram. A request of another version is
-//! answered with an `Error` in that version's framing
-//! ([`foreign_request`], [`encode_error_as`]), so an old peer reads a clear
-//! message instead of waiting for an answer.
+//! `Done`) and the `Changed` datagram. Version 3 seals every version-2
+//! datagram in an envelope ([`crate::secure::udp`]); a request in clear
+//! is answered with an `Error` in its own version's framing
+//! ([`plaintext_request`], [`encode_error_as`]), so an old peer reads a
+//! clear message instead of waiting for an answer.
 
 pub const MAGIC: u16 = 0xDB5A;
 pub const VERSION: u8 = 2;
@@ -188,12 +189,15 @@ fn checked_body(bytes: &[u8]) -> Option<&[u8]> {
     (crc32fast::hash(body) == u32::from_be_bytes(crc.try_into().ok()?)).then_some(body)
 }
 
-/// A well-formed request of another protocol version: its version and
-/// transfer id, to answer with [`encode_error_as`].
-pub fn foreign_request(bytes: &[u8]) -> Option<(u8, u64)> {
+/// A well-formed request in clear, of any version (this framing's or an
+/// older one's): its version and transfer id, to answer with
+/// [`encode_error_as`]. On the wire only sealed datagrams
+/// ([`crate::secure::udp`]) are ours, so a request in clear comes from a
+/// peer of an older protocol.
+pub fn plaintext_request(bytes: &[u8]) -> Option<(u8, u64)> {
     let mut c = Cursor(checked_body(bytes)?);
     let (magic, version, kind, id) = (c.u16()?, c.u8()?, c.u8()?, c.u64()?);
-    (magic == MAGIC && version != VERSION && kind == K_REQUEST).then_some((version, id))
+    (magic == MAGIC && kind == K_REQUEST).then_some((version, id))
 }
 
 /// An `Error` framed as protocol `version` frames it (the same in every
@@ -363,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn an_old_version_request_is_answered_in_its_own_framing() {
+    fn a_request_in_clear_is_answered_in_its_own_framing() {
         let mut req = Vec::new();
         encode(
             5,
@@ -376,17 +380,16 @@ mod tests {
             &mut req,
             0,
         );
-        assert_eq!(
-            foreign_request(&req),
-            None,
-            "our own version is not foreign"
-        );
+        assert_eq!(plaintext_request(&req), Some((VERSION, 5)));
+        req[3] = K_META;
+        assert_eq!(plaintext_request(&req), None, "only requests");
+        req[3] = K_REQUEST;
         req[2] = 1;
         let n = req.len() - TRAILER;
         let crc = crc32fast::hash(&req[..n]);
         req[n..].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(decode(&req), None);
-        assert_eq!(foreign_request(&req), Some((1, 5)));
+        assert_eq!(plaintext_request(&req), Some((1, 5)));
         let mut answer = Vec::new();
         encode_error_as(1, 5, "upgrade", &mut answer);
         assert_eq!(answer[2], 1);

@@ -480,3 +480,44 @@ pub fn raw_client(addr: &str) -> (RawOut, RawIn, String) {
     let (_, r, w) = dropbox_shell::secure::connect_raw(s, &creds).unwrap();
     (Eager(w), r, creds.keys.id().to_string())
 }
+
+/// A fake peer on loopback: it speaks the handshake, then hands every
+/// request to `answer` with the connection. Returns its address.
+pub fn fake_peer(answer: fn(dropbox_shell::proto::Request, &mut RawOut)) -> String {
+    use dropbox_shell::proto::{Request, read_msg};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let creds = new_credentials();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let creds = creds.clone();
+            std::thread::spawn(move || {
+                let Ok((_, mut r, w)) = dropbox_shell::secure::accept_raw(s, &creds) else {
+                    return;
+                };
+                let mut s = Eager(w);
+                let mut buf = Vec::new();
+                while let Ok(req) = read_msg::<Request>(&mut r, &mut buf) {
+                    answer(req, &mut s);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A UDP ticket from the peer at `addr`, asked for over a hand-made
+/// connection, and a sealer of the client's side for it.
+pub fn udp_ticket(addr: &str) -> dropbox_shell::secure::udp::Sealer {
+    use dropbox_shell::proto::{Request, Response, read_msg, write_msg};
+    use dropbox_shell::secure::udp::{Sealer, Side, Ticket};
+    let (mut w, mut r, _) = raw_client(addr);
+    write_msg(&mut w, &Request::UdpTicket).unwrap();
+    let mut buf = Vec::new();
+    match read_msg::<Response>(&mut r, &mut buf).unwrap() {
+        Response::UdpTicket { ticket, secret } => {
+            Sealer::new(&Ticket::from_parts(ticket, &secret).unwrap(), Side::Client)
+        }
+        other => panic!("unexpected answer to a ticket request: {other:?}"),
+    }
+}

@@ -101,6 +101,7 @@ fn fixture_with(allow_upload: bool, ours: Vec<SyncEntry>) -> Fixture {
         peer_id: "our-id".into(),
         credentials: Credentials::open(Keypair::generate().unwrap()),
         sync: partner.clone(),
+        tickets: Default::default(),
     };
     Fixture {
         dir,
