@@ -163,14 +163,7 @@ fn setuid_setgid_and_sticky_never_travel() {
 }
 
 fn resident_mib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb >> 10
+    proc_status(pid, "VmRSS").unwrap() >> 10
 }
 
 /// Open a sync exchange as `peer_id` on a raw connection: the hello and
@@ -284,12 +277,7 @@ fn a_server_streaming_endless_entries_is_cut_off() {
     let pid = child.id();
     let mut peak = 0;
     let ended = wait_for(EVENTUALLY, || {
-        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status"))
-            && let Some(kb) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        {
+        if let Some(kb) = proc_status(pid, "VmRSS") {
             peak = peak.max(kb >> 10);
         }
         matches!(child.try_wait(), Ok(Some(_)))

@@ -10,7 +10,7 @@
 //! - `mod.rs`: the context, starting and stopping the threads, and
 //!   [`record_served`], the one place a served request is logged and told;
 //! - [`tcp`]: the accept loop, the "busy" answer, a socket's per-message
-//!   deadline;
+//!   deadline; [`admission`]: the share of handshakes one address may run;
 //! - [`conn`]: one connection on any buffered reader and writer: the
 //!   handshake, then one request after another (tested on byte slices);
 //! - [`handlers`]: one function per request type;
@@ -19,6 +19,7 @@
 //! - [`udp`]: the UDP loop on the same port number, serving downloads with
 //!   the transfer machines of [`crate::transfer`].
 
+pub mod admission;
 pub mod conn;
 pub mod handlers;
 pub mod tcp;

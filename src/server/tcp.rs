@@ -1,8 +1,9 @@
 //! The TCP side of the server on real sockets: the accept loop (a thread
-//! per connection, capped at `max_connections`; a few beyond that get a
-//! clear "busy" answer, a flood is just closed) and [`Timed`], the read
-//! half's one deadline per message. What a connection says is served by
-//! [`super::conn`].
+//! per connection, capped at `max_connections`, and at half of them in the
+//! handshake from one address ([`super::admission`]); a few beyond that
+//! get a clear "busy" answer, a flood is just closed) and [`Timed`], the
+//! read half's one deadline per message. What a connection says is served
+//! by [`super::conn`].
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -13,6 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::ServerContext;
+use super::admission::{Handshakes, Handshaking};
 use super::conn::{Connection, Input};
 use crate::limits::BUSY_ANSWERS;
 use crate::proto::CHUNK;
@@ -27,6 +29,7 @@ pub fn accept_loop(
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     let busy_answers = Arc::new(AtomicUsize::new(0));
+    let handshakes = Arc::new(Handshakes::default());
     let next_id = AtomicU64::new(0);
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     for stream in listener.incoming() {
@@ -42,10 +45,15 @@ pub fn accept_loop(
         let _ = stream.set_read_timeout(Some(timeout));
         let _ = stream.set_write_timeout(Some(timeout));
         let _ = stream.set_nodelay(true);
-        if active.load(Ordering::SeqCst) >= ctx.settings.max_connections {
+        let cap = ctx.settings.max_connections;
+        let handshaking = match stream.peer_addr() {
+            Ok(a) if active.load(Ordering::SeqCst) < cap => handshakes.start(a.ip(), cap),
+            _ => None,
+        };
+        let Some(handshaking) = handshaking else {
             answer_busy(stream, ctx.credentials.has_secret, &busy_answers);
             continue;
-        }
+        };
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         if let (Ok(mut map), Ok(clone)) = (conns.lock(), stream.try_clone()) {
             map.insert(id, clone);
@@ -56,7 +64,7 @@ pub fn accept_loop(
         let spawned = thread::Builder::new()
             .name(format!("tcp-conn-{id}"))
             .spawn(move || {
-                serve_socket(stream, &ctx, &stop);
+                serve_socket(stream, handshaking, &ctx, &stop);
                 if let Ok(mut map) = conns.lock() {
                     map.remove(&id);
                 }
@@ -110,9 +118,16 @@ fn refuse_busy(stream: TcpStream, has_secret: bool) {
     );
 }
 
-/// Run the handshake on one accepted socket, then serve it until it ends
-/// or `stop` is set. A client refused in the handshake is logged.
-fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool) {
+/// Run the handshake on one accepted socket (counted in `handshaking`
+/// until it is over), then serve it until it ends or `stop` is set. A
+/// client refused in the handshake is logged (rate-limited, and not told
+/// to the shell: a flood of them must not flood the terminal).
+fn serve_socket(
+    stream: TcpStream,
+    handshaking: Handshaking,
+    ctx: &ServerContext,
+    stop: &AtomicBool,
+) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -123,12 +138,14 @@ fn serve_socket(stream: TcpStream, ctx: &ServerContext, stop: &AtomicBool) {
     let limit = ctx.settings.io_timeout;
     // The whole handshake has one deadline.
     let mut timed = Timed::new(read_half, limit.min(HANDSHAKE_TIMEOUT));
-    let session = match handshake::respond(&mut timed, &mut &stream, &ctx.credentials, &|_| Ok(()))
-    {
+    let answer = handshake::respond(&mut timed, &mut &stream, &ctx.credentials, &|_| Ok(()));
+    drop(handshaking);
+    let session = match answer {
         Ok(s) => s,
         Err(e) => {
             if e.kind() == crate::ErrorKind::Refused {
-                ctx.served(&peer, "connection", &format!("error: {e}"), 0);
+                let outcome = format!("error: {e}");
+                super::record_served(&ctx.history, None, &peer, "connection", &outcome, 0);
             }
             return;
         }

@@ -521,3 +521,13 @@ pub fn udp_ticket(addr: &str) -> dropbox_shell::secure::udp::Sealer {
         other => panic!("unexpected answer to a ticket request: {other:?}"),
     }
 }
+
+/// A number of `/proc/PID/status` (`VmRSS` in KiB, `Threads`), if the
+/// process is still there.
+pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}

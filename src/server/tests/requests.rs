@@ -359,3 +359,25 @@ fn files_pulled_in_a_batch_are_logged_each_at_first_then_counted_in_one_line() {
     assert!(summary[0].command.contains("150 files"), "{:?}", summary[0]);
     assert_eq!(summary[0].bytes, 150 * 5);
 }
+
+#[test]
+fn a_connection_gets_a_few_udp_tickets_each_new_and_handed_to_the_udp_side() {
+    let f = fixture();
+    let mut udp_side = f.ctx.tickets.tickets();
+    let asked = vec![Request::UdpTicket; crate::limits::TICKETS_PER_CONNECTION + 1];
+    let (got, _) = f.serve(&frames(&asked));
+    let mut seen = std::collections::HashSet::new();
+    let now = std::time::Instant::now();
+    for answer in &got[..crate::limits::TICKETS_PER_CONNECTION] {
+        let Response::UdpTicket { ticket, secret } = answer else {
+            panic!("{got:?}")
+        };
+        let t = crate::secure::udp::Ticket::from_parts(*ticket, secret).unwrap();
+        assert!(seen.insert(t.secret), "a secret came twice");
+        assert!(udp_side.find(t.id, now, &|_| false).is_some());
+    }
+    assert_error(
+        &got[crate::limits::TICKETS_PER_CONNECTION..],
+        "UDP tickets already",
+    );
+}
