@@ -124,7 +124,7 @@ fn a_flood_of_handshakes_from_one_address_leaves_others_served() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     // Half whole handshakes, half abandoned ones.
-                    if flood_once(&addr, (n + i) % 2 == 0, &mut silent) {
+                    if flood_once(&addr, (n + i).is_multiple_of(2), &mut silent) {
                         whole.fetch_add(1, Ordering::SeqCst);
                     }
                     n += 1;
