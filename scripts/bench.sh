@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks: dropbox-shell against rsync, nc, md5sum and tftp on the same
-# files in the same run; prints medians and ratios.
+# Benchmarks: dropbox-shell against rsync (daemon and over ssh), scp, nc,
+# md5sum and tftp on the same files in the same run; prints medians and
+# ratios, and what encryption costs per GiB.
 #
 #   bash scripts/bench.sh            # everything, RUNS=3 runs of each, on tmpfs
 #   bash scripts/bench.sh transfer   # downloads, hashing, listing, UDP
@@ -38,7 +39,7 @@ trap cleanup EXIT
 mkdir -p "$W"
 RES=$W/results.tsv
 : > "$RES"
-rm -f "$W/scale-extra.txt"
+rm -f "$W/scale-extra.txt" "$W/seal-cost.txt"
 
 # ---------------------------------------------------------------- data
 echo "preparing data in $W" >&2
@@ -150,8 +151,52 @@ sleep 0.5
 mem_tcp=0 mem_udp=0
 GIB=$((1 << 30))
 if [ "$WHAT" != sync ]; then
+# ---------------------------------------------------------------- sshd
+# An sshd of our own on a free port on loopback, with throwaway keys, for
+# rsync -e ssh and scp; stopped by its pid at exit.
+start_sshd() {
+  if [ ! -x /usr/sbin/sshd ]; then
+    echo "installing openssh-server" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+  fi
+  local d=$W/ssh
+  rm -rf "$d"; mkdir -p "$d" /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -f "$d/host_key"
+  ssh-keygen -q -t ed25519 -N '' -f "$d/user_key"
+  cp "$d/user_key.pub" "$d/authorized_keys"
+  chmod 600 "$d/authorized_keys"
+  SSH_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat > "$d/sshd_config" <<CONF
+Port $SSH_PORT
+ListenAddress 127.0.0.1
+HostKey $d/host_key
+PidFile $d/sshd.pid
+AuthorizedKeysFile $d/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+Subsystem sftp internal-sftp
+CONF
+  /usr/sbin/sshd -D -e -f "$d/sshd_config" 2> "$W/sshd.log" &
+  pids+=($!)
+  SSH_OPTS=(-i "$d/user_key" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR)
+  SSH_CMD="ssh -p $SSH_PORT ${SSH_OPTS[*]}"
+  for _ in $(seq 50); do
+    $SSH_CMD 127.0.0.1 true 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "sshd did not start: $(tail -3 "$W/sshd.log")" >&2
+  return 1
+}
+rsync_ssh() { rsync -e "$SSH_CMD" --checksum-choice=md5 "127.0.0.1:$W/big/big.bin" "$W/dst/"; }
+scp_get() { scp -q -P "$SSH_PORT" "${SSH_OPTS[@]}" "127.0.0.1:$W/big/big.bin" "$W/dst/"; }
+
 # ---------------------------------------------------------------- 1 GiB download
-echo "1 GiB download: ours (TCP, UDP) vs rsync -md5 vs nc" >&2
+echo "1 GiB download: ours (TCP, UDP, encrypted) vs rsync -md5 (daemon, ssh) vs scp vs nc" >&2
+ssh_ok=0
+start_sshd && ssh_ok=1
 cold_big() { clean_dst; start_peer big "$W/big" --cold; }
 cached_big() { clean_dst; start_peer big "$W/big"; ours big "hash verify big.bin" > /dev/null 2>&1; }
 nc_get() {
@@ -173,7 +218,13 @@ for _ in $(seq "$RUNS"); do
     rsync --checksum-choice=md5 "rsync://127.0.0.1:$RSYNC_PORT/big/big.bin" "$W/dst/"
   REPS=1 measure "nc 1 GiB (no checksum)" $GIB clean_dst nc_get
   REPS=1 measure "md5sum 1 GiB" $GIB nothing md5sum "$W/big/big.bin"
+  if [ "$ssh_ok" = 1 ]; then
+    REPS=1 measure "rsync -e ssh --checksum-choice=md5 1 GiB" $GIB clean_dst rsync_ssh
+    REPS=1 measure "scp 1 GiB" $GIB clean_dst scp_get
+  fi
 done
+# What sealing and opening cost per GiB, on one core.
+"${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/seal_cost" > "$W/seal-cost.txt"
 
 # Peak memory of the receiving process.
 clean_dst
@@ -437,9 +488,13 @@ def ratio(label, theirs, ours, goal=None):
         r = med[theirs] / med[ours]
         g = f"  (goal {goal})" if goal else ""
         print(f"{label:60} {r:6.2f}x{g}")
-ratio("download TCP vs rsync-md5, cold cache (higher is faster)", "rsync --checksum-choice=md5 1 GiB", "download TCP 1 GiB, cold cache", ">= 1.3x")
+ratio("download TCP (encrypted) vs rsync-md5 daemon (plaintext), cold", "rsync --checksum-choice=md5 1 GiB", "download TCP 1 GiB, cold cache", ">= 0.9x")
 ratio("download TCP vs rsync-md5, MD5 cached", "rsync --checksum-choice=md5 1 GiB", "download TCP 1 GiB, MD5 cached")
 ratio("download TCP vs nc (nc verifies nothing)", "nc 1 GiB (no checksum)", "download TCP 1 GiB, MD5 cached")
+ratio("download TCP vs rsync -e ssh --checksum-choice=md5, cold", "rsync -e ssh --checksum-choice=md5 1 GiB", "download TCP 1 GiB, cold cache", "> 1x")
+ratio("download TCP vs scp, cold", "scp 1 GiB", "download TCP 1 GiB, cold cache", "> 1x")
+ratio("download UDP vs rsync -e ssh --checksum-choice=md5, cold", "rsync -e ssh --checksum-choice=md5 1 GiB", "download UDP 1 GiB, cold cache", "> 1x")
+ratio("download UDP vs scp, cold", "scp 1 GiB", "download UDP 1 GiB, cold cache", "> 1x")
 ratio("download UDP vs our TCP, cold (throughput ratio)", "download TCP 1 GiB, cold cache", "download UDP 1 GiB, cold cache", ">= 0.7x")
 ratio("download UDP vs our TCP, MD5 cached", "download TCP 1 GiB, MD5 cached", "download UDP 1 GiB, MD5 cached")
 ratio("hash checkall cold vs sequential md5sum", "md5sum 2000 x 512 KiB (sequential)", "hash checkall 2000 x 512 KiB, cold", ">= 1.5x")
@@ -474,6 +529,12 @@ if nc in med_cpu and md5 in med_cpu and rs in med:
     print()
 if mem_tcp != "0":
   print(f"peak memory of the receiving peer, 1 GiB download: TCP {int(mem_tcp)/1024:.1f} MiB, UDP {int(mem_udp)/1024:.1f} MiB (goal < 64 MiB)")
+seal = os.path.join(os.path.dirname(res), "seal-cost.txt")
+if os.path.exists(seal) and mem_tcp != "0":
+    print("encryption's CPU cost per GiB on one core (examples/seal_cost.rs):")
+    for line in open(seal):
+        what, secs, unit = line.rstrip("\n").split("\t")
+        print(f"  {what:24} {float(secs):6.3f} {unit}")
 extra = os.path.join(os.path.dirname(res), "scale-extra.txt")
 if os.path.exists(extra):
     print(open(extra).read(), end="")
