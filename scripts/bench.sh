@@ -64,6 +64,8 @@ for d in range(100):
 PY
 fi
 chmod -R a+rX "$W"
+# ... but a peer's identity stays private (a readable one is refused).
+find "$W" -path '*/.dropbox-shell/identity' -exec chmod 600 {} +
 
 # ---------------------------------------------------------------- helpers
 now_ns() { date +%s%N; }
@@ -493,6 +495,7 @@ ratio("download TCP vs rsync-md5, MD5 cached", "rsync --checksum-choice=md5 1 Gi
 ratio("download TCP vs nc (nc verifies nothing)", "nc 1 GiB (no checksum)", "download TCP 1 GiB, MD5 cached")
 ratio("download TCP vs rsync -e ssh --checksum-choice=md5, cold", "rsync -e ssh --checksum-choice=md5 1 GiB", "download TCP 1 GiB, cold cache", "> 1x")
 ratio("download TCP vs scp, cold", "scp 1 GiB", "download TCP 1 GiB, cold cache", "> 1x")
+ratio("download TCP vs scp, MD5 cached", "scp 1 GiB", "download TCP 1 GiB, MD5 cached")
 ratio("download UDP vs rsync -e ssh --checksum-choice=md5, cold", "rsync -e ssh --checksum-choice=md5 1 GiB", "download UDP 1 GiB, cold cache", "> 1x")
 ratio("download UDP vs scp, cold", "scp 1 GiB", "download UDP 1 GiB, cold cache", "> 1x")
 ratio("download UDP vs our TCP, cold (throughput ratio)", "download TCP 1 GiB, cold cache", "download UDP 1 GiB, cold cache", ">= 0.7x")

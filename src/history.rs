@@ -1,6 +1,7 @@
 //! The request log: one JSON line per request made or served, appended to
-//! `.dropbox-shell/history.log` (time, direction, peer, command, outcome,
-//! bytes), and read back for `history [N]`. At 16 MiB the log becomes
+//! `.dropbox-shell/history.log` (time, direction, peer address, the peer's
+//! id when its key proved one, command, outcome, bytes), and read back for
+//! `history [N]`. At 16 MiB the log becomes
 //! `history.log.1` (replacing the one before) and a new one starts, so a
 //! busy peer's log stays under 32 MiB and `history` still sees the
 //! previous generation.
@@ -36,6 +37,10 @@ pub struct Record {
     pub time: String,
     pub direction: Direction,
     pub peer: String,
+    /// The peer's id, as its key proved it in the handshake (absent for
+    /// local actions, unproven senders and lines of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<String>,
     pub command: String,
     pub outcome: String,
     pub bytes: u64,
@@ -53,10 +58,17 @@ impl Record {
             time: crate::timestamp::event_time(chrono::Utc::now()),
             direction,
             peer: clip(peer, LINE_TEXT).into_owned(),
+            peer_id: None,
             command: clip(command, LINE_TEXT).into_owned(),
             outcome: clip(outcome, LINE_TEXT).into_owned(),
             bytes,
         }
+    }
+
+    /// The same, naming the peer's proven id.
+    pub fn by(mut self, id: Option<&str>) -> Record {
+        self.peer_id = id.map(|i| clip(i, LINE_TEXT).into_owned());
+        self
     }
 }
 
@@ -145,6 +157,7 @@ impl History {
                 command: "(refused requests not logged)".into(),
                 outcome: format!("error: {n} refused requests were not logged (rate limit)"),
                 peer: "-".into(),
+                peer_id: None,
                 bytes: 0,
                 direction: Direction::Served,
                 time: rec.time.clone(),

@@ -87,6 +87,9 @@ pub struct Session {
     addresses: Vec<String>,
     current: usize,
     cancel: Arc<AtomicBool>,
+    /// The address and proven id of the peer the running command reached
+    /// (for its history line).
+    reached: std::cell::RefCell<Option<(String, String)>>,
 }
 
 /// Progress of a transfer: (bytes done, bytes in all).
@@ -99,6 +102,7 @@ impl Session {
             addresses,
             current: 0,
             cancel,
+            reached: Default::default(),
         }
     }
 
@@ -122,12 +126,15 @@ impl Session {
     }
 
     fn connect(&self, addr: &str) -> Result<Client> {
-        Client::connect(
+        let client = Client::connect(
             addr,
             &self.shared.identity.credentials(),
             self.cancel.clone(),
             self.shared.config.io_timeout,
-        )
+        )?;
+        let id = client.remote_id().to_string();
+        self.reached.replace(Some((addr.to_string(), id)));
+        Ok(client)
     }
 
     /// Run one command. `line` is what the user typed (for the history).
@@ -144,6 +151,7 @@ impl Session {
                 | Command::Upload { .. }
                 | Command::Sync(SyncVerb::Now | SyncVerb::Confirm)
         );
+        self.reached.replace(None);
         let result = self.execute(cmd, progress);
         // The one place a command's MD5s (a file received) reach the disk.
         self.shared.folder.save_cache();
@@ -154,13 +162,10 @@ impl Session {
                 Ok(_) => ("ok".to_string(), 0),
                 Err(e) => (format!("error: {e}"), 0),
             };
-            self.shared.history.log(&Record::now(
-                Direction::Made,
-                &peer,
-                line.trim(),
-                &outcome,
-                bytes,
-            ));
+            let reached = self.reached.take();
+            let id = reached.filter(|(a, _)| *a == peer).map(|(_, id)| id);
+            let record = Record::now(Direction::Made, &peer, line.trim(), &outcome, bytes);
+            self.shared.history.log(&record.by(id.as_deref()));
         }
         result
     }

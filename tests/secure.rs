@@ -333,3 +333,45 @@ fn no_marker_name_or_md5_crosses_the_wire() {
         );
     }
 }
+
+#[test]
+fn history_lines_name_the_proven_id_on_both_sides() {
+    let server = Peer::start(&[]);
+    server.write("a.txt", b"hello\n");
+    let me = tempfile::tempdir().unwrap();
+    let (code, docs, err) = json_run(
+        me.path(),
+        &server.addr,
+        &[
+            "id",
+            "peers",
+            "index longlist",
+            "download UDP a.txt",
+            "history 10",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{docs:?} {err}");
+    let mine = docs[0]["id"].as_str().unwrap();
+    let theirs = docs[1]["peers"][0]["peer_id"].as_str().unwrap();
+    let made = docs[4]["history"].as_array().unwrap();
+    for cmd in ["index longlist", "download UDP a.txt"] {
+        let line = made.iter().find(|r| r["command"] == cmd).unwrap();
+        assert_eq!(line["peer_id"], theirs, "{line}");
+    }
+    // The server names who it served, over TCP and over UDP (its line for
+    // the UDP transfer is written when the transfer's end reaches it).
+    let served = || fs::read_to_string(server.path(".dropbox-shell/history.log")).unwrap();
+    let by_me = |cmd: &str| {
+        served().lines().any(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            r["command"] == cmd && r["peer_id"] == mine
+        })
+    };
+    assert!(by_me("index longlist"), "{}", served());
+    assert!(
+        wait_for(Duration::from_secs(10), || by_me("download UDP a.txt")),
+        "{}",
+        served()
+    );
+}

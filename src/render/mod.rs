@@ -360,6 +360,7 @@ mod tests {
                 time: bad.into(),
                 direction: Direction::Served,
                 peer: bad.into(),
+                peer_id: Some(bad.into()),
                 command: bad.into(),
                 outcome: bad.into(),
                 bytes: 0,

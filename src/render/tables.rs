@@ -12,6 +12,7 @@ use crate::secure::keys::short_of;
 use crate::session::PeerStatus;
 use crate::sync::{SyncReport, SyncStatus};
 use crate::transfer::TransferReport;
+use comfy_table::Cell;
 
 /// `index`: a row per entry, then how many and whose.
 pub fn listing(peer: &str, entries: &[Entry], width: Option<u16>) -> String {
@@ -116,22 +117,25 @@ pub fn history(recs: &[Record], width: Option<u16>) -> String {
         width,
     );
     for r in recs {
+        // The address, and below it the short id its key proved (each
+        // escaped, the line break our own).
+        let peer = match r.peer_id.as_deref() {
+            Some(id) => format!("{}\n{}", escape(&r.peer), escape(&short_of(id))),
+            None => escape(&r.peer).into_owned(),
+        };
         let time = local_event_time(&r.time);
         let dir = serde_json::to_value(r.direction)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
-        add_row(
-            &mut t,
-            [
-                time,
-                dir,
-                r.peer.clone(),
-                r.command.clone(),
-                r.outcome.clone(),
-                r.bytes.to_string(),
-            ],
-        );
+        t.add_row(vec![
+            Cell::new(escape(&time)),
+            Cell::new(escape(&dir)),
+            Cell::new(peer),
+            Cell::new(escape(&r.command)),
+            Cell::new(escape(&r.outcome)),
+            Cell::new(r.bytes),
+        ]);
     }
     t.to_string()
 }

@@ -141,7 +141,8 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
             }
         };
         let flushed = self.flush_unless_more();
-        self.ctx.served(self.peer, &what, &outcome, bytes);
+        self.ctx
+            .served((self.peer, self.proven.as_deref()), &what, &outcome, bytes);
         flushed
     }
 
@@ -157,7 +158,8 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
         let (n, bytes) = std::mem::take(&mut self.batched);
         if n > 0 {
             let what = format!("download TCP, {n} files pulled in a batch");
-            self.ctx.served(self.peer, &what, "ok", bytes);
+            self.ctx
+                .served((self.peer, self.proven.as_deref()), &what, "ok", bytes);
         }
     }
 

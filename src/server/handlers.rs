@@ -42,7 +42,7 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
         if self.tickets >= TICKETS_PER_CONNECTION {
             bail!("this connection has asked for {TICKETS_PER_CONNECTION} UDP tickets already");
         }
-        let t = self.ctx.tickets.issue()?;
+        let t = self.ctx.tickets.issue(self.proven.as_deref())?;
         self.tickets += 1;
         write_msg(
             &mut self.w,

@@ -72,12 +72,13 @@ pub struct ServerContext {
 }
 
 impl ServerContext {
-    /// Log a request served on TCP and tell the shell about it.
-    fn served(&self, peer: &str, what: &str, outcome: &str, bytes: u64) {
+    /// Log a request served on TCP to `peer` (proven to be `id`) and tell
+    /// the shell about it.
+    fn served(&self, (peer, id): Who, what: &str, outcome: &str, bytes: u64) {
         record_served(
             &self.history,
             Some(&self.events),
-            peer,
+            (peer, id),
             what,
             outcome,
             bytes,
@@ -85,17 +86,21 @@ impl ServerContext {
     }
 }
 
+/// Who a request was served to: its address, and its id when its key
+/// proved one.
+pub type Who<'a> = (&'a str, Option<&'a str>);
+
 /// Log a request served to `peer` and, given `events`, tell the shell
 /// (`served <what> to <peer>: <outcome>`).
 pub fn record_served(
     history: &History,
     events: Option<&EventSender>,
-    peer: &str,
+    (peer, id): Who,
     what: &str,
     outcome: &str,
     bytes: u64,
 ) {
-    history.log(&Record::now(Direction::Served, peer, what, outcome, bytes));
+    history.log(&Record::now(Direction::Served, peer, what, outcome, bytes).by(id));
     if let Some(events) = events {
         events.server(format!("served {what} to {peer}: {outcome}"));
     }

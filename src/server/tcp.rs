@@ -145,7 +145,7 @@ fn serve_socket(
         Err(e) => {
             if e.kind() == crate::ErrorKind::Refused {
                 let outcome = format!("error: {e}");
-                super::record_served(&ctx.history, None, &peer, "connection", &outcome, 0);
+                super::record_served(&ctx.history, None, (&peer, None), "connection", &outcome, 0);
             }
             return;
         }

@@ -1,7 +1,7 @@
 //! The UDP tickets a server hands out: a TCP connection asks for one
 //! ([`TicketDesk::issue`], answered inside the encrypted channel), and the
 //! UDP thread keeps it ([`Tickets`]) to open and seal that client's
-//! datagrams. Bounded: at most [`UDP_TICKETS`] are kept, one unused for
+//! datagrams, with the id the connection's key proved (for the log). Bounded: at most [`UDP_TICKETS`] are kept, one unused for
 //! [`TICKET_IDLE`] is forgotten, and past the bound the longest idle one
 //! without a transfer gives way (a flood of ticket requests can evict
 //! idle tickets, never one whose transfer is running).
@@ -18,9 +18,12 @@ use crate::{Result, bail};
 /// Where TCP connections leave the tickets they issue for the UDP thread.
 #[derive(Clone)]
 pub struct TicketDesk {
-    tx: Sender<Ticket>,
-    rx: Receiver<Ticket>,
+    tx: Sender<Issued>,
+    rx: Receiver<Issued>,
 }
+
+/// A ticket and the proven id of the peer it was issued to.
+type Issued = (Ticket, Option<String>);
 
 impl Default for TicketDesk {
     fn default() -> Self {
@@ -30,11 +33,12 @@ impl Default for TicketDesk {
 }
 
 impl TicketDesk {
-    /// A new ticket, handed to the UDP thread before it is returned (so a
-    /// datagram that uses it finds it there).
-    pub fn issue(&self) -> Result<Ticket> {
+    /// A new ticket for the peer proven to be `holder`, handed to the UDP
+    /// thread before it is returned (so a datagram that uses it finds it
+    /// there).
+    pub fn issue(&self, holder: Option<&str>) -> Result<Ticket> {
         let t = Ticket::random()?;
-        match self.tx.try_send(t.clone()) {
+        match self.tx.try_send((t.clone(), holder.map(str::to_string))) {
             Ok(()) => Ok(t),
             Err(TrySendError::Full(_)) => {
                 bail!("the peer is busy (too many UDP tickets at once); try again shortly")
@@ -55,11 +59,12 @@ impl TicketDesk {
 struct Held {
     sealer: Sealer,
     used: Instant,
+    holder: Option<String>,
 }
 
 /// The tickets the UDP thread holds, by number.
 pub struct Tickets {
-    rx: Receiver<Ticket>,
+    rx: Receiver<Issued>,
     held: HashMap<u64, Held>,
 }
 
@@ -67,7 +72,7 @@ impl Tickets {
     /// Take in the tickets issued since the last call; `busy` tells which
     /// held tickets have a transfer running (those are never evicted).
     pub fn collect(&mut self, now: Instant, busy: &dyn Fn(u64) -> bool) {
-        while let Ok(t) = self.rx.try_recv() {
+        while let Ok((t, holder)) = self.rx.try_recv() {
             if self.held.len() >= UDP_TICKETS && !self.evict_idlest(busy) {
                 continue;
             }
@@ -76,6 +81,7 @@ impl Tickets {
                 Held {
                     sealer: Sealer::new(&t, Side::Server),
                     used: now,
+                    holder,
                 },
             );
         }
@@ -117,6 +123,11 @@ impl Tickets {
             .retain(|id, h| busy(*id) || now.duration_since(h.used) < TICKET_IDLE);
     }
 
+    /// The proven id of the peer ticket `id` was issued to.
+    pub fn holder(&self, id: u64) -> Option<&str> {
+        self.held.get(&id)?.holder.as_deref()
+    }
+
     /// Whether ticket `id` is held.
     pub fn holds(&self, id: u64) -> bool {
         self.held.contains_key(&id)
@@ -144,9 +155,10 @@ mod tests {
     fn a_ticket_issued_is_found_by_the_udp_side() {
         let desk = TicketDesk::default();
         let mut tickets = desk.tickets();
-        let t = desk.issue().unwrap();
+        let t = desk.issue(Some("AAAA-BBBB")).unwrap();
         let now = Instant::now();
         assert!(tickets.find(t.id, now, &|_| false).is_some());
+        assert_eq!(tickets.holder(t.id), Some("AAAA-BBBB"));
         assert!(tickets.find(t.id ^ 1, now, &|_| false).is_none());
     }
 
@@ -155,21 +167,21 @@ mod tests {
         let desk = TicketDesk::default();
         let mut tickets = desk.tickets();
         let now = Instant::now();
-        let first = desk.issue().unwrap();
+        let first = desk.issue(None).unwrap();
         tickets.collect(now, &|_| false);
         let busy = |id| id == first.id;
         for i in 0..3 * UDP_TICKETS {
             // The channel holds UDP_TICKETS: collect as the UDP loop does.
-            desk.issue().unwrap();
+            desk.issue(None).unwrap();
             tickets.collect(now + Duration::from_millis(i as u64 + 1), &busy);
         }
         assert_eq!(tickets.held(), UDP_TICKETS);
         assert!(tickets.get(first.id).is_some(), "the busy ticket stayed");
         // Past the bound of the channel, issuing is refused, not queued.
         for _ in 0..UDP_TICKETS {
-            desk.issue().unwrap();
+            desk.issue(None).unwrap();
         }
-        let e = desk.issue().unwrap_err();
+        let e = desk.issue(None).unwrap_err();
         assert!(e.to_string().contains("busy"), "{e}");
     }
 
@@ -177,7 +189,7 @@ mod tests {
     fn idle_tickets_are_forgotten() {
         let desk = TicketDesk::default();
         let mut tickets = desk.tickets();
-        let (a, b) = (desk.issue().unwrap(), desk.issue().unwrap());
+        let (a, b) = (desk.issue(None).unwrap(), desk.issue(None).unwrap());
         let now = Instant::now();
         tickets.collect(now, &|_| false);
         let later = now + TICKET_IDLE + Duration::from_secs(1);

@@ -339,10 +339,11 @@ impl Server {
         }
         // A refusal to an address that proved nothing is not told to the shell.
         let what = format!("download UDP {name}");
+        let holder = self.ctx.tickets.holder(ticket);
         super::record_served(
             &self.ctx.history,
             None,
-            &from.to_string(),
+            (&from.to_string(), holder),
             &what,
             &format!("error: {message}"),
             0,
@@ -380,23 +381,26 @@ impl Server {
         let what = format!("download UDP {}", s.source.name);
         // What its ticket turned away while it ran.
         let (forged, replayed) = self.ctx.tickets.counts(s.ticket);
-        let (forged, replayed) = (forged - s.counted.0, replayed - s.counted.1);
+        let (forged, replayed) = (
+            forged.saturating_sub(s.counted.0),
+            replayed.saturating_sub(s.counted.1),
+        );
+        // Only a proven address's transfer is told to the shell: a flood of
+        // forged requests stays in the (rate-limited) log.
+        let told = outcome == "ok" || s.sender.is_validated();
+        let events = told.then_some(&self.ctx.events);
         let outcome = if forged + replayed > 0 {
             format!("{outcome} ({forged} datagrams failed authentication, {replayed} replays)")
         } else {
             outcome.to_string()
         };
-        let outcome = outcome.as_str();
-        // Only a proven address's transfer is told to the shell: a flood of
-        // forged requests stays in the (rate-limited) log.
-        let told = outcome == "ok" || s.sender.is_validated();
-        let events = told.then_some(&self.ctx.events);
+        let holder = self.ctx.tickets.holder(s.ticket);
         super::record_served(
             &self.ctx.history,
             events,
-            &s.peer.to_string(),
+            (&s.peer.to_string(), holder),
             &what,
-            outcome,
+            &outcome,
             s.sender.size(),
         );
     }

@@ -548,13 +548,7 @@ impl Actor {
             + report.folders
             + report.modes;
         if busy > 0 || !report.errors.is_empty() || report.paused_deletions > 0 {
-            self.shared.history.log(&Record::now(
-                Direction::Made,
-                &report.peer,
-                "sync round",
-                &summary,
-                report.bytes,
-            ));
+            self.log(&report.peer, "sync round", &summary, report.bytes);
             if !by_hand {
                 self.shared
                     .events
@@ -564,9 +558,13 @@ impl Actor {
         report
     }
 
+    /// Log a sync action with the partner at `peer` (and its id, once
+    /// proven).
     fn log(&self, peer: &str, what: &str, outcome: &str, bytes: u64) {
+        let id = self.partners.iter().find(|p| p.addr == peer);
+        let id = id.and_then(|p| p.id.as_deref());
         self.shared
             .history
-            .log(&Record::now(Direction::Made, peer, what, outcome, bytes));
+            .log(&Record::now(Direction::Made, peer, what, outcome, bytes).by(id));
     }
 }
