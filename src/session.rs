@@ -137,6 +137,32 @@ impl Session {
         Ok(client)
     }
 
+    /// `peer forget ADDR`: in this process's `known_peers`, and in the
+    /// folder's own when that is another file and exists (a client run on
+    /// the folder of a running `--sync` peer reaches that peer's file,
+    /// which it reads at every check).
+    fn forget_peer(&self, addr: &str) -> Result<Output> {
+        let ours = self.shared.private_dir().join(KNOWN_PEERS_FILE);
+        let folders = self.shared.folder.state_path().join(KNOWN_PEERS_FILE);
+        let mut files = vec![ours.clone()];
+        if folders != ours && folders.exists() {
+            files.push(folders);
+        }
+        let mut said = Vec::new();
+        for file in files {
+            if let Some(id) = KnownPeers::at(&file).forget(addr)? {
+                said.push(format!(
+                    "forgot id {id} at {addr} (in {}); the next connection there remembers the id it proves",
+                    file.display()
+                ));
+            }
+        }
+        if said.is_empty() {
+            said.push(format!("no id was remembered at {addr}"));
+        }
+        Ok(Output::Text(said.join("\n")))
+    }
+
     /// Run one command. `line` is what the user typed (for the history).
     pub fn run(&mut self, cmd: Command, line: &str, progress: Progress) -> Result<Output> {
         self.cancel.store(false, Ordering::SeqCst);
@@ -248,15 +274,7 @@ impl Session {
                     file: identity.path().display().to_string(),
                 })
             }
-            Command::PeerForget(addr) => {
-                let known = KnownPeers::at(&self.shared.private_dir().join(KNOWN_PEERS_FILE));
-                Ok(Output::Text(match known.forget(&addr)? {
-                    Some(id) => format!(
-                        "forgot id {id} at {addr}; the next connection there remembers the id it proves"
-                    ),
-                    None => format!("no id was remembered at {addr}"),
-                }))
-            }
+            Command::PeerForget(addr) => self.forget_peer(&addr),
             Command::PeerUse(addr) => {
                 use std::net::ToSocketAddrs;
                 addr.to_socket_addrs()

@@ -234,6 +234,11 @@ fn a_changed_id_at_a_known_address_is_refused_until_peer_forget() {
     let (code, _, err) = json_run(me.path(), &addr, &["index longlist"], &[]);
     assert_eq!(code, 0, "{err}");
     let old = id_of(a.dir.path());
+    // A syncing peer that knows A there too.
+    let b = syncing(&["--peer", &addr]);
+    assert!(wait_for(Duration::from_secs(20), || b
+        .path("a.txt")
+        .exists()));
     drop(a);
     // Another peer (another key) at the same address.
     let a2 = Peer::start_at(tempfile::tempdir().unwrap(), &addr, &[]);
@@ -259,6 +264,26 @@ fn a_changed_id_at_a_known_address_is_refused_until_peer_forget() {
     assert_eq!(docs[1]["files"][0]["name"], "b.txt");
     let known = fs::read_to_string(me.path().join(".dropbox-shell/known_peers")).unwrap();
     assert!(known.contains(&format!("{addr} {new}")), "{known}");
+    // The syncing peer never syncs with the changed id, and says so.
+    let refused = wait_for(Duration::from_secs(20), || {
+        sync_status(b.dir.path())["partners"][0]["last_result"]
+            .as_str()
+            .is_some_and(|r| r.contains("now has id"))
+    });
+    assert!(refused, "{}", sync_status(b.dir.path()));
+    assert!(!b.path("b.txt").exists());
+    // `peer forget` from a second process on its folder reaches it.
+    let out = bin()
+        .args(["--json", "-c", &format!("peer forget {addr}"), "--dir"])
+        .arg(b.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&old));
+    // (A hang guard: the partner's retries back off after the refusals.)
+    assert!(wait_for(Duration::from_secs(90), || b
+        .path("b.txt")
+        .exists()));
 }
 
 #[test]
