@@ -37,6 +37,10 @@ pub const BUSY_ANSWERS: usize = 16;
 /// UDP tickets (keys of sealed downloads) a server keeps at once; past
 /// it the longest idle one without a transfer gives way.
 pub const UDP_TICKETS: usize = 256;
+/// Live UDP tickets one address (an IPv6 host by its /64) may hold.
+pub const TICKETS_PER_ADDRESS: usize = 32;
+/// UDP transfers one ticket may run at once.
+pub const SESSIONS_PER_TICKET: usize = 2;
 /// UDP tickets one TCP connection may ask for.
 pub const TICKETS_PER_CONNECTION: usize = 8;
 /// A UDP ticket without a transfer for this long is forgotten.

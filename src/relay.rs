@@ -31,8 +31,9 @@ pub struct Impairment {
     pub seed: u64,
 }
 
-/// How many recent datagrams a replay picks from.
+/// How many recent datagrams a replay picks from, and their bytes at most.
 pub const REPLAYABLE: usize = 2000;
+const REPLAYABLE_BYTES: usize = 8 << 20;
 
 /// What crossed the relay both ways (TCP bytes and UDP datagrams, one
 /// after the other), up to a cap.
@@ -242,6 +243,7 @@ struct Datagrams {
     rng: fastrand::Rng,
     held: Vec<Held>,
     recent: VecDeque<(Option<SocketAddr>, SocketAddr, Vec<u8>)>,
+    recent_bytes: usize,
     tape: Tape,
 }
 
@@ -251,6 +253,7 @@ fn run(front: UdpSocket, target: SocketAddr, imp: Impairment, stop: Arc<AtomicBo
         imp,
         held: Vec::new(),
         recent: VecDeque::new(),
+        recent_bytes: 0,
         tape,
     };
     let mut ups: HashMap<SocketAddr, UdpSocket> = HashMap::new();
@@ -329,9 +332,15 @@ impl Datagrams {
             });
         }
         if imp.replay > 0.0 {
-            if self.recent.len() == REPLAYABLE {
-                self.recent.pop_front();
+            while self.recent.len() >= REPLAYABLE
+                || self.recent_bytes + bytes.len() > REPLAYABLE_BYTES
+            {
+                let Some((_, _, old)) = self.recent.pop_front() else {
+                    break;
+                };
+                self.recent_bytes -= old.len();
             }
+            self.recent_bytes += bytes.len();
             self.recent.push_back((upstream, to, bytes.to_vec()));
         }
         if rng.f64() < imp.loss {

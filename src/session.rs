@@ -238,7 +238,7 @@ impl Session {
                 let ticket = self.connect(&peer)?.udp_ticket()?;
                 let report = driver::download(
                     &peer,
-                    &ticket,
+                    ticket,
                     &name,
                     &self.shared.folder,
                     &opts,

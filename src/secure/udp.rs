@@ -38,7 +38,8 @@ pub const HEADER: usize = 20;
 const TAG: usize = 16;
 /// Bytes the envelope adds to an inner datagram.
 pub const OVERHEAD: usize = HEADER + TAG;
-/// Packet numbers the replay window remembers below the highest one seen.
+/// Packet numbers the replay window holds: the highest one seen and the
+/// 8191 below it.
 pub const REPLAY_WINDOW: u64 = 8192;
 
 /// Which end of a transfer this is.
@@ -60,9 +61,12 @@ impl Side {
     }
 }
 
-/// What sets up the sealed datagrams of one or more UDP downloads: given
-/// by the server over the encrypted TCP channel, never in clear.
-#[derive(Clone, PartialEq, Eq)]
+/// What sets up the sealed datagrams of one UDP download: given by the
+/// server over the encrypted TCP channel, never in clear. One download
+/// side holds one [`Sealer`] for it: a second sealer of the same ticket and
+/// side would count its packet numbers from 0 again (nonce reuse), so code
+/// that seals takes the ticket by value.
+#[derive(PartialEq, Eq)]
 pub struct Ticket {
     pub id: u64,
     pub secret: [u8; 32],
@@ -77,14 +81,10 @@ impl std::fmt::Debug for Ticket {
 impl Ticket {
     /// A new ticket from the system's random source.
     pub fn random() -> Result<Ticket> {
-        let rng = SystemRandom::new();
-        let mut id = [0u8; 8];
         let mut secret = [0u8; 32];
-        rng.fill(&mut id)
-            .and_then(|()| rng.fill(&mut secret))
-            .map_err(|_| Error::new("the system's random source failed"))?;
+        fill_random(&mut secret)?;
         Ok(Ticket {
-            id: u64::from_be_bytes(id),
+            id: random_u64()?,
             secret,
         })
     }
@@ -117,6 +117,20 @@ impl Ticket {
             .unwrap_or_else(|_| unreachable!("32 bytes is a valid HKDF-SHA256 length"));
         LessSafeKey::new(UnboundKey::from(okm))
     }
+}
+
+fn fill_random(buf: &mut [u8]) -> Result<()> {
+    SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| Error::new("the system's random source failed"))
+}
+
+/// A number from the system's random source (for what a peer must not
+/// guess: tickets, address tokens, transfer ids).
+pub fn random_u64() -> Result<u64> {
+    let mut b = [0u8; 8];
+    fill_random(&mut b)?;
+    Ok(u64::from_be_bytes(b))
 }
 
 /// The ticket a sealed datagram names, if it is one (for the server to find
@@ -293,8 +307,7 @@ impl ReplayWindow {
     pub fn mark(&mut self, pn: u64) {
         if pn >= self.top {
             // Clear the slots the window moves past, then take the new top.
-            let ahead = pn - self.top + 1;
-            if self.top == 0 || ahead >= REPLAY_WINDOW {
+            if self.top == 0 || pn - self.top >= REPLAY_WINDOW - 1 {
                 self.bits.fill(0);
             } else {
                 for n in self.top..=pn {
@@ -408,6 +421,7 @@ mod tests {
     fn ticket_parts_round_trip_and_bad_ones_are_refused() {
         let t = Ticket::random().unwrap();
         assert_eq!(Ticket::from_parts(t.id, &t.secret_hex()).unwrap(), t);
+        assert_ne!(random_u64().unwrap(), random_u64().unwrap());
         assert!(Ticket::from_parts(1, "abcd").is_err());
         assert!(Ticket::from_parts(1, &"zz".repeat(32)).is_err());
         assert!(!format!("{t:?}").contains(&t.secret_hex()));
@@ -434,7 +448,11 @@ mod tests {
             assert!(w.is_new(pn), "{pn}");
         }
         assert!(!w.is_new(10 * REPLAY_WINDOW) && !w.is_new(9 * REPLAY_WINDOW));
-        // The top of the number space.
+        // The top of the number space, from an empty window too.
+        // (`Sealer` never takes u64::MAX; the window must not overflow on it.)
+        let mut fresh = ReplayWindow::default();
+        fresh.mark(u64::MAX);
+        assert!(fresh.is_new(u64::MAX - 1) && !fresh.is_new(u64::MAX - 2 - REPLAY_WINDOW));
         w.mark(u64::MAX - 1);
         assert!(!w.is_new(u64::MAX - 1) && w.is_new(u64::MAX - 2));
     }
@@ -447,8 +465,16 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         let mut rng = fastrand::Rng::with_seed(4);
         let mut top = 0u64;
-        for _ in 0..50_000 {
-            let pn = (top + rng.u64(0..40)).saturating_sub(rng.u64(0..9000));
+        for i in 0..50_000 {
+            // Now and then a jump of about a whole window (or more) ahead.
+            let jump = match i % 1000 {
+                0 => REPLAY_WINDOW - 1,
+                250 => REPLAY_WINDOW,
+                500 => REPLAY_WINDOW + 1,
+                750 => 3 * REPLAY_WINDOW,
+                _ => rng.u64(0..40),
+            };
+            let pn = (top + jump).saturating_sub(rng.u64(0..9000));
             let expect = pn >= top || (top - pn <= REPLAY_WINDOW && !seen.contains(&pn));
             assert_eq!(w.is_new(pn), expect, "pn {pn} top {top}");
             if expect {

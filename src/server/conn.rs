@@ -123,6 +123,8 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
         // The first files of a connection's batch get a line each, so a
         // small sync reads like the downloads it is; the rest are counted.
         let in_batch = matches!(req, Request::Download { batch: true, .. });
+        // A ticket is part of a UDP download, whose own line says how it went.
+        let quiet = matches!(req, Request::UdpTicket);
         let counted = in_batch && self.batch_lines >= LOGGED_EACH;
         self.batch_lines += usize::from(in_batch);
         let (outcome, bytes) = match self.handle(req) {
@@ -134,6 +136,7 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
                 }
                 return self.flush_unless_more();
             }
+            Ok(_) if quiet => return self.flush_unless_more(),
             Ok(bytes) => ("ok".to_string(), bytes),
             Err(e) => {
                 let _ = self.send_error(&e);

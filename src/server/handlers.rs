@@ -42,7 +42,13 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
         if self.tickets >= TICKETS_PER_CONNECTION {
             bail!("this connection has asked for {TICKETS_PER_CONNECTION} UDP tickets already");
         }
-        let t = self.ctx.tickets.issue(self.proven.as_deref())?;
+        // The address the tickets count against (none in tests without a
+        // socket).
+        let from = self
+            .peer
+            .parse::<std::net::SocketAddr>()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        let t = self.ctx.tickets.issue(self.proven.as_deref(), from)?;
         self.tickets += 1;
         write_msg(
             &mut self.w,

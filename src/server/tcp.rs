@@ -1,6 +1,7 @@
 //! The TCP side of the server on real sockets: the accept loop (a thread
-//! per connection, capped at `max_connections`, and at half of them in the
-//! handshake from one address ([`super::admission`]); a few beyond that
+//! per connection, capped at `max_connections`; from one address at half
+//! of them in the handshake and three quarters in all
+//! ([`super::admission`])); a few beyond that
 //! get a clear "busy" answer, a flood is just closed) and [`Timed`], the
 //! read half's one deadline per message. What a connection says is served
 //! by [`super::conn`].
@@ -139,7 +140,8 @@ fn serve_socket(
     // The whole handshake has one deadline.
     let mut timed = Timed::new(read_half, limit.min(HANDSHAKE_TIMEOUT));
     let answer = handshake::respond(&mut timed, &mut &stream, &ctx.credentials, &|_| Ok(()));
-    drop(handshaking);
+    // Held until the connection ends.
+    let _slot = handshaking.done();
     let session = match answer {
         Ok(s) => s,
         Err(e) => {

@@ -42,6 +42,7 @@ use crate::events::EventSender;
 use crate::folder::Folder;
 use crate::folder::Version;
 use crate::history::History;
+use crate::limits::SESSIONS_PER_TICKET;
 use crate::secure::udp::{self as sealed, Sealer};
 use crate::transfer::MAX_PAYLOAD;
 use crate::transfer::sender::{AMPLIFICATION, ChunkSource, FileInfo, FileSender, SenderConfig};
@@ -216,6 +217,7 @@ impl Server {
         let Some(inner) = opened else {
             return;
         };
+        self.ctx.tickets.touch(ticket, now);
         let Some((id, p)) = decode(inner) else {
             return;
         };
@@ -232,9 +234,9 @@ impl Server {
             name,
         } = p
         {
-            let opened = self.admit(from).and_then(|()| {
-                open_session(&self.ctx, now, (from, id), name, attempt, payload, window)
-            });
+            // The file first: a request that opens nothing evicts nobody.
+            let opened = open_session(&self.ctx, now, (from, id), name, attempt, payload, window)
+                .and_then(|s| self.admit(from, ticket).map(|()| s));
             match opened {
                 Ok(mut s) => {
                     s.ticket = ticket;
@@ -250,18 +252,27 @@ impl Server {
     }
 
     /// A datagram that is not sealed: an older peer's request gets an
-    /// error in its own framing (within three times its size); anything
-    /// else is dropped.
+    /// error in its own framing, no bigger than the request (it proves
+    /// nothing, so it must not be worth reflecting); anything else is
+    /// dropped.
     fn answer_plaintext(&mut self, bytes: &[u8], from: SocketAddr) {
-        if let Some((version, id)) = plaintext_request(bytes) {
-            let msg = format!(
-                "the peer speaks UDP protocol version {}, not {version}; use the same dropbox-shell version on both sides",
-                sealed::VERSION
-            );
-            encode_error_as(version, id, &msg, &mut self.sbuf);
-            if self.sbuf.len() <= AMPLIFICATION as usize * bytes.len() {
-                let _ = self.sock.send_to(&self.sbuf, from);
-            }
+        let Some((version, id)) = plaintext_request(bytes) else {
+            return;
+        };
+        let msg = format!(
+            "the peer speaks UDP protocol version {}, not {version}; use the same dropbox-shell version on both sides",
+            sealed::VERSION
+        );
+        let room = bytes
+            .len()
+            .saturating_sub(crate::transfer::wire::FRAME_OVERHEAD);
+        let mut end = msg.len().min(room);
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end >= 16 {
+            encode_error_as(version, id, &msg[..end], &mut self.sbuf);
+            let _ = self.sock.send_to(&self.sbuf, from);
         }
     }
 
@@ -269,11 +280,12 @@ impl Server {
     /// give way; proven ones never do (the request is refused instead).
     /// Proven sessions take at most `MAX_SESSIONS - MAX_UNPROVEN` slots
     /// when a request comes, so the unproven ones always have theirs.
-    fn admit(&mut self, from: SocketAddr) -> Result<()> {
+    fn admit(&mut self, from: SocketAddr, ticket: u64) -> Result<()> {
         let ip = from.ip();
         let proven = |s: &Outgoing| s.sender.is_validated();
         if self.count(|s| proven(s) && s.peer.ip() == ip) >= MAX_PER_IP
             || self.count(proven) >= MAX_SESSIONS - MAX_UNPROVEN
+            || self.count(|s| s.ticket == ticket) >= SESSIONS_PER_TICKET
         {
             bail!("the peer is busy (too many UDP transfers); try again shortly");
         }
@@ -457,7 +469,8 @@ fn open_session(
     let payload = payload.clamp(16, MAX_PAYLOAD);
     let cfg = SenderConfig {
         silence: ctx.silence,
-        token: Some(fastrand::u64(..)),
+        // Unguessable: echoing it proves the address.
+        token: Some(sealed::random_u64()?),
         envelope: sealed::OVERHEAD,
         ..Default::default()
     };

@@ -83,7 +83,7 @@ fn open_socket(addr: &str) -> Result<(UdpSocket, u64)> {
 /// the `ticket` that peer gave.
 pub fn download(
     addr: &str,
-    ticket: &Ticket,
+    ticket: Ticket,
     name: &str,
     folder: &Folder,
     opts: &UdpOptions,
@@ -92,7 +92,10 @@ pub fn download(
 ) -> Result<TransferReport> {
     let start = Instant::now();
     let (sock, buffer) = open_socket(addr)?;
-    let mut sealer = Sealer::new(ticket, Side::Client);
+    // The one sealer of this ticket on this side (the ticket is moved in,
+    // so no caller makes a second, which would count its packet numbers
+    // from 0 again).
+    let mut sealer = Sealer::new(&ticket, Side::Client);
     let payloads = match opts.payload {
         Some(p) => vec![p.clamp(16, MAX_PAYLOAD)],
         None => vec![MAX_PAYLOAD, JUMBO_PAYLOAD, MTU_PAYLOAD],
@@ -106,7 +109,8 @@ pub fn download(
             socket_buffer: buffer,
             ..Default::default()
         };
-        let rx = FileReceiver::new(Instant::now(), fastrand::u64(..), attempt, name, cfg);
+        let transfer = crate::secure::udp::random_u64()?;
+        let rx = FileReceiver::new(Instant::now(), transfer, attempt, name, cfg);
         let mut one = Attempt {
             sock: &sock,
             sealer: &mut sealer,
@@ -344,7 +348,7 @@ mod tests {
         };
         let cancel = Arc::new(AtomicBool::new(false));
         let ticket = Ticket::random().unwrap();
-        download(addr, &ticket, "x", &folder, &opts, &cancel, &mut |_, _| {}).unwrap_err()
+        download(addr, ticket, "x", &folder, &opts, &cancel, &mut |_, _| {}).unwrap_err()
     }
 
     #[test]
