@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::transfer::sockopt::{size_buffers, wait};
-use crate::{Context, Error, Result};
+use crate::Result;
 
 /// What the relay does to each datagram, in both directions.
 #[derive(Debug, Clone, Default)]
@@ -74,7 +74,7 @@ impl Relay {
         imp: Impairment,
         cap: usize,
     ) -> Result<Relay> {
-        let (tcp, front) = bind_both(listen)?;
+        let (tcp, front) = crate::server::bind_pair(listen)?;
         size_buffers(&front);
         front.set_nonblocking(true)?;
         tcp.set_nonblocking(true)?;
@@ -142,25 +142,6 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.halt();
     }
-}
-
-/// A TCP listener and a UDP socket on the same port.
-fn bind_both(listen: &str) -> Result<(TcpListener, UdpSocket)> {
-    let mut last = None;
-    for _ in 0..20 {
-        let udp = UdpSocket::bind(listen).context(format!("relay cannot listen on {listen}"))?;
-        match TcpListener::bind(udp.local_addr()?) {
-            Ok(tcp) => return Ok((tcp, udp)),
-            Err(e) => last = Some(e),
-        }
-        if !listen.ends_with(":0") {
-            break;
-        }
-    }
-    Err(Error::new(format!(
-        "relay cannot listen for TCP on {listen}: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
-    )))
 }
 
 /// The TCP side: every connection piped to the target both ways.

@@ -137,8 +137,8 @@ pub struct Server {
 }
 
 /// Bind TCP and UDP on the same port; with port 0, retry until a port is
-/// free for both.
-fn bind_pair(listen: &str) -> Result<(TcpListener, UdpSocket)> {
+/// free for both (a peer, and the test relay, listen this way).
+pub fn bind_pair(listen: &str) -> Result<(TcpListener, UdpSocket)> {
     let spec = if listen.contains(':') {
         listen.to_string()
     } else {
