@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::transfer::sockopt::{size_buffers, wait};
 use crate::Result;
+use crate::transfer::sockopt::{size_buffers, wait};
 
 /// What the relay does to each datagram, in both directions.
 #[derive(Debug, Clone, Default)]
