@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod discovery;
 pub mod display;
 pub mod error;
 pub mod events;

@@ -82,6 +82,12 @@ struct Args {
     /// Serve and connect to this peer id only (repeatable), as `id` prints it.
     #[arg(long = "allow", value_name = "ID")]
     allow: Vec<String>,
+    /// Announce this peer on the LAN and find others there (mDNS/DNS-SD); on by default when listening beyond loopback.
+    #[arg(long, conflicts_with = "no_discover")]
+    discover: bool,
+    /// Neither announce this peer on the LAN nor look for others there.
+    #[arg(long)]
+    no_discover: bool,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]
     allow_upload: bool,
@@ -177,6 +183,11 @@ fn real_main() -> i32 {
         identity: args.identity.clone(),
         secret_file: args.secret_file.clone(),
         allow: args.allow.clone(),
+        discover: match (args.discover, args.no_discover) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
     };
     let peer = match Peer::start(config) {
         Ok(p) => p,

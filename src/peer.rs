@@ -13,11 +13,12 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use crate::discovery::{Announce, Found, Lan};
 use crate::events::Events;
 
 use crate::folder::Folder;
@@ -64,6 +65,9 @@ pub struct PeerConfig {
     pub secret_file: Option<PathBuf>,
     /// The only peer ids served and connected to (`--allow`).
     pub allow: Vec<String>,
+    /// Announce and browse on the LAN (`--discover` / `--no-discover`;
+    /// `None`: when listening beyond loopback).
+    pub discover: Option<bool>,
 }
 
 impl Default for PeerConfig {
@@ -85,6 +89,7 @@ impl Default for PeerConfig {
             identity: None,
             secret_file: None,
             allow: Vec::new(),
+            discover: None,
         }
     }
 }
@@ -103,6 +108,8 @@ pub struct Shared {
     private_dir: PathBuf,
     pub events: Events,
     sync: OnceLock<Sender<SyncCmd>>,
+    /// LAN discovery, when it runs.
+    lan: Mutex<Option<Lan>>,
 }
 
 impl Shared {
@@ -130,6 +137,20 @@ impl Shared {
     /// Where the shell keeps its line history.
     pub fn private_dir(&self) -> &Path {
         &self.private_dir
+    }
+
+    /// The peers LAN discovery found (none when it does not run).
+    pub fn discovered(&self) -> Vec<Found> {
+        self.lan
+            .lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(Lan::found))
+            .unwrap_or_default()
+    }
+
+    /// Whether LAN discovery runs.
+    pub fn discovering(&self) -> bool {
+        self.lan.lock().is_ok_and(|l| l.is_some())
     }
 
     /// The sync engine's inbox.
@@ -198,6 +219,37 @@ fn server_context(shared: &Arc<Shared>) -> ServerContext {
         credentials: shared.identity.credentials(),
         sync: shared.clone(),
         tickets: Default::default(),
+    }
+}
+
+/// Announce this peer on the LAN and browse for others, when the flags
+/// (or, by default, a listening address beyond loopback) say so. A failure
+/// is told once and the peer goes on without it.
+fn start_discovery(shared: &Shared, listen: SocketAddr, group: String) {
+    let on = shared.config.discover.unwrap_or(!listen.ip().is_loopback());
+    if !on {
+        return;
+    }
+    let me = Announce {
+        id: match shared.identity.load() {
+            Ok(l) => l.id,
+            Err(_) => return,
+        },
+        listen,
+        zone: crate::discovery::default_zone(),
+        store: false,
+        uploads: shared.config.allow_upload,
+        group,
+    };
+    match Lan::start(&me) {
+        Ok(lan) => {
+            if let Ok(mut l) = shared.lan.lock() {
+                *l = Some(lan);
+            }
+        }
+        Err(e) => shared.events.sender().server(format!(
+            "{e}; peers on the LAN are not found (--peer always works)"
+        )),
     }
 }
 
@@ -271,7 +323,9 @@ impl Peer {
         if serving || config.identity.is_some() {
             identity.load()?;
         }
-        let identity = identity.trusting(trust_of(&config, &private_dir)?);
+        let trust = trust_of(&config, &private_dir)?;
+        let group = crate::discovery::group_tag(trust.group.as_ref());
+        let identity = identity.trusting(trust);
         let folder = Arc::new(folder);
         let shared = Arc::new(Shared {
             sync_db: Arc::new(LazyDb::new(folder.clone())),
@@ -282,6 +336,7 @@ impl Peer {
             private_dir,
             events: Events::default(),
             sync: OnceLock::new(),
+            lan: Mutex::new(None),
         });
         let server = match serving {
             true => {
@@ -308,6 +363,9 @@ impl Peer {
             }
         };
         let _ = shared.sync.set(sync.sender());
+        if let Some(addr) = server.as_ref().map(Server::local_addr) {
+            start_discovery(&shared, addr, group);
+        }
         // What killed transfers left behind, cleared off the main path.
         let sweep = server.as_ref().and_then(|_| {
             let stop = Arc::new(AtomicBool::new(false));
@@ -335,6 +393,10 @@ impl Peer {
 
     /// Stop serving and wait for every server thread.
     pub fn shutdown(self) {
+        // The goodbye first: others drop us at once.
+        if let Some(lan) = self.shared.lan.lock().ok().and_then(|mut l| l.take()) {
+            lan.stop();
+        }
         if let Some((stop, t)) = self.sweep {
             stop.store(true, Ordering::Relaxed);
             let _ = t.join();

@@ -73,12 +73,20 @@ impl Output {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PeerStatus {
     pub address: String,
+    /// How it was found: `flag` (`--peer`, `peer use`) or `lan`.
+    pub found: &'static str,
     pub current: bool,
     pub reachable: bool,
     pub peer_id: Option<String>,
     pub accepts_uploads: Option<bool>,
+    /// What a LAN announcement says: its zone, whether it is a store.
+    pub zone: Option<String>,
+    pub store: Option<bool>,
     pub error: Option<String>,
 }
+
+/// Peers found on the LAN that `peers` lists (and asks) at most.
+const LAN_LISTED: usize = 16;
 
 /// Commands from one user against a list of peers.
 pub struct Session {
@@ -275,10 +283,8 @@ impl Session {
                 })
             }
             Command::PeerForget(addr) => self.forget_peer(&addr),
-            Command::PeerUse(addr) => {
-                use std::net::ToSocketAddrs;
-                addr.to_socket_addrs()
-                    .map_err(|e| Error::new(format!("cannot use {addr} as a peer: {e}")))?;
+            Command::PeerUse(what) => {
+                let addr = self.resolve_peer(&what)?;
                 match self.addresses.iter().position(|p| *p == addr) {
                     Some(i) => self.current = i,
                     None => {
@@ -349,28 +355,89 @@ impl Session {
     }
 
     fn peer_statuses(&self) -> Vec<PeerStatus> {
-        self.addresses
+        let mut all: Vec<PeerStatus> = self
+            .addresses
             .iter()
             .enumerate()
             .map(|(i, addr)| {
-                let creds = self.shared.identity.credentials();
-                let probe =
-                    Client::connect(addr, &creds, self.cancel.clone(), Duration::from_secs(2))
-                        .and_then(|mut c| c.info());
-                let (reachable, peer_id, accepts_uploads, error) = match probe {
-                    Ok((id, up)) => (true, Some(id), Some(up), None),
-                    Err(e) => (false, None, None, Some(e.to_string())),
-                };
-                PeerStatus {
-                    address: addr.clone(),
-                    current: i == self.current,
-                    reachable,
-                    peer_id,
-                    accepts_uploads,
-                    error,
-                }
+                let mut p = self.probe(addr);
+                p.current = i == self.current;
+                p
             })
-            .collect()
+            .collect();
+        // The peers found on the LAN that no flag names, each asked too
+        // (the announcement only suggests the address): the newest 16, so
+        // a crowded network does not make `peers` slow.
+        for f in self.shared.discovered().into_iter().take(LAN_LISTED) {
+            let addr = f.addr.to_string();
+            if all.iter().any(|p| p.address == addr) {
+                continue;
+            }
+            let mut p = self.probe(&addr);
+            p.found = "lan";
+            p.zone = Some(f.zone);
+            p.store = Some(f.store);
+            if p.peer_id.is_none() {
+                // Not proven: what it announced, for the table.
+                p.peer_id = Some(f.id.to_string());
+            }
+            all.push(p);
+        }
+        all
+    }
+
+    /// Whether the peer at `addr` answers, and who it proves to be.
+    fn probe(&self, addr: &str) -> PeerStatus {
+        let creds = self.shared.identity.credentials();
+        let probe = Client::connect(addr, &creds, self.cancel.clone(), Duration::from_secs(2))
+            .and_then(|mut c| c.info());
+        let (reachable, peer_id, accepts_uploads, error) = match probe {
+            Ok((id, up)) => (true, Some(id), Some(up), None),
+            Err(e) => (false, None, None, Some(e.to_string())),
+        };
+        PeerStatus {
+            address: addr.to_string(),
+            found: "flag",
+            current: false,
+            reachable,
+            peer_id,
+            accepts_uploads,
+            zone: None,
+            store: None,
+            error,
+        }
+    }
+
+    /// What `peer use` names: a `HOST:PORT`, or the id (or a unique prefix
+    /// of one, dashes optional) of a peer found on the LAN.
+    fn resolve_peer(&self, what: &str) -> Result<String> {
+        use std::net::ToSocketAddrs;
+        let plain = |s: &str| s.replace('-', "").to_ascii_uppercase();
+        let wanted = plain(what);
+        if !what.contains(':') && wanted.len() >= 4 {
+            let found = self.shared.discovered();
+            let hits: Vec<_> = found
+                .iter()
+                .filter(|f| plain(&f.id.to_string()).starts_with(&wanted))
+                .collect();
+            match hits.as_slice() {
+                [one] => return Ok(one.addr.to_string()),
+                [] => {}
+                _ => bail!(
+                    "{what} names {} peers found on the LAN; give more of the id",
+                    hits.len()
+                ),
+            }
+        }
+        what.to_socket_addrs().map_err(|e| {
+            let lan = if self.shared.discovering() {
+                " (nor the id of a peer found on the LAN)"
+            } else {
+                ""
+            };
+            Error::new(format!("cannot use {what} as a peer{lan}: {e}"))
+        })?;
+        Ok(what.to_string())
     }
 }
 

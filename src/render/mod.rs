@@ -367,10 +367,13 @@ mod tests {
             }]),
             Output::Peers(vec![PeerStatus {
                 address: bad.into(),
+                found: "lan",
                 current: true,
                 reachable: false,
                 peer_id: Some(bad.into()),
                 accepts_uploads: None,
+                zone: Some(bad.into()),
+                store: Some(true),
                 error: Some(bad.into()),
             }]),
             Output::Sync(crate::sync::SyncReport {

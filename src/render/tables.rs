@@ -241,7 +241,10 @@ pub fn sync_status(s: &SyncStatus, width: Option<u16>) -> String {
 
 /// `peers`: each peer, whether it answers, and its id.
 pub fn peers(ps: &[PeerStatus], width: Option<u16>) -> String {
-    let mut t = table(&["", "Peer", "Status", "Peer id", "Uploads"], width);
+    let mut t = table(
+        &["", "Peer", "Found", "Status", "Peer id", "Zone", "Uploads"],
+        width,
+    );
     for p in ps {
         let status = if p.reachable {
             "reachable".to_string()
@@ -258,8 +261,14 @@ pub fn peers(ps: &[PeerStatus], width: Option<u16>) -> String {
             [
                 if p.current { "*".into() } else { String::new() },
                 p.address.clone(),
+                p.found.into(),
                 status,
                 p.peer_id.as_deref().map_or_else(|| "-".into(), short_of),
+                match (&p.zone, p.store) {
+                    (Some(z), Some(true)) => format!("{z} (store)"),
+                    (Some(z), _) => z.clone(),
+                    _ => "-".into(),
+                },
                 uploads.into(),
             ],
         );

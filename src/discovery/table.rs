@@ -1,0 +1,225 @@
+//! What discovery found, with no I/O: the peers announced on the LAN,
+//! checked and bounded. An announcement is only a suggestion of an
+//! address (the handshake decides who answers there), so what it may cost
+//! is bounded: at most [`MAX_FOUND`] entries, each field cut short, and a
+//! flood of strangers' announcements cannot push out a peer of our own
+//! group (the oldest stranger gives way first; with no stranger to give
+//! way, a newcomer that is not of our group is not taken).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::secure::PeerId;
+
+/// Peers discovery keeps at most.
+pub const MAX_FOUND: usize = 256;
+/// Longest zone name kept from an announcement.
+pub const ZONE_LEN: usize = 64;
+
+/// One peer announced on the LAN, as its announcement describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its announced id (only a claim until a handshake proves it).
+    pub id: PeerId,
+    /// Where it says it listens.
+    pub addr: SocketAddr,
+    pub zone: String,
+    pub store: bool,
+    pub uploads: bool,
+    /// Whether its group tag is ours (both with the same group secret).
+    pub same_group: bool,
+    /// When it was last announced.
+    pub seen: Instant,
+}
+
+/// The fields of an announcement's TXT record, as received.
+#[derive(Debug, Default, Clone)]
+pub struct Txt<'a> {
+    pub id: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub zone: Option<&'a str>,
+    pub store: Option<&'a str>,
+    pub uploads: Option<&'a str>,
+    pub group: Option<&'a str>,
+}
+
+/// The TXT record we announce: `id`, `v` (protocol version), `zone`,
+/// `store` and `up` (0 or 1), `group` (the tag of our group secret, empty
+/// without one).
+pub fn txt_of(
+    id: &PeerId,
+    zone: &str,
+    store: bool,
+    uploads: bool,
+    group: &str,
+) -> Vec<(&'static str, String)> {
+    let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+    vec![
+        ("id", id.to_string()),
+        ("v", crate::proto::VERSION.to_string()),
+        ("zone", zone.chars().take(ZONE_LEN).collect()),
+        ("store", flag(store)),
+        ("up", flag(uploads)),
+        ("group", group.to_string()),
+    ]
+}
+
+/// An announcement that holds a peer of our protocol version: the peer it
+/// describes. `ours` is our own group tag (empty without a secret).
+pub fn parse(txt: &Txt, addr: SocketAddr, ours: &str, now: Instant) -> Option<Found> {
+    let id = PeerId::parse(txt.id?).ok()?;
+    if txt.version? != crate::proto::VERSION.to_string() || addr.port() == 0 {
+        return None;
+    }
+    let group = txt.group.unwrap_or("");
+    Some(Found {
+        id,
+        addr,
+        zone: txt.zone.unwrap_or("").chars().take(ZONE_LEN).collect(),
+        store: txt.store == Some("1"),
+        uploads: txt.uploads == Some("1"),
+        same_group: !ours.is_empty() && group == ours,
+        seen: now,
+    })
+}
+
+/// The peers found, by announcement name.
+#[derive(Default)]
+pub struct Table {
+    found: HashMap<String, Found>,
+    /// Announcements not taken (full of our group, or malformed).
+    pub refused: u64,
+}
+
+impl Table {
+    /// Take (or refresh) the announcement `name`.
+    pub fn insert(&mut self, name: &str, peer: Found) -> bool {
+        if !self.found.contains_key(name) && self.found.len() >= MAX_FOUND {
+            let stranger = self
+                .found
+                .iter()
+                .filter(|(_, f)| !f.same_group)
+                .min_by_key(|(_, f)| f.seen)
+                .map(|(n, _)| n.clone());
+            match stranger {
+                Some(n) => {
+                    self.found.remove(&n);
+                }
+                None => {
+                    self.refused += 1;
+                    return false;
+                }
+            }
+        }
+        let name: String = name.chars().take(256).collect();
+        self.found.insert(name, peer);
+        true
+    }
+
+    /// The announcement `name` was withdrawn or expired.
+    pub fn remove(&mut self, name: &str) {
+        self.found.remove(name);
+    }
+
+    /// Every peer found (one per id: the last announced), newest first.
+    pub fn peers(&self) -> Vec<Found> {
+        let mut all: Vec<Found> = self.found.values().cloned().collect();
+        all.sort_by_key(|f| std::cmp::Reverse(f.seen));
+        let mut seen_ids = std::collections::HashSet::new();
+        all.retain(|f| seen_ids.insert(f.id));
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secure::Keypair;
+
+    fn id() -> PeerId {
+        Keypair::generate().unwrap().id()
+    }
+
+    fn found(same_group: bool, at: Instant) -> Found {
+        Found {
+            id: id(),
+            addr: "127.0.0.1:9001".parse().unwrap(),
+            zone: String::new(),
+            store: false,
+            uploads: false,
+            same_group,
+            seen: at,
+        }
+    }
+
+    #[test]
+    fn an_announcement_round_trips_and_bad_ones_are_refused() {
+        let me = id();
+        let txt = txt_of(&me, "rack-1", true, false, "abcd");
+        let get = |k: &str| txt.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        let t = Txt {
+            id: get("id"),
+            version: get("v"),
+            zone: get("zone"),
+            store: get("store"),
+            uploads: get("up"),
+            group: get("group"),
+        };
+        let addr = "127.0.0.1:9001".parse().unwrap();
+        let now = Instant::now();
+        let f = parse(&t, addr, "abcd", now).unwrap();
+        assert_eq!(
+            (f.id, f.zone.as_str(), f.store, f.uploads),
+            (me, "rack-1", true, false)
+        );
+        assert!(f.same_group);
+        assert!(!parse(&t, addr, "other", now).unwrap().same_group);
+        // No secret on our side: nobody is of our group.
+        assert!(!parse(&t, addr, "", now).unwrap().same_group);
+        // Another version, a bad id, no port: not a peer.
+        let old = Txt {
+            version: Some("2"),
+            ..t.clone()
+        };
+        assert!(parse(&old, addr, "", now).is_none());
+        let bad = Txt {
+            id: Some("nonsense"),
+            ..t.clone()
+        };
+        assert!(parse(&bad, addr, "", now).is_none());
+        assert!(parse(&t, "127.0.0.1:0".parse().unwrap(), "", now).is_none());
+    }
+
+    #[test]
+    fn a_flood_stays_bounded_and_never_pushes_out_our_group() {
+        let mut table = Table::default();
+        let t0 = Instant::now();
+        assert!(table.insert("ours", found(true, t0)));
+        for i in 0..10_000u64 {
+            let at = t0 + std::time::Duration::from_millis(i + 1);
+            table.insert(&format!("stranger-{i}"), found(false, at));
+        }
+        assert_eq!(table.len(), MAX_FOUND);
+        assert!(table.peers().iter().any(|f| f.same_group));
+        // The newest strangers are kept.
+        assert!(table.found.contains_key("stranger-9999"));
+        // Full of our group: a stranger is not taken.
+        let mut full = Table::default();
+        for i in 0..MAX_FOUND {
+            full.insert(&format!("g{i}"), found(true, t0));
+        }
+        assert!(!full.insert("stranger", found(false, t0)));
+        assert_eq!(full.refused, 1);
+        full.remove("g0");
+        assert!(full.insert("stranger", found(false, t0)));
+    }
+}

@@ -1,0 +1,88 @@
+//! LAN discovery with real peers on loopback (mDNS on the loopback
+//! interface, `--discover` since 127.0.0.1 is not announced by default):
+//! peers find each other with no `--peer`, show in `peers` as found on the
+//! LAN with their id, can be chosen by an id prefix with `peer use`, and a
+//! clean exit withdraws a peer from the others' lists at once.
+
+mod util;
+
+use std::time::Duration;
+
+use util::*;
+
+/// What `peers` says in the shell of the peer `shell`.
+fn lan_peers(shell: &mut ShellPeer) -> Vec<serde_json::Value> {
+    let answer = shell.cmd("peers");
+    answer["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["found"] == "lan")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn peers_on_the_lan_find_each_other_and_a_clean_exit_withdraws_one() {
+    let mut a = ShellPeer::start_in(tempfile::tempdir().unwrap(), &["--discover"]);
+    let b = Peer::start(&["--discover"]);
+    b.write("from-b.txt", b"hello from b");
+    let c = Peer::start(&["--discover"]);
+    let (b_id, c_id) = (id_of(b.dir.path()), id_of(c.dir.path()));
+    // (A hang guard: mDNS answers within a second or two.)
+    let both = wait_for(Duration::from_secs(20), || {
+        let ids: Vec<String> = lan_peers(&mut a)
+            .iter()
+            .map(|p| p["peer_id"].as_str().unwrap_or("").to_string())
+            .collect();
+        ids.contains(&b_id) && ids.contains(&c_id)
+    });
+    assert!(both, "{:?}", lan_peers(&mut a));
+    let found_b = lan_peers(&mut a)
+        .into_iter()
+        .find(|p| p["peer_id"] == b_id.as_str())
+        .unwrap();
+    assert_eq!(found_b["address"], b.addr.as_str());
+    assert_eq!(found_b["reachable"], true, "{found_b}");
+    // `peer use` takes a prefix of the id; then commands go there.
+    let prefix = &b_id[..6];
+    let used = a.cmd(&format!("peer use {prefix}"));
+    assert!(
+        used["message"].as_str().unwrap().contains(&b.addr),
+        "{used}"
+    );
+    let listing = a.cmd("index longlist");
+    assert_eq!(listing["files"][0]["name"], "from-b.txt", "{listing}");
+    // B leaves cleanly (SIGTERM): its goodbye drops it from A's list.
+    b.stop("-TERM");
+    let gone = wait_for(Duration::from_secs(20), || {
+        !lan_peers(&mut a)
+            .iter()
+            .any(|p| p["peer_id"] == b_id.as_str())
+    });
+    assert!(gone, "{:?}", lan_peers(&mut a));
+    assert!(
+        lan_peers(&mut a)
+            .iter()
+            .any(|p| p["peer_id"] == c_id.as_str())
+    );
+}
+
+#[test]
+fn a_peer_on_loopback_is_not_announced_unless_asked() {
+    let mut a = ShellPeer::start_in(tempfile::tempdir().unwrap(), &["--discover"]);
+    let quiet = Peer::start(&[]);
+    let loud = Peer::start(&["--discover"]);
+    let loud_id = id_of(loud.dir.path());
+    let quiet_id = id_of(quiet.dir.path());
+    assert!(wait_for(Duration::from_secs(20), || {
+        lan_peers(&mut a)
+            .iter()
+            .any(|p| p["peer_id"] == loud_id.as_str())
+    }));
+    assert!(
+        !lan_peers(&mut a)
+            .iter()
+            .any(|p| p["peer_id"] == quiet_id.as_str())
+    );
+}
