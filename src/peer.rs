@@ -241,7 +241,18 @@ fn start_discovery(shared: &Shared, listen: SocketAddr, group: String) {
         uploads: shared.config.allow_upload,
         group,
     };
-    match Lan::start(&me) {
+    // With --sync (and a group secret), a peer of our group found on the
+    // LAN becomes a partner, held to the id it announced.
+    let engine = shared.sync.get().filter(|_| shared.config.sync).cloned();
+    let tell = engine.map(|engine| -> crate::discovery::lan::OnGroupPeer {
+        Box::new(move |f: &Found| {
+            let _ = engine.try_send(SyncCmd::Discovered {
+                peer_id: f.id.to_string(),
+                addr: f.addr.to_string(),
+            });
+        })
+    });
+    match Lan::start(&me, tell) {
         Ok(lan) => {
             if let Ok(mut l) = shared.lan.lock() {
                 *l = Some(lan);

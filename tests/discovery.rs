@@ -2,7 +2,9 @@
 //! interface, `--discover` since 127.0.0.1 is not announced by default):
 //! peers find each other with no `--peer`, show in `peers` as found on the
 //! LAN with their id, can be chosen by an id prefix with `peer use`, and a
-//! clean exit withdraws a peer from the others' lists at once.
+//! clean exit withdraws a peer from the others' lists at once. Syncing
+//! peers of one group (the same secret) sync by themselves; a peer of
+//! another group is listed but never synced with.
 
 mod util;
 
@@ -85,4 +87,52 @@ fn a_peer_on_loopback_is_not_announced_unless_asked() {
             .iter()
             .any(|p| p["peer_id"] == quiet_id.as_str())
     );
+}
+
+#[test]
+fn syncing_peers_of_one_group_sync_by_themselves_and_strangers_never() {
+    let keys = tempfile::tempdir().unwrap();
+    let ours = new_secret(keys.path(), "ours");
+    let theirs = new_secret(keys.path(), "theirs");
+    let (ours, theirs) = (ours.to_str().unwrap(), theirs.to_str().unwrap());
+    let a = syncing(&["--discover", "--secret-file", ours]);
+    a.write("group-file.txt", b"for the group only");
+    let b = syncing(&["--discover", "--secret-file", ours]);
+    let stranger = syncing(&["--discover", "--secret-file", theirs]);
+    // (A hang guard: discovery and a round take a second or two.)
+    assert!(
+        wait_for(Duration::from_secs(30), || b
+            .path("group-file.txt")
+            .exists()),
+        "{}",
+        sync_status(b.dir.path())
+    );
+    assert_eq!(
+        std::fs::read(b.path("group-file.txt")).unwrap(),
+        b"for the group only"
+    );
+    // A is B's partner, found on the LAN; the stranger is never made a
+    // partner, and gets nothing.
+    let a_id = id_of(a.dir.path());
+    let status = sync_status(b.dir.path());
+    assert!(
+        status["partners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["peer_id"] == a_id.as_str() && q["peer"] == a.addr.as_str()),
+        "{status}"
+    );
+    let stranger_id = id_of(stranger.dir.path());
+    for p in [&a, &b] {
+        let status = sync_status(p.dir.path());
+        let partners = status["partners"].as_array().unwrap();
+        assert!(
+            !partners
+                .iter()
+                .any(|q| q["peer_id"] == stranger_id.as_str()),
+            "{status}"
+        );
+    }
+    assert!(!stranger.path("group-file.txt").exists());
 }

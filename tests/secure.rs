@@ -17,13 +17,6 @@ use dropbox_shell::relay::{Impairment, Relay};
 use util::*;
 
 /// A new group secret made by `secret new`.
-fn new_secret(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let out = bin().args(["secret", "new"]).arg(&path).output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    path
-}
-
 /// A passphrase file, private.
 fn passphrase(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

@@ -35,6 +35,9 @@ pub struct Announce {
     pub group: String,
 }
 
+/// Told of each peer of our own group found (or found at a new address).
+pub type OnGroupPeer = Box<dyn Fn(&Found) + Send>;
+
 /// Discovery running: our announcement, the browse, and what it found.
 pub struct Lan {
     daemon: ServiceDaemon,
@@ -49,8 +52,9 @@ fn mdns_error(e: mdns_sd::Error) -> Error {
 }
 
 impl Lan {
-    /// Announce `me` and browse for the others.
-    pub fn start(me: &Announce) -> Result<Lan> {
+    /// Announce `me` and browse for the others; `on_group_peer` hears of
+    /// each peer of our group found.
+    pub fn start(me: &Announce, on_group_peer: Option<OnGroupPeer>) -> Result<Lan> {
         let daemon = ServiceDaemon::new().map_err(mdns_error)?;
         let ip = me.listen.ip();
         if ip.is_loopback() {
@@ -100,7 +104,13 @@ impl Lan {
             .spawn(move || {
                 while !s.load(Ordering::SeqCst) {
                     match events.recv_timeout(Duration::from_millis(200)) {
-                        Ok(ev) => take(&t, ev, &ours, &group),
+                        Ok(ev) => {
+                            if let Some(f) = take(&t, ev, &ours, &group)
+                                && let Some(tell) = &on_group_peer
+                            {
+                                tell(&f);
+                            }
+                        }
                         Err(RecvTimeoutError::Disconnected) => break,
                         Err(_) => {}
                     }
@@ -148,11 +158,10 @@ impl Drop for Lan {
     }
 }
 
-/// One browse event into the table.
-fn take(table: &Mutex<Table>, ev: ServiceEvent, ours: &PeerId, group: &str) {
-    let Ok(mut table) = table.lock() else {
-        return;
-    };
+/// One browse event into the table: a peer of our group that is new
+/// there (or at a new address).
+fn take(table: &Mutex<Table>, ev: ServiceEvent, ours: &PeerId, group: &str) -> Option<Found> {
+    let mut table = table.lock().ok()?;
     match ev {
         ServiceEvent::ServiceResolved(r) => {
             let get = |k: &str| r.get_property_val_str(k);
@@ -169,18 +178,27 @@ fn take(table: &Mutex<Table>, ev: ServiceEvent, ours: &PeerId, group: &str) {
             ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
             let Some(ip) = ips.first() else {
                 table.refused += 1;
-                return;
+                return None;
             };
             let addr = SocketAddr::new(*ip, r.get_port());
             match parse(&txt, addr, group, Instant::now()) {
                 Some(f) if f.id != *ours => {
-                    table.insert(r.get_fullname(), f);
+                    let known = table.get(r.get_fullname()).map(|k| (k.id, k.addr));
+                    let news = known != Some((f.id, f.addr)) && f.same_group;
+                    let taken = table.insert(r.get_fullname(), f.clone());
+                    (taken && news).then_some(f)
                 }
-                Some(_) => {}
-                None => table.refused += 1,
+                Some(_) => None,
+                None => {
+                    table.refused += 1;
+                    None
+                }
             }
         }
-        ServiceEvent::ServiceRemoved(_, name) => table.remove(&name),
-        _ => {}
+        ServiceEvent::ServiceRemoved(_, name) => {
+            table.remove(&name);
+            None
+        }
+        _ => None,
     }
 }

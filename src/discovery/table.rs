@@ -117,6 +117,11 @@ impl Table {
         true
     }
 
+    /// The peer announced as `name`, if taken.
+    pub fn get(&self, name: &str) -> Option<&Found> {
+        self.found.get(name)
+    }
+
     /// The announcement `name` was withdrawn or expired.
     pub fn remove(&mut self, name: &str) {
         self.found.remove(name);

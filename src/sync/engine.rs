@@ -93,6 +93,12 @@ pub enum SyncCmd {
         addr: String,
         sent_upto: Option<u64>,
     },
+    /// LAN discovery found a peer of our group (same group secret) at
+    /// `addr`: a partner, held to the id it announced.
+    Discovered {
+        peer_id: String,
+        addr: String,
+    },
     Stop,
 }
 
@@ -349,6 +355,13 @@ impl Actor {
                             self.partners[i].retry_at = None;
                         }
                         if self.cfg.enabled && self.absorb_offer(&peer_id) {
+                            schedule.partner_has_work(now, i);
+                        }
+                    }
+                    Ok(SyncCmd::Discovered { peer_id, addr }) => {
+                        if let Some(i) = self.partner_for(&peer_id, &addr)
+                            && self.cfg.enabled
+                        {
                             schedule.partner_has_work(now, i);
                         }
                     }

@@ -531,3 +531,11 @@ pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// A new group secret in `dir`, made by `secret new`.
+pub fn new_secret(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let out = bin().args(["secret", "new"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    path
+}
