@@ -270,6 +270,14 @@ impl Completer for ShellHelper {
             (2, "upload") if second == "--force" => self.local_files(),
             (2, "hash") if second == "verify" => self.remote_files(),
             (2, "download") => self.remote_files(),
+            // Peers found on the LAN: by id (and address), and the flags'.
+            (2, "peer") if second == "use" => {
+                let mut v: Vec<String> = (self.shared.discovered().iter())
+                    .flat_map(|f| [f.id.to_string(), f.addr.to_string()])
+                    .collect();
+                v.extend(self.shared.config.peers.iter().cloned());
+                v
+            }
             _ => Vec::new(),
         };
         Ok((start, completions(candidates, &partial)))

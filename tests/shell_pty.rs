@@ -345,3 +345,34 @@ fn ctrl_c_in_the_shell_spares_a_peer_started_in_the_background() {
     s.send_line("exit").unwrap();
     s.exp_eof().unwrap();
 }
+
+#[test]
+fn tab_completes_the_id_of_a_peer_found_on_the_lan() {
+    let other = Peer::start(&["--discover"]);
+    let other_id = id_of(other.dir.path());
+    let me = tempfile::tempdir().unwrap();
+    let mut s = in_pty(&format!(
+        "--listen 127.0.0.1:0 --discover --dir {}",
+        me.path().display()
+    ));
+    s.exp_string("> ").unwrap();
+    // Wait until discovery has found it (`peers` lists it), then complete
+    // its id from the first four characters.
+    let short = other_id.replace('-', "")[..7].to_string();
+    let found = wait_for(Duration::from_secs(20), || {
+        s.send_line("peers").unwrap();
+        s.exp_string("> ")
+            .map(|t| t.contains(&short))
+            .unwrap_or(false)
+    });
+    assert!(found, "the peer was never found");
+    s.send(&format!("peer use {}", &other_id[..4])).unwrap();
+    s.send("\t").unwrap();
+    s.flush().unwrap();
+    s.exp_string(&other_id).unwrap();
+    s.send_line("").unwrap();
+    s.exp_string(&format!("current peer: {}", other.addr))
+        .unwrap();
+    s.send_line("exit").unwrap();
+    s.exp_eof().unwrap();
+}
