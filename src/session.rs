@@ -366,8 +366,9 @@ impl Session {
             })
             .collect();
         // The peers found on the LAN that no flag names, each asked too
-        // (the announcement only suggests the address): the newest 16, so
-        // a crowded network does not make `peers` slow.
+        // (the announcement only suggests the address): our group's and
+        // then the longest known, 16 at most, so a crowded network does
+        // not make `peers` slow.
         for f in self.shared.discovered().into_iter().take(LAN_LISTED) {
             let addr = f.addr.to_string();
             if all.iter().any(|p| p.address == addr) {

@@ -29,7 +29,7 @@ pub struct Found {
     pub uploads: bool,
     /// Whether its group tag is ours (both with the same group secret).
     pub same_group: bool,
-    /// When it was last announced.
+    /// When it was first announced (kept through its refreshes).
     pub seen: Instant,
 }
 
@@ -94,25 +94,27 @@ pub struct Table {
 
 impl Table {
     /// Take (or refresh) the announcement `name`.
-    pub fn insert(&mut self, name: &str, peer: Found) -> bool {
-        if !self.found.contains_key(name) && self.found.len() >= MAX_FOUND {
+    pub fn insert(&mut self, name: &str, mut peer: Found) -> bool {
+        let name: String = name.chars().take(256).collect();
+        if let Some(old) = self.found.get(&name) {
+            peer.seen = old.seen;
+        } else if self.found.len() >= MAX_FOUND {
             let stranger = self
                 .found
                 .iter()
                 .filter(|(_, f)| !f.same_group)
-                .min_by_key(|(_, f)| f.seen)
+                .max_by_key(|(_, f)| f.seen)
                 .map(|(n, _)| n.clone());
             match stranger {
-                Some(n) => {
+                Some(n) if peer.same_group => {
                     self.found.remove(&n);
                 }
-                None => {
+                _ => {
                     self.refused += 1;
                     return false;
                 }
             }
         }
-        let name: String = name.chars().take(256).collect();
         self.found.insert(name, peer);
         true
     }
@@ -127,10 +129,11 @@ impl Table {
         self.found.remove(name);
     }
 
-    /// Every peer found (one per id: the last announced), newest first.
+    /// Every peer found (one per id), our group first, then the oldest
+    /// first.
     pub fn peers(&self) -> Vec<Found> {
         let mut all: Vec<Found> = self.found.values().cloned().collect();
-        all.sort_by_key(|f| std::cmp::Reverse(f.seen));
+        all.sort_by_key(|f| (!f.same_group, f.seen));
         let mut seen_ids = std::collections::HashSet::new();
         all.retain(|f| seen_ids.insert(f.id));
         all
@@ -205,18 +208,29 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_stays_bounded_and_never_pushes_out_our_group() {
+    fn a_flood_stays_bounded_and_pushes_out_nothing_found_before() {
         let mut table = Table::default();
         let t0 = Instant::now();
         assert!(table.insert("ours", found(true, t0)));
+        assert!(table.insert("known", found(false, t0)));
         for i in 0..10_000u64 {
             let at = t0 + std::time::Duration::from_millis(i + 1);
             table.insert(&format!("stranger-{i}"), found(false, at));
         }
         assert_eq!(table.len(), MAX_FOUND);
-        assert!(table.peers().iter().any(|f| f.same_group));
-        // The newest strangers are kept.
-        assert!(table.found.contains_key("stranger-9999"));
+        // What was found before the flood is kept, and listed first.
+        let listed = table.peers();
+        assert!(listed[0].same_group);
+        assert!(table.found.contains_key("known"));
+        assert!(!table.found.contains_key("stranger-9999"));
+        assert_eq!(table.refused, 10_000 - (MAX_FOUND as u64 - 2));
+        // A peer of our group still gets in, in place of the newest stranger.
+        assert!(table.insert("ours-2", found(true, t0)));
+        assert!(table.found.contains_key("known"));
+        // A refresh keeps its first sighting.
+        let later = t0 + std::time::Duration::from_secs(60);
+        table.insert("known", found(false, later));
+        assert_eq!(table.found["known"].seen, t0);
         // Full of our group: a stranger is not taken.
         let mut full = Table::default();
         for i in 0..MAX_FOUND {
