@@ -226,3 +226,23 @@ fn ten_thousand_forged_announcements_leave_memory_bounded_and_the_peer_serving()
             .any(|p| p["peer_id"] == real_id.as_str())
     );
 }
+
+#[test]
+fn a_killed_peer_is_dropped_when_its_records_expire() {
+    let mut a = ShellPeer::start_in(tempfile::tempdir().unwrap(), &["--discover"]);
+    let b = Peer::start(&["--discover"]);
+    let b_id = id_of(b.dir.path());
+    assert!(wait_for(Duration::from_secs(20), || {
+        lan_peers(&mut a).iter().any(|p| p["peer_id"] == b_id.as_str())
+    }));
+    // No goodbye: the others learn of it only when its records expire
+    // (their TTL is 120 s; this is a hang guard, not a speed check).
+    let killed = std::time::Instant::now();
+    b.stop("-KILL");
+    let gone = wait_for(Duration::from_secs(240), || {
+        std::thread::sleep(Duration::from_secs(2));
+        !lan_peers(&mut a).iter().any(|p| p["peer_id"] == b_id.as_str())
+    });
+    eprintln!("a killed peer was dropped after {:?}", killed.elapsed());
+    assert!(gone, "{:?}", lan_peers(&mut a));
+}
