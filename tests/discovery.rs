@@ -233,7 +233,9 @@ fn a_killed_peer_is_dropped_when_its_records_expire() {
     let b = Peer::start(&["--discover"]);
     let b_id = id_of(b.dir.path());
     assert!(wait_for(Duration::from_secs(20), || {
-        lan_peers(&mut a).iter().any(|p| p["peer_id"] == b_id.as_str())
+        lan_peers(&mut a)
+            .iter()
+            .any(|p| p["peer_id"] == b_id.as_str())
     }));
     // No goodbye: the others learn of it only when its records expire
     // (their TTL is 120 s; this is a hang guard, not a speed check).
@@ -241,7 +243,9 @@ fn a_killed_peer_is_dropped_when_its_records_expire() {
     b.stop("-KILL");
     let gone = wait_for(Duration::from_secs(240), || {
         std::thread::sleep(Duration::from_secs(2));
-        !lan_peers(&mut a).iter().any(|p| p["peer_id"] == b_id.as_str())
+        !lan_peers(&mut a)
+            .iter()
+            .any(|p| p["peer_id"] == b_id.as_str())
     });
     eprintln!("a killed peer was dropped after {:?}", killed.elapsed());
     assert!(gone, "{:?}", lan_peers(&mut a));

@@ -3,9 +3,10 @@
 //! folder is asked for (made, written, closed after writing, attributes,
 //! moved, deleted), never opens, reads or closes after reading: serving a
 //! file costs no event, and a peer serving a million files is not woken a
-//! million times. A folder made or moved in is watched at once, and named
-//! dirty so a scan walks it (files made in it before its watch was added
-//! are found that way). Lost events (the queue overflowed) or a folder
+//! million times. A folder made or moved in is watched at once, and it and
+//! everything already in it are named dirty: files made in it before its
+//! watch was added have no event of their own, and a whole walk that
+//! listed the folder just before them would not find them either. Lost events (the queue overflowed) or a folder
 //! that cannot be watched ask for a whole scan. The state folder and our
 //! own temporary files never count. After telling of a change the thread
 //! lets events gather for a few milliseconds, so a burst (a pull of many
@@ -106,6 +107,23 @@ impl Tree {
         Ok(())
     }
 
+    /// What folder `rel` holds now, all the way down (name, and whether it
+    /// is a file), our own private names left out.
+    fn contents(&self, rel: &str) -> Vec<(String, bool)> {
+        let state = self.root.join(STATE_DIR);
+        walkdir::WalkDir::new(self.root.join(rel))
+            .min_depth(1)
+            .follow_links(false)
+            .into_iter()
+            .filter_entry(|e| e.path() != state)
+            .flatten()
+            .filter_map(|e| {
+                let name = e.path().strip_prefix(&self.root).ok()?.to_str()?;
+                (!is_private(name)).then(|| (name.to_string(), !e.file_type().is_dir()))
+            })
+            .collect()
+    }
+
     /// Read what is waiting and note it in `dirty`: `None` when nothing
     /// was, else whether something counted (a pull's landings do not).
     fn read(&mut self, buf: &mut [u8], dirty: &Mutex<Dirty>) -> Option<bool> {
@@ -151,11 +169,18 @@ impl Tree {
             if is_private(&rel) {
                 continue;
             }
-            if new_dir && self.add(&rel).is_err() {
-                lost = true;
+            let mut inside = Vec::new();
+            if new_dir {
+                match self.add(&rel) {
+                    Ok(()) => inside = self.contents(&rel),
+                    Err(_) => lost = true,
+                }
             }
             if let Ok(mut d) = dirty.lock() {
                 counted |= d.saw(&rel, lands_file, now);
+                for (child, is_file) in &inside {
+                    counted |= d.saw(child, *is_file, now);
+                }
             }
         }
         if lost && let Ok(mut d) = dirty.lock() {
@@ -274,6 +299,31 @@ mod tests {
         taken_once_it_has(&dirty, "n/deeper");
         fs::remove_file(root.join("a")).unwrap();
         taken_once_it_has(&dirty, "a");
+    }
+
+    #[test]
+    fn files_made_in_a_new_folder_before_its_watch_are_named_too() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let _w = watch(root, dirty.clone(), tx).unwrap();
+        // Made at once: most files land before the folder's watch exists
+        // (the folder may even be known to the index by then, so a scan
+        // of the folder's own name would not list them).
+        fs::create_dir_all(root.join("m/sub")).unwrap();
+        for i in 0..50 {
+            fs::write(root.join(format!("m/{i}")), "x").unwrap();
+            fs::write(root.join(format!("m/sub/{i}")), "y").unwrap();
+        }
+        let mut named = BTreeSet::new();
+        for i in 0..50 {
+            for p in [format!("m/{i}"), format!("m/sub/{i}")] {
+                if !named.contains(&p) {
+                    named.extend(taken_once_it_has(&dirty, &p));
+                }
+            }
+        }
     }
 
     #[test]
