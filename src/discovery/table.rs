@@ -14,6 +14,10 @@ use crate::secure::PeerId;
 
 /// Peers discovery keeps at most.
 pub const MAX_FOUND: usize = 256;
+/// New announcements taken per second, after a burst of [`NEW_BURST`]
+/// (refreshes of what is known always are).
+pub const NEW_PER_SECOND: f64 = 20.0;
+pub const NEW_BURST: f64 = 100.0;
 /// Longest zone name kept from an announcement.
 pub const ZONE_LEN: usize = 64;
 
@@ -85,11 +89,25 @@ pub fn parse(txt: &Txt, addr: SocketAddr, ours: &str, now: Instant) -> Option<Fo
 }
 
 /// The peers found, by announcement name.
-#[derive(Default)]
 pub struct Table {
     found: HashMap<String, Found>,
-    /// Announcements not taken (full of our group, or malformed).
+    /// Announcements not taken (the table full, too many at once, or
+    /// malformed).
     pub refused: u64,
+    /// The rate limit of new announcements: tokens, and when last filled.
+    tokens: f64,
+    filled: Option<Instant>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            found: HashMap::new(),
+            refused: 0,
+            tokens: NEW_BURST,
+            filled: None,
+        }
+    }
 }
 
 impl Table {
@@ -98,7 +116,14 @@ impl Table {
         let name: String = name.chars().take(256).collect();
         if let Some(old) = self.found.get(&name) {
             peer.seen = old.seen;
-        } else if self.found.len() >= MAX_FOUND {
+            self.found.insert(name, peer);
+            return true;
+        }
+        if !self.take_token(peer.seen) {
+            self.refused += 1;
+            return false;
+        }
+        if self.found.len() >= MAX_FOUND {
             let stranger = self
                 .found
                 .iter()
@@ -116,6 +141,20 @@ impl Table {
             }
         }
         self.found.insert(name, peer);
+        true
+    }
+
+    /// Whether a new announcement may be taken at `now`.
+    fn take_token(&mut self, now: Instant) -> bool {
+        if let Some(then) = self.filled {
+            let secs = now.saturating_duration_since(then).as_secs_f64();
+            self.tokens = (self.tokens + secs * NEW_PER_SECOND).min(NEW_BURST);
+        }
+        self.filled = Some(now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
         true
     }
 
@@ -224,8 +263,10 @@ mod tests {
         assert!(table.found.contains_key("known"));
         assert!(!table.found.contains_key("stranger-9999"));
         assert_eq!(table.refused, 10_000 - (MAX_FOUND as u64 - 2));
+        // (A flood spread over 10 s: the rate allowed about 300 in.)
         // A peer of our group still gets in, in place of the newest stranger.
-        assert!(table.insert("ours-2", found(true, t0)));
+        let t1 = t0 + std::time::Duration::from_secs(20);
+        assert!(table.insert("ours-2", found(true, t1)));
         assert!(table.found.contains_key("known"));
         // A refresh keeps its first sighting.
         let later = t0 + std::time::Duration::from_secs(60);
@@ -234,11 +275,31 @@ mod tests {
         // Full of our group: a stranger is not taken.
         let mut full = Table::default();
         for i in 0..MAX_FOUND {
-            full.insert(&format!("g{i}"), found(true, t0));
+            let at = t0 + std::time::Duration::from_secs(i as u64);
+            full.insert(&format!("g{i}"), found(true, at));
         }
-        assert!(!full.insert("stranger", found(false, t0)));
+        let later = t0 + std::time::Duration::from_secs(1000);
+        assert!(!full.insert("stranger", found(false, later)));
         assert_eq!(full.refused, 1);
         full.remove("g0");
-        assert!(full.insert("stranger", found(false, t0)));
+        assert!(full.insert("stranger", found(false, later)));
+    }
+
+    #[test]
+    fn new_announcements_are_rate_limited_and_refreshes_are_not() {
+        let mut table = Table::default();
+        let t0 = Instant::now();
+        let taken = (0..1000)
+            .filter(|i| table.insert(&format!("n{i}"), found(false, t0)))
+            .count();
+        assert_eq!(taken, NEW_BURST as usize, "a burst at one instant");
+        // Refreshing one already taken always works.
+        assert!(table.insert("n0", found(false, t0)));
+        // A second later, about NEW_PER_SECOND more.
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        let more = (1000..2000)
+            .filter(|i| table.insert(&format!("n{i}"), found(false, t1)))
+            .count();
+        assert_eq!(more, NEW_PER_SECOND as usize);
     }
 }

@@ -539,3 +539,16 @@ pub fn new_secret(dir: &Path, name: &str) -> PathBuf {
     assert!(out.status.success(), "{out:?}");
     path
 }
+
+/// The peers found on the LAN, as `peers` in the shell of `shell` lists
+/// them.
+pub fn lan_peers(shell: &mut ShellPeer) -> Vec<serde_json::Value> {
+    let answer = shell.cmd("peers");
+    answer["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["found"] == "lan")
+        .cloned()
+        .collect()
+}
