@@ -5,17 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/dropbox-shell
-work=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-# Client-only runs keep their history, identity and known peers here, not
-# in the user's ~/.local/state (where an old port's id would linger).
-export XDG_STATE_HOME="$work/state"
-passed=0; failed=0
-check() { # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "e2e: FAILED: $name" >&2; fi
-}
+CHECKS=e2e
+source scripts/checks.sh
 
 mkdir -p "$work/a/docs/deep" "$work/a/empty dir" "$work/b"
 echo "hello from a" > "$work/a/docs/readme.txt"
@@ -83,5 +74,4 @@ check "a dead peer is a clear error" grep -q "unreachable" <<< "$out"
 check "later commands still run" grep -q "usage: index" <<< "$out"
 check "and the exit status is 1" [ "$status" = 1 ]
 
-echo "e2e: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+report

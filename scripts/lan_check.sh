@@ -15,15 +15,8 @@ if ! "$VENV/bin/python" -c 'import zeroconf' 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet zeroconf
 fi
-work=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-export XDG_STATE_HOME="$work/state"
-passed=0; failed=0
-check() { # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "lan: FAILED: $name" >&2; fi
-}
+CHECKS=lan
+source scripts/checks.sh
 start_peer() { # start_peer DIR LOG EXTRA... ; sets $addr
   local dir=$1 log=$2; shift 2
   mkdir -p "$dir"
@@ -66,5 +59,4 @@ check "B is seen" has "$B_ID" port "${B##*:}"
 tag_set() { grep "\"id\": \"$B_ID\"" "$work/seen.jsonl" | grep -Eq '"group": "[0-9a-f]{32}"'; }
 check "B's group tag is set" tag_set
 check "B's group tag is not its secret" bash -c "! grep -q \"\$(cut -d' ' -f3 '$work/group.key' | cut -c1-16)\" '$work/seen.jsonl'"
-echo "lan: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+report

@@ -16,17 +16,14 @@ if ! ip netns add "$ns1" 2>/dev/null; then
   echo "netns: skipped (ip netns add is not permitted here)"
   exit 0
 fi
-cargo build --quiet
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/dropbox-shell
-work=$(mktemp -d)
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
+CHECKS=netns
+source scripts/checks.sh
+cleanup_extra() {
   ip netns del "$ns1" 2>/dev/null || true
   ip netns del "$ns2" 2>/dev/null || true
-  rm -rf "$work"
 }
-trap cleanup EXIT
+cargo build --quiet
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/debug/dropbox-shell
 ip netns add "$ns2"
 net=10.213.$(( $$ % 250 ))
 ip link add "v1-$$" type veth peer name "v2-$$"
@@ -39,12 +36,6 @@ for ns in "$ns1" "$ns2"; do
 done
 ip -n "$ns1" link set "v1-$$" up
 ip -n "$ns2" link set "v2-$$" up
-export XDG_STATE_HOME="$work/state"
-passed=0; failed=0
-check() { # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "netns: FAILED: $name" >&2; fi
-}
 "$BIN" secret new "$work/group.key" > /dev/null
 mkdir -p "$work/a" "$work/b"
 echo "from the other namespace" > "$work/a/across.txt"
@@ -59,8 +50,7 @@ done
 check "the file crossed between namespaces" cmp -s "$work/a/across.txt" "$work/b/across.txt"
 status=$(ip netns exec "$ns2" "$BIN" --json -c "sync status" --dir "$work/b" 2>/dev/null || true)
 check "B's partner is A, at A's address, found on the LAN" grep -q "\"peer\":\"$net.1:" <<< "$status"
-echo "netns: $passed passed, $failed failed"
-if [ "$failed" != 0 ]; then
+if ! report; then
   echo "--- a.log"; cat "$work/a.log"; echo "--- b.log"; cat "$work/b.log"; echo "--- status: $status"
   exit 1
 fi

@@ -164,15 +164,7 @@ fn take(table: &Mutex<Table>, ev: ServiceEvent, ours: &PeerId, group: &str) -> O
     let mut table = table.lock().ok()?;
     match ev {
         ServiceEvent::ServiceResolved(r) => {
-            let get = |k: &str| r.get_property_val_str(k);
-            let txt = Txt {
-                id: get("id"),
-                version: get("v"),
-                zone: get("zone"),
-                store: get("store"),
-                uploads: get("up"),
-                group: get("group"),
-            };
+            let txt = Txt::by(|k| r.get_property_val_str(k));
             // One address to reach it by: IPv4 first.
             let mut ips: Vec<IpAddr> = r.get_addresses().iter().map(|a| a.to_ip_addr()).collect();
             ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));

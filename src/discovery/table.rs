@@ -48,6 +48,20 @@ pub struct Txt<'a> {
     pub group: Option<&'a str>,
 }
 
+impl<'a> Txt<'a> {
+    /// The fields, each looked up by its key with `get`.
+    pub fn by(get: impl Fn(&str) -> Option<&'a str>) -> Txt<'a> {
+        Txt {
+            id: get("id"),
+            version: get("v"),
+            zone: get("zone"),
+            store: get("store"),
+            uploads: get("up"),
+            group: get("group"),
+        }
+    }
+}
+
 /// The TXT record we announce: `id`, `v` (protocol version), `zone`,
 /// `store` and `up` (0 or 1), `group` (the tag of our group secret, empty
 /// without one).
@@ -212,15 +226,7 @@ mod tests {
     fn an_announcement_round_trips_and_bad_ones_are_refused() {
         let me = id();
         let txt = txt_of(&me, "rack-1", true, false, "abcd");
-        let get = |k: &str| txt.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
-        let t = Txt {
-            id: get("id"),
-            version: get("v"),
-            zone: get("zone"),
-            store: get("store"),
-            uploads: get("up"),
-            group: get("group"),
-        };
+        let t = Txt::by(|k| txt.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str()));
         let addr = "127.0.0.1:9001".parse().unwrap();
         let now = Instant::now();
         let f = parse(&t, addr, "abcd", now).unwrap();
