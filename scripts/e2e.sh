@@ -15,17 +15,6 @@ head -c 3000000 /dev/urandom > "$work/a/photo.jpg"
 chmod 600 "$work/a/photo.jpg"
 echo "mine" > "$work/b/mine.txt"
 
-start_peer() { # start_peer DIR LOG EXTRA... ; sets $addr and $pid
-  local dir=$1 log=$2; shift 2
-  "$BIN" --listen 127.0.0.1:0 --dir "$dir" --headless "$@" > /dev/null 2> "$log" &
-  pid=$!
-  for _ in $(seq 200); do
-    addr=$(grep -o '127\.0\.0\.1:[0-9]*' "$log" | head -1 || true)
-    [ -n "$addr" ] && return
-    sleep 0.05
-  done
-  echo "peer did not start: $(cat "$log")" >&2; exit 1
-}
 start_peer "$work/a" "$work/a.log" --allow-upload
 A=$addr A_PID=$pid
 

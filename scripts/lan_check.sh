@@ -17,22 +17,11 @@ if ! "$VENV/bin/python" -c 'import zeroconf' 2>/dev/null; then
 fi
 CHECKS=lan
 source scripts/checks.sh
-start_peer() { # start_peer DIR LOG EXTRA... ; sets $addr
-  local dir=$1 log=$2; shift 2
-  mkdir -p "$dir"
-  "$BIN" --listen 127.0.0.1:0 --dir "$dir" --headless --discover "$@" > /dev/null 2> "$log" &
-  for _ in $(seq 200); do
-    addr=$(grep -o '127\.0\.0\.1:[0-9]*' "$log" | head -1 || true)
-    [ -n "$addr" ] && return
-    sleep 0.05
-  done
-  echo "peer did not start: $(cat "$log")" >&2; exit 1
-}
 "$BIN" secret new "$work/group.key" > /dev/null
-start_peer "$work/a" "$work/a.log" --allow-upload
+start_peer "$work/a" "$work/a.log" --discover --allow-upload
 A=$addr
 A_ID=$(grep -o 'peer id [A-Z0-9-]*' "$work/a.log" | cut -d' ' -f3)
-start_peer "$work/b" "$work/b.log" --secret-file "$work/group.key"
+start_peer "$work/b" "$work/b.log" --discover --secret-file "$work/group.key"
 B=$addr
 B_ID=$(grep -o 'peer id [A-Z0-9-]*' "$work/b.log" | cut -d' ' -f3)
 "$VENV/bin/python" scripts/zeroconf_browse.py 5 loopback > "$work/seen.jsonl"
