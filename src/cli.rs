@@ -257,7 +257,7 @@ pub const HELP: &[(&str, &str, &str)] = &[
     ("peers", "peers", "list the peers and whether they answer"),
     (
         "peer",
-        "peer use HOST:PORT | peer forget HOST:PORT",
+        "peer use HOST:PORT|ID | peer forget HOST:PORT",
         "make HOST:PORT the current peer; forget the id seen at HOST:PORT (when its peer's key changed, as expected)",
     ),
     (

@@ -26,7 +26,7 @@ Examples:
 
 Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
   hash verify <file> | hash checkall | download TCP|UDP <file> | upload [--force] <file> |
-  sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT |
+  sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT|ID |
   peer forget HOST:PORT | id | help [command] | exit
 
 A .dropboxignore file at the folder's root (gitignore syntax, e.g. `*.log` or `build/`)
