@@ -25,7 +25,7 @@ fn five_peers_on_the_lan_find_each_other_and_a_clean_exit_withdraws_one() {
     let mut ids: Vec<String> = others.iter().map(|p| id_of(p.dir.path())).collect();
     ids.push(b_id.clone());
     // (A hang guard: mDNS answers within a second or two.)
-    let all = wait_for(Duration::from_secs(20), || {
+    let all = wait_for(EVENTUALLY, || {
         let seen: Vec<String> = lan_peers(&mut a)
             .iter()
             .map(|p| p["peer_id"].as_str().unwrap_or("").to_string())
@@ -50,7 +50,7 @@ fn five_peers_on_the_lan_find_each_other_and_a_clean_exit_withdraws_one() {
     assert_eq!(listing["files"][0]["name"], "from-b.txt", "{listing}");
     // B leaves cleanly (SIGTERM): its goodbye drops it from A's list.
     b.stop("-TERM");
-    let gone = wait_for(Duration::from_secs(20), || {
+    let gone = wait_for(EVENTUALLY, || {
         !lan_peers(&mut a)
             .iter()
             .any(|p| p["peer_id"] == b_id.as_str())
@@ -69,7 +69,7 @@ fn a_peer_on_loopback_is_not_announced_unless_asked() {
     let loud = Peer::start(&["--discover"]);
     let loud_id = id_of(loud.dir.path());
     let quiet_id = id_of(quiet.dir.path());
-    assert!(wait_for(Duration::from_secs(20), || {
+    assert!(wait_for(EVENTUALLY, || {
         lan_peers(&mut a)
             .iter()
             .any(|p| p["peer_id"] == loud_id.as_str())
@@ -93,9 +93,7 @@ fn syncing_peers_of_one_group_sync_by_themselves_and_strangers_never() {
     let stranger = syncing(&["--discover", "--secret-file", theirs]);
     // (A hang guard: discovery and a round take a second or two.)
     assert!(
-        wait_for(Duration::from_secs(30), || b
-            .path("group-file.txt")
-            .exists()),
+        wait_for(EVENTUALLY, || b.path("group-file.txt").exists()),
         "{}",
         sync_status(b.dir.path())
     );
@@ -134,7 +132,7 @@ fn a_killed_peer_is_dropped_when_its_records_expire() {
     let mut a = ShellPeer::start_in(tempfile::tempdir().unwrap(), &["--discover"]);
     let b = Peer::start(&["--discover"]);
     let b_id = id_of(b.dir.path());
-    assert!(wait_for(Duration::from_secs(20), || {
+    assert!(wait_for(EVENTUALLY, || {
         lan_peers(&mut a)
             .iter()
             .any(|p| p["peer_id"] == b_id.as_str())

@@ -66,7 +66,7 @@ fn ten_thousand_forged_announcements_leave_memory_bounded_and_the_peer_serving()
     std::fs::write(a.path("a.txt"), b"still here").unwrap();
     let real = Peer::start(&["--discover"]);
     let real_id = id_of(real.dir.path());
-    assert!(wait_for(Duration::from_secs(20), || {
+    assert!(wait_for(EVENTUALLY, || {
         lan_peers(&mut a)
             .iter()
             .any(|p| p["peer_id"] == real_id.as_str())

@@ -229,9 +229,7 @@ fn a_changed_id_at_a_known_address_is_refused_until_peer_forget() {
     let old = id_of(a.dir.path());
     // A syncing peer that knows A there too.
     let b = syncing(&["--peer", &addr]);
-    assert!(wait_for(Duration::from_secs(20), || b
-        .path("a.txt")
-        .exists()));
+    assert!(wait_for(EVENTUALLY, || b.path("a.txt").exists()));
     drop(a);
     // Another peer (another key) at the same address.
     let a2 = Peer::start_at(tempfile::tempdir().unwrap(), &addr, &[]);
@@ -258,7 +256,7 @@ fn a_changed_id_at_a_known_address_is_refused_until_peer_forget() {
     let known = fs::read_to_string(me.path().join(".dropbox-shell/known_peers")).unwrap();
     assert!(known.contains(&format!("{addr} {new}")), "{known}");
     // The syncing peer never syncs with the changed id, and says so.
-    let refused = wait_for(Duration::from_secs(20), || {
+    let refused = wait_for(EVENTUALLY, || {
         sync_status(b.dir.path())["partners"][0]["last_result"]
             .as_str()
             .is_some_and(|r| r.contains("now has id"))
@@ -286,7 +284,7 @@ fn a_syncing_peer_without_the_secret_gets_nothing() {
     let a = syncing(&["--secret-file", s(&s1)]);
     a.write("secret-name.txt", b"x");
     let b = syncing(&["--secret-file", s(&s2), "--peer", &a.addr]);
-    let failed = wait_for(Duration::from_secs(20), || {
+    let failed = wait_for(EVENTUALLY, || {
         sync_status(b.dir.path())["partners"][0]["last_result"]
             .as_str()
             .is_some_and(|r| r.contains("authentication failed"))
@@ -295,9 +293,7 @@ fn a_syncing_peer_without_the_secret_gets_nothing() {
     assert!(!b.path("secret-name.txt").exists());
     // A member syncs.
     let c = syncing(&["--secret-file", s(&s1), "--peer", &a.addr]);
-    assert!(wait_for(Duration::from_secs(20), || c
-        .path("secret-name.txt")
-        .exists()));
+    assert!(wait_for(EVENTUALLY, || c.path("secret-name.txt").exists()));
 }
 
 #[test]
@@ -341,7 +337,7 @@ fn no_marker_name_or_md5_crosses_the_wire() {
     assert_eq!(fs::read(udp.path().join(&name)).unwrap(), data.as_bytes());
     // A sync round through the relay.
     let b = syncing(&["--peer", &relay_addr]);
-    assert!(wait_for(Duration::from_secs(30), || b.path(&name).exists()));
+    assert!(wait_for(EVENTUALLY, || b.path(&name).exists()));
     let tape = relay.recorded();
     assert!(tape.len() > 3 * data.len(), "the traffic crossed the relay");
     for needle in [&marker, &name, &md5] {
@@ -388,7 +384,7 @@ fn history_lines_name_the_proven_id_on_both_sides() {
     };
     assert!(by_me("index longlist"), "{}", served());
     assert!(
-        wait_for(Duration::from_secs(10), || by_me("download UDP a.txt")),
+        wait_for(EVENTUALLY, || by_me("download UDP a.txt")),
         "{}",
         served()
     );

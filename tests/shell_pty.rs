@@ -27,7 +27,7 @@ fn in_pty(args: &str) -> PtySession {
 fn pid_with_dir(dir: &std::path::Path) -> String {
     let dir = dir.to_string_lossy().into_owned();
     let mut found = None;
-    wait_for(Duration::from_secs(10), || {
+    wait_for(EVENTUALLY, || {
         found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
@@ -359,7 +359,7 @@ fn tab_completes_the_id_of_a_peer_found_on_the_lan() {
     // Wait until discovery has found it (`peers` lists it), then complete
     // its id from the first four characters.
     let short = other_id.replace('-', "")[..7].to_string();
-    let found = wait_for(Duration::from_secs(20), || {
+    let found = wait_for(EVENTUALLY, || {
         s.send_line("peers").unwrap();
         s.exp_string("> ")
             .map(|t| t.contains(&short))

@@ -66,7 +66,7 @@ fn bit_flips_are_dropped_as_forged_and_counted_on_both_sides() {
     // The server counted the flipped acknowledgements too (its line is
     // written when the transfer's end reaches it).
     let log = || fs::read_to_string(server.path(".dropbox-shell/history.log")).unwrap();
-    let counted = wait_for(Duration::from_secs(20), || {
+    let counted = wait_for(EVENTUALLY, || {
         log()
             .lines()
             .any(|l| l.contains("download UDP big.bin") && l.contains("failed authentication"))

@@ -78,9 +78,7 @@ fn download_while_changing(
     let path = server.path("big.bin");
     let writer = std::thread::spawn(move || {
         // Well under way: a part of the old version has been sent.
-        let started = wait_for(Duration::from_secs(30), || {
-            part_len(&dir).is_some_and(|n| n >= 1 << 20)
-        });
+        let started = wait_for(EVENTUALLY, || part_len(&dir).is_some_and(|n| n >= 1 << 20));
         assert!(started, "the transfer never started");
         let new = change(&path);
         // Whether the transfer was still running when the change landed.
