@@ -19,7 +19,7 @@ mod walk;
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +66,9 @@ pub struct Folder {
     staging: std::sync::OnceLock<std::sync::Arc<staged::StagingDir>>,
     /// The root's descriptor, for names resolved in one system call.
     beneath: Option<beneath::Beneath>,
+    /// The root's device and inode when opened: a folder made again at
+    /// the same path (by anything) is another folder.
+    root_id: (u64, u64),
 }
 
 impl Folder {
@@ -86,6 +89,9 @@ impl Folder {
             bail!("shared folder {} is not a directory", root.display());
         }
         let state = root.join(STATE_DIR);
+        let root_id = fs::metadata(&root)
+            .map(|m| (m.dev(), m.ino()))
+            .context(format!("shared folder {}", root.display()))?;
         let cache = HashCache::load(state.join("md5-cache.json"));
         let ignores = ignore::Ignores::new(&root);
         Ok(Folder {
@@ -98,6 +104,7 @@ impl Folder {
             ignores,
             staging: std::sync::OnceLock::new(),
             beneath: beneath::Beneath::new(&root),
+            root_id,
             root,
         })
     }
@@ -387,9 +394,11 @@ impl Folder {
     /// Refuse to go on when the folder or its state folder has vanished (an
     /// unmounted disk would otherwise look like everything was deleted).
     pub fn check_present(&self) -> Result<()> {
-        if !self.root.is_dir() || !self.state.is_dir() {
+        let same_root = fs::metadata(&self.root)
+            .is_ok_and(|m| m.is_dir() && (m.dev(), m.ino()) == self.root_id);
+        if !same_root || !self.state.is_dir() {
             bail!(
-                "the shared folder {} or its {STATE_DIR} marker is gone (an unmounted disk?); refusing to sync",
+                "the shared folder {} or its {STATE_DIR} marker is gone or was made anew (an unmounted disk?); refusing to sync",
                 self.root.display()
             );
         }
@@ -482,6 +491,21 @@ mod tests {
     use super::*;
     use crate::proto::Kind;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_folder_made_anew_at_the_same_path_is_not_present() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("shared");
+        fs::create_dir(&root).unwrap();
+        let folder = Folder::open(&root).unwrap();
+        folder.check_present().unwrap();
+        // Unmounted, then something makes the path and its marker again.
+        fs::rename(&root, d.path().join("away")).unwrap();
+        assert!(folder.check_present().is_err());
+        fs::create_dir_all(root.join(STATE_DIR)).unwrap();
+        let err = folder.check_present().unwrap_err().to_string();
+        assert!(err.contains("gone"), "{err}");
+    }
 
     #[test]
     fn walk_lists_recursively_and_hides_private_things() {
