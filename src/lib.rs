@@ -26,6 +26,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod deposit;
 pub mod discovery;
 pub mod display;
 pub mod error;
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod limits;
 pub mod names;
 pub mod peer;
+pub mod placement;
 pub mod proto;
 pub mod relay;
 pub mod render;
@@ -44,6 +46,7 @@ pub mod server;
 pub mod session;
 pub mod shell;
 pub mod signals;
+pub mod store;
 pub mod stream;
 pub mod sync;
 pub mod timestamp;

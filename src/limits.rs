@@ -46,6 +46,13 @@ pub const TICKETS_PER_CONNECTION: usize = 8;
 /// A UDP ticket without a transfer for this long is forgotten.
 pub const TICKET_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Copies a deposit may ask for.
+pub const MAX_COPIES: u8 = 16;
+/// Longest deposit name a store takes, in bytes.
+pub const DEPOSIT_NAME_LEN: usize = 1024;
+/// Deposits one store keeps at most (of all owners together).
+pub const STORE_DEPOSITS: usize = 1_000_000;
+
 /// Longest text (a command, an outcome, a note) kept in one history line or
 /// event: a peer's 4 MiB name must not become a 4 MiB log line.
 pub const LINE_TEXT: usize = 512;

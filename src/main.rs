@@ -88,6 +88,15 @@ struct Args {
     /// Neither announce this peer on the LAN nor look for others there.
     #[arg(long)]
     no_discover: bool,
+    /// Keep other peers' deposits (in .dropbox-shell/store/, never in the shared folder), verified by MD5.
+    #[arg(long)]
+    store: bool,
+    /// Most bytes of deposits this store keeps, e.g. `--store-quota 50G` (K, M, G, T: binary); beyond it deposits are refused. Default: the disk's free space.
+    #[arg(long, value_name = "SIZE", requires = "store", value_parser = dropbox_shell::store::quota::parse_size)]
+    store_quota: Option<u64>,
+    /// The failure domain this peer stands in (a machine, rack or site): at most one copy of a deposit per zone. Default: this machine's id.
+    #[arg(long, value_name = "NAME", value_parser = dropbox_shell::placement::parse_zone)]
+    zone: Option<String>,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]
     allow_upload: bool,
@@ -188,6 +197,9 @@ fn real_main() -> i32 {
             (_, true) => Some(false),
             _ => None,
         },
+        store: args.store,
+        store_quota: args.store_quota,
+        zone: args.zone.clone(),
     };
     let peer = match Peer::start(config) {
         Ok(p) => p,
@@ -241,7 +253,11 @@ fn real_main() -> i32 {
 /// when `--dir` names it.
 fn shared_folder(args: &Args) -> Result<PathBuf, String> {
     if args.listen.is_none() {
-        for (set, flag) in [(args.headless, "--headless"), (args.sync, "--sync")] {
+        for (set, flag) in [
+            (args.headless, "--headless"),
+            (args.sync, "--sync"),
+            (args.store, "--store"),
+        ] {
             if set {
                 return Err(format!(
                     "{flag} serves other peers: give --listen [ADDR:]PORT (e.g. --listen 9001)"

@@ -68,6 +68,13 @@ pub struct PeerConfig {
     /// Announce and browse on the LAN (`--discover` / `--no-discover`;
     /// `None`: when listening beyond loopback).
     pub discover: Option<bool>,
+    /// Keep other peers' deposits (`--store`).
+    pub store: bool,
+    /// Bytes of deposits kept at most (`--store-quota`).
+    pub store_quota: Option<u64>,
+    /// The failure domain this peer stands in (`--zone`; `None`: this
+    /// machine's id).
+    pub zone: Option<String>,
 }
 
 impl Default for PeerConfig {
@@ -90,6 +97,9 @@ impl Default for PeerConfig {
             secret_file: None,
             allow: Vec::new(),
             discover: None,
+            store: false,
+            store_quota: None,
+            zone: None,
         }
     }
 }
@@ -110,6 +120,10 @@ pub struct Shared {
     sync: OnceLock<Sender<SyncCmd>>,
     /// LAN discovery, when it runs.
     lan: Mutex<Option<Lan>>,
+    /// The deposits this peer keeps for others (`--store`).
+    pub store: Option<Arc<crate::store::Store>>,
+    /// The failure domain this peer stands in.
+    pub zone: String,
 }
 
 impl Shared {
@@ -219,6 +233,8 @@ fn server_context(shared: &Arc<Shared>) -> ServerContext {
         credentials: shared.identity.credentials(),
         sync: shared.clone(),
         tickets: Default::default(),
+        store: shared.store.clone(),
+        zone: shared.zone.clone(),
     }
 }
 
@@ -236,8 +252,8 @@ fn start_discovery(shared: &Shared, listen: SocketAddr, group: String) {
             Err(_) => return,
         },
         listen,
-        zone: crate::discovery::default_zone(),
-        store: false,
+        zone: shared.zone.clone(),
+        store: shared.store.is_some(),
         uploads: shared.config.allow_upload,
         group,
     };
@@ -337,8 +353,23 @@ impl Peer {
         let trust = trust_of(&config, &private_dir)?;
         let group = crate::discovery::group_tag(trust.group.as_ref());
         let identity = identity.trusting(trust);
+        let zone = config
+            .zone
+            .clone()
+            .unwrap_or_else(crate::discovery::default_zone);
+        let store = match (config.store, serving) {
+            (true, true) => Some(Arc::new(crate::store::Store::open(
+                folder.state_dir(),
+                config.store_quota,
+                &zone,
+            )?)),
+            (true, false) => crate::bail!(kind: BadInput, "--store needs a server (--listen)"),
+            (false, _) => None,
+        };
         let folder = Arc::new(folder);
         let shared = Arc::new(Shared {
+            store,
+            zone,
             sync_db: Arc::new(LazyDb::new(folder.clone())),
             identity: Arc::new(identity),
             folder,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::cli::{Command, Protocol, SyncVerb, help_text};
+use crate::cli::{Command, DepositCmd, Protocol, SyncVerb, help_text};
 use crate::client::Client;
 use crate::history::{Direction, Record};
 use crate::peer::KNOWN_PEERS_FILE;
@@ -48,6 +48,16 @@ pub enum Output {
     },
     Sync(crate::sync::SyncReport),
     SyncStatus(crate::sync::SyncStatus),
+    Deposited(crate::deposit::put::DepositReport),
+    Retrieved(crate::deposit::get::Retrieved),
+    Replicas(Vec<crate::deposit::get::Replica>),
+    Forgotten(crate::deposit::get::Forgotten),
+    /// A result that is also a failure (fewer copies than wanted): shown,
+    /// then the error; the command fails.
+    Partial {
+        out: Box<Output>,
+        error: Error,
+    },
     /// A result with warnings from the peer (names it cannot serve).
     Noted {
         out: Box<Output>,
@@ -82,6 +92,8 @@ pub struct PeerStatus {
     /// What a LAN announcement says: its zone, whether it is a store.
     pub zone: Option<String>,
     pub store: Option<bool>,
+    /// A store's free room, as it says.
+    pub free: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -184,6 +196,7 @@ impl Session {
                 | Command::Download { .. }
                 | Command::Upload { .. }
                 | Command::Sync(SyncVerb::Now | SyncVerb::Confirm)
+                | Command::Deposit(_)
         );
         self.reached.replace(None);
         let result = self.execute(cmd, progress);
@@ -283,6 +296,7 @@ impl Session {
                 })
             }
             Command::PeerForget(addr) => self.forget_peer(&addr),
+            Command::Deposit(cmd) => self.deposit(cmd, progress),
             Command::PeerUse(what) => {
                 let addr = self.resolve_peer(&what)?;
                 match self.addresses.iter().position(|p| *p == addr) {
@@ -295,6 +309,54 @@ impl Session {
                 Ok(Output::Text(format!("current peer: {addr}")))
             }
         }
+    }
+
+    /// `deposit`, `retrieve`, `replicas`, `forget`: with the stores among
+    /// our peers and those found on the LAN.
+    fn deposit(&self, cmd: DepositCmd, progress: Progress) -> Result<Output> {
+        use crate::deposit::{Ctx, get, put};
+        let mut seeds = self.addresses.clone();
+        seeds.extend(
+            self.shared
+                .discovered()
+                .into_iter()
+                .filter(|f| f.store)
+                .map(|f| f.addr.to_string()),
+        );
+        let ctx = Ctx {
+            creds: self.shared.identity.credentials(),
+            owner: self.shared.peer_id().to_string(),
+            folder: &self.shared.folder,
+            seeds,
+            private_dir: self.shared.private_dir(),
+            cancel: self.cancel.clone(),
+            silence: self.shared.config.io_timeout,
+        };
+        let partial = |out: Output, error: Option<Error>| match error {
+            Some(error) => Output::Partial {
+                out: Box::new(out),
+                error,
+            },
+            None => out,
+        };
+        Ok(match cmd {
+            DepositCmd::Put { name, copies } => {
+                let (report, short) = put::deposit(&ctx, &name, copies, progress)?;
+                partial(Output::Deposited(report), short)
+            }
+            DepositCmd::Retrieve { name, local } => {
+                Output::Retrieved(get::retrieve(&ctx, &name, local.as_deref(), progress)?)
+            }
+            DepositCmd::Replicas(name) => Output::Replicas(get::replicas(&ctx, name.as_deref())?),
+            DepositCmd::Forget { name, yes: false } => bail!(
+                kind: BadInput,
+                "forget removes every copy of {name} on every store; to go ahead: forget {name} --yes"
+            ),
+            DepositCmd::Forget { name, yes: true } => {
+                let (done, left) = get::forget(&ctx, &name)?;
+                partial(Output::Forgotten(done), left)
+            }
+        })
     }
 
     /// `sync`, `sync status`, `sync confirm`: answered by our own engine,
@@ -376,8 +438,9 @@ impl Session {
             }
             let mut p = self.probe(&addr);
             p.found = "lan";
-            p.zone = Some(f.zone);
-            p.store = Some(f.store);
+            // What it proved over the handshake wins over what it announced.
+            p.zone = p.zone.or(Some(f.zone));
+            p.store = p.store.or(Some(f.store));
             if p.peer_id.is_none() {
                 // Not proven: what it announced, for the table.
                 p.peer_id = Some(f.id.to_string());
@@ -392,19 +455,20 @@ impl Session {
         let creds = self.shared.identity.credentials();
         let probe = Client::connect(addr, &creds, self.cancel.clone(), Duration::from_secs(2))
             .and_then(|mut c| c.info());
-        let (reachable, peer_id, accepts_uploads, error) = match probe {
-            Ok((id, up)) => (true, Some(id), Some(up), None),
-            Err(e) => (false, None, None, Some(e.to_string())),
+        let (info, error) = match probe {
+            Ok(i) => (Some(i), None),
+            Err(e) => (None, Some(e.to_string())),
         };
         PeerStatus {
             address: addr.to_string(),
             found: "flag",
             current: false,
-            reachable,
-            peer_id,
-            accepts_uploads,
-            zone: None,
-            store: None,
+            reachable: info.is_some(),
+            peer_id: info.as_ref().map(|i| i.peer_id.clone()),
+            accepts_uploads: info.as_ref().map(|i| i.allow_upload),
+            zone: info.as_ref().and_then(|i| i.zone.clone()),
+            store: info.as_ref().map(|i| i.store.is_some()),
+            free: info.as_ref().and_then(|i| i.store).map(|s| s.free),
             error,
         }
     }

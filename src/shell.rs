@@ -89,6 +89,15 @@ fn run_line(
             report_error(&e, json);
             (false, true)
         }
+        Ok(Output::Partial { out, error }) if !json => {
+            print_out(&render::text(&out, None));
+            report_error(&error, false);
+            (false, quitting)
+        }
+        Ok(out @ Output::Partial { .. }) => {
+            print_out(&String::from_utf8_lossy(&render::json_bytes(&out)));
+            (false, quitting)
+        }
         Ok(out) => {
             if json {
                 if !matches!(out, Output::Nothing) {
@@ -124,6 +133,33 @@ fn error_line(e: &crate::Error) -> String {
 /// its text escaped (it names files and peers that others chose).
 fn event_line(ev: &crate::events::Event) -> String {
     format!("{} {}", ev.label(), escape(&ev.text))
+}
+
+/// A `forget` without `--yes` asks first: the line with `--yes` when the
+/// user says yes, `None` when not. Other lines pass as they are.
+fn confirmed<H: rustyline::Helper>(
+    rl: &mut Editor<H, FileHistory>,
+    line: String,
+) -> Option<String> {
+    use crate::cli::DepositCmd;
+    let Ok(Command::Deposit(DepositCmd::Forget { name, yes: false })) =
+        parse_line(&line, &Local, chrono::Utc::now())
+    else {
+        return Some(line);
+    };
+    let question = format!(
+        "remove every copy of {} on every store? [y/N] ",
+        escape(&name)
+    );
+    match rl.readline(&question) {
+        Ok(a) if matches!(a.trim(), "y" | "Y" | "yes") => {
+            Some(format!("{} --yes", line.trim_end()))
+        }
+        _ => {
+            println!("nothing removed");
+            None
+        }
+    }
 }
 
 /// Run lines in order (from `-c` or standard input); returns the exit status.
@@ -355,6 +391,10 @@ pub fn run_interactive(session: &mut Session, signals: &SignalWatch) -> i32 {
                     let _ = rl.add_history_entry(line.as_str());
                     let _ = rl.save_history(&history_path);
                 }
+                let line = match confirmed(&mut rl, line) {
+                    Some(line) => line,
+                    None => continue,
+                };
                 let (ok, exit) = run_line(
                     session,
                     &line,

@@ -128,32 +128,65 @@ impl Ending {
     }
 }
 
-/// Receive exactly the announced number of bytes into `incoming`, then the
+/// Where received file bytes go: a file being received into a folder
+/// ([`Incoming`]) or a store's copy of a deposit. It hashes what it is
+/// given; the receiver compares at its end.
+pub trait Sink {
+    /// Bytes announced.
+    fn size(&self) -> u64;
+    /// What the bytes are, for messages.
+    fn label(&self) -> &str;
+    fn written(&self) -> u64;
+    /// A buffer of at least `len` bytes to fill and pass to `write_owned`.
+    fn buffer(&mut self, len: usize) -> Vec<u8>;
+    /// Append the first `used` bytes of `buf`.
+    fn write_owned(&mut self, buf: Vec<u8>, used: usize) -> Result<()>;
+}
+
+impl Sink for Incoming {
+    fn size(&self) -> u64 {
+        self.meta().size
+    }
+    fn label(&self) -> &str {
+        &self.meta().name
+    }
+    fn written(&self) -> u64 {
+        Incoming::written(self)
+    }
+    fn buffer(&mut self, len: usize) -> Vec<u8> {
+        Incoming::buffer(self, len)
+    }
+    fn write_owned(&mut self, buf: Vec<u8>, used: usize) -> Result<()> {
+        Incoming::write_owned(self, buf, used)
+    }
+}
+
+/// Receive exactly the announced number of bytes into `sink`, then the
 /// sender's [`Ending`]. An error means the stream can no longer be trusted
 /// (I/O, a local write that failed mid-file).
 pub fn receive_file<R: BulkRead>(
     r: &mut R,
     buf: &mut Vec<u8>,
-    incoming: &mut Incoming,
+    sink: &mut (impl Sink + ?Sized),
     progress: &mut dyn FnMut(u64),
 ) -> Result<Ending> {
-    let size = incoming.meta().size;
-    while incoming.written() < size {
-        let want = CHUNK.min((size - incoming.written()) as usize);
-        let mut chunk = incoming.buffer(want);
+    let size = sink.size();
+    while sink.written() < size {
+        let want = CHUNK.min((size - sink.written()) as usize);
+        let mut chunk = sink.buffer(want);
         // Whole chunks: fewer writes and hand-overs than socket-sized reads.
         if let Err(e) = fill(r, &mut chunk[..want]) {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 bail!(
                     "the connection closed after about {} of {size} bytes of {}",
-                    incoming.written(),
-                    incoming.meta().name
+                    sink.written(),
+                    sink.label()
                 );
             }
             return Err(e.into());
         }
-        incoming.write_owned(chunk, want)?;
-        progress(incoming.written());
+        sink.write_owned(chunk, want)?;
+        progress(sink.written());
     }
     match read_msg::<Response>(r, buf)? {
         Response::Done { md5 } => Ok(Ending::Md5(md5)),

@@ -46,7 +46,7 @@ fn two_hundred_connections_at_once_each_get_an_answer_or_busy() {
             let answer =
                 Client::connect(&addr, &new_credentials(), cancel, Duration::from_secs(30))
                     .and_then(|mut c| c.info());
-            let _ = tx.send(answer.map(|(id, _)| id).map_err(|e| e.to_string()));
+            let _ = tx.send(answer.map(|i| i.peer_id).map_err(|e| e.to_string()));
         });
     }
     drop(tx);

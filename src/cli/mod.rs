@@ -2,6 +2,9 @@
 //! (quotes allowed), arguments checked (regexes compiled, dates read, names
 //! made safe), all without I/O. Also the help text.
 
+mod deposit;
+pub use deposit::DepositCmd;
+
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::display::escape;
@@ -48,6 +51,8 @@ pub enum Command {
     PeerForget(String),
     /// This peer's full id.
     Id,
+    /// `deposit`, `retrieve`, `replicas`, `forget`.
+    Deposit(DepositCmd),
     Help(Option<String>),
     Exit,
 }
@@ -62,8 +67,8 @@ pub enum SyncVerb {
 
 /// Every command word, for completion and help.
 pub const COMMANDS: &[&str] = &[
-    "index", "hash", "download", "upload", "sync", "history", "peers", "peer", "id", "help",
-    "exit", "quit",
+    "index", "hash", "download", "upload", "sync", "history", "peers", "peer", "id", "deposit",
+    "retrieve", "replicas", "forget", "help", "exit", "quit",
 ];
 
 /// Parse one shell line; naive timestamps are read in `tz`, relative ones
@@ -86,6 +91,9 @@ pub fn parse_line<Tz: TimeZone>(line: &str, tz: &Tz, now: DateTime<Utc>) -> Resu
     let words = shell_words::split(trimmed)
         .map_err(|e| Error::new(format!("cannot split the line into words: {e}")))?;
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    if let Some(cmd) = deposit::parse(&w) {
+        return cmd;
+    }
     let usage = |cmd: &str| Error::new(format!("usage: {}", usage_of(cmd)));
     match w.as_slice() {
         ["index", "longlist"] => Ok(Command::IndexLonglist),
@@ -264,6 +272,26 @@ pub const HELP: &[(&str, &str, &str)] = &[
         "id",
         "id",
         "this peer's id: the fingerprint of its key, which other peers know it by",
+    ),
+    (
+        "deposit",
+        "deposit <file> [--copies N]",
+        "keep N verified copies (default 2) of an own file on N stores in N distinct zones",
+    ),
+    (
+        "retrieve",
+        "retrieve <name> [<local path>]",
+        "copy a deposit of ours back from the best store that holds it, verified by MD5",
+    ),
+    (
+        "replicas",
+        "replicas [<name>]",
+        "our deposits as the stores hold them: copies wanted and found, each copy's store, zone and state",
+    ),
+    (
+        "forget",
+        "forget <name> [--yes]",
+        "remove every copy of a deposit of ours (asks first; scripts pass --yes)",
     ),
     (
         "help",

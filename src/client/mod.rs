@@ -2,6 +2,9 @@
 //! request. Reads wait in short slices so that Ctrl-C (the cancel flag) ends
 //! a command at once and a peer that goes silent ends it in bounded time.
 
+mod deposits;
+pub use deposits::Sent;
+
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -18,6 +21,17 @@ use crate::secure::{Credentials, PeerId, SecureReader, SecureWriter, handshake};
 use crate::stream::{Ending, receive_file, send_file};
 use crate::transfer::TransferReport;
 use crate::{Context, Error, Result, bail};
+
+/// What a peer says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Proven by its key.
+    pub peer_id: String,
+    pub allow_upload: bool,
+    pub zone: Option<String>,
+    /// Set for a store.
+    pub store: Option<crate::proto::StoreStatus>,
+}
 
 /// How long to wait for a peer to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -232,14 +246,22 @@ impl Client {
         }
     }
 
-    /// The peer's id (as its key proved it) and whether it takes uploads.
-    pub fn info(&mut self) -> Result<(String, bool)> {
+    /// The peer's id (as its key proved it), whether it takes uploads,
+    /// its zone and, for a store, its room.
+    pub fn info(&mut self) -> Result<PeerInfo> {
         self.send(&Request::Info)?;
         match self.recv()? {
             Response::Info {
                 peer_id,
                 allow_upload,
-            } => Ok((self.proven(peer_id)?, allow_upload)),
+                zone,
+                store,
+            } => Ok(PeerInfo {
+                peer_id: self.proven(peer_id)?,
+                allow_upload,
+                zone,
+                store,
+            }),
             other => bail!(kind: Integrity, "unexpected answer to info: {other:?}"),
         }
     }

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result, bail};
 
+pub mod deposit;
+pub use deposit::{CopyState, Held, Record, StoreStatus};
+
 pub const MAGIC: &[u8; 4] = b"DBSH";
 pub const VERSION: u32 = 3;
 /// Largest frame accepted from a peer.
@@ -82,6 +85,29 @@ pub enum Request {
     /// Keys for sealed UDP downloads: answered with a
     /// [`Response::UdpTicket`], inside this encrypted connection.
     UdpTicket,
+    /// Keep a copy of this deposit of ours (a store only): answered with
+    /// `ready` (then the bytes and `done`, answered with `ok`), `have`
+    /// (this version is held already) or an error.
+    DepositPut {
+        record: Record,
+    },
+    /// Our deposit's bytes: `held`, then the bytes and `done`.
+    DepositGet {
+        name: String,
+    },
+    /// What the store holds of our deposit: `held`.
+    DepositStat {
+        name: String,
+    },
+    /// Our deposits on this store, by name after `after`: `deposits`.
+    DepositList {
+        after: Option<String>,
+    },
+    /// Remove our copy of `name` if its version is at most `upto`: `ok`.
+    DepositForget {
+        name: String,
+        upto: u64,
+    },
 }
 
 /// How far one side holds the other's sync index: its id and the highest
@@ -181,6 +207,12 @@ pub enum Response {
     Info {
         peer_id: String,
         allow_upload: bool,
+        /// The failure domain the peer stands in.
+        #[serde(default)]
+        zone: Option<String>,
+        /// Set when the peer keeps deposits (`--store`).
+        #[serde(default)]
+        store: Option<StoreStatus>,
     },
     Entries {
         entries: Vec<Entry>,
@@ -228,6 +260,18 @@ pub enum Response {
         ticket: u64,
         secret: String,
     },
+    /// A store's copy of one deposit (none: it holds nothing by that name
+    /// of the caller's).
+    Held {
+        held: Option<Held>,
+    },
+    /// Deposits of the caller a store holds, in batches by name.
+    Deposits {
+        held: Vec<Held>,
+        more: bool,
+    },
+    /// The store holds this version already: no bytes need to travel.
+    Have,
 }
 
 /// Write our handshake.

@@ -8,6 +8,7 @@
 //! `tables.rs` holds one table per kind of result; this file the dispatch,
 //! the shared table helpers and JSON.
 
+pub use crate::display::human_size;
 use chrono::{DateTime, Local};
 use comfy_table::{Cell, ColumnConstraint, ContentArrangement, Table, Width};
 use serde_json::{Value, json};
@@ -17,6 +18,7 @@ use crate::proto::{Entry, Kind};
 use crate::session::Output;
 use crate::timestamp::rfc3339;
 
+mod deposits;
 mod tables;
 
 /// MIME type guessed from a name; directories say so.
@@ -77,21 +79,6 @@ fn keep_whole(t: &mut Table, columns: &[(usize, u16)]) {
 }
 
 /// 1536 -> "1.5 KiB".
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn table(header: &[&str], width: Option<u16>) -> Table {
     let mut t = Table::new();
     t.set_content_arrangement(ContentArrangement::Dynamic)
@@ -133,6 +120,11 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
         Output::Id { id, short, file } => {
             format!("{id}\n(short form {short}; key in {})", escape(file))
         }
+        Output::Deposited(r) => deposits::deposited(r, width),
+        Output::Retrieved(r) => deposits::retrieved(r, width),
+        Output::Replicas(all) => deposits::replicas(all, width),
+        Output::Forgotten(f) => deposits::forgotten(f, width),
+        Output::Partial { out, .. } => text(out, width),
     }
 }
 
@@ -182,6 +174,22 @@ pub fn json(out: &Output) -> Value {
         Output::Noted { out, warnings } => {
             let mut v = json(out);
             v["warnings"] = json!(warnings);
+            v
+        }
+        Output::Deposited(r) => json!(r),
+        Output::Retrieved(r) => deposits::retrieved_json(
+            r,
+            json(&Output::Transfer {
+                report: r.report.clone(),
+                protocol: crate::cli::Protocol::Tcp,
+                upload: false,
+            }),
+        ),
+        Output::Replicas(all) => json!({ "deposits": all }),
+        Output::Forgotten(f) => json!(f),
+        Output::Partial { out, error } => {
+            let mut v = json(out);
+            v["error"] = json_error(error)["error"].clone();
             v
         }
     }
@@ -374,6 +382,7 @@ mod tests {
                 accepts_uploads: None,
                 zone: Some(bad.into()),
                 store: Some(true),
+                free: Some(1 << 30),
                 error: Some(bad.into()),
             }]),
             Output::Sync(crate::sync::SyncReport {

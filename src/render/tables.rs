@@ -265,7 +265,12 @@ pub fn peers(ps: &[PeerStatus], width: Option<u16>) -> String {
                 status,
                 p.peer_id.as_deref().map_or_else(|| "-".into(), short_of),
                 match (&p.zone, p.store) {
-                    (Some(z), Some(true)) => format!("{z} (store)"),
+                    (Some(z), Some(true)) => match p.free {
+                        Some(f) if f < u64::MAX / 2 => {
+                            format!("{z} (store, {} free)", human_size(f))
+                        }
+                        _ => format!("{z} (store)"),
+                    },
                     (Some(z), _) => z.clone(),
                     _ => "-".into(),
                 },

@@ -2,7 +2,8 @@
 //! `index` (all, a time range, a regular expression), `hash` (one file or
 //! all), `download` (a file's bytes, from the MD5 cache or hashed on the
 //! way out), `upload` (when allowed) and a sync offer (read whole against
-//! the offer budget, answered by the [`super::SyncAnswer`]). Also what a
+//! the offer budget, answered by the [`super::SyncAnswer`]); deposit
+//! requests are in [`super::deposits`]. Also what a
 //! request is called in the log ([`describe`]) and what an index filter
 //! selects ([`matcher`]).
 
@@ -34,6 +35,11 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
             Request::SyncDelta { .. } => bail!("sync entries without a sync hello"),
             Request::Upload { meta, force } => self.upload(meta, force),
             Request::UdpTicket => self.udp_ticket(),
+            Request::DepositPut { record } => self.deposit_put(record),
+            Request::DepositGet { name } => self.deposit_get(&name),
+            Request::DepositStat { name } => self.deposit_stat(&name),
+            Request::DepositList { after } => self.deposit_list(after),
+            Request::DepositForget { name, upto } => self.deposit_forget(&name, upto),
         }
     }
 
@@ -66,6 +72,8 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
             &Response::Info {
                 peer_id: self.ctx.peer_id.clone(),
                 allow_upload: self.ctx.settings.allow_upload,
+                zone: Some(self.ctx.zone.clone()),
+                store: self.ctx.store.as_ref().map(|s| s.status()),
             },
         )?;
         Ok(0)
@@ -274,6 +282,13 @@ pub fn describe(req: &Request) -> String {
                 meta.name
             )
         }
+        Request::DepositPut { record } => {
+            format!("deposit {} version {}", record.name, record.version)
+        }
+        Request::DepositGet { name } => format!("retrieve {name}"),
+        Request::DepositStat { name } => format!("deposit stat {name}"),
+        Request::DepositList { .. } => "deposit list".into(),
+        Request::DepositForget { name, upto } => format!("forget {name} up to version {upto}"),
     }
 }
 

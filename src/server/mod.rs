@@ -13,7 +13,8 @@
 //!   deadline; [`admission`]: the share of handshakes one address may run;
 //! - [`conn`]: one connection on any buffered reader and writer: the
 //!   handshake, then one request after another (tested on byte slices);
-//! - [`handlers`]: one function per request type;
+//! - [`handlers`]: one function per request type, [`deposits`] those of a
+//!   store;
 //! - [`tickets`]: the keys of UDP downloads, from a TCP connection to the
 //!   UDP thread;
 //! - [`udp`]: the UDP loop on the same port number, serving downloads with
@@ -21,6 +22,7 @@
 
 pub mod admission;
 pub mod conn;
+mod deposits;
 pub mod handlers;
 pub mod tcp;
 #[cfg(test)]
@@ -69,6 +71,10 @@ pub struct ServerContext {
     pub sync: Arc<dyn SyncAnswer>,
     /// Where the keys of UDP downloads go to the UDP thread.
     pub tickets: tickets::TicketDesk,
+    /// The deposits this peer keeps (`--store`).
+    pub store: Option<Arc<crate::store::Store>>,
+    /// The failure domain this peer stands in (`--zone`).
+    pub zone: String,
 }
 
 impl ServerContext {

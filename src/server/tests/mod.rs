@@ -102,6 +102,8 @@ fn fixture_with(allow_upload: bool, ours: Vec<SyncEntry>) -> Fixture {
         credentials: Credentials::open(Keypair::generate().unwrap()),
         sync: partner.clone(),
         tickets: Default::default(),
+        store: None,
+        zone: "test-zone".into(),
     };
     Fixture {
         dir,
@@ -210,6 +212,8 @@ fn info_names_the_peer_and_is_logged_and_told_once() {
         vec![Response::Info {
             peer_id: "our-id".into(),
             allow_upload: false,
+            zone: Some("test-zone".into()),
+            store: None,
         }]
     );
     let log = f.ctx.history.last(10).unwrap();

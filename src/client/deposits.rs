@@ -1,0 +1,146 @@
+//! Asking a store about our deposits: put a copy, get one back (checked
+//! against the record's MD5, not the store's word), stat, list, forget.
+
+use std::fs::File;
+use std::io::Write;
+use std::time::Instant;
+
+use super::{Client, LandOver, Landed, Received};
+use crate::folder::{Folder, Incoming};
+use crate::proto::{FileMeta, Held, Record, Request, Response};
+use crate::stream::{Ending, receive_file, send_file};
+use crate::transfer::TransferReport;
+use crate::{Context, Error, Result, bail};
+
+/// How a put ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The bytes went and the store kept them.
+    Bytes,
+    /// The store held this version already.
+    Had,
+}
+
+impl Client {
+    /// Put a copy of `record` (the bytes of `file`) on this store.
+    pub fn deposit_put(
+        &mut self,
+        record: &Record,
+        file: File,
+        known_md5: Option<[u8; 16]>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Sent> {
+        self.send(&Request::DepositPut {
+            record: record.clone(),
+        })?;
+        match self.recv()? {
+            Response::Ready => {}
+            Response::Have => return Ok(Sent::Had),
+            other => bail!(kind: Integrity, "unexpected answer to a deposit: {other:?}"),
+        }
+        let size = record.size;
+        send_file(
+            &mut self.w,
+            file,
+            size,
+            known_md5,
+            &self.cancel,
+            progress,
+            &|_| Ok(()),
+        )
+        .context(format!("depositing {}", record.name))?;
+        self.w
+            .flush()
+            .context(format!("sending to {}", self.addr))?;
+        match self.recv()? {
+            Response::Ok { .. } => Ok(Sent::Bytes),
+            other => bail!(kind: Integrity, "unexpected answer to a deposit: {other:?}"),
+        }
+    }
+
+    /// Get our deposit `name` into `folder` as `local`, verified against
+    /// the MD5 of the record the store holds; with the record.
+    pub fn deposit_get(
+        &mut self,
+        name: &str,
+        folder: &Folder,
+        local: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(Held, TransferReport)> {
+        let start = Instant::now();
+        self.send(&Request::DepositGet {
+            name: name.to_string(),
+        })?;
+        let held = match self.recv()? {
+            Response::Held { held: Some(h) } if h.record.name == name => h,
+            other => bail!(kind: Integrity, "unexpected answer to retrieve: {other:?}"),
+        };
+        let r = &held.record;
+        let meta = FileMeta {
+            name: local.to_string(),
+            size: r.size,
+            mtime_ns: r.mtime_ns,
+            mode: r.mode,
+        };
+        let mut incoming = Incoming::create(folder, &meta)?;
+        let ending = receive_file(&mut self.r, &mut self.buf, &mut incoming, &mut |n| {
+            progress(n, r.size)
+        })?;
+        if let Ending::Refused(e) = ending {
+            return Err(e);
+        }
+        let received = Received {
+            incoming,
+            sender_md5: r.md5.clone(),
+            start,
+        };
+        match received.commit(folder, &mut |_| Ok(LandOver::Anything))? {
+            Landed::Done(report) => Ok((held, report)),
+            Landed::Mismatch(_) => Err(Error::of(
+                crate::ErrorKind::Integrity,
+                format!("its copy of {name} does not match the deposit's MD5 (corrupt)"),
+            )),
+        }
+    }
+
+    /// What this store holds of our deposit `name`.
+    pub fn deposit_stat(&mut self, name: &str) -> Result<Option<Held>> {
+        self.send(&Request::DepositStat {
+            name: name.to_string(),
+        })?;
+        match self.recv()? {
+            Response::Held { held } => Ok(held.filter(|h| h.record.name == name)),
+            other => bail!(kind: Integrity, "unexpected answer to a deposit stat: {other:?}"),
+        }
+    }
+
+    /// Every deposit of ours this store holds.
+    pub fn deposit_list(&mut self) -> Result<Vec<Held>> {
+        self.send(&Request::DepositList { after: None })?;
+        let mut all = Vec::new();
+        let mut taken = 0;
+        loop {
+            match self.recv_part(&mut taken)? {
+                Response::Deposits { held, more } => {
+                    all.extend(held);
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                other => bail!(kind: Integrity, "unexpected answer to a deposit list: {other:?}"),
+            }
+        }
+    }
+
+    /// Remove this store's copy of `name` if its version is at most `upto`.
+    pub fn deposit_forget(&mut self, name: &str, upto: u64) -> Result<String> {
+        self.send(&Request::DepositForget {
+            name: name.to_string(),
+            upto,
+        })?;
+        match self.recv()? {
+            Response::Ok { message } => Ok(message),
+            other => bail!(kind: Integrity, "unexpected answer to forget: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Which stores answer now: every seed address (the session's peers, LAN
+//! stores, the catalogue's) is asked `info` over a full handshake, eight at
+//! a time. A store is one that proves an id and says it keeps deposits;
+//! its zone and free room come from that answer. Seeds are bounded.
+
+use super::Ctx;
+use crate::placement::Candidate;
+
+/// Addresses asked at most.
+pub const SEEDS: usize = 64;
+/// Asked at once.
+const AT_ONCE: usize = 8;
+
+/// A store that answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRef {
+    pub id: String,
+    pub addr: String,
+    pub zone: String,
+    pub free: u64,
+}
+
+impl StoreRef {
+    pub fn candidate(&self) -> Candidate {
+        Candidate {
+            id: self.id.clone(),
+            zone: self.zone.clone(),
+            free: self.free,
+        }
+    }
+}
+
+/// What asking the seeds found: the stores, and the addresses that did
+/// not answer (with why).
+#[derive(Debug, Default)]
+pub struct Found {
+    pub stores: Vec<StoreRef>,
+    pub down: Vec<(String, String)>,
+}
+
+/// Ask every seed (and the catalogue's stores) who it is.
+pub fn stores(ctx: &Ctx, extra: &[String]) -> Found {
+    let mut seeds: Vec<String> = Vec::new();
+    for s in ctx.seeds.iter().chain(extra) {
+        if !seeds.contains(s) && seeds.len() < SEEDS {
+            seeds.push(s.clone());
+        }
+    }
+    let mut found = Found::default();
+    for group in seeds.chunks(AT_ONCE) {
+        let answers: Vec<_> = std::thread::scope(|s| {
+            let asks: Vec<_> = group
+                .iter()
+                .map(|addr| s.spawn(move || ctx.connect(addr).and_then(|mut c| c.info())))
+                .collect();
+            asks.into_iter()
+                .map(|a| {
+                    a.join()
+                        .unwrap_or_else(|_| Err(crate::Error::new("the probe failed")))
+                })
+                .collect()
+        });
+        for (addr, answer) in group.iter().zip(answers) {
+            match answer {
+                Ok(info) => {
+                    let Some(room) = info.store else { continue };
+                    if found.stores.iter().any(|s| s.id == info.peer_id) {
+                        continue;
+                    }
+                    found.stores.push(StoreRef {
+                        id: info.peer_id,
+                        addr: addr.clone(),
+                        zone: info.zone.unwrap_or_else(|| addr.clone()),
+                        free: room.free,
+                    });
+                }
+                Err(e) => found.down.push((addr.clone(), e.to_string())),
+            }
+        }
+    }
+    found
+}
+
+/// Run `ask` on every store at once (a thread each, eight at a time), in
+/// the stores' order.
+pub fn on_each<T: Send>(
+    ctx: &Ctx,
+    stores: &[StoreRef],
+    ask: &(dyn Fn(&mut crate::client::Client) -> crate::Result<T> + Sync),
+) -> Vec<crate::Result<T>> {
+    let mut all = Vec::with_capacity(stores.len());
+    for group in stores.chunks(AT_ONCE) {
+        let answers: Vec<_> = std::thread::scope(|s| {
+            let asks: Vec<_> = group
+                .iter()
+                .map(|st| s.spawn(move || ask(&mut ctx.connect_to(st)?)))
+                .collect();
+            asks.into_iter()
+                .map(|a| {
+                    a.join()
+                        .unwrap_or_else(|_| Err(crate::Error::new("the request failed")))
+                })
+                .collect::<Vec<_>>()
+        });
+        all.extend(answers);
+    }
+    all
+}

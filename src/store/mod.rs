@@ -1,0 +1,338 @@
+//! A store (`--store`) keeps other peers' deposits, under
+//! `<dir>/.dropbox-shell/store/` (never in the shared folder, so never
+//! listed, hashed or synced):
+//!
+//! ```text
+//! store/lock                      held for the process's life: one store per folder
+//! store/tmp/.XXXX.dbsh-part       bytes being received
+//! store/<OWNER>/<KEY>/meta.json   the record held and the state of its bytes
+//! store/<OWNER>/<KEY>/blob-<ver>  the bytes of that version
+//! ```
+//!
+//! OWNER is the depositor's proven id; KEY a hash of the deposit's name, so
+//! a name never becomes a path. Bytes arrive in `tmp/`, hashed as they
+//! come; only a copy whose MD5 matches the record is flushed to the disk
+//! and renamed into place, then its meta written the same way, then the
+//! older version removed. Opening the store repairs what a crash left:
+//! `tmp/` emptied, blobs of another version than the meta's removed, a meta
+//! without its blob marked `missing`. Each owner sees only its own
+//! deposits; everyone else is answered as if they did not exist.
+
+mod blob;
+pub mod quota;
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ring::digest::{SHA256, digest};
+
+pub use blob::BlobWriter;
+
+use crate::display::human_size;
+use crate::limits::{DEPOSIT_NAME_LEN, MAX_COPIES, STORE_DEPOSITS};
+use crate::names::clean_name;
+use crate::proto::{CopyState, Held, Record, StoreStatus, hex};
+use crate::{Context, Result, bail};
+
+/// The deposits this peer keeps for others.
+pub struct Store {
+    dir: PathBuf,
+    quota: Option<u64>,
+    zone: String,
+    book: Mutex<Book>,
+    _lock: File,
+}
+
+/// What the store's bytes are spent on, and which deposits are changing.
+#[derive(Default)]
+struct Book {
+    /// Bytes of the blobs kept.
+    used: u64,
+    /// Bytes promised to transfers under way.
+    reserved: u64,
+    /// Deposits kept.
+    count: usize,
+    /// Deposit folders a put is writing now.
+    busy: HashSet<PathBuf>,
+}
+
+/// How a put starts.
+pub enum Put<'a> {
+    /// This version is held already, verified: no bytes need to travel.
+    Have,
+    /// Send the bytes here.
+    Receive(Box<BlobWriter<'a>>),
+}
+
+impl Store {
+    /// Open (and make) the store of the state folder `state_dir`, repairing
+    /// what a crash left. A second process on one folder is refused.
+    pub fn open(state_dir: &Path, quota: Option<u64>, zone: &str) -> Result<Store> {
+        let dir = state_dir.join("store");
+        fs::create_dir_all(dir.join("tmp")).context(format!("creating {}", dir.display()))?;
+        let lock = lock(&dir)?;
+        // Bytes of transfers a crash cut short.
+        for e in fs::read_dir(dir.join("tmp"))?.flatten() {
+            let _ = fs::remove_file(e.path());
+        }
+        let mut book = Book::default();
+        for owner in subdirs(&dir)? {
+            if owner.file_name().is_some_and(|n| n == "tmp") {
+                continue;
+            }
+            for deposit in subdirs(&owner)? {
+                if let Some(size) = blob::recover(&deposit)? {
+                    book.used += size;
+                    book.count += 1;
+                }
+            }
+        }
+        Ok(Store {
+            dir,
+            quota,
+            zone: zone.to_string(),
+            book: Mutex::new(book),
+            _lock: lock,
+        })
+    }
+
+    /// Its room, as `info` tells it.
+    pub fn status(&self) -> StoreStatus {
+        let book = self.book();
+        StoreStatus {
+            free: self.free(&book),
+            used: book.used,
+            quota: self.quota,
+        }
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn free(&self, book: &Book) -> u64 {
+        quota::free(
+            self.quota,
+            book.used + book.reserved,
+            quota::disk_free(&self.dir),
+        )
+    }
+
+    /// The folder of `owner`'s deposit `name`.
+    fn deposit_dir(&self, owner: &str, name: &str) -> Result<PathBuf> {
+        Ok(self.owner_dir(owner)?.join(key_of(name)))
+    }
+
+    fn owner_dir(&self, owner: &str) -> Result<PathBuf> {
+        let plain: String = owner.chars().filter(|c| *c != '-').collect();
+        if plain.is_empty()
+            || plain.len() > 128
+            || !plain.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            bail!(kind: Refused, "deposits need a proven peer id");
+        }
+        Ok(self.dir.join(plain))
+    }
+
+    /// What `owner` has here under `name`.
+    pub fn stat(&self, owner: &str, name: &str) -> Result<Option<Held>> {
+        blob::read_meta(&self.deposit_dir(owner, name)?)
+    }
+
+    /// `owner`'s deposits after `after` by name, `limit` at most, and
+    /// whether more follow.
+    pub fn list(
+        &self,
+        owner: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Held>, bool)> {
+        let mut all: Vec<Held> = Vec::new();
+        for d in subdirs(&self.owner_dir(owner)?)? {
+            if let Some(h) = blob::read_meta(&d)?
+                && after.is_none_or(|a| h.record.name.as_str() > a)
+            {
+                all.push(h);
+            }
+        }
+        all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        let more = all.len() > limit;
+        all.truncate(limit);
+        Ok((all, more))
+    }
+
+    /// Start keeping `record` for `owner`: `Have` when that version is
+    /// held already, else a writer for its bytes (room reserved).
+    pub fn begin_put(&self, owner: &str, record: &Record) -> Result<Put<'_>> {
+        let name = clean_name(&record.name)?;
+        if name != record.name || name.len() > DEPOSIT_NAME_LEN {
+            bail!(kind: BadInput, "{:?} cannot be a deposit's name", record.name);
+        }
+        if record.copies == 0 || record.copies > MAX_COPIES {
+            bail!(kind: BadInput, "a deposit has 1 to {MAX_COPIES} copies, not {}", record.copies);
+        }
+        let dir = self.deposit_dir(owner, &name)?;
+        let mut book = self.book();
+        if book.busy.contains(&dir) {
+            bail!(kind: Busy, "{name} is being stored right now; try again");
+        }
+        let held = blob::read_meta(&dir)?;
+        if let Some(h) = &held {
+            if h.record.same_version(record) && h.state == CopyState::Ok {
+                return Ok(Put::Have);
+            }
+            if h.record.order() > record.order() {
+                bail!(kind: Refused,
+                    "this store holds version {} of {name}, newer than {}",
+                    h.record.version, record.version);
+            }
+        } else if book.count >= STORE_DEPOSITS {
+            bail!(kind: NoSpace, "this store keeps {STORE_DEPOSITS} deposits already");
+        }
+        let free = self.free(&book);
+        if record.size > free {
+            let quota = match self.quota {
+                Some(q) => format!(
+                    "its quota is {} and {} are used or reserved",
+                    human_size(q),
+                    human_size(book.used + book.reserved)
+                ),
+                None => format!("its disk has {} free", human_size(free)),
+            };
+            bail!(kind: NoSpace, "store in zone {} refuses {name} ({}): {quota}",
+                self.zone, human_size(record.size));
+        }
+        book.reserved += record.size;
+        book.busy.insert(dir.clone());
+        drop(book);
+        BlobWriter::create(self, dir, record.clone()).map(|w| Put::Receive(Box::new(w)))
+    }
+
+    /// A put is over (kept or not): its reservation and busy mark go;
+    /// `kept` is the change in bytes held and deposits kept.
+    fn end_put(&self, dir: &Path, reserved: u64, kept: Option<(i64, usize)>) {
+        let mut book = self.book();
+        book.reserved -= reserved;
+        book.busy.remove(dir);
+        if let Some((bytes, new)) = kept {
+            book.used = book.used.saturating_add_signed(bytes);
+            book.count += new;
+        }
+    }
+
+    /// `owner`'s copy of `name` to read, with what is held of it.
+    pub fn open_copy(&self, owner: &str, name: &str) -> Result<(File, Held)> {
+        let dir = self.deposit_dir(owner, name)?;
+        let held = blob::read_meta(&dir)?.ok_or_else(|| not_here(name))?;
+        match held.state {
+            CopyState::Ok => {}
+            s => bail!(kind: NotFound, "this store's copy of {name} is {}", s.word()),
+        }
+        let file = File::open(blob::blob_path(&dir, held.record.version)).map_err(|_| {
+            crate::Error::of(
+                crate::ErrorKind::NotFound,
+                format!("this store's copy of {name} is missing"),
+            )
+        })?;
+        Ok((file, held))
+    }
+
+    /// Record what reading `owner`'s copy of `name` found.
+    pub fn mark(&self, owner: &str, name: &str, state: CopyState) -> Result<()> {
+        let dir = self.deposit_dir(owner, name)?;
+        if let Some(mut held) = blob::read_meta(&dir)? {
+            held.state = state;
+            blob::write_meta(&dir, &held)?;
+        }
+        Ok(())
+    }
+
+    /// Remove `owner`'s copy of `name` if its version is at most `upto`;
+    /// whether one was removed.
+    pub fn forget(&self, owner: &str, name: &str, upto: u64) -> Result<bool> {
+        let dir = self.deposit_dir(owner, name)?;
+        let book = self.book();
+        if book.busy.contains(&dir) {
+            bail!(kind: Busy, "{name} is being stored right now; try again");
+        }
+        drop(book);
+        let Some(held) = blob::read_meta(&dir)? else {
+            return Ok(false);
+        };
+        if held.record.version > upto {
+            return Ok(false);
+        }
+        let size = blob::size_of(&dir, held.record.version);
+        fs::remove_dir_all(&dir).context(format!("removing the copy of {name}"))?;
+        let mut book = self.book();
+        book.used = book.used.saturating_sub(size);
+        book.count = book.count.saturating_sub(1);
+        Ok(true)
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+}
+
+/// What a store answers for a deposit it does not hold (or holds for
+/// someone else: the same words).
+pub fn not_here(name: &str) -> crate::Error {
+    crate::Error::of(
+        crate::ErrorKind::NotFound,
+        format!("no deposit {name} here"),
+    )
+}
+
+/// The folder name of a deposit name: hex of its SHA-256, cut to 40.
+fn key_of(name: &str) -> String {
+    let mut k = hex(digest(&SHA256, name.as_bytes()).as_ref());
+    k.truncate(40);
+    k
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context(format!("reading {}", dir.display())),
+    };
+    Ok(rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect())
+}
+
+/// The store's lock, or which process holds it.
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .context(format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = write!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(TryLockError::WouldBlock) => {
+            let holder = fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another process (pid {}) keeps the store of this folder",
+                holder.trim()
+            )
+        }
+        Err(TryLockError::Error(e)) => Err(e).context(format!("locking {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests;
