@@ -2,6 +2,8 @@
 //! loopback (port 0, temporary folders) and run commands against them.
 #![allow(dead_code)]
 
+pub mod stores;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,427 @@
+//! Deposits with real stores on loopback, each in its own `--zone`: where
+//! copies land, retrieval with a holder down or a copy corrupt, quotas,
+//! ownership (another identity sees nothing; the same identity elsewhere
+//! rebuilds everything from the stores), new versions and forget.
+
+mod util;
+
+use std::fs;
+
+use util::stores::*;
+use util::*;
+
+fn copies_zones(doc: &serde_json::Value) -> Vec<String> {
+    let mut z: Vec<String> = doc["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "ok")
+        .map(|c| c["zone"].as_str().unwrap().to_string())
+        .collect();
+    z.sort();
+    z
+}
+
+#[test]
+fn three_copies_land_in_three_zones_with_matching_md5s() {
+    let s = stores(&["z1", "z2", "z3", "z4"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    let data = random_bytes(1, 3 << 20);
+    fs::write(own.path().join("big.bin"), &data).unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, docs, err) = owner(own.path(), &at, &["deposit big.bin --copies 3"], &[]);
+    assert_eq!(code, 0, "{docs:?} {err}");
+    assert_eq!(docs[0]["copies_made"], 3);
+    assert_eq!(docs[0]["md5"], md5_hex(&data).as_str());
+    let zones = copies_zones(&docs[0]);
+    let mut distinct = zones.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{zones:?}");
+    let h = holders(&s, "big.bin");
+    assert_eq!(h.len(), 3);
+    for &i in &h {
+        assert_eq!(
+            held(&s[i], "big.bin").unwrap(),
+            (1, "ok".into(), Some(md5_hex(&data)))
+        );
+        // Never in the store's shared folder: index lists nothing of it.
+        let (_, listing, _) = run_json(
+            tempfile::tempdir().unwrap().path(),
+            &s[i].addr,
+            &["index longlist"],
+        );
+        assert_eq!(
+            listing[0]["files"].as_array().unwrap().len(),
+            0,
+            "{listing:?}"
+        );
+    }
+    // The same placement again: nothing moves, nothing is sent twice.
+    let (code, again, _) = owner(own.path(), &at, &["deposit big.bin --copies 3"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(copies_zones(&again[0]), zones);
+    assert_eq!(again[0]["version"], 1);
+    let (code, docs, err) = owner(
+        own.path(),
+        &at,
+        &["replicas", "retrieve big.bin back.bin"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let d = &docs[0]["deposits"][0];
+    assert_eq!(
+        (
+            d["name"].as_str(),
+            d["copies_found"].as_u64(),
+            d["status"].as_str()
+        ),
+        (Some("big.bin"), Some(3), Some("ok"))
+    );
+    assert_eq!(docs[1]["md5"], md5_hex(&data).as_str());
+    assert_eq!(fs::read(own.path().join("back.bin")).unwrap(), data);
+}
+
+#[test]
+fn two_stores_of_one_zone_never_both_hold_a_copy() {
+    let s = stores(&["a", "a", "b", "c"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let names: Vec<String> = (0..8).map(|i| format!("f{i}.txt")).collect();
+    let mut cmds = Vec::new();
+    for n in &names {
+        fs::write(own.path().join(n), n.as_bytes()).unwrap();
+        cmds.push(format!("deposit {n} --copies 3"));
+    }
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    let (code, docs, err) = owner(own.path(), &at, &cmds, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(docs.len(), names.len());
+    for n in &names {
+        let h = holders(&s, n);
+        assert_eq!(h.len(), 3, "{n}");
+        assert!(
+            !(h.contains(&0) && h.contains(&1)),
+            "{n}: both stores of zone a"
+        );
+    }
+    // Four copies, three zones: three, a clear message, exit 1.
+    fs::write(own.path().join("four.txt"), b"4").unwrap();
+    let (code, docs, _) = owner(own.path(), &at, &["deposit four.txt --copies 4"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(docs[0]["copies_made"], 3);
+    assert_eq!(
+        docs[0]["error"], "3 of 4 copies: only 3 zones reachable",
+        "{docs:?}"
+    );
+    assert_eq!(holders(&s, "four.txt").len(), 3);
+}
+
+#[test]
+fn retrieve_passes_over_a_dead_holder_and_a_corrupt_copy() {
+    let mut s = stores(&["z1", "z2", "z3"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    let data = random_bytes(2, 1 << 20);
+    fs::write(own.path().join("doc.bin"), &data).unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, err) = owner(own.path(), &at, &["deposit doc.bin --copies 3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    // Where it would come from first, then the next one.
+    let (_, docs, _) = owner(own.path(), &at, &["retrieve doc.bin first.bin"], &[]);
+    let first = docs[0]["from"]["address"].as_str().unwrap().to_string();
+    let i = s.iter().position(|p| p.addr == first).unwrap();
+    let dead = s.remove(i);
+    drop(dead); // killed
+    let at: Vec<&Peer> = s.iter().collect();
+    // The user still names the dead store.
+    let extra = ["--peer", first.as_str()];
+    let (code, docs, err) = owner(own.path(), &at, &["retrieve doc.bin second.bin"], &extra);
+    assert_eq!(code, 0, "{err}");
+    let second = docs[0]["from"]["address"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(fs::read(own.path().join("second.bin")).unwrap(), data);
+    // The dead holder shows as unreachable.
+    let (_, docs, _) = owner(own.path(), &at, &["replicas doc.bin"], &extra);
+    let states: Vec<&str> = docs[0]["deposits"][0]["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert!(
+        states.contains(&"unreachable") && states.iter().filter(|s| **s == "ok").count() == 2,
+        "{states:?}"
+    );
+    // The next holder's copy goes bad on its disk (same size): passed over.
+    let j = s.iter().position(|p| p.addr == second).unwrap();
+    let blob = blob_path(&s[j], "doc.bin");
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[1000] ^= 0xff;
+    fs::write(&blob, &bytes).unwrap();
+    fs::write(own.path().join("third.bin"), b"old contents").unwrap();
+    let (code, docs, err) = owner(own.path(), &at, &["retrieve doc.bin third.bin"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_ne!(docs[0]["from"]["address"], second.as_str());
+    let over = &docs[0]["passed_over"][0];
+    assert_eq!(over["address"], second.as_str());
+    assert!(
+        over["reason"].as_str().unwrap().contains("corrupt"),
+        "{over}"
+    );
+    assert_eq!(fs::read(own.path().join("third.bin")).unwrap(), data);
+    // The store marked its copy, and replicas says so.
+    assert_eq!(held(&s[j], "doc.bin").unwrap().1, "corrupt");
+    let (_, docs, _) = owner(own.path(), &at, &["replicas doc.bin"], &[]);
+    let d = &docs[0]["deposits"][0];
+    assert_eq!(d["status"], "degraded 1/3", "{d}");
+    // With no good copy left, the old file stays as it was.
+    let k = 1 - j;
+    let blob = blob_path(&s[k], "doc.bin");
+    fs::write(&blob, &bytes).unwrap();
+    let (code, docs, _) = owner(own.path(), &at, &["retrieve doc.bin third.bin"], &[]);
+    assert_eq!(code, 1, "{docs:?}");
+    assert_eq!(fs::read(own.path().join("third.bin")).unwrap(), data);
+    assert_eq!(
+        visible_files(own.path())
+            .iter()
+            .filter(|n| n.contains("dbsh"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn a_store_over_its_quota_refuses_clearly() {
+    let s = stores(&["q"], &["--store-quota", "1M"]);
+    let own = tempfile::tempdir().unwrap();
+    fs::write(own.path().join("big.bin"), random_bytes(3, 2 << 20)).unwrap();
+    fs::write(own.path().join("small.bin"), b"fits").unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, docs, _) = owner(
+        own.path(),
+        &at,
+        &[
+            "deposit big.bin --copies 1",
+            "deposit small.bin --copies 1",
+            "peers",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    // Placement passes over a store without room: no zone can take it.
+    assert_eq!(docs[0]["copies_made"], 0, "{docs:?}");
+    assert!(
+        docs[0]["error"].as_str().unwrap().contains("0 of 1 copies"),
+        "{docs:?}"
+    );
+    assert_eq!(docs[1]["copies_made"], 1);
+    assert_eq!(tmp_files(&s[0]), 0);
+    assert!(held(&s[0], "big.bin").is_none());
+    let free = docs[2]["peers"][0]["free"].as_u64().unwrap();
+    assert_eq!(free, (1 << 20) - 4);
+    // A store asked directly (a stale free count) refuses with the quota's words.
+    let mut raw = dropbox_shell::client::Client::connect(
+        &s[0].addr,
+        &new_credentials(),
+        Default::default(),
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let record = dropbox_shell::proto::Record {
+        name: "x".into(),
+        size: 2 << 20,
+        md5: "0".repeat(32),
+        mtime_ns: 0,
+        mode: 0o644,
+        copies: 1,
+        version: 1,
+        made_ns: 0,
+    };
+    let file = fs::File::open(own.path().join("big.bin")).unwrap();
+    let e = raw
+        .deposit_put(&record, file, None, &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("quota is 1.0 MiB"), "{e}");
+    assert_eq!(tmp_files(&s[0]), 0);
+    // Bad flags stop the start.
+    for bad in [
+        &["--store", "--store-quota", "5X"][..],
+        &["--store-quota", "1G"],
+        &["--store", "--zone", "a b"],
+    ] {
+        let out = bin()
+            .args(["--listen", "127.0.0.1:0", "--headless", "--dir"])
+            .arg(own.path())
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+    let out = bin()
+        .args(["--store", "-c", "id", "--dir"])
+        .arg(own.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn only_the_owner_sees_its_deposits_and_it_does_from_anywhere() {
+    let s = stores(&["z1", "z2"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    let data = random_bytes(4, 100_000);
+    fs::write(own.path().join("secret.bin"), &data).unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, err) = owner(own.path(), &at, &["deposit secret.bin"], &[]);
+    assert_eq!(code, 0, "{err}");
+    // Someone else: nothing there, and the same words as a name never deposited.
+    let stranger = tempfile::tempdir().unwrap();
+    let (_, docs, _) = owner(
+        stranger.path(),
+        &at,
+        &[
+            "replicas",
+            "retrieve secret.bin",
+            "retrieve never.bin",
+            "forget secret.bin --yes",
+        ],
+        &[],
+    );
+    assert_eq!(docs[0]["deposits"].as_array().unwrap().len(), 0, "{docs:?}");
+    let said = |d: &serde_json::Value, n: &str| d["error"].as_str().unwrap().replace(n, "NAME");
+    assert_eq!(said(&docs[1], "secret.bin"), said(&docs[2], "never.bin"));
+    assert!(docs[3]["error"].as_str().unwrap().contains("no deposit"));
+    assert_eq!(holders(&s, "secret.bin").len(), 2);
+    // The owner's identity in an empty folder, told of one store only.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let identity = own.path().join(".dropbox-shell/identity");
+    let id = identity.to_str().unwrap();
+    let (code, docs, err) = owner(
+        elsewhere.path(),
+        &at[..1],
+        &["replicas", "retrieve secret.bin"],
+        &["--identity", id],
+    );
+    // Told of one store, it sees that store's copy (and retrieves from it).
+    assert_eq!(code, 0, "{docs:?} {err}");
+    assert_eq!(docs[0]["deposits"][0]["status"], "degraded 1/2");
+    assert_eq!(fs::read(elsewhere.path().join("secret.bin")).unwrap(), data);
+    fs::remove_file(elsewhere.path().join("secret.bin")).unwrap();
+    let (code, docs, err) = owner(
+        elsewhere.path(),
+        &at,
+        &["replicas", "retrieve secret.bin"],
+        &["--identity", id],
+    );
+    assert_eq!(code, 0, "{err}");
+    let d = &docs[0]["deposits"][0];
+    assert_eq!(
+        (d["name"].as_str(), d["copies_found"].as_u64()),
+        (Some("secret.bin"), Some(2))
+    );
+    assert_eq!(fs::read(elsewhere.path().join("secret.bin")).unwrap(), data);
+}
+
+#[test]
+fn a_new_version_replaces_the_old_and_forget_removes_every_copy() {
+    let mut s = stores(&["z1", "z2", "z3", "z4"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    fs::write(own.path().join("v.txt"), b"version one").unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, _) = owner(own.path(), &at, &["deposit v.txt --copies 3"], &[]);
+    assert_eq!(code, 0);
+    let before = holders(&s, "v.txt");
+    // One holder is down while the new version is made.
+    let down = before[0];
+    let listen = s[down].addr.clone();
+    let kept_dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let at: Vec<&Peer> = s
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != down)
+        .map(|(_, p)| p)
+        .collect();
+    fs::write(own.path().join("v.txt"), b"version two, longer").unwrap();
+    let (code, docs, err) = owner(own.path(), &at, &["deposit v.txt --copies 3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(docs[0]["version"], 2);
+    for i in holders(&s, "v.txt") {
+        if i != down {
+            assert_eq!(
+                held(&s[i], "v.txt").unwrap().0,
+                2,
+                "store {i} still holds the old version"
+            );
+        }
+    }
+    // It comes back with version 1: never served as current.
+    s[down] = Peer::start_at(kept_dir, &listen, &["--store", "--zone", "z1"]);
+    let at: Vec<&Peer> = s.iter().collect();
+    for _ in 0..3 {
+        let (code, docs, err) = owner(own.path(), &at, &["retrieve v.txt got.txt"], &[]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(docs[0]["version"], 2);
+        assert_eq!(
+            fs::read(own.path().join("got.txt")).unwrap(),
+            b"version two, longer"
+        );
+    }
+    let (_, docs, _) = owner(own.path(), &at, &["replicas v.txt"], &[]);
+    let copies = docs[0]["deposits"][0]["copies"].as_array().unwrap().clone();
+    let old = copies.iter().find(|c| c["address"] == listen.as_str());
+    if let Some(old) = old {
+        assert_eq!(
+            old["state"], "missing",
+            "an old version counts as missing: {copies:?}"
+        );
+    }
+    // forget: scripts must say --yes; then every copy goes.
+    let (code, docs, _) = owner(own.path(), &at, &["forget v.txt"], &[]);
+    assert_eq!(code, 1);
+    assert!(docs[0]["error"].as_str().unwrap().contains("--yes"));
+    assert!(!holders(&s, "v.txt").is_empty());
+    let (code, docs, err) = owner(
+        own.path(),
+        &at,
+        &["forget v.txt --yes", "replicas", "retrieve v.txt"],
+        &[],
+    );
+    assert_eq!(code, 1, "retrieve fails after forget: {docs:?} {err}");
+    assert!(
+        docs[0]["removed"].as_array().unwrap().len() >= 3,
+        "{docs:?}"
+    );
+    assert_eq!(docs[1]["deposits"].as_array().unwrap().len(), 0);
+    assert!(docs[2]["error"].as_str().unwrap().contains("no deposit"));
+    assert!(holders(&s, "v.txt").is_empty());
+}
+
+#[test]
+fn a_store_killed_mid_deposit_keeps_no_half_copy() {
+    let s = stores(&["k"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    fs::write(own.path().join("huge.bin"), random_bytes(5, 256 << 20)).unwrap();
+    let addr = s[0].addr.clone();
+    let mut c = bin();
+    c.args(["--listen", "127.0.0.1:0", "--json", "--dir"])
+        .arg(own.path())
+        .args(["--peer", &addr, "-c", "deposit huge.bin --copies 1"]);
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp = s[0].path(".dropbox-shell/store/tmp");
+    assert!(wait_for_part_file(&tmp), "no transfer started");
+    let mut s = s;
+    let dir = s.remove(0).stop("-KILL");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let back = Peer::start_at(dir, &addr, &["--store", "--zone", "k"]);
+    assert_eq!(tmp_files(&back), 0);
+    assert!(held(&back, "huge.bin").is_none());
+}
