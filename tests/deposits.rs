@@ -405,7 +405,7 @@ fn a_store_killed_mid_deposit_keeps_no_half_copy() {
     c.args(["--listen", "127.0.0.1:0", "--json", "--dir"])
         .arg(own.path())
         .args(["--peer", &addr, "-c", "deposit huge.bin --copies 1"]);
-    let mut child = c
+    let child = c
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
