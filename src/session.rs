@@ -52,6 +52,8 @@ pub enum Output {
     Retrieved(crate::deposit::get::Retrieved),
     Replicas(Vec<crate::deposit::get::Replica>),
     Forgotten(crate::deposit::get::Forgotten),
+    /// What `copies` and `repair` changed.
+    Changed(Vec<crate::deposit::act::Change>),
     /// A result that is also a failure (fewer copies than wanted): shown,
     /// then the error; the command fails.
     Partial {
@@ -314,7 +316,7 @@ impl Session {
     /// `deposit`, `retrieve`, `replicas`, `forget`: with the stores among
     /// our peers and those found on the LAN.
     fn deposit(&self, cmd: DepositCmd, progress: Progress) -> Result<Output> {
-        use crate::deposit::{Ctx, get, put};
+        use crate::deposit::{Ctx, act, get, put};
         let mut seeds = self.addresses.clone();
         seeds.extend(
             self.shared
@@ -352,6 +354,14 @@ impl Session {
                 kind: BadInput,
                 "forget removes every copy of {name} on every store; to go ahead: forget {name} --yes"
             ),
+            DepositCmd::Copies { name, copies } => {
+                let (change, short) = act::copies(&ctx, &name, copies)?;
+                partial(Output::Changed(vec![change]), short)
+            }
+            DepositCmd::Repair => {
+                let (changes, short) = act::repair(&ctx)?;
+                partial(Output::Changed(changes), short)
+            }
             DepositCmd::Forget { name, yes: true } => {
                 let (done, left) = get::forget(&ctx, &name)?;
                 partial(Output::Forgotten(done), left)

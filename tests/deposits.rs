@@ -238,7 +238,7 @@ fn a_store_over_its_quota_refuses_clearly() {
     };
     let file = fs::File::open(own.path().join("big.bin")).unwrap();
     let e = raw
-        .deposit_put(&record, file, None, &mut |_| {})
+        .deposit_put(&record, Some(file), None, &mut |_| {})
         .unwrap_err();
     assert!(e.to_string().contains("quota is 1.0 MiB"), "{e}");
     assert_eq!(tmp_files(&s[0]), 0);
@@ -424,4 +424,75 @@ fn a_store_killed_mid_deposit_keeps_no_half_copy() {
     let back = Peer::start_at(dir, &addr, &["--store", "--zone", "k"]);
     assert_eq!(tmp_files(&back), 0);
     assert!(held(&back, "huge.bin").is_none());
+}
+
+#[test]
+fn copies_go_down_and_up_and_repair_fills_what_is_missing() {
+    let mut s = stores(&["z1", "z2", "z3", "z4"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    let data = random_bytes(6, 500_000);
+    fs::write(own.path().join("c.bin"), &data).unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, err) = owner(own.path(), &at, &["deposit c.bin --copies 2"], &[]);
+    assert_eq!(code, 0, "{err}");
+    // Down to one: the surplus goes once the kept one is verified.
+    let (code, docs, err) = owner(own.path(), &at, &["copies c.bin 1"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        docs[0]["deposits"][0]["removed"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(holders(&s, "c.bin").len(), 1);
+    // The owner's own file is gone: new copies come from a store.
+    fs::remove_file(own.path().join("c.bin")).unwrap();
+    // A store that does not hold it is down: four wanted, three zones up.
+    let holder = holders(&s, "c.bin")[0];
+    let down = (0..4).find(|i| *i != holder).unwrap();
+    let listen = s[down].addr.clone();
+    let dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let up: Vec<&Peer> = s
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != down)
+        .map(|(_, p)| p)
+        .collect();
+    let (code, docs, _) = owner(own.path(), &up, &["copies c.bin 4"], &[]);
+    assert_eq!(code, 1, "{docs:?}");
+    assert_eq!(docs[0]["error"], "3 of 4 copies: only 3 zones reachable");
+    assert_eq!(holders(&s, "c.bin").len(), 3);
+    for i in holders(&s, "c.bin") {
+        assert_eq!(held(&s[i], "c.bin").unwrap().2, Some(md5_hex(&data)));
+    }
+    // The zone comes back: repair makes the fourth copy.
+    s[down] = Peer::start_at(dir, &listen, &["--store", "--zone", "z9"]);
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, docs, err) = owner(own.path(), &at, &["repair"], &[]);
+    assert_eq!(code, 0, "{docs:?} {err}");
+    assert_eq!(holders(&s, "c.bin").len(), 4);
+    // A copy goes bad on its disk: repair finds it and makes it good.
+    let bad = holders(&s, "c.bin")[1];
+    let blob = blob_path(&s[bad], "c.bin");
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[7] ^= 1;
+    fs::write(&blob, &bytes).unwrap();
+    let (code, docs, err) = owner(own.path(), &at, &["repair", "replicas c.bin"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let c = &docs[0]["deposits"][0];
+    assert_eq!(
+        (c["corrupt"].as_u64(), c["copies_found"].as_u64()),
+        (Some(1), Some(4)),
+        "{c}"
+    );
+    assert_eq!(
+        held(&s[bad], "c.bin").unwrap(),
+        (1, "ok".into(), Some(md5_hex(&data)))
+    );
+    assert_eq!(docs[1]["deposits"][0]["status"], "ok");
+    // Nothing of the copies' temporary folders is left with the owner.
+    let state = fs::read_dir(own.path().join(".dropbox-shell")).unwrap();
+    assert!(
+        state
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".deposit-"))
+    );
 }

@@ -106,6 +106,7 @@ fn the_pure_parts_do_no_io_of_the_peer() {
         "display",
         "error",
         "cli",
+        "placement",
     ];
     let io = [
         "peer", "server", "client", "session", "shell", "sync", "folder",

@@ -1,6 +1,6 @@
 //! The deposit commands' words: `deposit <file> [--copies N]`,
 //! `retrieve <name> [<local path>]`, `replicas [<name>]` and
-//! `forget <name> [--yes]`.
+//! `forget <name> [--yes]`, `copies <name> <N>` and `repair`.
 
 use super::{Command, usage_of};
 use crate::limits::MAX_COPIES;
@@ -17,6 +17,8 @@ pub enum DepositCmd {
     Retrieve { name: String, local: Option<String> },
     Replicas(Option<String>),
     Forget { name: String, yes: bool },
+    Copies { name: String, copies: u8 },
+    Repair,
 }
 
 /// The command of `w` if its first word is a deposit command.
@@ -40,9 +42,26 @@ pub fn parse(w: &[&str]) -> Option<Result<Command>> {
             name_of(name).map(|name| DepositCmd::Forget { name, yes: true })
         }
         ["forget", ..] => Err(usage("forget")),
+        ["copies", name, n] => name_of(name).and_then(|name| {
+            Ok(DepositCmd::Copies {
+                name,
+                copies: copies_of(n)?,
+            })
+        }),
+        ["copies", ..] => Err(usage("copies")),
+        ["repair"] => Ok(DepositCmd::Repair),
+        ["repair", ..] => Err(usage("repair")),
         _ => return None,
     };
     Some(cmd.map(Command::Deposit))
+}
+
+/// A count of copies: 1 to 16.
+fn copies_of(n: &str) -> Result<u8> {
+    match n.parse::<u8>() {
+        Ok(n) if (1..=MAX_COPIES).contains(&n) => Ok(n),
+        _ => bail!("a deposit has 1 to {MAX_COPIES} copies, not {n:?}"),
+    }
 }
 
 fn name_of(name: &str) -> Result<String> {
@@ -59,15 +78,10 @@ fn put(rest: &[&str]) -> Option<Result<DepositCmd>> {
         ["--copies", n, name] | [name, "--copies", n] => (*name, Some(*n)),
         _ => return None,
     };
-    let copies = match copies.map(str::parse::<u8>) {
+    let copies = match copies.map(copies_of) {
         None => DEFAULT_COPIES,
-        Some(Ok(n)) if (1..=MAX_COPIES).contains(&n) => n,
-        Some(_) => {
-            return Some(Err(Error::new(format!(
-                "--copies takes 1 to {MAX_COPIES}, not {:?}",
-                copies.unwrap_or_default()
-            ))));
-        }
+        Some(Ok(n)) => n,
+        Some(Err(e)) => return Some(Err(e)),
     };
     Some(name_of(name).map(|name| DepositCmd::Put { name, copies }))
 }
@@ -133,5 +147,16 @@ mod tests {
         );
         assert!(p("forget --yes").is_err());
         assert!(parse(&["index", "longlist"]).is_none());
+        assert_eq!(
+            p("copies x 4").unwrap(),
+            Command::Deposit(DepositCmd::Copies {
+                name: "x".into(),
+                copies: 4
+            })
+        );
+        for bad in ["copies x", "copies x 0", "copies x 99", "repair now"] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        assert_eq!(p("repair").unwrap(), Command::Deposit(DepositCmd::Repair));
     }
 }

@@ -68,7 +68,7 @@ pub enum SyncVerb {
 /// Every command word, for completion and help.
 pub const COMMANDS: &[&str] = &[
     "index", "hash", "download", "upload", "sync", "history", "peers", "peer", "id", "deposit",
-    "retrieve", "replicas", "forget", "help", "exit", "quit",
+    "retrieve", "replicas", "copies", "repair", "forget", "help", "exit", "quit",
 ];
 
 /// Parse one shell line; naive timestamps are read in `tz`, relative ones
@@ -287,6 +287,16 @@ pub const HELP: &[(&str, &str, &str)] = &[
         "replicas",
         "replicas [<name>]",
         "our deposits as the stores hold them: copies wanted and found, each copy's store, zone and state",
+    ),
+    (
+        "copies",
+        "copies <name> <N>",
+        "change how many copies a deposit of ours has: new ones in new zones, or surplus ones removed once the others are verified",
+    ),
+    (
+        "repair",
+        "repair",
+        "every store reads its copies of our deposits and checks their MD5; missing or corrupt copies are made again on the next stores in placement order",
     ),
     (
         "forget",

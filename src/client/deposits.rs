@@ -22,11 +22,12 @@ pub enum Sent {
 }
 
 impl Client {
-    /// Put a copy of `record` (the bytes of `file`) on this store.
+    /// Put a copy of `record` (the bytes of `file`) on this store; without
+    /// a file, only if the store holds it already.
     pub fn deposit_put(
         &mut self,
         record: &Record,
-        file: File,
+        file: Option<File>,
         known_md5: Option<[u8; 16]>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Sent> {
@@ -38,6 +39,9 @@ impl Client {
             Response::Have => return Ok(Sent::Had),
             other => bail!(kind: Integrity, "unexpected answer to a deposit: {other:?}"),
         }
+        let Some(file) = file else {
+            bail!("this store has no copy of {} to keep", record.name);
+        };
         let size = record.size;
         send_file(
             &mut self.w,
@@ -111,6 +115,17 @@ impl Client {
         match self.recv()? {
             Response::Held { held } => Ok(held.filter(|h| h.record.name == name)),
             other => bail!(kind: Integrity, "unexpected answer to a deposit stat: {other:?}"),
+        }
+    }
+
+    /// This store reads its copy of our `name` whole and says what it found.
+    pub fn deposit_verify(&mut self, name: &str) -> Result<Option<Held>> {
+        self.send(&Request::DepositVerify {
+            name: name.to_string(),
+        })?;
+        match self.recv()? {
+            Response::Held { held } => Ok(held.filter(|h| h.record.name == name)),
+            other => bail!(kind: Integrity, "unexpected answer to a deposit check: {other:?}"),
         }
     }
 

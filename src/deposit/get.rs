@@ -52,11 +52,14 @@ pub struct Forgotten {
 }
 
 /// Copies, with the stores that hold them.
-type Holdings = Vec<(StoreRef, Held)>;
+pub(super) type Holdings = Vec<(StoreRef, Held)>;
 
 /// The stores that answer, and what each holds of `name` (stat) or of
 /// everything of ours (list).
-fn holdings(ctx: &Ctx, name: Option<&str>) -> Result<(Catalogue, find::Found, Holdings)> {
+pub(super) fn holdings(
+    ctx: &Ctx,
+    name: Option<&str>,
+) -> Result<(Catalogue, find::Found, Holdings)> {
     let cat = Catalogue::load(ctx.private_dir);
     let found = find::stores(ctx, &cat.stores);
     if found.stores.is_empty() {

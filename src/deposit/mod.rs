@@ -7,8 +7,10 @@
 //! copies were seen, so that an unreachable holder can be named.
 //!
 //! The rooms: [`find`] (which stores answer), [`put`] (deposit, copies in
-//! parallel), [`get`] (retrieve with fallback, replicas, forget).
+//! parallel), [`get`] (retrieve with fallback, replicas, forget), [`act`]
+//! (copies and repair).
 
+pub mod act;
 pub mod catalogue;
 pub mod find;
 pub mod get;

@@ -86,7 +86,13 @@ pub fn deposit(
             .into_iter()
             .map(|i| &found.stores[i])
             .collect();
-    let results = put_all(ctx, &record, &targets, progress);
+    let results = put_all(
+        ctx,
+        &record,
+        Some((ctx.folder, &record.name)),
+        &targets,
+        progress,
+    );
     let mut rows = Vec::new();
     let mut failures = Vec::new();
     let mut holders = Vec::new();
@@ -142,10 +148,16 @@ pub fn deposit(
     Ok((report, short))
 }
 
-/// Put `record` on every target at once; progress is the sum of bytes sent.
-fn put_all(
+/// Where the bytes of a put come from: a file in a folder, by name; none
+/// when every target holds them already.
+pub type Source<'a> = Option<(&'a crate::folder::Folder, &'a str)>;
+
+/// Put `record` on every target at once, reading the bytes from `source`;
+/// progress is the sum of bytes sent.
+pub(super) fn put_all(
     ctx: &Ctx,
     record: &Record,
+    source: Source,
     targets: &[&StoreRef],
     progress: &mut dyn FnMut(u64, u64),
 ) -> Vec<Result<Sent>> {
@@ -157,11 +169,15 @@ fn put_all(
             .zip(&sent)
             .map(|(store, counter)| {
                 s.spawn(move || -> Result<Sent> {
-                    let (file, _) = ctx.folder.open_file(&record.name)?;
-                    let known = file
-                        .metadata()
-                        .ok()
-                        .and_then(|st| ctx.folder.cached(&record.name, &st));
+                    let (file, known) = match source {
+                        Some((folder, name)) => {
+                            let (file, _) = folder.open_file(name)?;
+                            let known =
+                                file.metadata().ok().and_then(|st| folder.cached(name, &st));
+                            (Some(file), known)
+                        }
+                        None => (None, None),
+                    };
                     let mut client = ctx.connect_to(store)?;
                     client.deposit_put(record, file, known, &mut |n| {
                         counter.store(n, Ordering::Relaxed)

@@ -103,6 +103,11 @@ pub enum Request {
     DepositList {
         after: Option<String>,
     },
+    /// Read our copy of `name` whole and check its MD5: `held`, its state
+    /// as found.
+    DepositVerify {
+        name: String,
+    },
     /// Remove our copy of `name` if its version is at most `upto`: `ok`.
     DepositForget {
         name: String,

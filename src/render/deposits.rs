@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::{add_row, escape, human_size, keep_whole, table, tables};
 use crate::cli::Protocol;
 use crate::deposit::CopyRow;
+use crate::deposit::act::Change;
 use crate::deposit::get::{Forgotten, Replica, Retrieved};
 use crate::deposit::put::DepositReport;
 use crate::secure::keys::short_of;
@@ -109,6 +110,34 @@ pub fn forgotten(f: &Forgotten, width: Option<u16>) -> String {
         f.removed.len(),
         copies(&rows, width)
     )
+}
+
+pub fn changed(all: &[Change], width: Option<u16>) -> String {
+    if all.is_empty() {
+        return "no deposits of ours on the stores that answer".into();
+    }
+    let mut parts = Vec::new();
+    for c in all {
+        let mut head = format!(
+            "{} version {}: {} of {} copies",
+            escape(&c.name),
+            c.version,
+            c.copies_found,
+            c.copies_wanted
+        );
+        if c.corrupt > 0 {
+            head.push_str(&format!(", {} corrupt found", c.corrupt));
+        }
+        head.push_str(&format!(
+            ", {} added, {} removed",
+            c.added.len(),
+            c.removed.len()
+        ));
+        let mut rows = c.copies.clone();
+        rows.extend(c.removed.iter().cloned());
+        parts.push(format!("{head}\n{}", copies(&rows, width)));
+    }
+    parts.join("\n")
 }
 
 /// `retrieve` under `--json`: download's keys plus where it came from.

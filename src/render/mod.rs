@@ -124,6 +124,7 @@ pub fn text(out: &Output, width: Option<u16>) -> String {
         Output::Retrieved(r) => deposits::retrieved(r, width),
         Output::Replicas(all) => deposits::replicas(all, width),
         Output::Forgotten(f) => deposits::forgotten(f, width),
+        Output::Changed(all) => deposits::changed(all, width),
         Output::Partial { out, .. } => text(out, width),
     }
 }
@@ -187,6 +188,7 @@ pub fn json(out: &Output) -> Value {
         ),
         Output::Replicas(all) => json!({ "deposits": all }),
         Output::Forgotten(f) => json!(f),
+        Output::Changed(all) => json!({ "deposits": all }),
         Output::Partial { out, error } => {
             let mut v = json(out);
             v["error"] = json_error(error)["error"].clone();

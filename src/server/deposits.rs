@@ -84,6 +84,13 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
         Ok(0)
     }
 
+    pub(super) fn deposit_verify(&mut self, name: &str) -> Result<u64> {
+        let (store, owner) = self.store_and_owner()?;
+        let held = store.verify(&owner, name)?;
+        write_msg(&mut self.w, &Response::Held { held })?;
+        Ok(0)
+    }
+
     pub(super) fn deposit_list(&mut self, after: Option<String>) -> Result<u64> {
         let (store, owner) = self.store_and_owner()?;
         let mut after = after;

@@ -38,6 +38,7 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
             Request::DepositPut { record } => self.deposit_put(record),
             Request::DepositGet { name } => self.deposit_get(&name),
             Request::DepositStat { name } => self.deposit_stat(&name),
+            Request::DepositVerify { name } => self.deposit_verify(&name),
             Request::DepositList { after } => self.deposit_list(after),
             Request::DepositForget { name, upto } => self.deposit_forget(&name, upto),
         }
@@ -287,6 +288,7 @@ pub fn describe(req: &Request) -> String {
         }
         Request::DepositGet { name } => format!("retrieve {name}"),
         Request::DepositStat { name } => format!("deposit stat {name}"),
+        Request::DepositVerify { name } => format!("deposit verify {name}"),
         Request::DepositList { .. } => "deposit list".into(),
         Request::DepositForget { name, upto } => format!("forget {name} up to version {upto}"),
     }

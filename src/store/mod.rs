@@ -43,6 +43,8 @@ pub struct Store {
     quota: Option<u64>,
     zone: String,
     book: Mutex<Book>,
+    /// One whole-copy check at a time.
+    verifying: Mutex<()>,
     _lock: File,
 }
 
@@ -95,6 +97,7 @@ impl Store {
             quota,
             zone: zone.to_string(),
             book: Mutex::new(book),
+            verifying: Mutex::new(()),
             _lock: lock,
         })
     }
@@ -182,6 +185,12 @@ impl Store {
         let held = blob::read_meta(&dir)?;
         if let Some(h) = &held {
             if h.record.same_version(record) && h.state == CopyState::Ok {
+                // The owner changed how many copies it wants: noted.
+                if h.record.copies != record.copies {
+                    let mut h = h.clone();
+                    h.record.copies = record.copies;
+                    blob::write_meta(&dir, &h)?;
+                }
                 return Ok(Put::Have);
             }
             if h.record.order() > record.order() {
@@ -238,6 +247,44 @@ impl Store {
             )
         })?;
         Ok((file, held))
+    }
+
+    /// Read `owner`'s copy of `name` whole and check it against its
+    /// record's MD5 (one check at a time per store); what it holds now.
+    pub fn verify(&self, owner: &str, name: &str) -> Result<Option<Held>> {
+        let dir = self.deposit_dir(owner, name)?;
+        let Some(mut held) = blob::read_meta(&dir)? else {
+            return Ok(None);
+        };
+        let _one = self.verifying.lock().unwrap_or_else(|e| e.into_inner());
+        let state = match File::open(blob::blob_path(&dir, held.record.version)) {
+            Err(_) => CopyState::Missing,
+            Ok(mut f) => {
+                let mut md5 = crate::folder::Md5Pipe::new(held.record.size);
+                let mut n = 0u64;
+                loop {
+                    let mut buf = md5.buffer(crate::proto::CHUNK);
+                    let got = std::io::Read::read(&mut f, &mut buf)
+                        .context(format!("reading the copy of {name}"))?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got as u64;
+                    md5.consume(buf, got);
+                }
+                let sum = hex(&md5.finish()?);
+                if n == held.record.size && sum == held.record.md5 {
+                    CopyState::Ok
+                } else {
+                    CopyState::Corrupt
+                }
+            }
+        };
+        if state != held.state {
+            held.state = state;
+            blob::write_meta(&dir, &held)?;
+        }
+        Ok(Some(held))
     }
 
     /// Record what reading `owner`'s copy of `name` found.
