@@ -6,6 +6,7 @@
 #   bash scripts/bench.sh            # everything, RUNS=3 runs of each, on tmpfs
 #   bash scripts/bench.sh transfer   # downloads, hashing, listing, UDP
 #   bash scripts/bench.sh sync       # sync latency and initial sync, also at 100k files
+#   bash scripts/bench.sh deposit    # a 1 GiB deposit with 3 copies; retrieve
 #   SCALE_1M=1 bash scripts/bench.sh sync   # ... and at 1M files (slow)
 #   RUNS=5 BENCH_DIR=/tmp/b bash scripts/bench.sh
 #
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUNS=${RUNS:-3}
 WHAT=${1:-all}
-case $WHAT in all|transfer|sync) ;; *) echo "usage: bench.sh [all|transfer|sync]" >&2; exit 2 ;; esac
+case $WHAT in all|transfer|sync|deposit) ;; *) echo "usage: bench.sh [all|transfer|sync|deposit]" >&2; exit 2 ;; esac
 W=${BENCH_DIR:-/dev/shm/dropbox-shell-bench}
 
 need=()
@@ -125,6 +126,10 @@ ours() { # ours PEER_NAME CMD... (the address is looked up when it runs)
   "$BIN" --listen 127.0.0.1:0 --dir "$W/dst" --peer "${!v}" "${args[@]}"
 }
 
+# The 1 GiB file served cold (no MD5 cache) or with its MD5 cached.
+cold_big() { clean_dst; start_peer big "$W/big" --cold; }
+cached_big() { clean_dst; start_peer big "$W/big"; ours big "hash verify big.bin" > /dev/null 2>&1; }
+
 # ---------------------------------------------------------------- rsync daemon
 cat > "$W/rsyncd.conf" <<CONF
 use chroot = no
@@ -152,7 +157,7 @@ sleep 0.5
 
 mem_tcp=0 mem_udp=0
 GIB=$((1 << 30))
-if [ "$WHAT" != sync ]; then
+if [ "$WHAT" = all ] || [ "$WHAT" = transfer ]; then
 # ---------------------------------------------------------------- sshd
 # An sshd of our own on a free port on loopback, with throwaway keys, for
 # rsync -e ssh and scp; stopped by its pid at exit.
@@ -199,8 +204,6 @@ scp_get() { scp -q -P "$SSH_PORT" "${SSH_OPTS[@]}" "127.0.0.1:$W/big/big.bin" "$
 echo "1 GiB download: ours (TCP, UDP, encrypted) vs rsync -md5 (daemon, ssh) vs scp vs nc" >&2
 ssh_ok=0
 start_sshd && ssh_ok=1
-cold_big() { clean_dst; start_peer big "$W/big" --cold; }
-cached_big() { clean_dst; start_peer big "$W/big"; ours big "hash verify big.bin" > /dev/null 2>&1; }
 nc_get() {
   local port=$((40000 + RANDOM % 20000))
   nc -N -l 127.0.0.1 "$port" < "$W/big/big.bin" &
@@ -285,7 +288,38 @@ done
 
 fi
 
-if [ "$WHAT" != transfer ]; then
+if [ "$WHAT" = all ] || [ "$WHAT" = deposit ]; then
+# ---------------------------------------------------------------- deposits
+# Three stores in three zones; the owner deposits big.bin with 3 copies
+# (sent in parallel) against three downloads of it one after another, and
+# retrieves it against one download. Every run starts from nothing held
+# (forget), so the bytes really travel.
+echo "deposits: 1 GiB with 3 copies vs 3 downloads in a row; retrieve vs download" >&2
+rm -rf "$W/st1" "$W/st2" "$W/st3" "$W/own"
+mkdir -p "$W/st1" "$W/st2" "$W/st3" "$W/own"
+ln "$W/big/big.bin" "$W/own/big.bin"
+store_peer() { # store_peer NAME ZONE
+  "$BIN" --listen 127.0.0.1:0 --dir "$W/$1" --headless --store --zone "$2" > /dev/null 2> "$W/$1.log" &
+  await_peer "$1" $!
+}
+store_peer st1 za; store_peer st2 zb; store_peer st3 zc
+owner_cmd() { "$BIN" --listen 127.0.0.1:0 --dir "$W/own" --peer "$st1_addr" --peer "$st2_addr" --peer "$st3_addr" -c "$1"; }
+unheld() { owner_cmd "forget big.bin --yes" > /dev/null 2>&1 || true; }
+three_downloads() {
+  for _ in 1 2 3; do clean_dst; ours big "download TCP big.bin" || return 1; done
+}
+fresh_retrieve() { rm -f "$W/own/back.bin"; }
+owner_cmd "hash verify big.bin" > /dev/null 2>&1 || true
+for _ in $(seq "$RUNS"); do
+  REPS=1 measure "deposit 1 GiB, 3 copies (MD5 cached)" $((3 * GIB)) unheld owner_cmd "deposit big.bin --copies 3"
+  REPS=1 measure "3 x download TCP 1 GiB in a row (MD5 cached)" $((3 * GIB)) cached_big three_downloads
+  REPS=1 measure "retrieve 1 GiB" $GIB fresh_retrieve owner_cmd "retrieve big.bin back.bin"
+  REPS=1 measure "download TCP 1 GiB, cold cache" $GIB cold_big ours big "download TCP big.bin"
+done
+rm -f "$W/own/back.bin"
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = sync ]; then
 # ---------------------------------------------------------------- sync
 echo "sync: latency of a new 1 KiB file; initial sync of 2,000 files / 1 GiB" >&2
 mkdir -p "$W/sa" "$W/sb"
@@ -508,6 +542,8 @@ ratio("download UDP 100 MiB vs atftp blksize 65464", "atftp 100 MiB (blksize 654
 ratio("download UDP 100 MiB vs tftp-hpa", "tftp-hpa 100 MiB (512-byte blocks)", "download UDP 100 MiB")
 ratio("UDP at 5% loss vs lossless relay (throughput ratio)", "download UDP 100 MiB via relay, 0 loss", "download UDP 100 MiB via relay, 0.05 loss", ">= 0.5x")
 ratio("UDP at 5% loss vs lossless direct (throughput ratio)", "download UDP 100 MiB", "download UDP 100 MiB via relay, 0.05 loss", ">= 0.5x")
+ratio("deposit 3 copies vs 3 downloads in a row", "3 x download TCP 1 GiB in a row (MD5 cached)", "deposit 1 GiB, 3 copies (MD5 cached)", "> 1x")
+ratio("retrieve vs download TCP, cold", "download TCP 1 GiB, cold cache", "retrieve 1 GiB", ">= 0.9x")
 ratio("initial sync vs rsync -a --checksum-choice=md5", "rsync -a --checksum-choice=md5 2000 files", "initial sync 2000 files / 1 GiB (ours)", "> 1x")
 ratio("initial sync vs plain rsync -a", "rsync -a 2000 files", "initial sync 2000 files / 1 GiB (ours)")
 ratio("initial sync 100k x 100 B vs rsync -a (daemon)", "rsync -a 100k x 100 B (daemon)", "initial sync 100k x 100 B (ours)", "> 1x")
