@@ -56,6 +56,39 @@ check "history shows the upload" grep -q '"command":"upload mine.txt"' <(line 11
 check "no temporary files left" [ -z "$(find "$work/a" "$work/b" -name '*.dbsh-part')" ]
 check "served requests logged on a" [ "$(grep -c '"direction":"served"' "$work/a/.dropbox-shell/history.log")" -ge 8 ]
 
+# Deposits: three stores in three zones, an owner's commands on stdin.
+start_peer "$work/s1" "$work/s1.log" --store --zone za; S1=$addr
+start_peer "$work/s2" "$work/s2.log" --store --zone zb; S2=$addr
+start_peer "$work/s3" "$work/s3.log" --store --zone zc; S3=$addr
+mkdir -p "$work/d"
+cp "$work/a/photo.jpg" "$work/d/photo.jpg"
+owner() { "$BIN" --listen 127.0.0.1:0 --dir "$work/d" --peer "$S1" --peer "$S2" --peer "$S3" --json; }
+printf '%s\n' \
+  'deposit photo.jpg --copies 3' \
+  'replicas' \
+  'retrieve photo.jpg copy.jpg' \
+  'copies photo.jpg 2' \
+  'repair' \
+  'forget photo.jpg' \
+  'forget photo.jpg --yes' \
+  'replicas' \
+  | owner > "$work/dep.jsonl" 2> "$work/d.err" && status=0 || status=$?
+dline() { sed -n "${1}p" "$work/dep.jsonl"; }
+blobs() { find "$work"/s[123]/.dropbox-shell/store -name 'blob-*' | wc -l; }
+check "deposit: 3 copies made" grep -q '"copies_made":3' <(dline 1)
+check "deposit: in three zones" [ "$(dline 1 | grep -o '"zone":"z[abc]"' | sort -u | wc -l)" = 3 ]
+check "replicas: 3 of 3 ok" grep -q '"copies_found":3.*"status":"ok"' <(dline 2)
+check "retrieve is byte-identical" cmp -s "$work/d/photo.jpg" "$work/d/copy.jpg"
+check "retrieve names its store" grep -q '"from":{"store_id":"[^"]*","address":"127.0.0.1:' <(dline 3)
+check "copies 2: one removed" grep -q '"copies_found":2' <(dline 4)
+check "repair: all ok" grep -q '"copies_found":2' <(dline 5)
+check "forget without --yes asks for it" grep -q -- '--yes' <(dline 6)
+check "forget --yes removes the copies" grep -q '"removed":\[{' <(dline 7)
+check "replicas empty after forget" grep -q '"deposits":\[\]' <(dline 8)
+check "no blob left on any store" [ "$(blobs)" = 0 ]
+check "deposit run exits 1 (forget without --yes failed)" [ "$status" = 1 ]
+check "stores list nothing of it" [ "$("$BIN" --dir "$work/d" --peer "$S1" --json -c 'index longlist' | grep -o '"name"' | wc -l)" = 0 ]
+
 # The second peer down: commands say so, the process goes on, exit status 1.
 kill "$A_PID"; wait "$A_PID" 2>/dev/null || true
 out=$("$BIN" --listen 127.0.0.1:0 --dir "$work/b" --peer "$A" -c 'index longlist' -c 'help index' 2>&1) && status=0 || status=$?

@@ -50,6 +50,8 @@ pub const TICKET_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 pub const MAX_COPIES: u8 = 16;
 /// Longest deposit name a store takes, in bytes.
 pub const DEPOSIT_NAME_LEN: usize = 1024;
+/// Other stores a store remembers, and addresses a deposit command asks.
+pub const KNOWN_STORES: usize = 64;
 /// Deposits one store keeps at most (of all owners together).
 pub const STORE_DEPOSITS: usize = 1_000_000;
 

@@ -75,6 +75,8 @@ pub struct PeerConfig {
     /// The failure domain this peer stands in (`--zone`; `None`: this
     /// machine's id).
     pub zone: Option<String>,
+    /// Period of a store's timer (`--repair-interval`).
+    pub repair_interval: Duration,
 }
 
 impl Default for PeerConfig {
@@ -100,6 +102,7 @@ impl Default for PeerConfig {
             store: false,
             store_quota: None,
             zone: None,
+            repair_interval: Duration::from_secs(600),
         }
     }
 }
@@ -286,6 +289,8 @@ pub struct Peer {
     sync: SyncEngine,
     /// The start-up sweep of abandoned part files, and its stop flag.
     sweep: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+    /// A store's timer.
+    tend: Option<crate::store::tend::Tend>,
 }
 
 /// The user's own state directory (`$XDG_STATE_HOME/dropbox-shell`, by
@@ -405,6 +410,20 @@ impl Peer {
             }
         };
         let _ = shared.sync.set(sync.sender());
+        let tend = match (&shared.store, &server) {
+            (Some(store), Some(server)) => Some(crate::store::tend::Tend::start(
+                store.clone(),
+                crate::store::tend::TendConfig {
+                    creds: shared.identity.credentials(),
+                    own_id: shared.peer_id().to_string(),
+                    listen_port: server.local_addr().port(),
+                    seeds: shared.config.peers.clone(),
+                    interval: shared.config.repair_interval,
+                    io_timeout: shared.config.io_timeout,
+                },
+            )?),
+            _ => None,
+        };
         if let Some(addr) = server.as_ref().map(Server::local_addr) {
             start_discovery(&shared, addr, group);
         }
@@ -425,6 +444,7 @@ impl Peer {
             server,
             sync,
             sweep,
+            tend,
         })
     }
 
@@ -444,6 +464,9 @@ impl Peer {
             let _ = t.join();
         }
         self.sync.stop();
+        if let Some(tend) = self.tend {
+            tend.stop();
+        }
         if let Some(server) = self.server {
             server.stop();
         }

@@ -333,6 +333,7 @@ impl Session {
             private_dir: self.shared.private_dir(),
             cancel: self.cancel.clone(),
             silence: self.shared.config.io_timeout,
+            signer: crate::secure::sign::Signer::of(&self.shared.identity.load()?.keys)?,
         };
         let partial = |out: Output, error: Option<Error>| match error {
             Some(error) => Output::Partial {

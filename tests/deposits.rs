@@ -219,14 +219,16 @@ fn a_store_over_its_quota_refuses_clearly() {
     let free = docs[2]["peers"][0]["free"].as_u64().unwrap();
     assert_eq!(free, (1 << 20) - 4);
     // A store asked directly (a stale free count) refuses with the quota's words.
+    let keys = dropbox_shell::secure::Keypair::generate().unwrap();
+    let signer = dropbox_shell::secure::sign::Signer::of(&keys).unwrap();
     let mut raw = dropbox_shell::client::Client::connect(
         &s[0].addr,
-        &new_credentials(),
+        &dropbox_shell::secure::Credentials::open(keys.clone()),
         Default::default(),
         std::time::Duration::from_secs(10),
     )
     .unwrap();
-    let record = dropbox_shell::proto::Record {
+    let mut record = dropbox_shell::proto::Record {
         name: "x".into(),
         size: 2 << 20,
         md5: "0".repeat(32),
@@ -235,7 +237,11 @@ fn a_store_over_its_quota_refuses_clearly() {
         copies: 1,
         version: 1,
         made_ns: 0,
+        owner: keys.id().to_string(),
+        signer: signer.public_hex(),
+        sig: String::new(),
     };
+    record.sig = signer.sign(&record.signed_bytes());
     let file = fs::File::open(own.path().join("big.bin")).unwrap();
     let e = raw
         .deposit_put(&record, Some(file), None, &mut |_| {})

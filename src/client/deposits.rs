@@ -111,9 +111,23 @@ impl Client {
     pub fn deposit_stat(&mut self, name: &str) -> Result<Option<Held>> {
         self.send(&Request::DepositStat {
             name: name.to_string(),
+            proof: None,
         })?;
         match self.recv()? {
             Response::Held { held } => Ok(held.filter(|h| h.record.name == name)),
+            other => bail!(kind: Integrity, "unexpected answer to a deposit stat: {other:?}"),
+        }
+    }
+
+    /// What this store holds of `proof`'s deposit (we are a store asking
+    /// for its owner).
+    pub fn deposit_stat_for(&mut self, proof: &Record) -> Result<Option<Held>> {
+        self.send(&Request::DepositStat {
+            name: proof.name.clone(),
+            proof: Some(proof.clone()),
+        })?;
+        match self.recv()? {
+            Response::Held { held } => Ok(held.filter(|h| h.record.name == proof.name)),
             other => bail!(kind: Integrity, "unexpected answer to a deposit stat: {other:?}"),
         }
     }
@@ -126,6 +140,18 @@ impl Client {
         match self.recv()? {
             Response::Held { held } => Ok(held.filter(|h| h.record.name == name)),
             other => bail!(kind: Integrity, "unexpected answer to a deposit check: {other:?}"),
+        }
+    }
+
+    /// The stores this store knows; with our port, we are a store too.
+    pub fn store_list(&mut self, listen_port: Option<u16>) -> Result<Vec<String>> {
+        self.send(&Request::StoreList { listen_port })?;
+        match self.recv()? {
+            Response::Stores { mut addrs } => {
+                addrs.truncate(crate::limits::KNOWN_STORES);
+                Ok(addrs)
+            }
+            other => bail!(kind: Integrity, "unexpected answer to a store list: {other:?}"),
         }
     }
 

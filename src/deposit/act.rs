@@ -99,10 +99,10 @@ fn reconcile(
         .expect("one copy at least")
         .clone();
     let n = wanted.unwrap_or(current.copies);
-    let record = Record {
+    let record = ctx.sign(Record {
         copies: n,
         ..current.clone()
-    };
+    });
     let good = |id: &str| {
         held.iter()
             .any(|(s, h)| s.id == id && h.record.same_version(&current) && h.state == CopyState::Ok)
@@ -205,26 +205,18 @@ fn places<'a>(
     record: &Record,
     good: &dyn Fn(&str) -> bool,
 ) -> Vec<&'a StoreRef> {
-    let order = placement::rank(&ctx.owner, &record.name, &candidates(found));
-    let mut targets: Vec<&StoreRef> = Vec::new();
-    for holders_first in [true, false] {
-        for &i in &order {
-            let s = &found.stores[i];
-            if targets.len() == record.copies as usize {
-                return targets;
-            }
-            let taken = targets.iter().any(|t| t.id == s.id || t.zone == s.zone);
-            let fits = if holders_first {
-                good(&s.id)
-            } else {
-                s.free >= record.size
-            };
-            if !taken && fits {
-                targets.push(s);
-            }
-        }
-    }
-    targets
+    let cands = candidates(found);
+    placement::places(
+        &ctx.owner,
+        &record.name,
+        record.size,
+        record.copies.into(),
+        &cands,
+        &|c| good(&c.id),
+    )
+    .into_iter()
+    .map(|i| &found.stores[i])
+    .collect()
 }
 
 /// The name of the fetched copy in its temporary folder.

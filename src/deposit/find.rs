@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::placement::Candidate;
 
 /// Addresses asked at most.
-pub const SEEDS: usize = 64;
+pub const SEEDS: usize = crate::limits::KNOWN_STORES;
 /// Asked at once.
 const AT_ONCE: usize = 8;
 
@@ -38,7 +38,8 @@ pub struct Found {
     pub down: Vec<(String, String)>,
 }
 
-/// Ask every seed (and the catalogue's stores) who it is.
+/// Ask every seed (and the catalogue's stores) who it is, then the
+/// stores those stores know (one hop).
 pub fn stores(ctx: &Ctx, extra: &[String]) -> Found {
     let mut seeds: Vec<String> = Vec::new();
     for s in ctx.seeds.iter().chain(extra) {
@@ -46,6 +47,27 @@ pub fn stores(ctx: &Ctx, extra: &[String]) -> Found {
             seeds.push(s.clone());
         }
     }
+    let mut found = probe(ctx, &seeds);
+    let told = on_each(ctx, &found.stores, &|c| c.store_list(None));
+    let mut more: Vec<String> = Vec::new();
+    for addr in told.into_iter().flatten().flatten() {
+        let known = seeds.contains(&addr) || more.contains(&addr);
+        if !known && seeds.len() + more.len() < SEEDS {
+            more.push(addr);
+        }
+    }
+    let next = probe(ctx, &more);
+    for s in next.stores {
+        if !found.stores.iter().any(|f| f.id == s.id) {
+            found.stores.push(s);
+        }
+    }
+    found.down.extend(next.down);
+    found
+}
+
+/// Ask each address who it is, eight at a time.
+fn probe(ctx: &Ctx, seeds: &[String]) -> Found {
     let mut found = Found::default();
     for group in seeds.chunks(AT_ONCE) {
         let answers: Vec<_> = std::thread::scope(|s| {

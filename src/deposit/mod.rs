@@ -42,11 +42,21 @@ pub struct Ctx<'a> {
     pub cancel: Arc<AtomicBool>,
     /// How long a store may stay silent.
     pub silence: Duration,
+    /// Signs our deposit records.
+    pub signer: crate::secure::sign::Signer,
 }
 
 impl Ctx<'_> {
     fn connect(&self, addr: &str) -> Result<Client> {
         Client::connect(addr, &self.creds, self.cancel.clone(), self.silence)
+    }
+
+    /// `record` as ours: our id as its owner, signed.
+    fn sign(&self, mut record: crate::proto::Record) -> crate::proto::Record {
+        record.owner = self.owner.clone();
+        record.signer = self.signer.public_hex();
+        record.sig = self.signer.sign(&record.signed_bytes());
+        record
     }
 
     /// A connection to `store`, which must prove the id it proved before.

@@ -64,7 +64,7 @@ pub fn deposit(
         .iter()
         .map(|(_, h)| &h.record)
         .max_by(|a, b| a.order().cmp(&b.order()));
-    let record = match current {
+    let record = ctx.sign(match current {
         Some(r) if r.md5 == md5 && r.size == meta.size => Record {
             copies,
             ..r.clone()
@@ -78,8 +78,11 @@ pub fn deposit(
             copies,
             version: current.map_or(1, |r| r.version + 1),
             made_ns: crate::timestamp::to_nanos(chrono::Utc::now()),
+            owner: String::new(),
+            signer: String::new(),
+            sig: String::new(),
         },
-    };
+    });
     let cands: Vec<Candidate> = found.stores.iter().map(StoreRef::candidate).collect();
     let targets: Vec<&StoreRef> =
         placement::place(&ctx.owner, &record.name, record.size, copies.into(), &cands)

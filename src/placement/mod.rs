@@ -88,6 +88,40 @@ pub fn place(
     chosen
 }
 
+/// Where the copies of a deposit go when some stores already hold good
+/// copies (`good`): those first, in rank order, one per zone; then the
+/// next stores in rank order with room, in zones not covered yet. Up to
+/// `copies` stores.
+pub fn places(
+    owner: &str,
+    name: &str,
+    size: u64,
+    copies: usize,
+    stores: &[Candidate],
+    good: &dyn Fn(&Candidate) -> bool,
+) -> Vec<usize> {
+    let order = rank(owner, name, stores);
+    let mut chosen: Vec<usize> = Vec::new();
+    for holders_first in [true, false] {
+        for &i in &order {
+            if chosen.len() == copies {
+                return chosen;
+            }
+            let s = &stores[i];
+            let taken = chosen.iter().any(|&c| c == i || stores[c].zone == s.zone);
+            let fits = if holders_first {
+                good(s)
+            } else {
+                s.free >= size
+            };
+            if !taken && fits {
+                chosen.push(i);
+            }
+        }
+    }
+    chosen
+}
+
 /// How many distinct zones the candidates stand in.
 pub fn zones(stores: &[Candidate]) -> usize {
     let mut z: Vec<&str> = stores.iter().map(|s| s.zone.as_str()).collect();
@@ -179,6 +213,26 @@ mod tests {
         assert_eq!(chosen.len(), 2);
         assert!(!chosen.contains(&first));
         assert!(place("O", "big", 10, 3, &s).contains(&first));
+    }
+
+    #[test]
+    fn good_holders_keep_their_places_before_anyone_new() {
+        let s = stores(&["a", "b", "c", "d"]);
+        let fresh = place("O", "x", 1, 2, &s);
+        // A holder outside the fresh places keeps its copy...
+        let outsider = (0..4).find(|i| !fresh.contains(i)).unwrap();
+        let good = |c: &Candidate| c.id == s[outsider].id;
+        let kept = places("O", "x", 1, 2, &s, &good);
+        assert_eq!(kept[0], outsider);
+        assert_eq!(kept.len(), 2);
+        // ... but two good holders in one zone count once.
+        let twin = stores(&["a", "a", "b"]);
+        let both = |c: &Candidate| c.zone == "a";
+        let p = places("O", "x", 1, 3, &twin, &both);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.iter().filter(|&&i| twin[i].zone == "a").count(), 1);
+        // Nobody good: the same as a fresh placement.
+        assert_eq!(places("O", "x", 1, 2, &s, &|_| false), fresh);
     }
 
     #[test]

@@ -23,6 +23,15 @@ pub struct Record {
     /// When the owner made this version (breaks a tie between two versions
     /// made with one number at once).
     pub made_ns: i64,
+    /// The owner's peer id.
+    #[serde(default)]
+    pub owner: String,
+    /// The owner's deposit signing key (Ed25519, hex).
+    #[serde(default)]
+    pub signer: String,
+    /// The signer's signature of the rest (hex; see [`Record::signed_bytes`]).
+    #[serde(default)]
+    pub sig: String,
 }
 
 impl Record {
@@ -30,6 +39,15 @@ impl Record {
     /// Total, so every side agrees which of two records is current.
     pub fn order(&self) -> (u64, i64, &str) {
         (self.version, self.made_ns, &self.md5)
+    }
+
+    /// What the owner signs: a label and the record without its signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut unsigned = self.clone();
+        unsigned.sig.clear();
+        let mut m = b"dropbox-shell deposit v1\n".to_vec();
+        m.extend(serde_json::to_vec(&unsigned).unwrap_or_default());
+        m
     }
 
     /// This record is the same version and bytes as `other`.

@@ -95,9 +95,12 @@ pub enum Request {
     DepositGet {
         name: String,
     },
-    /// What the store holds of our deposit: `held`.
+    /// What the store holds of our deposit: `held`. A store asking for an
+    /// owner shows a record of that deposit the owner signed as `proof`.
     DepositStat {
         name: String,
+        #[serde(default)]
+        proof: Option<Record>,
     },
     /// Our deposits on this store, by name after `after`: `deposits`.
     DepositList {
@@ -107,6 +110,11 @@ pub enum Request {
     /// as found.
     DepositVerify {
         name: String,
+    },
+    /// The stores this store knows (`stores`); with a port, the caller is
+    /// a store itself, listening there.
+    StoreList {
+        listen_port: Option<u16>,
     },
     /// Remove our copy of `name` if its version is at most `upto`: `ok`.
     DepositForget {
@@ -277,6 +285,10 @@ pub enum Response {
     },
     /// The store holds this version already: no bytes need to travel.
     Have,
+    /// Addresses of stores a store knows (64 at most).
+    Stores {
+        addrs: Vec<String>,
+    },
 }
 
 /// Write our handshake.

@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod keys;
 pub mod known_peers;
 pub mod secret;
+pub mod sign;
 pub mod udp;
 
 pub use channel::{SecureReader, SecureWriter, SessionKeys};

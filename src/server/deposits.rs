@@ -77,9 +77,12 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
         Ok(size)
     }
 
-    pub(super) fn deposit_stat(&mut self, name: &str) -> Result<u64> {
+    pub(super) fn deposit_stat(&mut self, name: &str, proof: Option<&Record>) -> Result<u64> {
         let (store, owner) = self.store_and_owner()?;
-        let held = store.stat(&owner, name)?;
+        let held = match proof {
+            Some(p) if p.owner != owner => store.stat_with_proof(name, p)?,
+            _ => store.stat(&owner, name)?,
+        };
         write_msg(&mut self.w, &Response::Held { held })?;
         Ok(0)
     }
@@ -88,6 +91,23 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
         let (store, owner) = self.store_and_owner()?;
         let held = store.verify(&owner, name)?;
         write_msg(&mut self.w, &Response::Held { held })?;
+        Ok(0)
+    }
+
+    /// The stores we know; a store that says where it listens is noted.
+    pub(super) fn store_list(&mut self, listen_port: Option<u16>) -> Result<u64> {
+        let (store, _) = self.store_and_owner()?;
+        let ip = self.peer.rsplit_once(':').map_or(self.peer, |(ip, _)| ip);
+        let caller = listen_port.map(|p| format!("{ip}:{p}"));
+        if let Some(addr) = &caller {
+            store.note_store(addr);
+        }
+        let addrs = store
+            .known_stores()
+            .into_iter()
+            .filter(|a| Some(a) != caller.as_ref())
+            .collect();
+        write_msg(&mut self.w, &Response::Stores { addrs })?;
         Ok(0)
     }
 

@@ -37,8 +37,9 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
             Request::UdpTicket => self.udp_ticket(),
             Request::DepositPut { record } => self.deposit_put(record),
             Request::DepositGet { name } => self.deposit_get(&name),
-            Request::DepositStat { name } => self.deposit_stat(&name),
+            Request::DepositStat { name, proof } => self.deposit_stat(&name, proof.as_ref()),
             Request::DepositVerify { name } => self.deposit_verify(&name),
+            Request::StoreList { listen_port } => self.store_list(listen_port),
             Request::DepositList { after } => self.deposit_list(after),
             Request::DepositForget { name, upto } => self.deposit_forget(&name, upto),
         }
@@ -287,8 +288,9 @@ pub fn describe(req: &Request) -> String {
             format!("deposit {} version {}", record.name, record.version)
         }
         Request::DepositGet { name } => format!("retrieve {name}"),
-        Request::DepositStat { name } => format!("deposit stat {name}"),
+        Request::DepositStat { name, .. } => format!("deposit stat {name}"),
         Request::DepositVerify { name } => format!("deposit verify {name}"),
+        Request::StoreList { .. } => "store list".into(),
         Request::DepositList { .. } => "deposit list".into(),
         Request::DepositForget { name, upto } => format!("forget {name} up to version {upto}"),
     }

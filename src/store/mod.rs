@@ -20,6 +20,7 @@
 
 mod blob;
 pub mod quota;
+pub mod tend;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -32,7 +33,7 @@ use ring::digest::{SHA256, digest};
 pub use blob::BlobWriter;
 
 use crate::display::human_size;
-use crate::limits::{DEPOSIT_NAME_LEN, MAX_COPIES, STORE_DEPOSITS};
+use crate::limits::{DEPOSIT_NAME_LEN, KNOWN_STORES, MAX_COPIES, STORE_DEPOSITS};
 use crate::names::clean_name;
 use crate::proto::{CopyState, Held, Record, StoreStatus, hex};
 use crate::{Context, Result, bail};
@@ -45,6 +46,9 @@ pub struct Store {
     book: Mutex<Book>,
     /// One whole-copy check at a time.
     verifying: Mutex<()>,
+    /// Addresses of other stores, newest last (told by them, or found by
+    /// this store's timer): what `store list` answers.
+    known: Mutex<Vec<String>>,
     _lock: File,
 }
 
@@ -98,6 +102,7 @@ impl Store {
             zone: zone.to_string(),
             book: Mutex::new(book),
             verifying: Mutex::new(()),
+            known: Mutex::new(Vec::new()),
             _lock: lock,
         })
     }
@@ -140,6 +145,90 @@ impl Store {
         Ok(self.dir.join(plain))
     }
 
+    /// Check `record`'s signature, and that its signer is the one this
+    /// store keeps for `owner`: learnt from the owner itself (`direct`,
+    /// which wins) or, before it ever came, from a store (`secondhand`).
+    fn vouch(&self, owner: &str, record: &Record, direct: bool) -> Result<()> {
+        if owner.is_empty() {
+            bail!(kind: Refused, "a deposit record must name its owner");
+        }
+        crate::secure::sign::verify(&record.signer, &record.signed_bytes(), &record.sig)?;
+        let path = self.owner_dir(owner)?.join("signer");
+        let pinned = fs::read_to_string(&path).unwrap_or_default();
+        let (key, how) = pinned.trim().split_once(' ').unwrap_or(("", ""));
+        if key == record.signer && (how == "direct" || !direct) {
+            return Ok(());
+        }
+        if !key.is_empty() && key != record.signer && (how == "direct" || !direct) {
+            bail!(kind: Refused, "this store knows another signing key for {owner}; refused");
+        }
+        let how = if direct { "direct" } else { "secondhand" };
+        fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
+        crate::secure::replace_private_file(
+            &path,
+            &format!("{} {how}\n", record.signer),
+            "a signing key",
+        )?;
+        Ok(())
+    }
+
+    /// What `owner` holds of `name`, asked by a store that shows `proof`:
+    /// a record of that deposit signed by the key this store keeps for
+    /// the owner. Anything else: as if there were nothing.
+    pub fn stat_with_proof(&self, name: &str, proof: &Record) -> Result<Option<Held>> {
+        let owner = proof.owner.as_str();
+        if proof.name != name || self.owner_dir(owner).is_err() {
+            return Ok(None);
+        }
+        let pinned = fs::read_to_string(self.owner_dir(owner)?.join("signer")).unwrap_or_default();
+        let signed =
+            crate::secure::sign::verify(&proof.signer, &proof.signed_bytes(), &proof.sig).is_ok();
+        if !signed || pinned.split(' ').next() != Some(proof.signer.as_str()) {
+            return Ok(None);
+        }
+        self.stat(owner, name)
+    }
+
+    /// Every deposit kept here, of every owner, at most `limit`, from the
+    /// `skip`th on (by owner and name).
+    pub fn all_held(&self, skip: usize, limit: usize) -> Result<Vec<Held>> {
+        let mut all = Vec::new();
+        for owner in subdirs(&self.dir)? {
+            for d in subdirs(&owner)? {
+                if let Some(h) = blob::read_meta(&d)? {
+                    all.push(h);
+                }
+            }
+        }
+        all.sort_by(|a, b| {
+            (&a.record.owner, &a.record.name).cmp(&(&b.record.owner, &b.record.name))
+        });
+        Ok(all.into_iter().skip(skip).take(limit).collect())
+    }
+
+    /// Note another store's address (the oldest give way past
+    /// [`KNOWN_STORES`]).
+    pub fn note_store(&self, addr: &str) {
+        let mut k = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        k.retain(|a| a != addr);
+        k.push(addr.to_string());
+        let over = k.len().saturating_sub(KNOWN_STORES);
+        k.drain(..over);
+    }
+
+    /// Forget a store that no longer answers as one.
+    pub fn drop_store(&self, addr: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|a| a != addr);
+    }
+
+    /// The other stores this store knows.
+    pub fn known_stores(&self) -> Vec<String> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// What `owner` has here under `name`.
     pub fn stat(&self, owner: &str, name: &str) -> Result<Option<Held>> {
         blob::read_meta(&self.deposit_dir(owner, name)?)
@@ -169,7 +258,12 @@ impl Store {
 
     /// Start keeping `record` for `owner`: `Have` when that version is
     /// held already, else a writer for its bytes (room reserved).
-    pub fn begin_put(&self, owner: &str, record: &Record) -> Result<Put<'_>> {
+    /// `from` is the id the sender proved: the owner itself, or a store
+    /// passing on a record the owner signed (with the signing key this
+    /// store knows for that owner).
+    pub fn begin_put(&self, from: &str, record: &Record) -> Result<Put<'_>> {
+        let owner = record.owner.as_str();
+        self.vouch(owner, record, from == owner)?;
         let name = clean_name(&record.name)?;
         if name != record.name || name.len() > DEPOSIT_NAME_LEN {
             bail!(kind: BadInput, "{:?} cannot be a deposit's name", record.name);

@@ -3,11 +3,30 @@ use crate::proto::hex;
 use crate::stream::Sink;
 use md5::{Digest, Md5};
 
-const OWNER: &str = "AAAA-BBBB-CCCC";
-const OTHER: &str = "DDDD-EEEE-FFFF";
+use crate::secure::keys::Keypair;
+use crate::secure::sign::Signer;
+
+/// A fixed identity: (its id, its signer).
+fn identity(seed: u8) -> (String, Signer) {
+    let keys = Keypair::from_private([seed; 32]).unwrap();
+    (keys.id().to_string(), Signer::of(&keys).unwrap())
+}
+
+fn owner_id() -> String {
+    identity(7).0
+}
+
+fn other_id() -> String {
+    identity(9).0
+}
 
 fn record(name: &str, bytes: &[u8], version: u64) -> Record {
-    Record {
+    signed_by(7, name, bytes, version)
+}
+
+fn signed_by(seed: u8, name: &str, bytes: &[u8], version: u64) -> Record {
+    let (id, signer) = identity(seed);
+    let mut r = Record {
         name: name.into(),
         size: bytes.len() as u64,
         md5: hex(&Md5::digest(bytes)),
@@ -16,7 +35,12 @@ fn record(name: &str, bytes: &[u8], version: u64) -> Record {
         copies: 2,
         version,
         made_ns: version as i64,
-    }
+        owner: id,
+        signer: signer.public_hex(),
+        sig: String::new(),
+    };
+    r.sig = signer.sign(&r.signed_bytes());
+    r
 }
 
 /// Put `bytes` as `r` the way a connection does; the sender's MD5 is the
@@ -43,21 +67,24 @@ fn a_copy_is_kept_once_and_a_newer_version_replaces_it() {
     let d = tempfile::tempdir().unwrap();
     let store = Store::open(d.path(), None, "z").unwrap();
     let v1 = record("a/b.txt", b"one", 1);
-    assert!(put(&store, OWNER, &v1, b"one").unwrap());
+    assert!(put(&store, &owner_id(), &v1, b"one").unwrap());
     assert!(
-        !put(&store, OWNER, &v1, b"one").unwrap(),
+        !put(&store, &owner_id(), &v1, b"one").unwrap(),
         "held: no bytes again"
     );
     assert_eq!(store.status().used, 3);
     let v2 = record("a/b.txt", b"two!", 2);
-    assert!(put(&store, OWNER, &v2, b"two!").unwrap());
-    assert_eq!(store.stat(OWNER, "a/b.txt").unwrap().unwrap().record, v2);
+    assert!(put(&store, &owner_id(), &v2, b"two!").unwrap());
+    assert_eq!(
+        store.stat(&owner_id(), "a/b.txt").unwrap().unwrap().record,
+        v2
+    );
     assert_eq!(store.status().used, 4);
     // Older than held: refused.
-    let e = store.begin_put(OWNER, &v1).err().unwrap();
+    let e = store.begin_put(&owner_id(), &v1).err().unwrap();
     assert!(e.to_string().contains("newer"), "{e}");
     // One blob on disk: the old version went.
-    let dir = store.deposit_dir(OWNER, "a/b.txt").unwrap();
+    let dir = store.deposit_dir(&owner_id(), "a/b.txt").unwrap();
     let blobs: Vec<_> = fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -72,23 +99,23 @@ fn bytes_that_do_not_match_the_record_are_not_kept() {
     let d = tempfile::tempdir().unwrap();
     let store = Store::open(d.path(), None, "z").unwrap();
     let r = record("x", b"right", 1);
-    let e = put(&store, OWNER, &r, b"wrong").unwrap_err();
+    let e = put(&store, &owner_id(), &r, b"wrong").unwrap_err();
     assert!(e.to_string().contains("not kept"), "{e}");
-    assert!(store.stat(OWNER, "x").unwrap().is_none());
+    assert!(store.stat(&owner_id(), "x").unwrap().is_none());
     assert_eq!(tmp_files(&store), 0);
     assert_eq!(store.status().used, 0);
     // A put cut short (dropped) leaves nothing and frees its room.
-    let Put::Receive(w) = store.begin_put(OWNER, &r).unwrap() else {
+    let Put::Receive(w) = store.begin_put(&owner_id(), &r).unwrap() else {
         panic!()
     };
     assert_eq!(tmp_files(&store), 1);
     assert!(
-        store.begin_put(OWNER, &r).is_err(),
+        store.begin_put(&owner_id(), &r).is_err(),
         "busy while being written"
     );
     drop(w);
     assert_eq!(tmp_files(&store), 0);
-    assert!(put(&store, OWNER, &r, b"right").unwrap());
+    assert!(put(&store, &owner_id(), &r, b"right").unwrap());
 }
 
 #[test]
@@ -96,16 +123,22 @@ fn each_owner_sees_only_its_own() {
     let d = tempfile::tempdir().unwrap();
     let store = Store::open(d.path(), None, "z").unwrap();
     for n in ["b", "a", "c"] {
-        put(&store, OWNER, &record(n, n.as_bytes(), 1), n.as_bytes()).unwrap();
+        put(
+            &store,
+            &owner_id(),
+            &record(n, n.as_bytes(), 1),
+            n.as_bytes(),
+        )
+        .unwrap();
     }
-    let (all, more) = store.list(OWNER, None, 10).unwrap();
+    let (all, more) = store.list(&owner_id(), None, 10).unwrap();
     let names: Vec<_> = all.iter().map(|h| h.record.name.as_str()).collect();
     assert_eq!((names, more), (vec!["a", "b", "c"], false));
-    let (two, more) = store.list(OWNER, Some("a"), 1).unwrap();
+    let (two, more) = store.list(&owner_id(), Some("a"), 1).unwrap();
     assert_eq!((two[0].record.name.as_str(), more), ("b", true));
-    assert!(store.list(OTHER, None, 10).unwrap().0.is_empty());
-    assert!(store.stat(OTHER, "a").unwrap().is_none());
-    assert!(store.open_copy(OTHER, "a").is_err());
+    assert!(store.list(&other_id(), None, 10).unwrap().0.is_empty());
+    assert!(store.stat(&other_id(), "a").unwrap().is_none());
+    assert!(store.open_copy(&other_id(), "a").is_err());
     assert!(
         store.stat("../etc", "a").is_err(),
         "an owner is an id, never a path"
@@ -116,9 +149,9 @@ fn each_owner_sees_only_its_own() {
 fn the_quota_refuses_clearly_and_forget_gives_room_back() {
     let d = tempfile::tempdir().unwrap();
     let store = Store::open(d.path(), Some(10), "z9").unwrap();
-    put(&store, OWNER, &record("a", b"123456", 1), b"123456").unwrap();
+    put(&store, &owner_id(), &record("a", b"123456", 1), b"123456").unwrap();
     let e = store
-        .begin_put(OWNER, &record("b", b"12345", 1))
+        .begin_put(&owner_id(), &record("b", b"12345", 1))
         .err()
         .unwrap();
     assert_eq!(e.kind(), crate::ErrorKind::NoSpace);
@@ -127,12 +160,12 @@ fn the_quota_refuses_clearly_and_forget_gives_room_back() {
         "{e}"
     );
     assert!(
-        !store.forget(OWNER, "a", 0).unwrap(),
+        !store.forget(&owner_id(), "a", 0).unwrap(),
         "newer than upto: kept"
     );
-    assert!(store.forget(OWNER, "a", 1).unwrap());
+    assert!(store.forget(&owner_id(), "a", 1).unwrap());
     assert_eq!(store.status().used, 0);
-    put(&store, OWNER, &record("b", b"12345", 1), b"12345").unwrap();
+    put(&store, &owner_id(), &record("b", b"12345", 1), b"12345").unwrap();
 }
 
 #[test]
@@ -141,10 +174,10 @@ fn opening_repairs_what_a_crash_left() {
     let (dir_a, dir_b);
     {
         let store = Store::open(d.path(), None, "z").unwrap();
-        put(&store, OWNER, &record("a", b"aaa", 1), b"aaa").unwrap();
-        put(&store, OWNER, &record("b", b"bbbb", 1), b"bbbb").unwrap();
-        dir_a = store.deposit_dir(OWNER, "a").unwrap();
-        dir_b = store.deposit_dir(OWNER, "b").unwrap();
+        put(&store, &owner_id(), &record("a", b"aaa", 1), b"aaa").unwrap();
+        put(&store, &owner_id(), &record("b", b"bbbb", 1), b"bbbb").unwrap();
+        dir_a = store.deposit_dir(&owner_id(), "a").unwrap();
+        dir_b = store.deposit_dir(&owner_id(), "b").unwrap();
         assert!(
             Store::open(d.path(), None, "z").is_err(),
             "one store per folder"
@@ -162,13 +195,39 @@ fn opening_repairs_what_a_crash_left() {
     assert!(!dir_a.join("blob-2").exists());
     assert!(dir_a.join("blob-1").exists());
     assert_eq!(
-        store.stat(OWNER, "b").unwrap().unwrap().state,
+        store.stat(&owner_id(), "b").unwrap().unwrap().state,
         CopyState::Missing
     );
     assert_eq!(tmp_files(&store), 0);
     assert!(!orphan.exists());
     assert_eq!(store.status().used, 3);
     // A missing copy is filled again by the same version.
-    assert!(put(&store, OWNER, &record("b", b"bbbb", 1), b"bbbb").unwrap());
+    assert!(put(&store, &owner_id(), &record("b", b"bbbb", 1), b"bbbb").unwrap());
     assert_eq!(store.status().used, 7);
+}
+
+#[test]
+fn records_must_be_signed_by_the_key_the_store_knows() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path(), None, "z").unwrap();
+    let mut r = record("s", b"sss", 1);
+    // Tampered: refused.
+    r.size = 4;
+    assert!(store.begin_put(&owner_id(), &r).is_err());
+    // Passed on by a store before the owner came: taken, the key noted.
+    let r = record("s", b"sss", 1);
+    assert!(put(&store, &other_id(), &r, b"sss").unwrap());
+    // The owner's own key wins; another key for that owner from a store
+    // is refused.
+    let mut forged = signed_by(9, "t", b"ttt", 1);
+    forged.owner = owner_id();
+    forged.sig = identity(9).1.sign(&forged.signed_bytes());
+    assert!(store.begin_put(&other_id(), &forged).is_err());
+    assert!(store.stat_with_proof("t", &forged).unwrap().is_none());
+    // A store showing the owner's record sees what is held; without it, nothing.
+    assert_eq!(store.stat_with_proof("s", &r).unwrap().unwrap().record, r);
+    assert!(store.stat(&other_id(), "s").unwrap().is_none());
+    let mut wrong_name = r.clone();
+    wrong_name.name = "u".into();
+    assert!(store.stat_with_proof("s", &wrong_name).unwrap().is_none());
 }

@@ -1,0 +1,112 @@
+//! A store's timer (thread `store-tend`): at start and every
+//! `--repair-interval`, it asks its `--peer`s and the stores it knows who
+//! they are, tells the stores among them that it is one too (so a store
+//! started with `--peer` at one store is soon known to all of them and to
+//! owners asking any of them), and forgets addresses that no longer answer
+//! as stores. Stopped through its channel; the tick has ±20% jitter.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::Store;
+use crate::client::Client;
+use crate::limits::KNOWN_STORES;
+use crate::secure::Credentials;
+
+/// What the timer works with.
+pub struct TendConfig {
+    pub creds: Credentials,
+    /// This store's id (its own address is never noted).
+    pub own_id: String,
+    /// The port it listens on, told to the stores it asks.
+    pub listen_port: u16,
+    /// `--peer` addresses.
+    pub seeds: Vec<String>,
+    pub interval: Duration,
+    pub io_timeout: Duration,
+}
+
+/// The running timer.
+pub struct Tend {
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Tend {
+    pub fn start(store: Arc<Store>, cfg: TendConfig) -> crate::Result<Tend> {
+        let (stop, stopped) = bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("store-tend".into())
+            .spawn(move || run(&store, &cfg, &stopped))?;
+        Ok(Tend {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop and wait for the thread.
+    pub fn stop(mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(store: &Store, cfg: &TendConfig, stopped: &Receiver<()>) {
+    loop {
+        tick(store, cfg);
+        let jitter = 0.8 + fastrand::f64() * 0.4;
+        match stopped.recv_timeout(cfg.interval.mul_f64(jitter)) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+    }
+}
+
+/// One round of asking: seeds and known stores, eight at a time.
+pub fn tick(store: &Store, cfg: &TendConfig) {
+    let mut addrs: Vec<String> = Vec::new();
+    for a in cfg.seeds.iter().cloned().chain(store.known_stores()) {
+        if !addrs.contains(&a) && addrs.len() < KNOWN_STORES {
+            addrs.push(a);
+        }
+    }
+    for group in addrs.chunks(8) {
+        let told: Vec<(String, Option<Vec<String>>)> = std::thread::scope(|s| {
+            let asks: Vec<_> = group
+                .iter()
+                .map(|a| s.spawn(move || (a.clone(), ask(a, cfg))))
+                .collect();
+            asks.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (addr, answer) in told {
+            match answer {
+                Some(more) => {
+                    store.note_store(&addr);
+                    for m in more {
+                        if !addrs.contains(&m) {
+                            store.note_store(&m);
+                        }
+                    }
+                }
+                None => store.drop_store(&addr),
+            }
+        }
+    }
+}
+
+/// The stores `addr` knows, if it is a store (not us) that answers.
+fn ask(addr: &str, cfg: &TendConfig) -> Option<Vec<String>> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut c = Client::connect(addr, &cfg.creds, cancel, cfg.io_timeout).ok()?;
+    let info = c.info().ok()?;
+    if info.peer_id == cfg.own_id || info.store.is_none() {
+        return None;
+    }
+    c.store_list(Some(cfg.listen_port)).ok()
+}
