@@ -502,3 +502,106 @@ fn copies_go_down_and_up_and_repair_fills_what_is_missing() {
             .all(|e| !e.file_name().to_string_lossy().starts_with(".deposit-"))
     );
 }
+
+/// Stores that find each other: the first alone, the others told of it.
+fn gossiping(zones: &[&str]) -> Vec<Peer> {
+    let first = Peer::start(&["--store", "--zone", zones[0], "--repair-interval", "1"]);
+    let addr = first.addr.clone();
+    let mut all = vec![first];
+    for z in &zones[1..] {
+        all.push(Peer::start(&[
+            "--store",
+            "--zone",
+            z,
+            "--repair-interval",
+            "1",
+            "--peer",
+            &addr,
+        ]));
+    }
+    all
+}
+
+#[test]
+fn stores_find_each_other_and_a_new_store_takes_the_missing_copy_by_itself() {
+    let mut s = gossiping(&["z1", "z2", "z3"]);
+    let own = tempfile::tempdir().unwrap();
+    fs::write(own.path().join("g.bin"), random_bytes(7, 200_000)).unwrap();
+    // Told of one store only, the owner finds the others through it.
+    let mut last = Vec::new();
+    let found = wait_for(EVENTUALLY, || {
+        let (_, docs, _) = owner(own.path(), &[&s[0]], &["deposit g.bin --copies 4"], &[]);
+        last = docs;
+        last[0]["copies_made"] == 3
+    });
+    assert!(found, "{last:?}");
+    assert_eq!(last[0]["error"], "3 of 4 copies: only 3 zones reachable");
+    // A fourth zone appears, told of the first store; the owner is gone.
+    s.push(Peer::start(&[
+        "--store",
+        "--zone",
+        "z4",
+        "--repair-interval",
+        "1",
+        "--peer",
+        &s[0].addr,
+    ]));
+    assert!(
+        wait_for(EVENTUALLY, || holders(&s, "g.bin").len() == 4),
+        "the fourth copy never came: {:?}",
+        holders(&s, "g.bin")
+    );
+    let (v, state, md5) = held(&s[3], "g.bin").unwrap();
+    assert_eq!((v, state.as_str()), (1, "ok"));
+    assert_eq!(md5, held(&s[0], "g.bin").unwrap().2);
+}
+
+#[test]
+fn a_store_that_was_down_drops_its_old_version_by_itself() {
+    let mut s = gossiping(&["z1", "z2", "z3", "z4"]);
+    let own = tempfile::tempdir().unwrap();
+    fs::write(own.path().join("v.txt"), b"first").unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, err) = owner(own.path(), &at, &["deposit v.txt --copies 3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let down = holders(&s, "v.txt")[0];
+    let listen = s[down].addr.clone();
+    let zone = format!("z{}", down + 1);
+    let dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let at: Vec<&Peer> = s
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != down)
+        .map(|(_, p)| p)
+        .collect();
+    fs::write(own.path().join("v.txt"), b"second").unwrap();
+    let (code, docs, err) = owner(own.path(), &at, &["deposit v.txt --copies 3"], &[]);
+    assert_eq!(code, 0, "{docs:?} {err}");
+    let mut extra = vec!["--store", "--zone", zone.as_str(), "--repair-interval", "1"];
+    let first = s[0].addr.clone();
+    if down != 0 {
+        extra.extend(["--peer", first.as_str()]);
+    }
+    s[down] = Peer::start_at(dir, &listen, &extra);
+    assert_eq!(
+        held(&s[down], "v.txt").unwrap().0,
+        1,
+        "it comes back with the old version"
+    );
+    assert!(
+        wait_for(EVENTUALLY, || held(&s[down], "v.txt").map(|h| h.0)
+            != Some(1)),
+        "the old version stayed on store {down}: {:?}",
+        (0..4).map(|i| held(&s[i], "v.txt")).collect::<Vec<_>>()
+    );
+    // What is held anywhere is the new version (a store that saw too few
+    // others may have put a surplus copy of it there: never fewer).
+    let versions: Vec<u64> = holders(&s, "v.txt")
+        .iter()
+        .map(|&i| held(&s[i], "v.txt").unwrap().0)
+        .collect();
+    assert!(
+        versions.len() >= 3 && versions.iter().all(|v| *v == 2),
+        "{versions:?}"
+    );
+}

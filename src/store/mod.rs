@@ -20,6 +20,7 @@
 
 mod blob;
 pub mod quota;
+pub mod repair;
 pub mod tend;
 
 use std::collections::HashSet;
@@ -224,6 +225,11 @@ impl Store {
             .retain(|a| a != addr);
     }
 
+    /// The zone this store stands in.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
     /// The other stores this store knows.
     pub fn known_stores(&self) -> Vec<String> {
         self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -282,7 +288,7 @@ impl Store {
                 // The owner changed how many copies it wants: noted.
                 if h.record.copies != record.copies {
                     let mut h = h.clone();
-                    h.record.copies = record.copies;
+                    h.record = record.clone();
                     blob::write_meta(&dir, &h)?;
                 }
                 return Ok(Put::Have);

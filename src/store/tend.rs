@@ -3,7 +3,9 @@
 //! they are, tells the stores among them that it is one too (so a store
 //! started with `--peer` at one store is soon known to all of them and to
 //! owners asking any of them), and forgets addresses that no longer answer
-//! as stores. Stopped through its channel; the tick has ±20% jitter.
+//! as stores. Then it tends its deposits with the stores that answered
+//! ([`super::repair`]). Stopped through its channel; the tick has ±20%
+//! jitter.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -13,8 +15,10 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, bounded};
 
 use super::Store;
+use super::repair::Live;
 use crate::client::Client;
 use crate::limits::KNOWN_STORES;
+use crate::placement::Candidate;
 use crate::secure::Credentials;
 
 /// What the timer works with.
@@ -58,8 +62,23 @@ impl Tend {
 }
 
 fn run(store: &Store, cfg: &TendConfig, stopped: &Receiver<()>) {
+    let mut cursor = 0;
     loop {
-        tick(store, cfg);
+        let live = tick(store, cfg);
+        let me = Candidate {
+            id: cfg.own_id.clone(),
+            zone: store.zone().to_string(),
+            free: store.status().free,
+        };
+        let connect = |addr: &str| {
+            Client::connect(
+                addr,
+                &cfg.creds,
+                Arc::new(AtomicBool::new(false)),
+                cfg.io_timeout,
+            )
+        };
+        cursor = super::repair::tick(store, &me, &live, &connect, cursor);
         let jitter = 0.8 + fastrand::f64() * 0.4;
         match stopped.recv_timeout(cfg.interval.mul_f64(jitter)) {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
@@ -68,8 +87,10 @@ fn run(store: &Store, cfg: &TendConfig, stopped: &Receiver<()>) {
     }
 }
 
-/// One round of asking: seeds and known stores, eight at a time.
-pub fn tick(store: &Store, cfg: &TendConfig) {
+/// One round of asking: seeds and known stores, eight at a time; the
+/// stores that answered.
+pub fn tick(store: &Store, cfg: &TendConfig) -> Vec<Live> {
+    let mut live = Vec::new();
     let mut addrs: Vec<String> = Vec::new();
     for a in cfg.seeds.iter().cloned().chain(store.known_stores()) {
         if !addrs.contains(&a) && addrs.len() < KNOWN_STORES {
@@ -77,7 +98,7 @@ pub fn tick(store: &Store, cfg: &TendConfig) {
         }
     }
     for group in addrs.chunks(8) {
-        let told: Vec<(String, Option<Vec<String>>)> = std::thread::scope(|s| {
+        let told: Vec<(String, Option<Answer>)> = std::thread::scope(|s| {
             let asks: Vec<_> = group
                 .iter()
                 .map(|a| s.spawn(move || (a.clone(), ask(a, cfg))))
@@ -86,8 +107,11 @@ pub fn tick(store: &Store, cfg: &TendConfig) {
         });
         for (addr, answer) in told {
             match answer {
-                Some(more) => {
+                Some((one, more)) => {
                     store.note_store(&addr);
+                    if !live.iter().any(|l: &Live| l.cand.id == one.cand.id) {
+                        live.push(one);
+                    }
                     for m in more {
                         if !addrs.contains(&m) {
                             store.note_store(&m);
@@ -98,15 +122,29 @@ pub fn tick(store: &Store, cfg: &TendConfig) {
             }
         }
     }
+    live
 }
 
-/// The stores `addr` knows, if it is a store (not us) that answers.
-fn ask(addr: &str, cfg: &TendConfig) -> Option<Vec<String>> {
+/// A store that answered, and the stores it knows.
+type Answer = (Live, Vec<String>);
+
+/// Who the store at `addr` is and the stores it knows, if it is a store
+/// (not us) that answers.
+fn ask(addr: &str, cfg: &TendConfig) -> Option<Answer> {
     let cancel = Arc::new(AtomicBool::new(false));
     let mut c = Client::connect(addr, &cfg.creds, cancel, cfg.io_timeout).ok()?;
     let info = c.info().ok()?;
-    if info.peer_id == cfg.own_id || info.store.is_none() {
+    let room = info.store?;
+    if info.peer_id == cfg.own_id {
         return None;
     }
-    c.store_list(Some(cfg.listen_port)).ok()
+    let live = Live {
+        addr: addr.to_string(),
+        cand: Candidate {
+            id: info.peer_id,
+            zone: info.zone.unwrap_or_else(|| addr.to_string()),
+            free: room.free,
+        },
+    };
+    Some((live, c.store_list(Some(cfg.listen_port)).ok()?))
 }
