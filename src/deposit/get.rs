@@ -69,10 +69,17 @@ pub(super) fn holdings(
         Some(n) => Ok(c.deposit_stat(n)?.into_iter().collect()),
         None => c.deposit_list(),
     });
+    // Only records signed by our own key are ours (a store may hold junk
+    // under our id from a member that pinned another key there first).
+    let ours = ctx.signer.public_hex();
     let mut all = Vec::new();
     for (store, held) in found.stores.iter().zip(answers) {
         for h in held.unwrap_or_default() {
-            all.push((store.clone(), h));
+            let signed =
+                crate::secure::sign::verify(&ours, &h.record.signed_bytes(), &h.record.sig);
+            if h.record.signer == ours && signed.is_ok() {
+                all.push((store.clone(), h));
+            }
         }
     }
     Ok((cat, found, all))
