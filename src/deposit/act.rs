@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use super::find::{self, Found, StoreRef};
-use super::get::{Holdings, holdings};
+use super::get::{Holdings, by_name, holdings};
 use super::put::put_all;
 use super::{CopyRow, Ctx};
 use crate::folder::Folder;
@@ -49,16 +49,9 @@ pub fn copies(ctx: &Ctx, name: &str, wanted: u8) -> Result<(Change, Option<Error
 /// the copies it wants.
 pub fn repair(ctx: &Ctx) -> Result<(Vec<Change>, Option<Error>)> {
     let (_, found, held) = holdings(ctx, None)?;
-    let mut by_name: std::collections::BTreeMap<String, Holdings> = Default::default();
-    for (s, h) in held {
-        by_name
-            .entry(h.record.name.clone())
-            .or_default()
-            .push((s, h));
-    }
     let mut changes = Vec::new();
     let mut problems = Vec::new();
-    for (name, copies) in by_name {
+    for (name, copies) in by_name(held) {
         let stores: Vec<StoreRef> = copies.iter().map(|(s, _)| s.clone()).collect();
         let checked = find::on_each(ctx, &stores, &|c| c.deposit_verify(&name));
         let held: Holdings = copies

@@ -85,6 +85,15 @@ pub(super) fn holdings(
     Ok((cat, found, all))
 }
 
+/// Copies grouped by deposit name.
+pub(super) fn by_name(held: Holdings) -> BTreeMap<String, Holdings> {
+    let mut by: BTreeMap<String, Holdings> = BTreeMap::new();
+    for (s, h) in held {
+        by.entry(h.record.name.clone()).or_default().push((s, h));
+    }
+    by
+}
+
 /// Retrieve our deposit `name` into the folder as `local` (default: the
 /// same name).
 pub fn retrieve(
@@ -149,15 +158,8 @@ pub fn retrieve(
 pub fn replicas(ctx: &Ctx, name: Option<&str>) -> Result<Vec<Replica>> {
     let name = name.map(clean_name).transpose()?;
     let (mut cat, found, held) = holdings(ctx, name.as_deref())?;
-    let mut by_name: BTreeMap<String, Vec<(StoreRef, Held)>> = BTreeMap::new();
-    for (s, h) in held {
-        by_name
-            .entry(h.record.name.clone())
-            .or_default()
-            .push((s, h));
-    }
     let mut out = Vec::new();
-    for (n, copies) in by_name {
+    for (n, copies) in by_name(held) {
         let current = copies
             .iter()
             .map(|(_, h)| h.record.clone())

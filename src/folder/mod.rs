@@ -13,6 +13,7 @@ mod ignore;
 mod incoming;
 mod md5pipe;
 mod parts;
+pub mod pidlock;
 mod staged;
 mod stat;
 mod walk;

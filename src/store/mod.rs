@@ -24,8 +24,7 @@ pub mod repair;
 pub mod tend;
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -456,28 +455,9 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// The store's lock, or which process holds it.
 fn lock(dir: &Path) -> Result<File> {
-    let path = dir.join("lock");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .context(format!("opening {}", path.display()))?;
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.set_len(0);
-            let _ = write!(file, "{}", std::process::id());
-            Ok(file)
-        }
-        Err(TryLockError::WouldBlock) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
-            bail!(
-                "another process (pid {}) keeps the store of this folder",
-                holder.trim()
-            )
-        }
-        Err(TryLockError::Error(e)) => Err(e).context(format!("locking {}", path.display())),
+    match crate::folder::pidlock::take(&dir.join("lock"))? {
+        Ok(file) => Ok(file),
+        Err(holder) => bail!("another process{holder} keeps the store of this folder"),
     }
 }
 

@@ -5,11 +5,10 @@
 //! life of the process, the shell's one-off `sync` for its round. The
 //! kernel drops the lock with the process, however it ends.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
+use std::fs::File;
 
-use crate::folder::Folder;
-use crate::{Context, Result, bail};
+use crate::folder::{Folder, pidlock};
+use crate::{Result, bail};
 
 pub struct SyncLock {
     _file: File,
@@ -18,37 +17,12 @@ pub struct SyncLock {
 impl SyncLock {
     /// Take the folder's sync lock, or say which process holds it.
     pub fn take(folder: &Folder) -> Result<SyncLock> {
-        let path = folder.state_dir().join("sync.lock");
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .context(format!("opening {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {
-                // Only for the message a second process shows.
-                let _ = file.set_len(0);
-                let _ = write!(file, "{}", std::process::id());
-                Ok(SyncLock { _file: file })
-            }
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.rewind();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => String::new(),
-                    pid => format!(" (pid {pid})"),
-                };
-                bail!(
-                    "another dropbox-shell process{holder} already syncs {}; sync from that one",
-                    folder.root().display()
-                )
-            }
-            Err(TryLockError::Error(e)) => {
-                Err(e).context(format!("locking {} for sync", path.display()))
-            }
+        match pidlock::take(&folder.state_dir().join("sync.lock"))? {
+            Ok(file) => Ok(SyncLock { _file: file }),
+            Err(holder) => bail!(
+                "another dropbox-shell process{holder} already syncs {}; sync from that one",
+                folder.root().display()
+            ),
         }
     }
 }

@@ -255,7 +255,11 @@ pub fn run_client_only(dir: &Path, peer: &str, cmd: &str) -> Output {
 
 /// Run commands with `--json` and parse one JSON document per stdout line.
 pub fn run_json(dir: &Path, peer: &str, cmds: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
-    let out = run(dir, peer, cmds, &["--json"]);
+    json_lines(&run(dir, peer, cmds, &["--json"]))
+}
+
+/// A `--json` run's exit code, one document per stdout line, and stderr.
+pub fn json_lines(out: &Output) -> (i32, Vec<serde_json::Value>, String) {
     let docs = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))

@@ -35,16 +35,7 @@ pub fn owner(
     for cmd in cmds {
         c.args(["-c", cmd]);
     }
-    let out = c.stdin(std::process::Stdio::null()).output().unwrap();
-    let docs = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
-        .collect();
-    (
-        out.status.code().unwrap_or(-1),
-        docs,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    super::json_lines(&c.stdin(std::process::Stdio::null()).output().unwrap())
 }
 
 /// What a store keeps on its disk of deposit `name`: (version, state,
