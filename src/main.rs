@@ -97,8 +97,8 @@ struct Args {
     /// The failure domain this peer stands in (a machine, rack or site): at most one copy of a deposit per zone. Default: this machine's id.
     #[arg(long, value_name = "NAME", value_parser = dropbox_shell::placement::parse_zone)]
     zone: Option<String>,
-    /// Period in seconds of a store's timer: it finds other stores (its --peer ones and those they know) and tells them it is one.
-    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "store", value_parser = clap::value_parser!(u64).range(1..=MAX_PERIOD))]
+    /// Period in seconds of deposit repair: a store finds other stores and tends its deposits; an owner that stays up checks and repairs its deposits.
+    #[arg(long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=MAX_PERIOD))]
     repair_interval: u64,
     /// Accept uploads from peers (default: the folder is read-only to peers).
     #[arg(long)]

@@ -156,6 +156,32 @@ impl Shared {
         &self.private_dir
     }
 
+    /// What deposit commands work with: our identity, and as places to
+    /// look for stores `addresses` and the stores found on the LAN.
+    pub fn deposit_ctx(
+        &self,
+        addresses: &[String],
+        cancel: Arc<AtomicBool>,
+    ) -> Result<crate::deposit::Ctx<'_>> {
+        let mut seeds = addresses.to_vec();
+        seeds.extend(
+            self.discovered()
+                .into_iter()
+                .filter(|f| f.store)
+                .map(|f| f.addr.to_string()),
+        );
+        Ok(crate::deposit::Ctx {
+            creds: self.identity.credentials(),
+            owner: self.peer_id().to_string(),
+            folder: &self.folder,
+            seeds,
+            private_dir: self.private_dir(),
+            cancel,
+            silence: self.config.io_timeout,
+            signer: crate::secure::sign::Signer::of(&self.identity.load()?.keys)?,
+        })
+    }
+
     /// The peers LAN discovery found (none when it does not run).
     pub fn discovered(&self) -> Vec<Found> {
         self.lan
@@ -291,6 +317,87 @@ pub struct Peer {
     sweep: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
     /// A store's timer.
     tend: Option<crate::store::tend::Tend>,
+    /// The owner's repair timer.
+    owner_repair: OwnerRepair,
+}
+
+/// The owner's side of repair, on the `--repair-interval` timer (thread
+/// `deposit-repair`): while this process runs and the catalogue lists
+/// deposits of ours, every tick runs what `repair` does (every copy
+/// checked, missing and bad ones made again, surplus ones removed) and
+/// tells the shell when it changed something or failed. The first tick
+/// comes after one interval, so a `-c` run never starts one.
+struct OwnerRepair {
+    stop: Sender<()>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl OwnerRepair {
+    fn start(shared: Arc<Shared>) -> OwnerRepair {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("deposit-repair".into())
+            .spawn(move || {
+                loop {
+                    let wait = shared
+                        .config
+                        .repair_interval
+                        .mul_f64(0.8 + fastrand::f64() * 0.4);
+                    match stopped.recv_timeout(wait) {
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    owner_repair_tick(&shared, &flag);
+                }
+            })
+            .ok();
+        OwnerRepair {
+            stop,
+            cancel,
+            thread,
+        }
+    }
+
+    fn stop(mut self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One owner repair, when the catalogue lists deposits of ours.
+fn owner_repair_tick(shared: &Shared, cancel: &Arc<AtomicBool>) {
+    let catalogue = crate::deposit::catalogue::Catalogue::load(shared.private_dir());
+    if catalogue.holders.is_empty() {
+        return;
+    }
+    let mut seeds = shared.config.peers.clone();
+    seeds.extend(catalogue.stores.iter().cloned());
+    let said = shared
+        .deposit_ctx(&seeds, cancel.clone())
+        .and_then(|ctx| crate::deposit::act::repair(&ctx));
+    let note = match said {
+        Ok((changes, problem)) => {
+            let made: usize = changes.iter().map(|c| c.added.len()).sum();
+            let removed: usize = changes.iter().map(|c| c.removed.len()).sum();
+            match (made + removed, problem) {
+                (_, Some(e)) => Some(format!("deposit repair: {e}")),
+                (0, None) => None,
+                _ => Some(format!(
+                    "deposit repair: {made} copies made, {removed} removed"
+                )),
+            }
+        }
+        Err(e) => Some(format!("deposit repair: {e}")),
+    };
+    if let Some(n) = note {
+        shared.events.sender().server(n);
+    }
 }
 
 /// The user's own state directory (`$XDG_STATE_HOME/dropbox-shell`, by
@@ -439,12 +546,14 @@ impl Peer {
                 .ok()
                 .map(|t| (stop, t))
         });
+        let shared_for_repair = shared.clone();
         Ok(Peer {
             shared,
             server,
             sync,
             sweep,
             tend,
+            owner_repair: OwnerRepair::start(shared_for_repair),
         })
     }
 
@@ -467,6 +576,7 @@ impl Peer {
         if let Some(tend) = self.tend {
             tend.stop();
         }
+        self.owner_repair.stop();
         if let Some(server) = self.server {
             server.stop();
         }

@@ -316,25 +316,10 @@ impl Session {
     /// `deposit`, `retrieve`, `replicas`, `forget`: with the stores among
     /// our peers and those found on the LAN.
     fn deposit(&self, cmd: DepositCmd, progress: Progress) -> Result<Output> {
-        use crate::deposit::{Ctx, act, get, put};
-        let mut seeds = self.addresses.clone();
-        seeds.extend(
-            self.shared
-                .discovered()
-                .into_iter()
-                .filter(|f| f.store)
-                .map(|f| f.addr.to_string()),
-        );
-        let ctx = Ctx {
-            creds: self.shared.identity.credentials(),
-            owner: self.shared.peer_id().to_string(),
-            folder: &self.shared.folder,
-            seeds,
-            private_dir: self.shared.private_dir(),
-            cancel: self.cancel.clone(),
-            silence: self.shared.config.io_timeout,
-            signer: crate::secure::sign::Signer::of(&self.shared.identity.load()?.keys)?,
-        };
+        use crate::deposit::{act, get, put};
+        let ctx = self
+            .shared
+            .deposit_ctx(&self.addresses, self.cancel.clone())?;
         let partial = |out: Output, error: Option<Error>| match error {
             Some(error) => Output::Partial {
                 out: Box::new(out),

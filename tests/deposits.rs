@@ -605,3 +605,31 @@ fn a_store_that_was_down_drops_its_old_version_by_itself() {
         "{versions:?}"
     );
 }
+
+#[test]
+fn an_owner_that_stays_up_repairs_its_deposits_by_itself() {
+    // Stores that do not know each other: only the owner can heal.
+    let s = stores(&["z1", "z2", "z3"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    let data = random_bytes(8, 300_000);
+    fs::write(own.path().join("o.bin"), &data).unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, err) = owner(own.path(), &at, &["deposit o.bin --copies 3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let bad = holders(&s, "o.bin")[0];
+    let blob = blob_path(&s[bad], "o.bin");
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[5] ^= 0x40;
+    fs::write(&blob, &bytes).unwrap();
+    let mut args = vec!["--repair-interval", "1"];
+    for p in &s {
+        args.extend(["--peer", p.addr.as_str()]);
+    }
+    let _up = Peer::start_in(own, &args);
+    assert!(
+        wait_for(EVENTUALLY, || held(&s[bad], "o.bin")
+            == Some((1, "ok".into(), Some(md5_hex(&data))))),
+        "the corrupt copy was not made good: {:?}",
+        held(&s[bad], "o.bin")
+    );
+}
