@@ -525,6 +525,16 @@ impl Peer {
                     own_id: shared.peer_id().to_string(),
                     listen_port: server.local_addr().port(),
                     seeds: shared.config.peers.clone(),
+                    lan: {
+                        let shared = shared.clone();
+                        Box::new(move || {
+                            let found = shared.discovered().into_iter();
+                            found
+                                .filter(|f| f.store)
+                                .map(|f| f.addr.to_string())
+                                .collect()
+                        })
+                    },
                     interval: shared.config.repair_interval,
                     io_timeout: shared.config.io_timeout,
                 },

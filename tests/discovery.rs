@@ -150,3 +150,37 @@ fn a_killed_peer_is_dropped_when_its_records_expire() {
     eprintln!("a killed peer was dropped after {:?}", killed.elapsed());
     assert!(gone, "{:?}", lan_peers(&mut a));
 }
+
+#[test]
+fn stores_found_on_the_lan_take_deposits_and_each_other() {
+    let zone_store = |z: &str| {
+        Peer::start(&[
+            "--discover",
+            "--store",
+            "--zone",
+            z,
+            "--repair-interval",
+            "1",
+        ])
+    };
+    let mut stores = vec![zone_store("za"), zone_store("zb")];
+    let mut a = ShellPeer::start_in(tempfile::tempdir().unwrap(), &["--discover"]);
+    std::fs::write(a.path("lan.bin"), random_bytes(9, 100_000)).unwrap();
+    // No --peer anywhere: the owner finds both stores on the LAN.
+    let mut last = serde_json::Value::Null;
+    let placed = wait_for(EVENTUALLY, || {
+        last = a.cmd("deposit lan.bin --copies 3");
+        last["copies_made"] == 2
+    });
+    assert!(placed, "{last}");
+    assert_eq!(last["error"], "2 of 3 copies: only 2 zones reachable");
+    // A third zone joins: the stores find it on the LAN and give it a copy.
+    stores.push(zone_store("zc"));
+    assert!(
+        wait_for(EVENTUALLY, || util::stores::holders(&stores, "lan.bin")
+            .len()
+            == 3),
+        "{:?}",
+        util::stores::holders(&stores, "lan.bin")
+    );
+}

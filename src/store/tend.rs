@@ -1,5 +1,6 @@
 //! A store's timer (thread `store-tend`): at start and every
-//! `--repair-interval`, it asks its `--peer`s and the stores it knows who
+//! `--repair-interval`, it asks its `--peer`s, the stores found on the LAN
+//! and the stores it knows who
 //! they are, tells the stores among them that it is one too (so a store
 //! started with `--peer` at one store is soon known to all of them and to
 //! owners asking any of them), and forgets addresses that no longer answer
@@ -30,6 +31,8 @@ pub struct TendConfig {
     pub listen_port: u16,
     /// `--peer` addresses.
     pub seeds: Vec<String>,
+    /// Addresses of stores found on the LAN now.
+    pub lan: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     pub interval: Duration,
     pub io_timeout: Duration,
 }
@@ -92,7 +95,13 @@ fn run(store: &Store, cfg: &TendConfig, stopped: &Receiver<()>) {
 pub fn tick(store: &Store, cfg: &TendConfig) -> Vec<Live> {
     let mut live = Vec::new();
     let mut addrs: Vec<String> = Vec::new();
-    for a in cfg.seeds.iter().cloned().chain(store.known_stores()) {
+    for a in cfg
+        .seeds
+        .iter()
+        .cloned()
+        .chain((cfg.lan)())
+        .chain(store.known_stores())
+    {
         if !addrs.contains(&a) && addrs.len() < KNOWN_STORES {
             addrs.push(a);
         }
