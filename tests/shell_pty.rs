@@ -376,3 +376,31 @@ fn tab_completes_the_id_of_a_peer_found_on_the_lan() {
     s.send_line("exit").unwrap();
     s.exp_eof().unwrap();
 }
+
+#[test]
+fn forget_asks_before_it_removes_every_copy() {
+    let store = Peer::start(&["--store", "--zone", "z1"]);
+    let me = tempfile::tempdir().unwrap();
+    std::fs::write(me.path().join("keep.txt"), b"precious").unwrap();
+    let mut s = shell(me.path(), &store.addr);
+    s.send_line("deposit keep.txt --copies 1").unwrap();
+    s.exp_string("1 of 1 copies").unwrap();
+    s.exp_string("> ").unwrap();
+    // No: nothing goes.
+    s.send_line("forget keep.txt").unwrap();
+    s.exp_string("remove every copy of keep.txt on every store? [y/N]")
+        .unwrap();
+    s.send_line("n").unwrap();
+    s.exp_string("nothing removed").unwrap();
+    s.exp_string("> ").unwrap();
+    assert!(stores::held(&store, "keep.txt").is_some());
+    // Yes: every copy goes.
+    s.send_line("forget keep.txt").unwrap();
+    s.exp_string("[y/N]").unwrap();
+    s.send_line("y").unwrap();
+    s.exp_string("1 copy removed").unwrap();
+    s.exp_string("> ").unwrap();
+    assert!(stores::held(&store, "keep.txt").is_none());
+    s.send_line("exit").unwrap();
+    s.exp_eof().unwrap();
+}

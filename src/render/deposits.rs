@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{add_row, escape, human_size, keep_whole, table, tables};
+use super::{add_row, count, escape, human_size, keep_whole, table, tables};
 use crate::cli::Protocol;
 use crate::deposit::CopyRow;
 use crate::deposit::act::Change;
@@ -105,9 +105,9 @@ pub fn forgotten(f: &Forgotten, width: Option<u16>) -> String {
     let mut rows = f.removed.clone();
     rows.extend(f.unreachable.iter().cloned());
     format!(
-        "forgot {}: {} copies removed\n{}",
+        "forgot {}: {} removed\n{}",
         escape(&f.name),
-        f.removed.len(),
+        count(f.removed.len(), "copy", "copies"),
         copies(&rows, width)
     )
 }

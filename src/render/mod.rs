@@ -395,6 +395,57 @@ mod tests {
                 }],
             }),
         ];
+        // What stores say (zones, addresses) and deposit names.
+        let row = crate::deposit::CopyRow {
+            store_id: bad.into(),
+            address: bad.into(),
+            zone: bad.into(),
+            state: "ok".into(),
+            version: Some(1),
+        };
+        let replica = crate::deposit::get::Replica {
+            name: bad.into(),
+            size: 1,
+            md5: "0".repeat(32),
+            version: 1,
+            copies_wanted: 2,
+            copies_found: 1,
+            status: "degraded 1/2".into(),
+            copies: vec![row.clone()],
+        };
+        let change = crate::deposit::act::Change {
+            name: bad.into(),
+            version: 1,
+            copies_wanted: 1,
+            copies_found: 1,
+            corrupt: 0,
+            added: vec![],
+            removed: vec![row.clone()],
+            copies: vec![row.clone()],
+        };
+        let deposited = crate::deposit::put::DepositReport {
+            name: bad.into(),
+            size: 1,
+            md5: "0".repeat(32),
+            version: 1,
+            copies_wanted: 1,
+            copies_made: 1,
+            copies: vec![row.clone()],
+            seconds: 0.1,
+        };
+        let outs: Vec<Output> = outs
+            .into_iter()
+            .chain([
+                Output::Replicas(vec![replica]),
+                Output::Changed(vec![change]),
+                Output::Deposited(deposited),
+                Output::Forgotten(crate::deposit::get::Forgotten {
+                    name: bad.into(),
+                    removed: vec![row.clone()],
+                    unreachable: vec![row],
+                }),
+            ])
+            .collect();
         for out in &outs {
             let t = text(out, Some(300));
             assert!(!t.contains('\u{1b}'), "{t:?}");
