@@ -633,3 +633,25 @@ fn an_owner_that_stays_up_repairs_its_deposits_by_itself() {
         held(&s[bad], "o.bin")
     );
 }
+
+#[test]
+fn stores_find_and_replace_a_rotten_copy_with_the_owner_away() {
+    let s = gossiping(&["z1", "z2", "z3"]);
+    let own = tempfile::tempdir().unwrap();
+    let data = random_bytes(10, 400_000);
+    fs::write(own.path().join("r.bin"), &data).unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, err) = owner(own.path(), &at, &["deposit r.bin --copies 3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let bad = holders(&s, "r.bin")[2];
+    let blob = blob_path(&s[bad], "r.bin");
+    let mut bytes = fs::read(&blob).unwrap();
+    bytes[100] ^= 1;
+    fs::write(&blob, &bytes).unwrap();
+    assert!(
+        wait_for(EVENTUALLY, || held(&s[bad], "r.bin")
+            == Some((1, "ok".into(), Some(md5_hex(&data))))),
+        "{:?}",
+        held(&s[bad], "r.bin")
+    );
+}

@@ -7,7 +7,9 @@
 //! puts copies on the places that lack one: the same plan the owner's
 //! `repair` follows ([`crate::placement::places`]), so two actors pick the
 //! same places. Stores only add copies and drop their own; removing a
-//! surplus copy is the owner's.
+//! surplus copy is the owner's. [`scrub`] has the store read its own
+//! copies again, a bounded amount per tick, so rot is found with the owner
+//! away.
 
 use super::Store;
 use crate::client::Client;
@@ -18,6 +20,35 @@ use crate::proto::{CopyState, Held};
 pub const DEPOSITS_PER_TICK: usize = 256;
 /// Copies put per tick.
 pub const COPIES_PER_TICK: usize = 4;
+/// Bytes of its own copies a store reads again per tick.
+pub const SCRUB_BYTES_PER_TICK: u64 = 1 << 30;
+
+/// Read the next of this store's copies whole and check them against their
+/// records (up to [`SCRUB_BYTES_PER_TICK`]): a copy that rotted is marked
+/// corrupt, so the deposit's leader puts a good one in its place. Returns
+/// the cursor for the next tick.
+pub fn scrub(store: &Store, cursor: usize) -> usize {
+    let Ok(batch) = store.all_held(cursor, DEPOSITS_PER_TICK) else {
+        return 0;
+    };
+    let mut spent = 0u64;
+    let mut done = 0;
+    for h in &batch {
+        if spent >= SCRUB_BYTES_PER_TICK {
+            return cursor + done;
+        }
+        done += 1;
+        if h.state == CopyState::Ok {
+            spent += h.record.size;
+            let _ = store.verify(&h.record.owner, &h.record.name);
+        }
+    }
+    if batch.len() < DEPOSITS_PER_TICK {
+        0
+    } else {
+        cursor + done
+    }
+}
 
 /// A store that answered this tick.
 #[derive(Debug, Clone)]

@@ -65,8 +65,9 @@ impl Tend {
 }
 
 fn run(store: &Store, cfg: &TendConfig, stopped: &Receiver<()>) {
-    let mut cursor = 0;
+    let (mut cursor, mut scrubbed) = (0, 0);
     loop {
+        scrubbed = super::repair::scrub(store, scrubbed);
         let live = tick(store, cfg);
         let me = Candidate {
             id: cfg.own_id.clone(),
