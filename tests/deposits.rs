@@ -655,3 +655,100 @@ fn stores_find_and_replace_a_rotten_copy_with_the_owner_away() {
         held(&s[bad], "r.bin")
     );
 }
+
+/// A store that lies: it lists the owner's real record (copied from a real
+/// store's disk) but sends other bytes under another record when asked.
+fn lying_store(real: dropbox_shell::proto::Record) -> String {
+    use dropbox_shell::proto::{Held, Request, Response, StoreStatus, read_msg, write_msg};
+    let keys = dropbox_shell::secure::Keypair::generate().unwrap();
+    let id = keys.id().to_string();
+    let creds = dropbox_shell::secure::Credentials::open(keys);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let Ok((_, mut r, w)) = dropbox_shell::secure::accept_raw(s, &creds) else {
+                continue;
+            };
+            let mut w = Eager(w);
+            let mut buf = Vec::new();
+            while let Ok(req) = read_msg::<Request>(&mut r, &mut buf) {
+                let held = |record| Response::Held {
+                    held: Some(Held {
+                        record,
+                        state: dropbox_shell::proto::CopyState::Ok,
+                    }),
+                };
+                let answer = match req {
+                    Request::Info => Response::Info {
+                        peer_id: id.clone(),
+                        allow_upload: false,
+                        zone: Some("liar".into()),
+                        store: Some(StoreStatus {
+                            free: 1 << 40,
+                            used: 0,
+                            quota: None,
+                        }),
+                    },
+                    Request::StoreList { .. } => Response::Stores { addrs: vec![] },
+                    Request::DepositStat { .. } => held(real.clone()),
+                    Request::DepositGet { .. } => {
+                        let evil = b"evil bytes, longer than the real ones".to_vec();
+                        let mut fake = real.clone();
+                        fake.size = evil.len() as u64;
+                        fake.md5 = md5_hex(&evil);
+                        let _ = write_msg(&mut w, &held(fake));
+                        let _ = std::io::Write::write_all(&mut w, &evil);
+                        Response::Done {
+                            md5: md5_hex(&evil),
+                        }
+                    }
+                    _ => Response::Error {
+                        message: "no".into(),
+                    },
+                };
+                let _ = write_msg(&mut w, &answer);
+                let _ = std::io::Write::flush(&mut w);
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_lying_store_cannot_put_other_bytes_in_the_owners_file() {
+    let s = stores(&["z1"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    fs::write(own.path().join("d.txt"), b"the real deposit").unwrap();
+    let (code, _, err) = owner(own.path(), &[&s[0]], &["deposit d.txt --copies 1"], &[]);
+    assert_eq!(code, 0, "{err}");
+    // The liar knows the owner's real signed record (as a holder would).
+    let meta = fs::read_dir(s[0].path(".dropbox-shell/store"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .flat_map(|o| fs::read_dir(o.path()).unwrap().flatten())
+        .map(|d| d.path().join("meta.json"))
+        .find(|p| p.exists())
+        .unwrap();
+    let held: serde_json::Value = serde_json::from_slice(&fs::read(meta).unwrap()).unwrap();
+    let record: dropbox_shell::proto::Record =
+        serde_json::from_value(held["record"].clone()).unwrap();
+    let liar = lying_store(record);
+    drop(s); // the honest store is gone; only the liar answers
+    fs::write(own.path().join("target.txt"), b"keep me").unwrap();
+    let mut c = bin();
+    c.args(["--listen", "127.0.0.1:0", "--json", "--dir"])
+        .arg(own.path())
+        .args(["--peer", &liar, "-c", "retrieve d.txt target.txt"]);
+    let (code, docs, _) = json_lines(&c.output().unwrap());
+    assert_eq!(code, 1, "{docs:?}");
+    assert!(
+        docs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("another version"),
+        "{docs:?}"
+    );
+    assert_eq!(fs::read(own.path().join("target.txt")).unwrap(), b"keep me");
+}

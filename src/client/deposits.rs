@@ -62,16 +62,18 @@ impl Client {
         }
     }
 
-    /// Get our deposit `name` into `folder` as `local`, verified against
-    /// the MD5 of the record the store holds; with the record.
+    /// Get our deposit `expected` (a record we checked) into `folder` as
+    /// `local`, verified against that record's size and MD5, not against
+    /// what the store sends with the bytes.
     pub fn deposit_get(
         &mut self,
-        name: &str,
+        expected: &Record,
         folder: &Folder,
         local: &str,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(Held, TransferReport)> {
         let start = Instant::now();
+        let name = expected.name.as_str();
         self.send(&Request::DepositGet {
             name: name.to_string(),
         })?;
@@ -79,7 +81,10 @@ impl Client {
             Response::Held { held: Some(h) } if h.record.name == name => h,
             other => bail!(kind: Integrity, "unexpected answer to retrieve: {other:?}"),
         };
-        let r = &held.record;
+        if !held.record.same_version(expected) || held.record.size != expected.size {
+            bail!(kind: Integrity, "the store sent another version of {name} than the one it listed");
+        }
+        let r = expected;
         let meta = FileMeta {
             name: local.to_string(),
             size: r.size,

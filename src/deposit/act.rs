@@ -58,7 +58,7 @@ pub fn repair(ctx: &Ctx) -> Result<(Vec<Change>, Option<Error>)> {
             .into_iter()
             .zip(checked)
             .filter_map(|((s, h), c)| match c {
-                Ok(now) => now.map(|h| (s, h)),
+                Ok(now) => now.filter(|h| ctx.ours(h)).map(|h| (s, h)),
                 // Not checked now: as it was listed.
                 Err(_) => Some((s, h)),
             })
@@ -113,7 +113,7 @@ fn reconcile(
             .collect();
         sources
             .sort_by_key(|s| std::cmp::Reverse(placement::score(&ctx.owner, &record.name, &s.id)));
-        match fetch(ctx, &record.name, &sources) {
+        match fetch(ctx, &record, &sources) {
             Ok(copy) => {
                 let results = put_all(
                     ctx,
@@ -142,7 +142,9 @@ fn reconcile(
         .collect();
     copies.extend(added.iter().cloned());
     let mut removed = Vec::new();
-    if failures.is_empty() {
+    // Copies beyond the places go only once every wanted place holds a
+    // verified copy: a deposit short of zones keeps what it has.
+    if failures.is_empty() && targets.len() >= usize::from(n) {
         let extra: Vec<StoreRef> = held
             .iter()
             .filter(|(s, _)| !targets.iter().any(|t| t.id == s.id))
@@ -222,7 +224,8 @@ struct Fetched {
 }
 
 /// Read `name` from the first good holder that gives a verified copy.
-fn fetch(ctx: &Ctx, name: &str, holders: &[&StoreRef]) -> Result<Fetched> {
+fn fetch(ctx: &Ctx, record: &Record, holders: &[&StoreRef]) -> Result<Fetched> {
+    let name = record.name.as_str();
     let dir = tempfile::Builder::new()
         .prefix(".deposit-")
         .tempdir_in(ctx.private_dir)
@@ -232,7 +235,7 @@ fn fetch(ctx: &Ctx, name: &str, holders: &[&StoreRef]) -> Result<Fetched> {
     for h in holders {
         let got = ctx
             .connect_to(h)
-            .and_then(|mut c| c.deposit_get(name, &folder, COPY, &mut |_, _| {}));
+            .and_then(|mut c| c.deposit_get(record, &folder, COPY, &mut |_, _| {}));
         match got {
             Ok(_) => return Ok(Fetched { folder, _dir: dir }),
             Err(e) if e.is_cancelled() => return Err(e),

@@ -71,13 +71,10 @@ pub(super) fn holdings(
     });
     // Only records signed by our own key are ours (a store may hold junk
     // under our id from a member that pinned another key there first).
-    let ours = ctx.signer.public_hex();
     let mut all = Vec::new();
     for (store, held) in found.stores.iter().zip(answers) {
         for h in held.unwrap_or_default() {
-            let signed =
-                crate::secure::sign::verify(&ours, &h.record.signed_bytes(), &h.record.sig);
-            if h.record.signer == ours && signed.is_ok() {
+            if ctx.ours(&h) {
                 all.push((store.clone(), h));
             }
         }
@@ -123,7 +120,7 @@ pub fn retrieve(
         let row = CopyRow::of(store, "ok", Some(h.record.version));
         let got = ctx
             .connect_to(store)
-            .and_then(|mut c| c.deposit_get(&name, ctx.folder, &local, progress));
+            .and_then(|mut c| c.deposit_get(&h.record, ctx.folder, &local, progress));
         match got {
             Ok((h, report)) => {
                 return Ok(Retrieved {

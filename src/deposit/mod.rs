@@ -59,6 +59,16 @@ impl Ctx<'_> {
         record
     }
 
+    /// `held` is a record of ours: our id, our key, our signature. What a
+    /// store says about a deposit counts only then (a store may lie, or
+    /// hold junk under our id from someone else).
+    fn ours(&self, held: &crate::proto::Held) -> bool {
+        let r = &held.record;
+        r.owner == self.owner
+            && r.signer == self.signer.public_hex()
+            && crate::secure::sign::verify(&r.signer, &r.signed_bytes(), &r.sig).is_ok()
+    }
+
     /// A connection to `store`, which must prove the id it proved before.
     fn connect_to(&self, store: &StoreRef) -> Result<Client> {
         let c = self.connect(&store.addr)?;

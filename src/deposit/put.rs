@@ -59,6 +59,7 @@ pub fn deposit(
         .iter()
         .zip(stats)
         .filter_map(|(s, h)| Some((s, h.ok()??)))
+        .filter(|(_, h)| ctx.ours(h))
         .collect();
     let current = held
         .iter()
@@ -76,7 +77,12 @@ pub fn deposit(
             mtime_ns: meta.mtime_ns,
             mode: meta.mode,
             copies,
-            version: current.map_or(1, |r| r.version + 1),
+            version: match current {
+                None => 1,
+                Some(r) => r.version.checked_add(1).ok_or_else(|| {
+                    Error::new(format!("{} has no version number left", meta.name))
+                })?,
+            },
             made_ns: crate::timestamp::to_nanos(chrono::Utc::now()),
             owner: String::new(),
             signer: String::new(),

@@ -91,14 +91,22 @@ pub struct BlobWriter<'a> {
     written: u64,
     /// Kept, and the book told.
     done: bool,
+    /// The owner's signing key, kept with the copy.
+    pin: Option<super::Pin>,
 }
 
 impl<'a> BlobWriter<'a> {
     /// Called with the room reserved and the folder marked busy.
-    pub(super) fn create(store: &'a Store, dir: PathBuf, record: Record) -> Result<BlobWriter<'a>> {
+    pub(super) fn create(
+        store: &'a Store,
+        dir: PathBuf,
+        record: Record,
+        pin: Option<super::Pin>,
+    ) -> Result<BlobWriter<'a>> {
         let mut w = BlobWriter {
             store,
             dir,
+            pin,
             md5: Some(Md5Pipe::new(record.size)),
             record,
             tmp: None,
@@ -135,6 +143,9 @@ impl<'a> BlobWriter<'a> {
         tmp.as_file()
             .sync_all()
             .context("flushing a deposit to the disk")?;
+        if let Some(p) = &self.pin {
+            self.store.keep_pin(p)?;
+        }
         let old = read_meta(&self.dir)?;
         // Bytes held for this deposit until now (none for a missing copy).
         let before = old

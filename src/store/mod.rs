@@ -65,6 +65,14 @@ struct Book {
     busy: HashSet<PathBuf>,
 }
 
+/// An owner's signing key to keep once a copy is kept (see `vouch`).
+pub struct Pin {
+    owner: String,
+    line: String,
+    /// A key told by a store that the owner's own replaces.
+    replaces: Option<String>,
+}
+
 /// How a put starts.
 pub enum Put<'a> {
     /// This version is held already, verified: no bytes need to travel.
@@ -135,20 +143,17 @@ impl Store {
     }
 
     fn owner_dir(&self, owner: &str) -> Result<PathBuf> {
-        let plain: String = owner.chars().filter(|c| *c != '-').collect();
-        if plain.is_empty()
-            || plain.len() > 128
-            || !plain.chars().all(|c| c.is_ascii_alphanumeric())
-        {
+        // A peer id (base32, upper case): never `tmp`, `lock` or a path.
+        let Ok(id) = crate::secure::PeerId::parse(owner) else {
             bail!(kind: Refused, "deposits need a proven peer id");
-        }
-        Ok(self.dir.join(plain))
+        };
+        Ok(self.dir.join(id.to_string().replace('-', "")))
     }
 
     /// Check `record`'s signature, and that its signer is the one this
     /// store keeps for `owner`: learnt from the owner itself (`direct`,
     /// which wins) or, before it ever came, from a store (`secondhand`).
-    fn vouch(&self, owner: &str, record: &Record, direct: bool) -> Result<()> {
+    fn vouch(&self, owner: &str, record: &Record, direct: bool) -> Result<Option<Pin>> {
         if owner.is_empty() {
             bail!(kind: Refused, "a deposit record must name its owner");
         }
@@ -157,18 +162,42 @@ impl Store {
         let pinned = fs::read_to_string(&path).unwrap_or_default();
         let (key, how) = pinned.trim().split_once(' ').unwrap_or(("", ""));
         if key == record.signer && (how == "direct" || !direct) {
-            return Ok(());
+            return Ok(None);
         }
         if !key.is_empty() && key != record.signer && (how == "direct" || !direct) {
             bail!(kind: Refused, "this store knows another signing key for {owner}; refused");
         }
-        let how = if direct { "direct" } else { "secondhand" };
-        fs::create_dir_all(path.parent().unwrap_or(&self.dir))?;
-        crate::secure::replace_private_file(
-            &path,
-            &format!("{} {how}\n", record.signer),
-            "a signing key",
-        )?;
+        Ok(Some(Pin {
+            owner: owner.to_string(),
+            line: format!(
+                "{} {}\n",
+                record.signer,
+                if direct { "direct" } else { "secondhand" }
+            ),
+            replaces: (!key.is_empty() && key != record.signer).then(|| key.to_string()),
+        }))
+    }
+
+    /// Keep `pin`; when the owner's own key replaces one a store told
+    /// (wrongly), what was kept under the wrong key goes.
+    fn keep_pin(&self, pin: &Pin) -> Result<()> {
+        let dir = self.owner_dir(&pin.owner)?;
+        fs::create_dir_all(&dir).context("creating an owner's folder in the store")?;
+        crate::secure::replace_private_file(&dir.join("signer"), &pin.line, "a signing key")?;
+        if let Some(wrong) = &pin.replaces {
+            for d in subdirs(&dir)? {
+                if let Some(h) = blob::read_meta(&d)?
+                    && &h.record.signer == wrong
+                {
+                    let size = blob::size_of(&d, h.record.version);
+                    if fs::remove_dir_all(&d).is_ok() {
+                        let mut book = self.book();
+                        book.used = book.used.saturating_sub(size);
+                        book.count = book.count.saturating_sub(1);
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -268,7 +297,13 @@ impl Store {
     /// store knows for that owner).
     pub fn begin_put(&self, from: &str, record: &Record) -> Result<Put<'_>> {
         let owner = record.owner.as_str();
-        self.vouch(owner, record, from == owner)?;
+        let mut pin = self.vouch(owner, record, from == owner)?;
+        // The owner itself replaces a key a store told: what was kept
+        // under that key goes now, before it can stand in the way.
+        if pin.as_ref().is_some_and(|p| p.replaces.is_some()) {
+            self.keep_pin(pin.as_ref().expect("checked"))?;
+            pin = None;
+        }
         let name = clean_name(&record.name)?;
         if name != record.name || name.len() > DEPOSIT_NAME_LEN {
             bail!(kind: BadInput, "{:?} cannot be a deposit's name", record.name);
@@ -284,6 +319,9 @@ impl Store {
         let held = blob::read_meta(&dir)?;
         if let Some(h) = &held {
             if h.record.same_version(record) && h.state == CopyState::Ok {
+                if let Some(p) = &pin {
+                    self.keep_pin(p)?;
+                }
                 // The owner changed how many copies it wants: noted.
                 if h.record.copies != record.copies {
                     let mut h = h.clone();
@@ -316,7 +354,7 @@ impl Store {
         book.reserved += record.size;
         book.busy.insert(dir.clone());
         drop(book);
-        BlobWriter::create(self, dir, record.clone()).map(|w| Put::Receive(Box::new(w)))
+        BlobWriter::create(self, dir, record.clone(), pin).map(|w| Put::Receive(Box::new(w)))
     }
 
     /// A put is over (kept or not): its reservation and busy mark go;
@@ -352,11 +390,26 @@ impl Store {
     /// record's MD5 (one check at a time per store); what it holds now.
     pub fn verify(&self, owner: &str, name: &str) -> Result<Option<Held>> {
         let dir = self.deposit_dir(owner, name)?;
-        let Some(mut held) = blob::read_meta(&dir)? else {
+        {
+            let mut book = self.book();
+            if !book.busy.insert(dir.clone()) {
+                // Being written now: what is held, unchecked.
+                drop(book);
+                return blob::read_meta(&dir);
+            }
+        }
+        let checked = self.verify_copy(&dir, name);
+        self.book().busy.remove(&dir);
+        checked
+    }
+
+    /// `verify`, with the deposit marked busy.
+    fn verify_copy(&self, dir: &Path, name: &str) -> Result<Option<Held>> {
+        let Some(mut held) = blob::read_meta(dir)? else {
             return Ok(None);
         };
         let _one = self.verifying.lock().unwrap_or_else(|e| e.into_inner());
-        let state = match File::open(blob::blob_path(&dir, held.record.version)) {
+        let state = match File::open(blob::blob_path(dir, held.record.version)) {
             Err(_) => CopyState::Missing,
             Ok(mut f) => {
                 let mut md5 = crate::folder::Md5Pipe::new(held.record.size);
@@ -381,7 +434,7 @@ impl Store {
         };
         if state != held.state {
             held.state = state;
-            blob::write_meta(&dir, &held)?;
+            blob::write_meta(dir, &held)?;
         }
         Ok(Some(held))
     }

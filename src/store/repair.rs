@@ -81,7 +81,11 @@ pub fn tick(
             break;
         }
         let r = &held.record;
-        let views = ask_all(live, connect, &|c| c.deposit_stat_for(r));
+        // Only answers the owner signed (with the key we keep) count.
+        let views: Vec<Option<Held>> = ask_all(live, connect, &|c| c.deposit_stat_for(r))
+            .into_iter()
+            .map(|v| v.filter(|h| signed_alike(&h.record, r)))
+            .collect();
         if views
             .iter()
             .flatten()
@@ -116,6 +120,14 @@ pub fn tick(
         }
     }
     next
+}
+
+/// `other` is a record of the same deposit, signed by the same owner key.
+fn signed_alike(other: &crate::proto::Record, ours: &crate::proto::Record) -> bool {
+    other.owner == ours.owner
+        && other.name == ours.name
+        && other.signer == ours.signer
+        && crate::secure::sign::verify(&other.signer, &other.signed_bytes(), &other.sig).is_ok()
 }
 
 /// Put our copy of `held` on the store at `addr`.

@@ -231,3 +231,24 @@ fn records_must_be_signed_by_the_key_the_store_knows() {
     wrong_name.name = "u".into();
     assert!(store.stat_with_proof("s", &wrong_name).unwrap().is_none());
 }
+
+#[test]
+fn the_owners_own_key_clears_what_a_wrong_key_planted() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path(), None, "z").unwrap();
+    // Someone else signs a record in the owner's name, at a high version,
+    // before the owner ever came: kept, under a secondhand key.
+    let mut junk = signed_by(9, "n", b"junk", 99);
+    junk.owner = owner_id();
+    junk.sig = identity(9).1.sign(&junk.signed_bytes());
+    assert!(put(&store, &other_id(), &junk, b"junk").unwrap());
+    // The owner comes itself: its key wins, the junk goes, its version 1 lands.
+    let real = record("n", b"real", 1);
+    assert!(put(&store, &owner_id(), &real, b"real").unwrap());
+    assert_eq!(store.stat(&owner_id(), "n").unwrap().unwrap().record, real);
+    assert_eq!(store.status().used, 4);
+    // Owner ids are peer ids, never names of the store's own layout.
+    for bad in ["tmp", "lock", "..", ""] {
+        assert!(store.stat(bad, "n").is_err(), "{bad}");
+    }
+}
