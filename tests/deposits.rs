@@ -237,6 +237,7 @@ fn a_store_over_its_quota_refuses_clearly() {
         copies: 1,
         version: 1,
         made_ns: 0,
+        deleted: false,
         owner: keys.id().to_string(),
         signer: signer.public_hex(),
         sig: String::new(),
@@ -751,4 +752,56 @@ fn a_lying_store_cannot_put_other_bytes_in_the_owners_file() {
         "{docs:?}"
     );
     assert_eq!(fs::read(own.path().join("target.txt")).unwrap(), b"keep me");
+}
+
+#[test]
+fn a_store_that_was_down_during_forget_does_not_bring_the_deposit_back() {
+    let mut s = gossiping(&["z1", "z2", "z3"]);
+    let own = tempfile::tempdir().unwrap();
+    fs::write(own.path().join("gone.txt"), b"forget me").unwrap();
+    let at: Vec<&Peer> = s.iter().collect();
+    let (code, _, err) = owner(own.path(), &at, &["deposit gone.txt --copies 3"], &[]);
+    assert_eq!(code, 0, "{err}");
+    // One holder is down while the owner forgets.
+    let down = 2;
+    let listen = s[down].addr.clone();
+    let dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let up: Vec<&Peer> = s.iter().take(2).collect();
+    let (code, docs, _) = owner(own.path(), &up, &["forget gone.txt --yes"], &[]);
+    assert_eq!(code, 1, "one holder did not answer: {docs:?}");
+    assert_eq!(docs[0]["removed"].as_array().unwrap().len(), 2);
+    // It comes back with its copy: the copy goes, and nobody gets it again.
+    let first = s[0].addr.clone();
+    s[down] = Peer::start_at(
+        dir,
+        &listen,
+        &[
+            "--store",
+            "--zone",
+            "z3",
+            "--repair-interval",
+            "1",
+            "--peer",
+            &first,
+        ],
+    );
+    assert!(held(&s[down], "gone.txt").is_some());
+    assert!(
+        wait_for(EVENTUALLY, || held(&s[down], "gone.txt").is_none()),
+        "the forgotten copy stayed"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        holders(&s, "gone.txt").is_empty(),
+        "{:?}",
+        holders(&s, "gone.txt")
+    );
+    let at: Vec<&Peer> = s.iter().collect();
+    let (_, docs, _) = owner(own.path(), &at, &["replicas", "retrieve gone.txt"], &[]);
+    assert_eq!(docs[0]["deposits"].as_array().unwrap().len(), 0, "{docs:?}");
+    assert!(docs[1]["error"].as_str().unwrap().contains("no deposit"));
+    // Deposited again later, it is a new version above the tombstone.
+    let (code, docs, err) = owner(own.path(), &at, &["deposit gone.txt --copies 2"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(docs[0]["version"], 3);
 }

@@ -38,7 +38,11 @@ pub struct Change {
 pub fn copies(ctx: &Ctx, name: &str, wanted: u8) -> Result<(Change, Option<Error>)> {
     let name = clean_name(name)?;
     let (_, found, held) = holdings(ctx, Some(&name))?;
-    if held.is_empty() {
+    let newest = held
+        .iter()
+        .map(|(_, h)| &h.record)
+        .max_by(|a, b| a.order().cmp(&b.order()));
+    if held.is_empty() || newest.is_some_and(|r| r.deleted) {
         bail!(kind: NotFound, "no deposit {name} on the {} stores that answer", found.stores.len());
     }
     let (change, short) = reconcile(ctx, &found, &held, Some(wanted));
@@ -63,7 +67,11 @@ pub fn repair(ctx: &Ctx) -> Result<(Vec<Change>, Option<Error>)> {
                 Err(_) => Some((s, h)),
             })
             .collect();
-        if held.is_empty() {
+        let newest = held
+            .iter()
+            .map(|(_, h)| &h.record)
+            .max_by(|a, b| a.order().cmp(&b.order()));
+        if newest.is_none_or(|r| r.deleted) {
             continue;
         }
         let (change, short) = reconcile(ctx, &found, &held, None);

@@ -106,6 +106,7 @@ pub fn retrieve(
         .iter()
         .map(|(_, h)| &h.record)
         .max_by(|a, b| a.order().cmp(&b.order()))
+        .filter(|r| !r.deleted)
     else {
         bail!(kind: NotFound, "no deposit {name} on the {} stores that answer", found.stores.len());
     };
@@ -162,6 +163,11 @@ pub fn replicas(ctx: &Ctx, name: Option<&str>) -> Result<Vec<Replica>> {
             .map(|(_, h)| h.record.clone())
             .max_by(|a, b| a.order().cmp(&b.order()))
             .expect("one copy at least");
+        if current.deleted {
+            // Forgotten: stores keep only its tombstone.
+            cat.held(&n, Vec::new());
+            continue;
+        }
         let mut rows: Vec<CopyRow> = copies
             .iter()
             .map(|(s, h)| {
@@ -201,14 +207,36 @@ pub fn replicas(ctx: &Ctx, name: Option<&str>) -> Result<Vec<Replica>> {
 pub fn forget(ctx: &Ctx, name: &str) -> Result<(Forgotten, Option<Error>)> {
     let name = clean_name(name)?;
     let (mut cat, found, held) = holdings(ctx, Some(&name))?;
-    let holders: Vec<StoreRef> = held.iter().map(|(s, _)| s.clone()).collect();
-    let answers = find::on_each(ctx, &holders, &|c| c.deposit_forget(&name, u64::MAX));
+    let current = held
+        .iter()
+        .map(|(_, h)| &h.record)
+        .max_by(|a, b| a.order().cmp(&b.order()))
+        .filter(|r| !r.deleted);
     let mut removed = Vec::new();
     let mut failed = Vec::new();
-    for ((s, h), a) in held.iter().zip(answers) {
-        match a {
-            Ok(_) => removed.push(CopyRow::of(s, "removed", Some(h.record.version))),
-            Err(e) => failed.push(format!("{}: {e}", s.addr)),
+    if let Some(current) = current {
+        // A signed tombstone above every version held: a store that was
+        // away and comes back with a copy drops it instead of spreading it.
+        let tomb = ctx.sign(crate::proto::Record {
+            size: 0,
+            md5: String::new(),
+            version: current.version.saturating_add(1),
+            made_ns: crate::timestamp::to_nanos(chrono::Utc::now()),
+            deleted: true,
+            ..current.clone()
+        });
+        let holders: Vec<StoreRef> = held.iter().map(|(s, _)| s.clone()).collect();
+        let answers = find::on_each(ctx, &holders, &|c| {
+            c.deposit_put(&tomb, None, None, &mut |_| {})
+        });
+        for ((s, h), a) in held.iter().zip(answers) {
+            match a {
+                Ok(_) if !h.record.deleted => {
+                    removed.push(CopyRow::of(s, "removed", Some(h.record.version)))
+                }
+                Ok(_) => {}
+                Err(e) => failed.push(format!("{}: {e}", s.addr)),
+            }
         }
     }
     let unreachable = unreachable(&cat, &name, &found.stores);

@@ -84,6 +84,7 @@ pub fn deposit(
                 })?,
             },
             made_ns: crate::timestamp::to_nanos(chrono::Utc::now()),
+            deleted: false,
             owner: String::new(),
             signer: String::new(),
             sig: String::new(),

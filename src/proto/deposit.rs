@@ -23,6 +23,10 @@ pub struct Record {
     /// When the owner made this version (breaks a tie between two versions
     /// made with one number at once).
     pub made_ns: i64,
+    /// A tombstone: the owner forgot the deposit at this version (no
+    /// bytes). Stores keep it so an older copy is never made again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
     /// The owner's peer id.
     #[serde(default)]
     pub owner: String,

@@ -68,6 +68,7 @@ pub fn recover(dir: &Path) -> Result<Option<u64>> {
     }
     let size = match fs::metadata(&keep) {
         Ok(m) => m.len(),
+        Err(_) if held.record.deleted => 0,
         Err(_) => {
             if held.state != CopyState::Missing {
                 held.state = CopyState::Missing;

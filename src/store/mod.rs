@@ -338,6 +338,11 @@ impl Store {
         } else if book.count >= STORE_DEPOSITS {
             bail!(kind: NoSpace, "this store keeps {STORE_DEPOSITS} deposits already");
         }
+        if record.deleted {
+            drop(book);
+            self.bury(&dir, record, held.as_ref(), pin.as_ref())?;
+            return Ok(Put::Have);
+        }
         let free = self.free(&book);
         if record.size > free {
             let quota = match self.quota {
@@ -357,6 +362,33 @@ impl Store {
         BlobWriter::create(self, dir, record.clone(), pin).map(|w| Put::Receive(Box::new(w)))
     }
 
+    /// Keep the tombstone `record` in `dir` in place of what was held.
+    fn bury(
+        &self,
+        dir: &Path,
+        record: &Record,
+        held: Option<&Held>,
+        pin: Option<&Pin>,
+    ) -> Result<()> {
+        if let Some(p) = pin {
+            self.keep_pin(p)?;
+        }
+        fs::create_dir_all(dir).context("creating a deposit's folder")?;
+        let tomb = Held {
+            record: record.clone(),
+            state: CopyState::Ok,
+        };
+        blob::write_meta(dir, &tomb)?;
+        let freed = held.map_or(0, |h| blob::size_of(dir, h.record.version));
+        if let Some(h) = held {
+            let _ = fs::remove_file(blob::blob_path(dir, h.record.version));
+        }
+        let mut book = self.book();
+        book.used = book.used.saturating_sub(freed);
+        book.count += usize::from(held.is_none());
+        Ok(())
+    }
+
     /// A put is over (kept or not): its reservation and busy mark go;
     /// `kept` is the change in bytes held and deposits kept.
     fn end_put(&self, dir: &Path, reserved: u64, kept: Option<(i64, usize)>) {
@@ -372,7 +404,9 @@ impl Store {
     /// `owner`'s copy of `name` to read, with what is held of it.
     pub fn open_copy(&self, owner: &str, name: &str) -> Result<(File, Held)> {
         let dir = self.deposit_dir(owner, name)?;
-        let held = blob::read_meta(&dir)?.ok_or_else(|| not_here(name))?;
+        let held = blob::read_meta(&dir)?
+            .filter(|h| !h.record.deleted)
+            .ok_or_else(|| not_here(name))?;
         match held.state {
             CopyState::Ok => {}
             s => bail!(kind: NotFound, "this store's copy of {name} is {}", s.word()),
@@ -408,6 +442,9 @@ impl Store {
         let Some(mut held) = blob::read_meta(dir)? else {
             return Ok(None);
         };
+        if held.record.deleted {
+            return Ok(Some(held));
+        }
         let _one = self.verifying.lock().unwrap_or_else(|e| e.into_inner());
         let state = match File::open(blob::blob_path(dir, held.record.version)) {
             Err(_) => CopyState::Missing,

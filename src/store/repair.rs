@@ -38,7 +38,7 @@ pub fn scrub(store: &Store, cursor: usize) -> usize {
             return cursor + done;
         }
         done += 1;
-        if h.state == CopyState::Ok {
+        if h.state == CopyState::Ok && !h.record.deleted {
             spent += h.record.size;
             let _ = store.verify(&h.record.owner, &h.record.name);
         }
@@ -76,7 +76,10 @@ pub fn tick(
     let mut all: Vec<Candidate> = live.iter().map(|l| l.cand.clone()).collect();
     all.push(me.clone());
     let mut budget = COPIES_PER_TICK;
-    for held in batch.into_iter().filter(|h| h.state == CopyState::Ok) {
+    for held in batch
+        .into_iter()
+        .filter(|h| h.state == CopyState::Ok && !h.record.deleted)
+    {
         if budget == 0 {
             break;
         }

@@ -35,6 +35,7 @@ fn signed_by(seed: u8, name: &str, bytes: &[u8], version: u64) -> Record {
         copies: 2,
         version,
         made_ns: version as i64,
+        deleted: false,
         owner: id,
         signer: signer.public_hex(),
         sig: String::new(),
@@ -251,4 +252,35 @@ fn the_owners_own_key_clears_what_a_wrong_key_planted() {
     for bad in ["tmp", "lock", "..", ""] {
         assert!(store.stat(bad, "n").is_err(), "{bad}");
     }
+}
+
+#[test]
+fn a_tombstone_replaces_the_copy_and_keeps_older_versions_out() {
+    let d = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(d.path(), None, "z").unwrap();
+        put(&store, &owner_id(), &record("t", b"bytes", 1), b"bytes").unwrap();
+        let mut tomb = record("t", b"", 2);
+        tomb.deleted = true;
+        tomb.sig = identity(7).1.sign(&tomb.signed_bytes());
+        assert!(
+            !put(&store, &owner_id(), &tomb, b"").unwrap(),
+            "no bytes travel"
+        );
+        assert_eq!(store.status().used, 0);
+        assert!(store.open_copy(&owner_id(), "t").is_err());
+        let e = store
+            .begin_put(&other_id(), &record("t", b"bytes", 1))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+    // After a restart it is still a tombstone, not a missing copy.
+    let store = Store::open(d.path(), None, "z").unwrap();
+    let held = store.stat(&owner_id(), "t").unwrap().unwrap();
+    assert!(held.record.deleted);
+    assert_eq!(held.state, CopyState::Ok);
+    // A new version above it lands.
+    assert!(put(&store, &owner_id(), &record("t", b"again", 3), b"again").unwrap());
+    assert_eq!(store.status().used, 5);
 }

@@ -39,7 +39,7 @@ pub fn owner(
 }
 
 /// What a store keeps on its disk of deposit `name`: (version, state,
-/// MD5 of the blob of that version if it is there).
+/// MD5 of the blob of that version if it is there); none for a tombstone.
 pub fn held(store: &Peer, name: &str) -> Option<(u64, String, Option<String>)> {
     let root = store.path(".dropbox-shell/store");
     for owner in std::fs::read_dir(&root).ok()?.flatten() {
@@ -52,7 +52,8 @@ pub fn held(store: &Peer, name: &str) -> Option<(u64, String, Option<String>)> {
                 continue;
             };
             let meta: serde_json::Value = serde_json::from_slice(&text).unwrap();
-            if meta["record"]["name"] != name {
+            // A tombstone (a forgotten deposit) holds nothing.
+            if meta["record"]["name"] != name || meta["record"]["deleted"] == true {
                 continue;
             }
             let v = meta["record"]["version"].as_u64().unwrap();
