@@ -7,10 +7,14 @@
 use std::sync::atomic::AtomicBool;
 
 use super::conn::{Connection, Input};
-use crate::proto::{BATCH, CopyState, Record, Response, hex, write_msg};
+use crate::proto::{CopyState, Record, Response, hex, write_msg};
 use crate::store::{Put, Store, not_here};
 use crate::stream::{receive_file, send_file};
 use crate::{Result, bail};
+
+/// Deposits per `deposits` frame: 256 records of names of up to 1 KiB
+/// (6 KiB when every byte needs a JSON escape) stay under a frame's 4 MiB.
+const LIST_BATCH: usize = 256;
 
 impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
     /// The store, and the proven id whose deposits this connection sees.
@@ -115,7 +119,7 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
         let (store, owner) = self.store_and_owner()?;
         let mut after = after;
         loop {
-            let (held, more) = store.list(&owner, after.as_deref(), BATCH)?;
+            let (held, more) = store.list(&owner, after.as_deref(), LIST_BATCH)?;
             after = held.last().map(|h| h.record.name.clone());
             write_msg(&mut self.w, &Response::Deposits { held, more })?;
             if !more {

@@ -46,9 +46,9 @@ pub struct Store {
     book: Mutex<Book>,
     /// One whole-copy check at a time.
     verifying: Mutex<()>,
-    /// Addresses of other stores, newest last (told by them, or found by
-    /// this store's timer): what `store list` answers.
-    known: Mutex<Vec<String>>,
+    /// Addresses of other stores: those that answered as stores (what
+    /// `store list` answers), and those only told (asked on the next tick).
+    known: Mutex<Known>,
     _lock: File,
 }
 
@@ -63,6 +63,21 @@ struct Book {
     count: usize,
     /// Deposit folders a put is writing now.
     busy: HashSet<PathBuf>,
+}
+
+/// Other stores' addresses, each list newest last.
+#[derive(Default)]
+struct Known {
+    answered: Vec<String>,
+    told: Vec<String>,
+}
+
+/// Add `addr` at the end, the oldest giving way past [`KNOWN_STORES`].
+fn bounded_push(list: &mut Vec<String>, addr: &str) {
+    list.retain(|a| a != addr);
+    list.push(addr.to_string());
+    let over = list.len().saturating_sub(KNOWN_STORES);
+    list.drain(..over);
 }
 
 /// An owner's signing key to keep once a copy is kept (see `vouch`).
@@ -110,7 +125,7 @@ impl Store {
             zone: zone.to_string(),
             book: Mutex::new(book),
             verifying: Mutex::new(()),
-            known: Mutex::new(Vec::new()),
+            known: Mutex::new(Known::default()),
             _lock: lock,
         })
     }
@@ -130,11 +145,9 @@ impl Store {
     }
 
     fn free(&self, book: &Book) -> u64 {
-        quota::free(
-            self.quota,
-            book.used + book.reserved,
-            quota::disk_free(&self.dir),
-        )
+        // The disk's room is less what transfers under way will still write.
+        let disk = quota::disk_free(&self.dir).map(|d| d.saturating_sub(book.reserved));
+        quota::free(self.quota, book.used + book.reserved, disk)
     }
 
     /// The folder of `owner`'s deposit `name`.
@@ -235,22 +248,38 @@ impl Store {
         Ok(all.into_iter().skip(skip).take(limit).collect())
     }
 
-    /// Note another store's address (the oldest give way past
-    /// [`KNOWN_STORES`]).
+    /// Note an address told to be a store's: asked on the next tick; the
+    /// oldest told give way past [`KNOWN_STORES`], never one that answered.
     pub fn note_store(&self, addr: &str) {
-        let mut k = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        k.retain(|a| a != addr);
-        k.push(addr.to_string());
-        let over = k.len().saturating_sub(KNOWN_STORES);
-        k.drain(..over);
+        let mut k = self.known();
+        if k.answered.iter().any(|a| a == addr) {
+            return;
+        }
+        bounded_push(&mut k.told, addr);
+    }
+
+    /// The store at `addr` answered as one.
+    pub fn confirm_store(&self, addr: &str) {
+        let mut k = self.known();
+        k.told.retain(|a| a != addr);
+        bounded_push(&mut k.answered, addr);
     }
 
     /// Forget a store that no longer answers as one.
     pub fn drop_store(&self, addr: &str) {
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|a| a != addr);
+        let mut k = self.known();
+        k.told.retain(|a| a != addr);
+        k.answered.retain(|a| a != addr);
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Addresses to ask on the next tick: those that answered, then those told.
+    pub fn stores_to_ask(&self) -> Vec<String> {
+        let k = self.known();
+        k.answered.iter().chain(&k.told).cloned().collect()
     }
 
     /// The zone this store stands in.
@@ -258,9 +287,9 @@ impl Store {
         &self.zone
     }
 
-    /// The other stores this store knows.
+    /// The other stores this store knows (that answered as stores).
     pub fn known_stores(&self) -> Vec<String> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.known().answered.clone()
     }
 
     /// What `owner` has here under `name`.

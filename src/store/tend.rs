@@ -101,7 +101,7 @@ pub fn tick(store: &Store, cfg: &TendConfig) -> Vec<Live> {
         .iter()
         .cloned()
         .chain((cfg.lan)())
-        .chain(store.known_stores())
+        .chain(store.stores_to_ask())
     {
         if !addrs.contains(&a) && addrs.len() < KNOWN_STORES {
             addrs.push(a);
@@ -118,7 +118,7 @@ pub fn tick(store: &Store, cfg: &TendConfig) -> Vec<Live> {
         for (addr, answer) in told {
             match answer {
                 Some((one, more)) => {
-                    store.note_store(&addr);
+                    store.confirm_store(&addr);
                     if !live.iter().any(|l: &Live| l.cand.id == one.cand.id) {
                         live.push(one);
                     }

@@ -284,3 +284,20 @@ fn a_tombstone_replaces_the_copy_and_keeps_older_versions_out() {
     assert!(put(&store, &owner_id(), &record("t", b"again", 3), b"again").unwrap());
     assert_eq!(store.status().used, 5);
 }
+
+#[test]
+fn told_addresses_never_push_out_stores_that_answered() {
+    let d = tempfile::tempdir().unwrap();
+    let store = Store::open(d.path(), None, "z").unwrap();
+    store.note_store("10.0.0.1:1");
+    store.confirm_store("10.0.0.1:1");
+    for i in 0..1000 {
+        store.note_store(&format!("192.0.2.1:{i}"));
+    }
+    assert_eq!(store.known_stores(), vec!["10.0.0.1:1".to_string()]);
+    let ask = store.stores_to_ask();
+    assert_eq!(ask.len(), 1 + crate::limits::KNOWN_STORES);
+    assert_eq!(ask[0], "10.0.0.1:1");
+    store.drop_store("10.0.0.1:1");
+    assert!(store.known_stores().is_empty());
+}
