@@ -102,7 +102,8 @@ pub enum Request {
         #[serde(default)]
         proof: Option<Record>,
     },
-    /// Our deposits on this store, by name after `after`: `deposits`.
+    /// Our deposits on this store: `deposits`, in batches (`after` is
+    /// kept for later paging; stores send everything).
     DepositList {
         after: Option<String>,
     },

@@ -115,17 +115,28 @@ impl<'a, R: Input, W: std::io::Write> Connection<'a, R, W> {
         Ok(0)
     }
 
-    pub(super) fn deposit_list(&mut self, after: Option<String>) -> Result<u64> {
+    /// Every deposit of the caller here, in frames of [`LIST_BATCH`], read
+    /// as they go.
+    pub(super) fn deposit_list(&mut self) -> Result<u64> {
         let (store, owner) = self.store_and_owner()?;
-        let mut after = after;
-        loop {
-            let (held, more) = store.list(&owner, after.as_deref(), LIST_BATCH)?;
-            after = held.last().map(|h| h.record.name.clone());
-            write_msg(&mut self.w, &Response::Deposits { held, more })?;
-            if !more {
-                return Ok(0);
+        let mut batch = Vec::with_capacity(LIST_BATCH);
+        let w = &mut self.w;
+        store.each_held(&owner, &mut |h| {
+            batch.push(h);
+            if batch.len() == LIST_BATCH {
+                let held = std::mem::take(&mut batch);
+                write_msg(w, &Response::Deposits { held, more: true })?;
             }
-        }
+            Ok(())
+        })?;
+        write_msg(
+            &mut self.w,
+            &Response::Deposits {
+                held: batch,
+                more: false,
+            },
+        )?;
+        Ok(0)
     }
 
     pub(super) fn deposit_forget(&mut self, name: &str, upto: u64) -> Result<u64> {

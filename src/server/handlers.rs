@@ -40,7 +40,7 @@ impl<R: Input, W: std::io::Write> Connection<'_, R, W> {
             Request::DepositStat { name, proof } => self.deposit_stat(&name, proof.as_ref()),
             Request::DepositVerify { name } => self.deposit_verify(&name),
             Request::StoreList { listen_port } => self.store_list(listen_port),
-            Request::DepositList { after } => self.deposit_list(after),
+            Request::DepositList { .. } => self.deposit_list(),
             Request::DepositForget { name, upto } => self.deposit_forget(&name, upto),
         }
     }

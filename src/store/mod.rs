@@ -231,21 +231,37 @@ impl Store {
         self.stat(owner, name)
     }
 
-    /// Every deposit kept here, of every owner, at most `limit`, from the
-    /// `skip`th on (by owner and name).
+    /// Deposits kept here, of every owner, at most `limit`, from the
+    /// `skip`th on (in the order the folders list them).
     pub fn all_held(&self, skip: usize, limit: usize) -> Result<Vec<Held>> {
-        let mut all = Vec::new();
-        for owner in subdirs(&self.dir)? {
-            for d in subdirs(&owner)? {
-                if let Some(h) = blob::read_meta(&d)? {
-                    all.push(h);
+        // Folder entries are skipped unread: a tick costs `limit` records
+        // read, whatever the store holds.
+        let mut seen = 0;
+        let mut out = Vec::new();
+        for owner in fs::read_dir(&self.dir)
+            .context("reading the store")?
+            .flatten()
+        {
+            if !owner.file_type().is_ok_and(|t| t.is_dir()) || owner.file_name() == "tmp" {
+                continue;
+            }
+            for d in fs::read_dir(owner.path()).into_iter().flatten().flatten() {
+                if !d.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                seen += 1;
+                if seen <= skip {
+                    continue;
+                }
+                if let Some(h) = blob::read_meta(&d.path())? {
+                    out.push(h);
+                }
+                if out.len() == limit {
+                    return Ok(out);
                 }
             }
         }
-        all.sort_by(|a, b| {
-            (&a.record.owner, &a.record.name).cmp(&(&b.record.owner, &b.record.name))
-        });
-        Ok(all.into_iter().skip(skip).take(limit).collect())
+        Ok(out)
     }
 
     /// Note an address told to be a store's: asked on the next tick; the
@@ -297,26 +313,22 @@ impl Store {
         blob::read_meta(&self.deposit_dir(owner, name)?)
     }
 
-    /// `owner`'s deposits after `after` by name, `limit` at most, and
-    /// whether more follow.
-    pub fn list(
-        &self,
-        owner: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<(Vec<Held>, bool)> {
-        let mut all: Vec<Held> = Vec::new();
-        for d in subdirs(&self.owner_dir(owner)?)? {
-            if let Some(h) = blob::read_meta(&d)?
-                && after.is_none_or(|a| h.record.name.as_str() > a)
+    /// Each of `owner`'s deposits here, to `f`, as the folder lists them
+    /// (one record in memory at a time).
+    pub fn each_held(&self, owner: &str, f: &mut dyn FnMut(Held) -> Result<()>) -> Result<()> {
+        let rd = match fs::read_dir(self.owner_dir(owner)?) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).context("reading the store"),
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir())
+                && let Some(h) = blob::read_meta(&e.path())?
             {
-                all.push(h);
+                f(h)?;
             }
         }
-        all.sort_by(|a, b| a.record.name.cmp(&b.record.name));
-        let more = all.len() > limit;
-        all.truncate(limit);
-        Ok((all, more))
+        Ok(())
     }
 
     /// Start keeping `record` for `owner`: `Have` when that version is
