@@ -44,8 +44,6 @@ pub struct Store {
     quota: Option<u64>,
     zone: String,
     book: Mutex<Book>,
-    /// One whole-copy check at a time.
-    verifying: Mutex<()>,
     /// Addresses of other stores: those that answered as stores (what
     /// `store list` answers), and those only told (asked on the next tick).
     known: Mutex<Known>,
@@ -124,7 +122,6 @@ impl Store {
             quota,
             zone: zone.to_string(),
             book: Mutex::new(book),
-            verifying: Mutex::new(()),
             known: Mutex::new(Known::default()),
             _lock: lock,
         })
@@ -462,7 +459,9 @@ impl Store {
     }
 
     /// Read `owner`'s copy of `name` whole and check it against its
-    /// record's MD5 (one check at a time per store); what it holds now.
+    /// record's MD5 (one check at a time per deposit, marked busy; no lock
+    /// across owners, so one owner's big copy never holds up another's);
+    /// what it holds now.
     pub fn verify(&self, owner: &str, name: &str) -> Result<Option<Held>> {
         let dir = self.deposit_dir(owner, name)?;
         {
@@ -486,7 +485,6 @@ impl Store {
         if held.record.deleted {
             return Ok(Some(held));
         }
-        let _one = self.verifying.lock().unwrap_or_else(|e| e.into_inner());
         let state = match File::open(blob::blob_path(dir, held.record.version)) {
             Err(_) => CopyState::Missing,
             Ok(mut f) => {
