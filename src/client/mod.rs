@@ -3,7 +3,9 @@
 //! a command at once and a peer that goes silent ends it in bounded time.
 
 mod deposits;
+mod fan_out;
 pub use deposits::Sent;
+pub use fan_out::fan_out;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

@@ -38,10 +38,7 @@ pub struct Change {
 pub fn copies(ctx: &Ctx, name: &str, wanted: u8) -> Result<(Change, Option<Error>)> {
     let name = clean_name(name)?;
     let (_, found, held) = holdings(ctx, Some(&name))?;
-    let newest = held
-        .iter()
-        .map(|(_, h)| &h.record)
-        .max_by(|a, b| a.order().cmp(&b.order()));
+    let newest = super::newest(&held);
     if held.is_empty() || newest.is_some_and(|r| r.deleted) {
         bail!(kind: NotFound, "no deposit {name} on the {} stores that answer", found.stores.len());
     }
@@ -67,10 +64,7 @@ pub fn repair(ctx: &Ctx) -> Result<(Vec<Change>, Option<Error>)> {
                 Err(_) => Some((s, h)),
             })
             .collect();
-        let newest = held
-            .iter()
-            .map(|(_, h)| &h.record)
-            .max_by(|a, b| a.order().cmp(&b.order()));
+        let newest = super::newest(&held);
         if newest.is_none_or(|r| r.deleted) {
             continue;
         }
@@ -93,12 +87,7 @@ fn reconcile(
     held: &Holdings,
     wanted: Option<u8>,
 ) -> (Result<Change>, Option<String>) {
-    let current = held
-        .iter()
-        .map(|(_, h)| &h.record)
-        .max_by(|a, b| a.order().cmp(&b.order()))
-        .expect("one copy at least")
-        .clone();
+    let current = super::newest(held).expect("one copy at least").clone();
     let n = wanted.unwrap_or(current.copies);
     let record = ctx.sign(Record {
         copies: n,

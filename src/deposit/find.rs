@@ -4,12 +4,11 @@
 //! its zone and free room come from that answer. Seeds are bounded.
 
 use super::Ctx;
+use crate::client::fan_out;
 use crate::placement::Candidate;
 
 /// Addresses asked at most.
 pub const SEEDS: usize = crate::limits::KNOWN_STORES;
-/// Asked at once.
-const AT_ONCE: usize = 8;
 
 /// A store that answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,36 +67,23 @@ pub fn stores(ctx: &Ctx, extra: &[String]) -> Found {
 
 /// Ask each address who it is, eight at a time.
 fn probe(ctx: &Ctx, seeds: &[String]) -> Found {
+    let answers = fan_out(seeds, &|addr| ctx.connect(addr).and_then(|mut c| c.info()));
     let mut found = Found::default();
-    for group in seeds.chunks(AT_ONCE) {
-        let answers: Vec<_> = std::thread::scope(|s| {
-            let asks: Vec<_> = group
-                .iter()
-                .map(|addr| s.spawn(move || ctx.connect(addr).and_then(|mut c| c.info())))
-                .collect();
-            asks.into_iter()
-                .map(|a| {
-                    a.join()
-                        .unwrap_or_else(|_| Err(crate::Error::new("the probe failed")))
-                })
-                .collect()
-        });
-        for (addr, answer) in group.iter().zip(answers) {
-            match answer {
-                Ok(info) => {
-                    let Some(room) = info.store else { continue };
-                    if found.stores.iter().any(|s| s.id == info.peer_id) {
-                        continue;
-                    }
-                    found.stores.push(StoreRef {
-                        id: info.peer_id,
-                        addr: addr.clone(),
-                        zone: info.zone.unwrap_or_else(|| addr.clone()),
-                        free: room.free,
-                    });
+    for (addr, answer) in seeds.iter().zip(answers) {
+        match answer.unwrap_or_else(|| Err(crate::Error::new("the probe failed"))) {
+            Ok(info) => {
+                let Some(room) = info.store else { continue };
+                if found.stores.iter().any(|s| s.id == info.peer_id) {
+                    continue;
                 }
-                Err(e) => found.down.push((addr.clone(), e.to_string())),
+                found.stores.push(StoreRef {
+                    id: info.peer_id,
+                    addr: addr.clone(),
+                    zone: info.zone.unwrap_or_else(|| addr.clone()),
+                    free: room.free,
+                });
             }
+            Err(e) => found.down.push((addr.clone(), e.to_string())),
         }
     }
     found
@@ -110,21 +96,8 @@ pub fn on_each<T: Send>(
     stores: &[StoreRef],
     ask: &(dyn Fn(&mut crate::client::Client) -> crate::Result<T> + Sync),
 ) -> Vec<crate::Result<T>> {
-    let mut all = Vec::with_capacity(stores.len());
-    for group in stores.chunks(AT_ONCE) {
-        let answers: Vec<_> = std::thread::scope(|s| {
-            let asks: Vec<_> = group
-                .iter()
-                .map(|st| s.spawn(move || ask(&mut ctx.connect_to(st)?)))
-                .collect();
-            asks.into_iter()
-                .map(|a| {
-                    a.join()
-                        .unwrap_or_else(|_| Err(crate::Error::new("the request failed")))
-                })
-                .collect::<Vec<_>>()
-        });
-        all.extend(answers);
-    }
-    all
+    fan_out(stores, &|st| ask(&mut ctx.connect_to(st)?))
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(crate::Error::new("the request failed"))))
+        .collect()
 }

@@ -102,12 +102,7 @@ pub fn retrieve(
     let name = clean_name(name)?;
     let local = clean_name(local.unwrap_or(&name))?;
     let (_, found, held) = holdings(ctx, Some(&name))?;
-    let Some(current) = held
-        .iter()
-        .map(|(_, h)| &h.record)
-        .max_by(|a, b| a.order().cmp(&b.order()))
-        .filter(|r| !r.deleted)
-    else {
+    let Some(current) = super::newest(&held).filter(|r| !r.deleted) else {
         bail!(kind: NotFound, "no deposit {name} on the {} stores that answer", found.stores.len());
     };
     let mut good: Vec<&(StoreRef, Held)> = held
@@ -158,11 +153,7 @@ pub fn replicas(ctx: &Ctx, name: Option<&str>) -> Result<Vec<Replica>> {
     let (mut cat, found, held) = holdings(ctx, name.as_deref())?;
     let mut out = Vec::new();
     for (n, copies) in by_name(held) {
-        let current = copies
-            .iter()
-            .map(|(_, h)| h.record.clone())
-            .max_by(|a, b| a.order().cmp(&b.order()))
-            .expect("one copy at least");
+        let current = super::newest(&copies).expect("one copy at least");
         if current.deleted {
             // Forgotten: stores keep only its tombstone.
             cat.held(&n, Vec::new());
@@ -171,7 +162,7 @@ pub fn replicas(ctx: &Ctx, name: Option<&str>) -> Result<Vec<Replica>> {
         let mut rows: Vec<CopyRow> = copies
             .iter()
             .map(|(s, h)| {
-                let state = if h.record.same_version(&current) {
+                let state = if h.record.same_version(current) {
                     h.state.word()
                 } else {
                     "missing"
@@ -207,11 +198,7 @@ pub fn replicas(ctx: &Ctx, name: Option<&str>) -> Result<Vec<Replica>> {
 pub fn forget(ctx: &Ctx, name: &str) -> Result<(Forgotten, Option<Error>)> {
     let name = clean_name(name)?;
     let (mut cat, found, held) = holdings(ctx, Some(&name))?;
-    let current = held
-        .iter()
-        .map(|(_, h)| &h.record)
-        .max_by(|a, b| a.order().cmp(&b.order()))
-        .filter(|r| !r.deleted);
+    let current = super::newest(&held).filter(|r| !r.deleted);
     let mut removed = Vec::new();
     let mut failed = Vec::new();
     if let Some(current) = current {

@@ -80,6 +80,14 @@ impl Ctx<'_> {
     }
 }
 
+/// The current record among copies: the highest (version, time made,
+/// MD5), the same on every machine.
+fn newest<S>(held: &[(S, crate::proto::Held)]) -> Option<&crate::proto::Record> {
+    held.iter()
+        .map(|(_, h)| &h.record)
+        .max_by(|a, b| a.order().cmp(&b.order()))
+}
+
 /// One copy of a deposit, as a table row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CopyRow {

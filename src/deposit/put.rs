@@ -61,10 +61,7 @@ pub fn deposit(
         .filter_map(|(s, h)| Some((s, h.ok()??)))
         .filter(|(_, h)| ctx.ours(h))
         .collect();
-    let current = held
-        .iter()
-        .map(|(_, h)| &h.record)
-        .max_by(|a, b| a.order().cmp(&b.order()));
+    let current = super::newest(&held);
     let record = ctx.sign(match current {
         Some(r) if r.md5 == md5 && r.size == meta.size => Record {
             copies,

@@ -153,23 +153,13 @@ fn ask_all<T: Send>(
     connect: &(dyn Fn(&str) -> crate::Result<Client> + Sync),
     ask: &(dyn Fn(&mut Client) -> crate::Result<Option<T>> + Sync),
 ) -> Vec<Option<T>> {
-    let mut out = Vec::with_capacity(live.len());
-    for group in live.chunks(8) {
-        let got: Vec<Option<T>> = std::thread::scope(|s| {
-            let asks: Vec<_> = group
-                .iter()
-                .map(|l| {
-                    s.spawn(move || {
-                        connect(&l.addr)
-                            .and_then(|mut c| ask(&mut c))
-                            .ok()
-                            .flatten()
-                    })
-                })
-                .collect();
-            asks.into_iter().map(|h| h.join().ok().flatten()).collect()
-        });
-        out.extend(got);
-    }
-    out
+    crate::client::fan_out(live, &|l| {
+        connect(&l.addr)
+            .and_then(|mut c| ask(&mut c))
+            .ok()
+            .flatten()
+    })
+    .into_iter()
+    .map(Option::flatten)
+    .collect()
 }

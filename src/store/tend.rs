@@ -107,29 +107,21 @@ pub fn tick(store: &Store, cfg: &TendConfig) -> Vec<Live> {
             addrs.push(a);
         }
     }
-    for group in addrs.chunks(8) {
-        let told: Vec<(String, Option<Answer>)> = std::thread::scope(|s| {
-            let asks: Vec<_> = group
-                .iter()
-                .map(|a| s.spawn(move || (a.clone(), ask(a, cfg))))
-                .collect();
-            asks.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        for (addr, answer) in told {
-            match answer {
-                Some((one, more)) => {
-                    store.confirm_store(&addr);
-                    if !live.iter().any(|l: &Live| l.cand.id == one.cand.id) {
-                        live.push(one);
-                    }
-                    for m in more {
-                        if !addrs.contains(&m) {
-                            store.note_store(&m);
-                        }
+    let told = crate::client::fan_out(&addrs, &|a| ask(a, cfg));
+    for (addr, answer) in addrs.iter().zip(told) {
+        match answer.flatten() {
+            Some((one, more)) => {
+                store.confirm_store(addr);
+                if !live.iter().any(|l: &Live| l.cand.id == one.cand.id) {
+                    live.push(one);
+                }
+                for m in more {
+                    if !addrs.contains(&m) {
+                        store.note_store(&m);
                     }
                 }
-                None => store.drop_store(&addr),
             }
+            None => store.drop_store(addr),
         }
     }
     live
