@@ -88,11 +88,24 @@ pub fn deposit(
         },
     });
     let cands: Vec<Candidate> = found.stores.iter().map(StoreRef::candidate).collect();
-    let targets: Vec<&StoreRef> =
-        placement::place(&ctx.owner, &record.name, record.size, copies.into(), &cands)
-            .into_iter()
-            .map(|i| &found.stores[i])
-            .collect();
+    // Stores holding these very bytes keep their places (the same plan as
+    // `copies` and `repair`); nobody else sends them again.
+    let good = |c: &Candidate| {
+        held.iter().any(|(s, h)| {
+            s.id == c.id && h.record.same_version(&record) && h.state == crate::proto::CopyState::Ok
+        })
+    };
+    let targets: Vec<&StoreRef> = placement::places(
+        &ctx.owner,
+        &record.name,
+        record.size,
+        copies.into(),
+        &cands,
+        &good,
+    )
+    .into_iter()
+    .map(|i| &found.stores[i])
+    .collect();
     let results = put_all(
         ctx,
         &record,

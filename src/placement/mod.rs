@@ -62,9 +62,9 @@ pub fn rank(owner: &str, name: &str, stores: &[Candidate]) -> Vec<usize> {
     order.into_iter().map(|(_, i)| i).collect()
 }
 
-/// Up to `copies` stores for a deposit of `size` bytes: in rank order,
-/// the first of each zone with room for it. Fewer when fewer zones have
-/// room.
+/// Up to `copies` stores for a deposit of `size` bytes that nobody holds
+/// yet: in rank order, the first of each zone with room for it. Fewer when
+/// fewer zones have room.
 pub fn place(
     owner: &str,
     name: &str,
@@ -72,20 +72,7 @@ pub fn place(
     copies: usize,
     stores: &[Candidate],
 ) -> Vec<usize> {
-    let mut zones: Vec<&str> = Vec::new();
-    let mut chosen = Vec::new();
-    for i in rank(owner, name, stores) {
-        if chosen.len() == copies {
-            break;
-        }
-        let s = &stores[i];
-        if s.free < size || zones.contains(&s.zone.as_str()) {
-            continue;
-        }
-        zones.push(&s.zone);
-        chosen.push(i);
-    }
-    chosen
+    places(owner, name, size, copies, stores, &|_| false)
 }
 
 /// Where the copies of a deposit go when some stores already hold good
