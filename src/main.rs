@@ -22,12 +22,15 @@ Examples:
   dropbox-shell --listen 9002 --dir ~/share --peer host:9001 --sync --headless   keep ~/share in two-way sync
   dropbox-shell --peer 127.0.0.1:9001 -c 'index longlist' --json
   echo 'hash checkall' | dropbox-shell --peer 127.0.0.1:9001   commands from standard input
+  dropbox-shell --listen 9003 --dir ~/vault --store --zone rack1 --headless   keep others' deposits
+  dropbox-shell --peer host:9003 -c 'deposit photos.tar --copies 3'   three copies in three zones
   dropbox-shell secret new group.key                           a group secret; copy it to every peer and start each with --secret-file group.key
 
 Shell commands: index longlist | index shortlist <start> <end> | index regex <expr> |
   hash verify <file> | hash checkall | download TCP|UDP <file> | upload [--force] <file> |
   sync | sync status | sync confirm | history [N] | peers | peer use HOST:PORT|ID |
-  peer forget HOST:PORT | id | help [command] | exit
+  peer forget HOST:PORT | id | deposit <file> [--copies N] | retrieve <name> [<local>] |
+  replicas [<name>] | copies <name> <N> | repair | forget <name> [--yes] | help [command] | exit
 
 A .dropboxignore file at the folder's root (gitignore syntax, e.g. `*.log` or `build/`)
 keeps paths out of index, hash and sync. Beside a running --sync peer,
