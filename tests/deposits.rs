@@ -56,6 +56,27 @@ fn three_copies_land_in_three_zones_with_matching_md5s() {
             "{listing:?}"
         );
     }
+    // A client only (no --listen) deposits too, and leaves nothing in its folder.
+    let client = tempfile::tempdir().unwrap();
+    fs::write(client.path().join("c.txt"), b"from a client").unwrap();
+    let out = bin()
+        .args([
+            "--json",
+            "--peer",
+            &s[0].addr,
+            "-c",
+            "deposit c.txt --copies 1",
+            "--dir",
+        ])
+        .arg(client.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!client.path().join(".dropbox-shell").exists());
     // The same placement again: nothing moves, nothing is sent twice.
     let (code, again, _) = owner(own.path(), &at, &["deposit big.bin --copies 3"], &[]);
     assert_eq!(code, 0);

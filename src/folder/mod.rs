@@ -373,7 +373,11 @@ impl Folder {
             Some(md5) => md5,
             None => {
                 let md5 = md5_reader(file).context(&meta.name)?;
-                self.remember(&meta.name, &stat, md5);
+                // A client only's folder keeps no state for files it only
+                // read (a deposit): its MD5s are kept for files it received.
+                if !self.sweep_on_write {
+                    self.remember(&meta.name, &stat, md5);
+                }
                 md5
             }
         };
