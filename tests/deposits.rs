@@ -826,3 +826,58 @@ fn a_store_that_was_down_during_forget_does_not_bring_the_deposit_back() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(docs[0]["version"], 3);
 }
+
+#[test]
+fn a_fifo_a_hostile_name_or_a_missing_file_is_a_clear_error() {
+    let s = stores(&["z1"], &[]);
+    let own = tempfile::tempdir().unwrap();
+    let fifo = own.path().join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (code, docs, _) = owner(
+        own.path(),
+        &[&s[0]],
+        &[
+            "deposit pipe",
+            "deposit ../../etc/passwd",
+            "deposit nothing.txt",
+            "retrieve x ../out",
+            "id",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        docs.len(),
+        5,
+        "every command answered, the shell went on: {docs:?}"
+    );
+    assert!(
+        docs[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a regular file"),
+        "{docs:?}"
+    );
+    assert!(
+        docs[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("leaves the shared folder"),
+        "{docs:?}"
+    );
+    assert!(docs[2]["error"].is_string(), "{docs:?}");
+    assert!(
+        docs[3]["error"]
+            .as_str()
+            .unwrap()
+            .contains("leaves the shared folder"),
+        "{docs:?}"
+    );
+    assert!(docs[4]["id"].is_string());
+    assert_eq!(tmp_files(&s[0]), 0);
+    assert!(holders(&s, "pipe").is_empty());
+}
