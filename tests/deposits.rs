@@ -360,8 +360,7 @@ fn a_new_version_replaces_the_old_and_forget_removes_every_copy() {
     let before = holders(&s, "v.txt");
     // One holder is down while the new version is made.
     let down = before[0];
-    let listen = s[down].addr.clone();
-    let kept_dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let (kept_dir, listen) = take_down(&mut s, down);
     let at: Vec<&Peer> = s
         .iter()
         .enumerate()
@@ -476,8 +475,7 @@ fn copies_go_down_and_up_and_repair_fills_what_is_missing() {
     // A store that does not hold it is down: four wanted, three zones up.
     let holder = holders(&s, "c.bin")[0];
     let down = (0..4).find(|i| *i != holder).unwrap();
-    let listen = s[down].addr.clone();
-    let dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let (dir, listen) = take_down(&mut s, down);
     let up: Vec<&Peer> = s
         .iter()
         .enumerate()
@@ -587,9 +585,8 @@ fn a_store_that_was_down_drops_its_old_version_by_itself() {
     let (code, _, err) = owner(own.path(), &at, &["deposit v.txt --copies 3"], &[]);
     assert_eq!(code, 0, "{err}");
     let down = holders(&s, "v.txt")[0];
-    let listen = s[down].addr.clone();
     let zone = format!("z{}", down + 1);
-    let dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let (dir, listen) = take_down(&mut s, down);
     let at: Vec<&Peer> = s
         .iter()
         .enumerate()
@@ -785,8 +782,7 @@ fn a_store_that_was_down_during_forget_does_not_bring_the_deposit_back() {
     assert_eq!(code, 0, "{err}");
     // One holder is down while the owner forgets.
     let down = 2;
-    let listen = s[down].addr.clone();
-    let dir = std::mem::replace(&mut s[down], Peer::start(&[])).stop("-KILL");
+    let (dir, listen) = take_down(&mut s, down);
     let up: Vec<&Peer> = s.iter().take(2).collect();
     let (code, docs, _) = owner(own.path(), &up, &["forget gone.txt --yes"], &[]);
     assert_eq!(code, 1, "one holder did not answer: {docs:?}");

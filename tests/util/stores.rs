@@ -91,6 +91,14 @@ pub fn blob_path(store: &Peer, name: &str) -> std::path::PathBuf {
     panic!("no blob of {name}");
 }
 
+/// Kill store `i` at once (SIGKILL), keeping its folder and address for a
+/// restart; a plain peer holds its place meanwhile.
+pub fn take_down(all: &mut [Peer], i: usize) -> (tempfile::TempDir, String) {
+    let addr = all[i].addr.clone();
+    let dir = std::mem::replace(&mut all[i], Peer::start(&[])).stop("-KILL");
+    (dir, addr)
+}
+
 /// Indexes of the stores that hold `name`.
 pub fn holders(all: &[Peer], name: &str) -> Vec<usize> {
     (0..all.len())
