@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, params};
 
-use super::plan::{FileState, Index};
+use super::plan::FileState;
 use crate::proto::Kind;
 use crate::{Error, Result};
 
@@ -75,7 +75,7 @@ const SCHEMA: &str = "
         mode INTEGER NOT NULL,
         md5 TEXT,
         PRIMARY KEY (peer, path)
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS local (
         path TEXT PRIMARY KEY,
@@ -89,7 +89,7 @@ const SCHEMA: &str = "
         deleted INTEGER NOT NULL,
         ignored INTEGER NOT NULL DEFAULT 0,
         seq INTEGER NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS local_by_seq ON local (seq);
     CREATE TABLE IF NOT EXISTS remote (
         peer TEXT NOT NULL,
@@ -104,7 +104,7 @@ const SCHEMA: &str = "
         ignored INTEGER NOT NULL DEFAULT 0,
         seq INTEGER NOT NULL,
         PRIMARY KEY (peer, path)
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS remote_by_seq ON remote (peer, seq);
     CREATE TABLE IF NOT EXISTS partners (
         peer TEXT PRIMARY KEY,
@@ -118,35 +118,15 @@ const SCHEMA: &str = "
         peer TEXT NOT NULL,
         path TEXT NOT NULL,
         PRIMARY KEY (peer, path)
-    );
+    ) WITHOUT ROWID;
 ";
 
-/// The last-synced state of the path `?1` with the partner `?2`.
-pub(super) const BASE_STATES: &str =
-    "SELECT dir, size, mtime_ns, mode, md5 FROM synced WHERE path = ?1 AND peer = ?2";
-
-/// The state `sql` (dir, size, mtime_ns, mode, md5 of the path `?1`, for
-/// the partner `?2` when given) finds for each of `paths`.
-pub(super) fn states_in<'a>(
-    conn: &Connection,
-    sql: &str,
-    peer: Option<&str>,
-    paths: impl IntoIterator<Item = &'a String>,
-) -> Result<Index> {
-    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
-    let mut out = Index::new();
-    for p in paths {
-        let mut rows = match peer {
-            Some(peer) => stmt.query(params![p, peer]),
-            None => stmt.query(params![p]),
-        }
-        .map_err(db_err)?;
-        if let Some(r) = rows.next().map_err(db_err)? {
-            out.insert(p.clone(), state_from_row(r, 0).map_err(db_err)?);
-        }
-    }
-    Ok(out)
-}
+/// The last-synced states with a partner (see [`super::reads`]).
+pub(super) const BASE_READS: super::reads::Reads = super::reads::Reads {
+    one: "SELECT dir, size, mtime_ns, mode, md5 FROM synced WHERE path = ?1 AND peer = ?2",
+    range: "SELECT path, dir, size, mtime_ns, mode, md5 FROM synced
+            WHERE peer = ?4 AND path >= ?1 AND path <= ?2 ORDER BY path LIMIT ?3",
+};
 
 /// A state as stored: `dir` says the kind; sizes and modes as integers.
 pub(super) fn state_from_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<FileState> {

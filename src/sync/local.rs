@@ -52,8 +52,22 @@ pub enum LocalChange {
 }
 
 /// Our present state of the path `?1`.
-pub(super) const LOCAL_STATES: &str = "SELECT dir, size, mtime_ns, mode, md5 FROM local
-     WHERE path = ?1 AND deleted = 0 AND ignored = 0";
+/// Our index (see [`super::reads`]); `deleted` and `ignored` follow the
+/// state, for [`present_state`].
+pub(super) const LOCAL_READS: super::reads::Reads = super::reads::Reads {
+    one: "SELECT dir, size, mtime_ns, mode, md5, deleted, ignored FROM local WHERE path = ?1",
+    range: "SELECT path, dir, size, mtime_ns, mode, md5, deleted, ignored FROM local
+            WHERE path >= ?1 AND path <= ?2 ORDER BY path LIMIT ?3",
+};
+
+/// The state of a row of [`LOCAL_READS`] if the file is here and not ignored.
+pub(super) fn present_state(r: &rusqlite::Row, at: usize) -> rusqlite::Result<Option<FileState>> {
+    let (deleted, ignored): (bool, bool) = (r.get(at + 5)?, r.get(at + 6)?);
+    match deleted || ignored {
+        true => Ok(None),
+        false => state_from_row(r, at).map(Some),
+    }
+}
 
 fn same_state(a: &FileState, b: &FileState) -> bool {
     a.kind == b.kind

@@ -31,6 +31,7 @@ pub mod guard;
 pub mod local;
 pub mod lock;
 pub mod plan;
+mod reads;
 pub mod remote;
 pub mod scan;
 pub mod schedule;

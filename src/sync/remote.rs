@@ -13,9 +13,10 @@ use std::collections::BTreeSet;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::db::{BASE_STATES, SyncDb, db_err, state_from_row, states_in};
-use super::local::LOCAL_STATES;
+use super::db::{BASE_READS, SyncDb, db_err, state_from_row};
+use super::local::{LOCAL_READS, present_state};
 use super::plan::Index;
+use super::reads::{Reads, rows_for};
 use crate::Result;
 use crate::names::clean_name;
 use crate::proto::{Kind, Mark, SyncEntry};
@@ -33,41 +34,28 @@ pub struct RemoteView {
 /// The partner's view of `paths`: what it has, the states it last agreed
 /// on with us (its tombstones of agreed paths and the paths it holds as
 /// agreed), and the paths its `.dropboxignore` keeps out.
-fn remote_view_in<'a>(
-    conn: &rusqlite::Connection,
-    peer: &str,
-    paths: impl IntoIterator<Item = &'a String>,
-) -> Result<RemoteView> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT dir, size, mtime_ns, mode, md5, deleted, agreed, ignored
-             FROM remote WHERE peer = ?1 AND path = ?2",
-        )
-        .map_err(db_err)?;
+fn remote_view_in(conn: &rusqlite::Connection, peer: &str, paths: &[String]) -> Result<RemoteView> {
+    const REMOTE_READS: Reads = Reads {
+        one: "SELECT dir, size, mtime_ns, mode, md5, deleted, agreed, ignored
+              FROM remote WHERE path = ?1 AND peer = ?2",
+        range: "SELECT path, dir, size, mtime_ns, mode, md5, deleted, agreed, ignored
+                FROM remote WHERE peer = ?4 AND path >= ?1 AND path <= ?2 ORDER BY path LIMIT ?3",
+    };
+    let rows = rows_for(conn, &REMOTE_READS, Some(peer), paths, |r, at| {
+        let flags = (r.get::<_, bool>(at + 5)?, r.get(at + 6)?, r.get(at + 7)?);
+        Ok(Some((state_from_row(r, at)?, flags)))
+    })?;
     let mut view = RemoteView::default();
-    for p in paths {
-        let row = stmt
-            .query_row(params![peer, p], |r| {
-                Ok((
-                    state_from_row(r, 0)?,
-                    r.get::<_, bool>(5)?,
-                    r.get::<_, bool>(6)?,
-                    r.get::<_, bool>(7)?,
-                ))
-            })
-            .optional()
-            .map_err(db_err)?;
-        if let Some((state, deleted, is_agreed, ignored)) = row {
-            if ignored {
-                view.ignored.insert(p.clone());
-                continue;
-            }
-            if is_agreed {
-                view.agreed.insert(p.clone(), state.clone());
-            }
-            if !deleted {
-                view.present.insert(p.clone(), state);
-            }
+    for (p, (state, (deleted, is_agreed, ignored))) in rows {
+        if ignored {
+            view.ignored.insert(p);
+            continue;
+        }
+        if is_agreed {
+            view.agreed.insert(p.clone(), state.clone());
+        }
+        if !deleted {
+            view.present.insert(p, state);
         }
     }
     Ok(view)
@@ -273,11 +261,17 @@ impl SyncDb {
     pub fn plan_view(&self, peer: &str, paths: &[String]) -> Result<(Index, RemoteView, Index)> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(db_err)?;
-        let local = states_in(&tx, LOCAL_STATES, None, paths)?;
+        let local = rows_for(&tx, &LOCAL_READS, None, paths, present_state)?;
         let view = remote_view_in(&tx, peer, paths)?;
-        let base = states_in(&tx, BASE_STATES, Some(peer), paths)?;
+        let base = rows_for(&tx, &BASE_READS, Some(peer), paths, |r, at| {
+            state_from_row(r, at).map(Some)
+        })?;
         tx.commit().map_err(db_err)?;
-        Ok((local, view, base))
+        Ok((
+            local.into_iter().collect(),
+            view,
+            base.into_iter().collect(),
+        ))
     }
 
     /// What a round with `peer` has to plan: the changes on either side
