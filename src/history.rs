@@ -191,7 +191,7 @@ impl History {
         if let Ok(f) = File::open(self.previous()) {
             keep_last(f, n, &mut keep);
         }
-        let f = File::open(&self.path).context(format!("reading {}", self.path.display()))?;
+        let f = File::open(&self.path).context(format_args!("reading {}", self.path.display()))?;
         keep_last(f, n, &mut keep);
         Ok(keep.into())
     }
@@ -202,7 +202,7 @@ fn open_append(path: &Path) -> Result<File> {
         .create(true)
         .append(true)
         .open(path)
-        .context(format!("opening {}", path.display()))
+        .context(format_args!("opening {}", path.display()))
 }
 
 /// Push the records of a log onto `keep`, keeping only the last `n`.

@@ -158,7 +158,7 @@ impl Identity {
 }
 
 fn folder_key(root: &Path) -> Result<String> {
-    let m = fs::metadata(root).context(format!("shared folder {}", root.display()))?;
+    let m = fs::metadata(root).context(format_args!("shared folder {}", root.display()))?;
     Ok(m.ino().to_string())
 }
 
@@ -174,14 +174,14 @@ fn read(path: &Path) -> Result<Option<Stored>> {
     let meta = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).context(format!("identity file {shown}")),
+        Err(e) => return Err(e).context(format_args!("identity file {shown}")),
     };
     if meta.permissions().mode() & 0o077 != 0 {
         return Err(Error::new(format!(
             "identity file {shown} can be read by others; it holds this peer's private key (chmod 600 {shown})"
         )));
     }
-    let text = fs::read_to_string(path).context(format!("identity file {shown}"))?;
+    let text = fs::read_to_string(path).context(format_args!("identity file {shown}"))?;
     let bad = |what: &str| Error::new(format!("identity file {shown} is damaged: {what}"));
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {

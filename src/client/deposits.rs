@@ -52,10 +52,10 @@ impl Client {
             progress,
             &|_| Ok(()),
         )
-        .context(format!("depositing {}", record.name))?;
+        .context(format_args!("depositing {}", record.name))?;
         self.w
             .flush()
-            .context(format!("sending to {}", self.addr))?;
+            .context(format_args!("sending to {}", self.addr))?;
         match self.recv()? {
             Response::Ok { .. } => Ok(Sent::Bytes),
             other => bail!(kind: Integrity, "unexpected answer to a deposit: {other:?}"),

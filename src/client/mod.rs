@@ -198,7 +198,7 @@ impl Client {
         };
         let vet = |id: &PeerId| creds.vet_server(addr, id);
         let session = handshake::initiate(&mut patient, &mut &stream, creds, &vet)
-            .context(format!("peer {addr}"))?;
+            .context(format_args!("peer {addr}"))?;
         let (keys, nonce) = (session.keys, session.next_nonce);
         Ok(Client {
             addr: addr.to_string(),
@@ -236,7 +236,9 @@ impl Client {
 
     fn send(&mut self, req: &Request) -> Result<()> {
         write_msg(&mut self.w, req)?;
-        self.w.flush().context(format!("sending to {}", self.addr))
+        self.w
+            .flush()
+            .context(format_args!("sending to {}", self.addr))
     }
 
     fn recv(&mut self) -> Result<Response> {
@@ -244,7 +246,7 @@ impl Client {
             Ok(Response::Error { message }) => Err(Error::new(message)),
             Ok(r) => Ok(r),
             Err(e) if e.is_cancelled() => Err(e),
-            Err(e) => Err(e).context(format!("peer {}", self.addr)),
+            Err(e) => Err(e).context(format_args!("peer {}", self.addr)),
         }
     }
 
@@ -420,7 +422,7 @@ impl Client {
             if unsent > 0 && (unsent >= FLUSH_EVERY || requested.len() - unsent < FLUSH_EVERY) {
                 self.w
                     .flush()
-                    .context(format!("sending to {}", self.addr))?;
+                    .context(format_args!("sending to {}", self.addr))?;
                 unsent = 0;
             }
             let Some((name, fresh)) = requested.pop_front() else {
@@ -462,7 +464,7 @@ impl Client {
             Ok(Response::Error { message }) => return Ok(Answer::Refused(Error::new(message))),
             Ok(other) => bail!(kind: Integrity, "unexpected answer to download: {other:?}"),
             Err(e) if e.is_cancelled() => return Err(e),
-            Err(e) => return Err(e).context(format!("peer {}", self.addr)),
+            Err(e) => return Err(e).context(format_args!("peer {}", self.addr)),
         };
         if crate::names::clean_name(&meta.name).ok().as_deref() != Some(name) {
             bail!(
@@ -538,7 +540,7 @@ impl Client {
         if !more {
             self.w
                 .flush()
-                .context(format!("sending to {}", self.addr))?;
+                .context(format_args!("sending to {}", self.addr))?;
         }
         Ok(())
     }
@@ -583,10 +585,10 @@ impl Client {
             &mut |n| progress(n, size),
             &|_| Ok(()),
         )
-        .context(format!("uploading {name}"))?;
+        .context(format_args!("uploading {name}"))?;
         self.w
             .flush()
-            .context(format!("sending to {}", self.addr))?;
+            .context(format_args!("sending to {}", self.addr))?;
         match self.recv()? {
             Response::Ok { .. } => {}
             other => bail!(kind: Integrity, "unexpected answer to upload: {other:?}"),

@@ -58,7 +58,7 @@ impl Incoming {
             None => {
                 let target = folder.target_path(&name)?;
                 let dir = target.parent().unwrap_or(folder.root()).to_path_buf();
-                fs::create_dir_all(&dir).context(format!("creating the folder for {name}"))?;
+                fs::create_dir_all(&dir).context(format_args!("creating the folder for {name}"))?;
                 // Check again now that the folders exist: none may be a symlink out.
                 folder.target_path(&name)?;
                 (Target::Path(target), Some(dir))
@@ -68,7 +68,7 @@ impl Incoming {
             (Some(staging), _) => Out::Staged(
                 staging
                     .create(meta.mode & PERMISSION_BITS)
-                    .context(format!("creating a temporary file for {name}"))?,
+                    .context(format_args!("creating a temporary file for {name}"))?,
             ),
             (None, dir) => Out::Beside(beside(
                 dir.as_deref().unwrap_or(folder.root()),
@@ -143,7 +143,7 @@ impl Incoming {
         self.out
             .file_mut()
             .write_all(&buf[..used])
-            .context(format!("writing {}", self.meta.name))?;
+            .context(format_args!("writing {}", self.meta.name))?;
         self.written += used as u64;
         self.md5.consume(buf, used);
         Ok(())
@@ -170,7 +170,7 @@ impl Incoming {
         let file = out.file();
         let mtime = super::file_time(self.meta.mtime_ns);
         filetime::set_file_handle_times(file, None, Some(mtime))
-            .context(format!("setting the mtime of {name}"))?;
+            .context(format_args!("setting the mtime of {name}"))?;
         let mode = if self.exact_mode {
             self.meta.mode & PERMISSION_BITS
         } else {
@@ -178,12 +178,12 @@ impl Incoming {
         };
         if out.mode() != Some(mode) {
             file.set_permissions(fs::Permissions::from_mode(mode))
-                .context(format!("setting the permissions of {name}"))?;
+                .context(format_args!("setting the permissions of {name}"))?;
         }
         let durable = folder.durable();
         if durable {
             file.sync_data()
-                .context(format!("writing {name} to the disk"))?;
+                .context(format_args!("writing {name} to the disk"))?;
         }
         let file = match self.target.land(out, mode, mtime, durable, self.only_new) {
             Ok(file) => file,
@@ -193,7 +193,7 @@ impl Incoming {
             Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
                 bail!("{name} is a directory here; it cannot be replaced by a file")
             }
-            Err(e) => return Err(e).context(format!("renaming {name} into place")),
+            Err(e) => return Err(e).context(format_args!("renaming {name} into place")),
         };
         // After the rename: it changes the ctime the cache key holds.
         let stat = file.metadata().context(&name)?;
@@ -321,7 +321,7 @@ fn beside(dir: &Path, base: &str, name: &str) -> Result<NamedTempFile> {
             .prefix(&format!(".{base}."))
             .suffix(PART_SUFFIX)
             .tempfile_in(dir)
-            .context(format!("creating a temporary file for {name}"))?;
+            .context(format_args!("creating a temporary file for {name}"))?;
         if super::parts::hold(tmp.as_file(), tmp.path()) {
             return Ok(tmp);
         }

@@ -85,14 +85,15 @@ impl Folder {
     /// when something has to be written there (a downloaded file's MD5, a
     /// sync by hand), so a run that writes no file leaves nothing behind.
     pub fn open_unshared(dir: &Path) -> Result<Folder> {
-        let root = fs::canonicalize(dir).context(format!("shared folder {}", dir.display()))?;
+        let root =
+            fs::canonicalize(dir).context(format_args!("shared folder {}", dir.display()))?;
         if !root.is_dir() {
             bail!("shared folder {} is not a directory", root.display());
         }
         let state = root.join(STATE_DIR);
         let root_id = fs::metadata(&root)
             .map(|m| (m.dev(), m.ino()))
-            .context(format!("shared folder {}", root.display()))?;
+            .context(format_args!("shared folder {}", root.display()))?;
         let cache = HashCache::load(state.join("md5-cache.json"));
         let ignores = ignore::Ignores::new(&root);
         Ok(Folder {
@@ -117,7 +118,7 @@ impl Folder {
         }
         if !self.state.is_dir() {
             fs::create_dir_all(&self.state)
-                .context(format!("creating {}", self.state.display()))?;
+                .context(format_args!("creating {}", self.state.display()))?;
             fs::set_permissions(&self.state, fs::Permissions::from_mode(0o700)).ok();
         }
         let _ = self.state_made.set(());
@@ -144,10 +145,10 @@ impl Folder {
             return Ok(());
         }
         let dir = self.state_dir().join(STAGING_DIR);
-        fs::create_dir_all(&dir).context(format!("creating {}", dir.display()))?;
+        fs::create_dir_all(&dir).context(format_args!("creating {}", dir.display()))?;
         parts::sweep_dir(&dir);
         let opened =
-            staged::StagingDir::open(&dir).context(format!("opening {}", dir.display()))?;
+            staged::StagingDir::open(&dir).context(format_args!("opening {}", dir.display()))?;
         let _ = self.staging.set(std::sync::Arc::new(opened));
         Ok(())
     }

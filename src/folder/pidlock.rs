@@ -17,7 +17,7 @@ pub fn take(path: &Path) -> Result<std::result::Result<File, String>> {
         .create(true)
         .truncate(false)
         .open(path)
-        .context(format!("opening {}", path.display()))?;
+        .context(format_args!("opening {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => {
             let _ = file.set_len(0);
@@ -33,6 +33,6 @@ pub fn take(path: &Path) -> Result<std::result::Result<File, String>> {
                 pid => format!(" (pid {pid})"),
             }))
         }
-        Err(TryLockError::Error(e)) => Err(e).context(format!("locking {}", path.display())),
+        Err(TryLockError::Error(e)) => Err(e).context(format_args!("locking {}", path.display())),
     }
 }

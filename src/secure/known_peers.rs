@@ -89,7 +89,9 @@ impl KnownPeers {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e).context(format!("known peers file {}", self.path.display())),
+            Err(e) => {
+                return Err(e).context(format_args!("known peers file {}", self.path.display()));
+            }
         };
         Ok(text
             .lines()

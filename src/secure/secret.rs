@@ -51,14 +51,14 @@ pub fn create(path: &Path) -> Result<()> {
     let text = format!("{KEY_HEADER} {}\n", HEXLOWER_PERMISSIVE.encode(&key));
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
-        .context(format!("writing {shown}"))?;
+        .context(format_args!("writing {shown}"))?;
     Ok(())
 }
 
 /// The handshake key of the group secret in `path`.
 pub fn load(path: &Path) -> Result<[u8; 32]> {
     let shown = path.display();
-    let meta = fs::metadata(path).context(format!("secret file {shown}"))?;
+    let meta = fs::metadata(path).context(format_args!("secret file {shown}"))?;
     if !meta.is_file() {
         bail!("secret file {shown} is not a regular file");
     }
@@ -73,7 +73,7 @@ pub fn load(path: &Path) -> Result<[u8; 32]> {
             f.take((MAX_PASSPHRASE * 4 + 2) as u64)
                 .read_to_string(&mut text)
         })
-        .context(format!("secret file {shown}"))?;
+        .context(format_args!("secret file {shown}"))?;
     let key = key_of(&text).map_err(|why| Error::new(format!("secret file {shown}: {why}")))?;
     Ok(psk(&key))
 }

@@ -152,7 +152,7 @@ pub fn bind_pair(listen: &str) -> Result<(TcpListener, UdpSocket)> {
     };
     let mut last = None;
     for _ in 0..20 {
-        let tcp = TcpListener::bind(&spec).context(format!("cannot listen on {spec}"))?;
+        let tcp = TcpListener::bind(&spec).context(format_args!("cannot listen on {spec}"))?;
         let addr = tcp.local_addr()?;
         match UdpSocket::bind(addr) {
             Ok(udp) => return Ok((tcp, udp)),

@@ -32,7 +32,7 @@ pub fn read_meta(dir: &Path) -> Result<Option<Held>> {
     match fs::read(dir.join(META)) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).context(format!("reading {}", dir.display())),
+        Err(e) => Err(e).context(format_args!("reading {}", dir.display())),
     }
 }
 
@@ -55,7 +55,7 @@ fn sync_dir(dir: &Path) {
 pub fn recover(dir: &Path) -> Result<Option<u64>> {
     let Some(mut held) = read_meta(dir)? else {
         // A crash before the first meta: its bytes were never acknowledged.
-        fs::remove_dir_all(dir).context(format!("removing {}", dir.display()))?;
+        fs::remove_dir_all(dir).context(format_args!("removing {}", dir.display()))?;
         return Ok(None);
     };
     let keep = blob_path(dir, held.record.version);
@@ -156,7 +156,7 @@ impl<'a> BlobWriter<'a> {
         let blob = blob_path(&self.dir, self.record.version);
         tmp.persist(&blob)
             .map_err(|e| e.error)
-            .context(format!("keeping the copy of {name}"))?;
+            .context(format_args!("keeping the copy of {name}"))?;
         sync_dir(&self.dir);
         let held = Held {
             record: self.record.clone(),

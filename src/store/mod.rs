@@ -99,7 +99,7 @@ impl Store {
     /// what a crash left. A second process on one folder is refused.
     pub fn open(state_dir: &Path, quota: Option<u64>, zone: &str) -> Result<Store> {
         let dir = state_dir.join("store");
-        fs::create_dir_all(dir.join("tmp")).context(format!("creating {}", dir.display()))?;
+        fs::create_dir_all(dir.join("tmp")).context(format_args!("creating {}", dir.display()))?;
         let lock = lock(&dir)?;
         // Bytes of transfers a crash cut short.
         for e in fs::read_dir(dir.join("tmp"))?.flatten() {
@@ -493,7 +493,7 @@ impl Store {
                 loop {
                     let mut buf = md5.buffer(crate::proto::CHUNK);
                     let got = std::io::Read::read(&mut f, &mut buf)
-                        .context(format!("reading the copy of {name}"))?;
+                        .context(format_args!("reading the copy of {name}"))?;
                     if got == 0 {
                         break;
                     }
@@ -541,7 +541,7 @@ impl Store {
             return Ok(false);
         }
         let size = blob::size_of(&dir, held.record.version);
-        fs::remove_dir_all(&dir).context(format!("removing the copy of {name}"))?;
+        fs::remove_dir_all(&dir).context(format_args!("removing the copy of {name}"))?;
         let mut book = self.book();
         book.used = book.used.saturating_sub(size);
         book.count = book.count.saturating_sub(1);
@@ -573,7 +573,7 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).context(format!("reading {}", dir.display())),
+        Err(e) => return Err(e).context(format_args!("reading {}", dir.display())),
     };
     Ok(rd
         .flatten()

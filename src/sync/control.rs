@@ -134,20 +134,20 @@ impl ControlServer {
         let path = state_dir.join(SOCKET);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_socket() => {
-                fs::remove_file(&path).context(format!("removing {}", path.display()))?
+                fs::remove_file(&path).context(format_args!("removing {}", path.display()))?
             }
             Ok(_) => bail!("{} exists and is not a socket", path.display()),
             Err(_) => {}
         }
         let listener = {
             let (addr, _dir) = reachable(&path);
-            UnixListener::bind(&addr).context(format!("listening on {}", path.display()))?
+            UnixListener::bind(&addr).context(format_args!("listening on {}", path.display()))?
         };
         let ready = fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
             .and_then(|_| listener.set_nonblocking(true));
         if let Err(e) = ready {
             let _ = fs::remove_file(&path);
-            return Err(e).context(format!("setting up {}", path.display()));
+            return Err(e).context(format_args!("setting up {}", path.display()));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -297,7 +297,7 @@ pub fn ask(state_dir: &Path, req: &Request, cancel: &AtomicBool) -> Result<Optio
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
             return Ok(None);
         }
-        Err(e) => return Err(e).context(format!("connecting to {}", path.display())),
+        Err(e) => return Err(e).context(format_args!("connecting to {}", path.display())),
     };
     if peer_uid(&stream) != Some(my_uid()) {
         bail!("{} belongs to another user; not asking it", path.display());

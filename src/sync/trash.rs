@@ -49,7 +49,7 @@ pub fn move_to_trash(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).context("creating the trash folder")?;
     }
-    fs::rename(from, &dest).context(format!("moving {path} to the trash"))
+    fs::rename(from, &dest).context(format_args!("moving {path} to the trash"))
 }
 
 #[cfg(test)]

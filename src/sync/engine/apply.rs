@@ -31,7 +31,7 @@ impl Actor {
             .find(|a| fs::symlink_metadata(folder.root().join(a)).is_err())
             .ok_or_else(|| Error::new(format!("no free conflict name for {path}")))?;
         fs::rename(folder.target_path(path)?, folder.target_path(&aside)?)
-            .context(format!("moving {path} aside to {aside}"))?;
+            .context(format_args!("moving {path} aside to {aside}"))?;
         rep.conflicts += 1;
         self.log(
             &rep.peer,
@@ -91,7 +91,7 @@ impl Actor {
                 let p = folder.local_path(path)?;
                 let mode = mode & PERM_BITS;
                 fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                    .context(format!("chmod {path}"))?;
+                    .context(format_args!("chmod {path}"))?;
                 changes.push((path.to_string(), remote.cloned()));
                 rep.modes += 1;
                 self.log(&peer, &format!("sync chmod {mode:04o} {path}"), "ok", 0);
@@ -125,7 +125,7 @@ impl Actor {
                     .map(|mut d| d.next().is_none())
                     .unwrap_or(false)
                 {
-                    fs::remove_dir(&p).context(format!("removing folder {path}"))?;
+                    fs::remove_dir(&p).context(format_args!("removing folder {path}"))?;
                     changes.push((path.to_string(), None));
                     rep.folders += 1;
                     self.log(&peer, &format!("sync rmdir {path}"), "ok", 0);
@@ -147,7 +147,7 @@ impl Actor {
     ) -> Result<()> {
         let r = remote.ok_or_else(|| Error::new("no remote state"))?;
         let p = self.shared.folder.local_path(path)?;
-        fs::create_dir_all(&p).context(format!("creating folder {path}"))?;
+        fs::create_dir_all(&p).context(format_args!("creating folder {path}"))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(r.perm())).ok();
         changes.push((path.to_string(), Some(r.clone())));
         rep.folders += 1;
@@ -176,9 +176,9 @@ impl Actor {
         let old = folder.target_path(from)?;
         let new = folder.target_path(path)?;
         if let Some(parent) = new.parent() {
-            fs::create_dir_all(parent).context(format!("creating the folder of {path}"))?;
+            fs::create_dir_all(parent).context(format_args!("creating the folder of {path}"))?;
         }
-        fs::rename(&old, &new).context(format!("renaming {from} to {path}"))?;
+        fs::rename(&old, &new).context(format_args!("renaming {from} to {path}"))?;
         let mtime = crate::folder::file_time(r.mtime_ns);
         filetime::set_file_mtime(&new, mtime).ok();
         fs::set_permissions(&new, fs::Permissions::from_mode(r.perm())).ok();
