@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::folder::{Finish, Folder, Glance, Incoming, mismatch};
+use crate::folder::{DirCache, Finish, Folder, Glance, Incoming, mismatch};
 use crate::limits::ANSWER_BYTES;
 use crate::proto::{
     Entry, FileMeta, Filter, HashEntry, Mark, Request, Response, SyncEntry, read_msg, write_msg,
@@ -351,7 +351,9 @@ impl Client {
                 name: name.to_string(),
                 fresh,
             })?;
-            let received = self.receive_bytes(name, folder, false, progress)?.bytes()?;
+            let received = self
+                .receive_bytes(name, folder, false, progress, &mut DirCache::default())?
+                .bytes()?;
             match received.commit(folder, &mut |_| Ok(LandOver::Anything))? {
                 Landed::Done(mut report) => {
                     report.attempts = if fresh { 2 } else { 1 };
@@ -387,13 +389,20 @@ impl Client {
         let mut requested: VecDeque<(String, bool)> = VecDeque::new();
         let mut pending: VecDeque<(String, bool, Result<Received>)> = VecDeque::new();
         let mut retry: VecDeque<String> = VecDeque::new();
+        // The folder the last file went to, for the next (see DirCache);
+        // after any failure it is opened afresh.
+        let mut dirs = DirCache::default();
         let mut settle = |(name, fresh, r): (String, bool, Result<Received>),
-                          retry: &mut VecDeque<String>| {
+                          retry: &mut VecDeque<String>,
+                          dirs: &mut DirCache| {
             match r.and_then(|r| r.commit(folder, &mut |now| before_commit(&name, now))) {
                 Ok(Landed::Done(report)) => done(&name, Ok(report)),
                 Ok(Landed::Mismatch(_)) if !fresh => retry.push_back(name),
                 Ok(Landed::Mismatch(e)) => done(&name, Err(e)),
-                Err(e) => done(&name, Err(e)),
+                Err(e) => {
+                    dirs.clear();
+                    done(&name, Err(e))
+                }
             }
         };
         // Requests written but not yet flushed: they go out a few at a
@@ -431,17 +440,17 @@ impl Client {
                     break;
                 }
                 while let Some(p) = pending.pop_front() {
-                    settle(p, &mut retry);
+                    settle(p, &mut retry, &mut dirs);
                 }
                 continue;
             };
             let received = self
-                .receive_bytes(&name, folder, true, &mut |_, _| {})?
+                .receive_bytes(&name, folder, true, &mut |_, _| {}, &mut dirs)?
                 .bytes();
             pending.push_back((name, fresh, received));
             while pending.len() > BEHIND {
                 if let Some(p) = pending.pop_front() {
-                    settle(p, &mut retry);
+                    settle(p, &mut retry, &mut dirs);
                 }
             }
         }
@@ -457,6 +466,7 @@ impl Client {
         folder: &Folder,
         exact_mode: bool,
         progress: &mut dyn FnMut(u64, u64),
+        dirs: &mut DirCache,
     ) -> Result<Answer> {
         let start = Instant::now();
         let meta = match read_msg::<Response>(&mut self.r, &mut self.buf) {
@@ -472,7 +482,7 @@ impl Client {
                 meta.name
             );
         }
-        let mut incoming = match Incoming::create(folder, &meta) {
+        let mut incoming = match Incoming::create_with(folder, &meta, dirs) {
             Ok(i) => i,
             Err(e) => {
                 // Refused here (say, a folder is in the way): skip its bytes.

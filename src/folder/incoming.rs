@@ -14,6 +14,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tempfile::NamedTempFile;
 
@@ -36,16 +37,48 @@ pub struct Incoming {
     only_new: bool,
 }
 
+/// The folder the last file of a run of many landed in, opened the short
+/// way (see `beneath.rs`), kept for the next file of the same folder: a
+/// sync pull of many small files opens each folder once, not once per
+/// file. What it holds is the folder as it was when opened: renamed since,
+/// files land where it went (as if they had landed just before); removed
+/// since, they fail to land, and [`DirCache::clear`] starts afresh.
+#[derive(Default)]
+pub struct DirCache(Option<(String, Arc<fs::File>)>);
+
+impl DirCache {
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    fn open(&mut self, folder: &Folder, rel: &str) -> Option<Arc<fs::File>> {
+        if let Some((at, dir)) = &self.0
+            && at == rel
+        {
+            return Some(dir.clone());
+        }
+        let dir = Arc::new(folder.dir_beneath(rel)?);
+        self.0 = Some((rel.to_string(), dir.clone()));
+        Some(dir)
+    }
+}
+
 impl Incoming {
     /// Prepare to receive `meta` into the folder (creating parent folders).
     pub fn create(folder: &Folder, meta: &FileMeta) -> Result<Incoming> {
+        Self::create_with(folder, meta, &mut DirCache::default())
+    }
+
+    /// [`Incoming::create`], its target's folder taken from `dirs` when it
+    /// holds it.
+    pub fn create_with(folder: &Folder, meta: &FileMeta, dirs: &mut DirCache) -> Result<Incoming> {
         let name = clean_name(&meta.name)?;
         let (dir_name, base) = name.rsplit_once('/').unwrap_or(("", &name));
         // Staged (a synced folder): the target's folder the short way when
         // it exists with no symlink on the way.
         let short = folder
             .staging()
-            .and_then(|_| Some((folder.dir_beneath(dir_name)?, CString::new(base).ok()?)));
+            .and_then(|_| Some((dirs.open(folder, dir_name)?, CString::new(base).ok()?)));
         let (target, dir) = match short {
             Some((dir, base)) => {
                 let at = Target::At {
@@ -218,7 +251,7 @@ enum Target {
     /// `base` in the folder `dir`, opened the short way (see `beneath.rs`);
     /// `path` is the same place, for a copy across file systems.
     At {
-        dir: fs::File,
+        dir: Arc<fs::File>,
         base: CString,
         path: PathBuf,
     },
@@ -375,177 +408,5 @@ pub enum Finish {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(name: &str, size: u64) -> FileMeta {
-        FileMeta {
-            name: name.into(),
-            size,
-            mtime_ns: 1_600_000_000_123_456_789,
-            mode: 0o640,
-        }
-    }
-
-    fn names_in(dir: &std::path::Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n != ".dropbox-shell")
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn verified_file_lands_with_mode_and_mtime() {
-        let d = tempfile::tempdir().unwrap();
-        let f = Folder::open(d.path()).unwrap();
-        let mut inc = Incoming::create(&f, &meta("x/y.txt", 3)).unwrap();
-        inc.write(b"abc").unwrap();
-        inc.finish_verified(&f, "900150983cd24fb0d6963f7d28e17f72")
-            .unwrap();
-        let m = fs::metadata(d.path().join("x/y.txt")).unwrap();
-        assert_eq!(
-            m.permissions().mode() & 0o777,
-            0o640 & !super::super::umask()
-        );
-        assert_eq!(super::super::mtime_ns(&m), 1_600_000_000_123_456_789);
-        assert_eq!(names_in(&d.path().join("x")), vec!["y.txt"]);
-    }
-
-    #[test]
-    fn setuid_setgid_and_sticky_never_land_and_the_umask_applies() {
-        let d = tempfile::tempdir().unwrap();
-        let f = Folder::open(d.path()).unwrap();
-        let md5 = "900150983cd24fb0d6963f7d28e17f72";
-        let mode_of = |name: &str| {
-            fs::metadata(d.path().join(name))
-                .unwrap()
-                .permissions()
-                .mode()
-        };
-        let mut m = meta("suid", 3);
-        m.mode = 0o7777;
-        let mut inc = Incoming::create(&f, &m).unwrap();
-        inc.write(b"abc").unwrap();
-        inc.finish_verified(&f, md5).unwrap();
-        assert_eq!(mode_of("suid") & 0o7777, 0o777 & !super::super::umask());
-        // Sync mirrors the permission bits, still never the special ones.
-        m.name = "mirrored".into();
-        let mut inc = Incoming::create(&f, &m).unwrap();
-        inc.keep_exact_mode();
-        inc.write(b"abc").unwrap();
-        inc.finish_verified(&f, md5).unwrap();
-        assert_eq!(mode_of("mirrored") & 0o7777, 0o777);
-    }
-
-    #[test]
-    fn the_cache_knows_a_received_file_after_its_rename() {
-        let d = tempfile::tempdir().unwrap();
-        let f = Folder::open(d.path()).unwrap();
-        let mut inc = Incoming::create(&f, &meta("a", 3)).unwrap();
-        inc.write(b"abc").unwrap();
-        inc.finish_verified(&f, "900150983cd24fb0d6963f7d28e17f72")
-            .unwrap();
-        let stat = fs::metadata(d.path().join("a")).unwrap();
-        assert!(f.cached("a", &stat).is_some());
-    }
-
-    #[test]
-    fn mismatch_or_interruption_keeps_the_old_file() {
-        let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("old"), b"precious").unwrap();
-        let f = Folder::open(d.path()).unwrap();
-        let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();
-        inc.write(b"abc").unwrap();
-        let e = inc
-            .finish_verified(&f, "00000000000000000000000000000000")
-            .unwrap_err();
-        assert!(e.message().contains("MD5 mismatch"));
-        let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();
-        inc.write(b"ab").unwrap();
-        drop(inc);
-        let mut inc = Incoming::create(&f, &meta("old", 3)).unwrap();
-        assert!(inc.write(b"abcd").is_err());
-        drop(inc);
-        assert_eq!(fs::read(d.path().join("old")).unwrap(), b"precious");
-        assert_eq!(names_in(d.path()), vec!["old"]);
-    }
-
-    #[test]
-    fn staged_files_land_the_short_or_long_way_and_leave_no_part_behind() {
-        let d = tempfile::tempdir().unwrap();
-        let away = tempfile::tempdir().unwrap();
-        let incoming = d.path().join(".dropbox-shell/incoming");
-        fs::create_dir_all(&incoming).unwrap();
-        // What a killed process left: swept when staging starts.
-        fs::write(incoming.join(".0123456789abcdef.dbsh-part"), b"left").unwrap();
-        fs::create_dir(d.path().join("here")).unwrap();
-        fs::write(d.path().join("here/old"), b"precious").unwrap();
-        std::os::unix::fs::symlink(away.path(), d.path().join("out")).unwrap();
-        let f = Folder::open(d.path()).unwrap();
-        f.stage_incoming().unwrap();
-        assert!(
-            names_in(&incoming).is_empty(),
-            "the abandoned part was swept"
-        );
-        let md5 = "900150983cd24fb0d6963f7d28e17f72";
-        let land = |name: &str| {
-            let mut inc = Incoming::create(&f, &meta(name, 3))?;
-            inc.write(b"abc")?;
-            inc.finish_verified(&f, md5)
-        };
-        // The short way (its folder exists), the long way (made for it).
-        land("here/new").unwrap();
-        land("made/for/it").unwrap();
-        assert_eq!(fs::read(d.path().join("here/new")).unwrap(), b"abc");
-        assert_eq!(fs::read(d.path().join("made/for/it")).unwrap(), b"abc");
-        // A symlink out is refused, a folder is not replaced.
-        assert!(land("out/x").is_err());
-        assert!(names_in(away.path()).is_empty());
-        let e = land("here").unwrap_err();
-        assert!(e.message().contains("is a directory here"), "{e}");
-        // Unfinished or refused: nothing of it stays, the old file is whole.
-        let mut inc = Incoming::create(&f, &meta("here/old", 3)).unwrap();
-        inc.write(b"ab").unwrap();
-        drop(inc);
-        assert!(land("here/old").is_ok());
-        let mut inc = Incoming::create(&f, &meta("here/old", 3)).unwrap();
-        inc.write(b"xyz").unwrap();
-        assert!(inc.finish_verified(&f, md5).is_err());
-        assert_eq!(fs::read(d.path().join("here/old")).unwrap(), b"abc");
-        assert!(names_in(&incoming).is_empty(), "no part left behind");
-    }
-
-    #[test]
-    fn a_file_for_an_empty_name_leaves_alone_what_took_it_meanwhile() {
-        let d = tempfile::tempdir().unwrap();
-        let f = Folder::open(d.path()).unwrap();
-        let md5 = "900150983cd24fb0d6963f7d28e17f72";
-        let receive = |name: &str| {
-            let mut inc = Incoming::create(&f, &meta(name, 3)).unwrap();
-            inc.only_where_nothing_is();
-            inc.write(b"abc").unwrap();
-            inc
-        };
-        let mine = |name: &str| fs::write(d.path().join(name), b"mine").unwrap();
-        // Beside its target (a download folder), then staged (a synced one).
-        let inc = receive("beside");
-        mine("beside");
-        let e = inc.finish_verified(&f, md5).unwrap_err();
-        assert!(e.message().contains("appeared here"), "{e}");
-        f.stage_incoming().unwrap();
-        let inc = receive("staged");
-        mine("staged");
-        let e = inc.finish_verified(&f, md5).unwrap_err();
-        assert!(e.message().contains("appeared here"), "{e}");
-        receive("free").finish_verified(&f, md5).unwrap();
-        assert_eq!(fs::read(d.path().join("beside")).unwrap(), b"mine");
-        assert_eq!(fs::read(d.path().join("staged")).unwrap(), b"mine");
-        assert_eq!(fs::read(d.path().join("free")).unwrap(), b"abc");
-        assert_eq!(names_in(d.path()), ["beside", "free", "staged"]);
-        let staging = d.path().join(".dropbox-shell/incoming");
-        assert!(names_in(&staging).is_empty(), "no part left behind");
-    }
-}
+#[path = "incoming_tests.rs"]
+mod tests;
