@@ -33,6 +33,7 @@ use crate::identity::Identity;
 use crate::{ErrorKind, Result};
 
 mod apply;
+mod pull;
 mod report;
 mod round;
 mod spread;
