@@ -68,12 +68,16 @@ impl Beneath {
     /// The file type bits of `name` itself (not followed if a symlink), by
     /// `fstatat` from the root; a look, not a check (the open decides).
     pub fn file_type(&self, name: &str) -> Option<libc::mode_t> {
+        Some(self.stat(name)?.st_mode & libc::S_IFMT)
+    }
+
+    /// `name` itself (not followed if a symlink) by `fstatat` from the root.
+    pub fn stat(&self, name: &str) -> Option<libc::stat> {
         if !self.works.load(Ordering::Relaxed) {
             return None;
         }
         let path = CString::new(name).ok()?;
-        let st = super::stat::stat_at(self.root.as_raw_fd(), &path)?;
-        Some(st.st_mode & libc::S_IFMT)
+        super::stat::stat_at(self.root.as_raw_fd(), &path)
     }
 }
 

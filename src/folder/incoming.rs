@@ -12,7 +12,7 @@ use std::fs;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,13 +38,13 @@ pub struct Incoming {
 }
 
 /// The folder the last file of a run of many landed in, opened the short
-/// way (see `beneath.rs`), kept for the next file of the same folder: a
-/// sync pull of many small files opens each folder once, not once per
-/// file. What it holds is the folder as it was when opened: renamed since,
-/// files land where it went (as if they had landed just before); removed
-/// since, they fail to land, and [`DirCache::clear`] starts afresh.
+/// way (see `beneath.rs`), kept for the next file of the same folder while
+/// its path still names that folder (same device and inode, looked up
+/// with one `fstatat`): a sync pull of many small files opens each folder
+/// once, not once per file. A folder renamed, replaced or removed since is
+/// opened afresh (or the file takes the long way), as without the cache.
 #[derive(Default)]
-pub struct DirCache(Option<(String, Arc<fs::File>)>);
+pub struct DirCache(Option<(String, Arc<fs::File>, (u64, u64))>);
 
 impl DirCache {
     pub fn clear(&mut self) {
@@ -52,13 +52,17 @@ impl DirCache {
     }
 
     fn open(&mut self, folder: &Folder, rel: &str) -> Option<Arc<fs::File>> {
-        if let Some((at, dir)) = &self.0
+        if let Some((at, dir, id)) = &self.0
             && at == rel
+            && folder.dir_identity(rel) == Some(*id)
         {
             return Some(dir.clone());
         }
-        let dir = Arc::new(folder.dir_beneath(rel)?);
-        self.0 = Some((rel.to_string(), dir.clone()));
+        self.0 = None;
+        let dir = folder.dir_beneath(rel)?;
+        let st = dir.metadata().ok()?;
+        let dir = Arc::new(dir);
+        self.0 = Some((rel.to_string(), dir.clone(), (st.dev(), st.ino())));
         Some(dir)
     }
 }

@@ -173,12 +173,13 @@ fn a_file_for_an_empty_name_leaves_alone_what_took_it_meanwhile() {
     assert!(names_in(&staging).is_empty(), "no part left behind");
 }
 
-/// Files of one folder share its opened folder; renamed meanwhile, they
-/// land where it went; removed, they fail to land, and a cleared cache
-/// opens the folder made anew.
+/// Files of one folder share its opened folder while its path still names
+/// it; renamed, made anew or swapped for a symlink meanwhile, the next
+/// file goes where the path leads now, as without the cache.
 #[test]
-fn a_cached_folder_serves_its_files_and_a_removed_one_fails_until_cleared() {
+fn a_cached_folder_serves_only_while_its_path_still_names_it() {
     let d = tempfile::tempdir().unwrap();
+    let away = tempfile::tempdir().unwrap();
     fs::create_dir(d.path().join("a")).unwrap();
     let f = Folder::open(d.path()).unwrap();
     f.stage_incoming().unwrap();
@@ -192,18 +193,21 @@ fn a_cached_folder_serves_its_files_and_a_removed_one_fails_until_cleared() {
     land("a/one", &mut dirs).unwrap();
     land("a/two", &mut dirs).unwrap();
     assert_eq!(names_in(&d.path().join("a")), vec!["one", "two"]);
-    // Renamed: the folder it holds is the one that moved.
+    // Renamed: the next file goes to the path, not where the folder went.
     fs::rename(d.path().join("a"), d.path().join("b")).unwrap();
     land("a/three", &mut dirs).unwrap();
-    assert_eq!(names_in(&d.path().join("b")), vec!["one", "three", "two"]);
-    // Removed and made anew: the old one is gone, the landing fails and
-    // leaves nothing; cleared, the new folder is opened.
-    fs::remove_dir_all(d.path().join("b")).unwrap();
+    assert_eq!(names_in(&d.path().join("a")), vec!["three"]);
+    assert_eq!(names_in(&d.path().join("b")), vec!["one", "two"]);
+    // Removed and made anew: the new folder.
+    fs::remove_dir_all(d.path().join("a")).unwrap();
     fs::create_dir(d.path().join("a")).unwrap();
-    assert!(land("a/four", &mut dirs).is_err());
-    assert!(names_in(&d.path().join("a")).is_empty());
-    dirs.clear();
     land("a/four", &mut dirs).unwrap();
     assert_eq!(names_in(&d.path().join("a")), vec!["four"]);
+    // Swapped for a symlink out of the folder: refused, nothing lands there.
+    fs::rename(d.path().join("a"), d.path().join("c")).unwrap();
+    std::os::unix::fs::symlink(away.path(), d.path().join("a")).unwrap();
+    assert!(land("a/five", &mut dirs).is_err());
+    assert!(names_in(away.path()).is_empty());
+    assert_eq!(names_in(&d.path().join("c")), vec!["four"]);
     assert!(names_in(&d.path().join(".dropbox-shell/incoming")).is_empty());
 }

@@ -310,6 +310,14 @@ impl Folder {
             .open(rel, libc::O_PATH | libc::O_DIRECTORY)
     }
 
+    /// The device and inode the folder `rel` (`""` the root) has now, the
+    /// last component not followed; `None` when it cannot be told.
+    pub fn dir_identity(&self, rel: &str) -> Option<(u64, u64)> {
+        let rel = if rel.is_empty() { "." } else { rel };
+        let st = self.beneath.as_ref()?.stat(rel)?;
+        Some((st.st_dev, st.st_ino))
+    }
+
     /// [`Folder::open_file`] the short way (see `beneath.rs`): a name that
     /// is a regular file here, with no symlink on the way, opened and
     /// checked to be one still. `None` leaves it to the long way, which

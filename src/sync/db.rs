@@ -75,7 +75,7 @@ const SCHEMA: &str = "
         mode INTEGER NOT NULL,
         md5 TEXT,
         PRIMARY KEY (peer, path)
-    ) WITHOUT ROWID;
+    );
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS local (
         path TEXT PRIMARY KEY,
@@ -89,7 +89,7 @@ const SCHEMA: &str = "
         deleted INTEGER NOT NULL,
         ignored INTEGER NOT NULL DEFAULT 0,
         seq INTEGER NOT NULL
-    ) WITHOUT ROWID;
+    );
     CREATE INDEX IF NOT EXISTS local_by_seq ON local (seq);
     CREATE TABLE IF NOT EXISTS remote (
         peer TEXT NOT NULL,
@@ -104,7 +104,7 @@ const SCHEMA: &str = "
         ignored INTEGER NOT NULL DEFAULT 0,
         seq INTEGER NOT NULL,
         PRIMARY KEY (peer, path)
-    ) WITHOUT ROWID;
+    );
     CREATE INDEX IF NOT EXISTS remote_by_seq ON remote (peer, seq);
     CREATE TABLE IF NOT EXISTS partners (
         peer TEXT PRIMARY KEY,
@@ -118,7 +118,7 @@ const SCHEMA: &str = "
         peer TEXT NOT NULL,
         path TEXT NOT NULL,
         PRIMARY KEY (peer, path)
-    ) WITHOUT ROWID;
+    );
 ";
 
 /// The last-synced states with a partner (see [`super::reads`]).
