@@ -389,20 +389,15 @@ impl Client {
         let mut requested: VecDeque<(String, bool)> = VecDeque::new();
         let mut pending: VecDeque<(String, bool, Result<Received>)> = VecDeque::new();
         let mut retry: VecDeque<String> = VecDeque::new();
-        // The folder the last file went to, for the next (see DirCache);
-        // after any failure it is opened afresh.
+        // The folder the last file went to, for the next (see DirCache).
         let mut dirs = DirCache::default();
         let mut settle = |(name, fresh, r): (String, bool, Result<Received>),
-                          retry: &mut VecDeque<String>,
-                          dirs: &mut DirCache| {
+                          retry: &mut VecDeque<String>| {
             match r.and_then(|r| r.commit(folder, &mut |now| before_commit(&name, now))) {
                 Ok(Landed::Done(report)) => done(&name, Ok(report)),
                 Ok(Landed::Mismatch(_)) if !fresh => retry.push_back(name),
                 Ok(Landed::Mismatch(e)) => done(&name, Err(e)),
-                Err(e) => {
-                    dirs.clear();
-                    done(&name, Err(e))
-                }
+                Err(e) => done(&name, Err(e)),
             }
         };
         // Requests written but not yet flushed: they go out a few at a
@@ -440,7 +435,7 @@ impl Client {
                     break;
                 }
                 while let Some(p) = pending.pop_front() {
-                    settle(p, &mut retry, &mut dirs);
+                    settle(p, &mut retry);
                 }
                 continue;
             };
@@ -450,7 +445,7 @@ impl Client {
             pending.push_back((name, fresh, received));
             while pending.len() > BEHIND {
                 if let Some(p) = pending.pop_front() {
-                    settle(p, &mut retry, &mut dirs);
+                    settle(p, &mut retry);
                 }
             }
         }

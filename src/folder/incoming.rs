@@ -47,10 +47,6 @@ pub struct Incoming {
 pub struct DirCache(Option<(String, Arc<fs::File>, (u64, u64))>);
 
 impl DirCache {
-    pub fn clear(&mut self) {
-        self.0 = None;
-    }
-
     fn open(&mut self, folder: &Folder, rel: &str) -> Option<Arc<fs::File>> {
         if let Some((at, dir, id)) = &self.0
             && at == rel
