@@ -51,7 +51,11 @@ fn forged_announcement(n: u32, port: u16) -> Vec<u8> {
     dns_name(&mut srv, &host);
     record(&mut p, &instance, 33, true, &srv);
     let mut txt = Vec::new();
-    for kv in [format!("id={id}"), "v=3".into(), "group=".into()] {
+    for kv in [
+        format!("id={id}"),
+        format!("v={}", dropbox_shell::proto::VERSION),
+        "group=".into(),
+    ] {
         txt.push(kv.len() as u8);
         txt.extend_from_slice(kv.as_bytes());
     }

@@ -267,7 +267,10 @@ fn frame(body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn garbage_or_an_unknown_request_is_answered_once_then_the_connection_closes() {
-    for bad in [&b"{not json"[..], br#"{"req":"delete","name":"a"}"#] {
+    for bad in [
+        &b"{not json"[..],
+        br#"{"req":"delete","body":{"name":"a"}}"#,
+    ] {
         let f = fixture();
         let mut input = frame(bad);
         input.extend(frames(&[Request::Info]));
