@@ -268,17 +268,18 @@ pub fn plan(local: &Index, remote: &Index, base: &Index, their_base: &Index) -> 
             decided.insert(p, Action::Rename { from });
         }
     }
-    let mut actions: Vec<(String, Action)> = decided.into_iter().collect();
-    actions.sort_by(|(pa, a), (pb, b)| {
-        rank(a).cmp(&rank(b)).then_with(|| {
-            let (da, db) = (pa.matches('/').count(), pb.matches('/').count());
-            if matches!(a, Action::RemoveDir) {
-                db.cmp(&da).then(pb.cmp(pa))
-            } else {
-                da.cmp(&db).then(pa.cmp(pb))
-            }
+    // Each path's rank and depth counted once, not at every comparison.
+    let mut keyed: Vec<(u8, usize, (String, Action))> = decided
+        .into_iter()
+        .map(|(p, a)| (rank(&a), p.bytes().filter(|&b| b == b'/').count(), (p, a)))
+        .collect();
+    keyed.sort_by(|(ra, da, (pa, a)), (rb, db, (pb, _))| {
+        ra.cmp(rb).then_with(|| match a {
+            Action::RemoveDir => db.cmp(da).then(pb.cmp(pa)),
+            _ => da.cmp(db).then(pa.cmp(pb)),
         })
     });
+    let actions: Vec<(String, Action)> = keyed.into_iter().map(|(_, _, pa)| pa).collect();
     Plan {
         actions,
         local_files: local.values().filter(|s| s.kind == Kind::File).count(),
