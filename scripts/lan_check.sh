@@ -41,7 +41,7 @@ PY
 check "A is seen with its port" has "$A_ID" port "${A##*:}"
 check "A's address" has "$A_ID" address 127.0.0.1
 check "A's instance name is its short id" has "$A_ID" name "$(echo "$A_ID" | tr -d - | cut -c1-7)._dropbox-shell._tcp.local."
-check "A's protocol version" has "$A_ID" v 3
+check "A's protocol version" has "$A_ID" v "$(sed -n 's/^pub const VERSION: u32 = \([0-9]*\);/\1/p' src/proto/mod.rs)"
 check "A takes uploads" has "$A_ID" up 1
 check "A has no group" has "$A_ID" group ""
 check "B is seen" has "$B_ID" port "${B##*:}"
