@@ -36,6 +36,19 @@ struct Landed {
     here: Option<Seen>,
 }
 
+/// What the actions of a plan part came to, gathered as they run: the
+/// states both sides now agree on (`None`: the path is gone on both), the
+/// paths whose action failed here, those to try again next round without
+/// holding the failure against them, and the pulled files that went into
+/// our index as they landed (no scan need look at them).
+#[derive(Default)]
+pub(super) struct Tally {
+    pub changes: Vec<(String, Option<FileState>)>,
+    pub failed: Vec<String>,
+    pub retry: Vec<String>,
+    pub indexed: Vec<String>,
+}
+
 /// What our index holds for a file that landed as `on_disk` with `md5`.
 fn seen_landed(on_disk: OnDisk, md5: &str) -> Seen {
     let v = on_disk.version;
@@ -56,7 +69,6 @@ impl Actor {
     /// [`Actor::pull_all`], its failure noted for the round: when its
     /// connection broke, what it did not pull is tried again next round,
     /// not left alone. Returns the error when our disk is full.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn pull_batch(
         &self,
         client: &mut Client,
@@ -64,17 +76,14 @@ impl Actor {
         pulls: &[(String, Option<FileState>)],
         remote: &Index,
         rep: &mut PartnerRound,
-        changes: &mut Vec<(String, Option<FileState>)>,
-        failed: &mut Vec<String>,
-        retry: &mut Vec<String>,
-        indexed: &mut Vec<String>,
+        tally: &mut Tally,
     ) -> Option<Error> {
-        let before = failed.len();
-        let pulled = self.pull_all(
-            client, remote_id, pulls, remote, rep, changes, failed, indexed,
-        );
-        let e = pulled.err()?;
-        retry.extend(failed.drain(before..));
+        let before = tally.failed.len();
+        let e = self
+            .pull_all(client, remote_id, pulls, remote, rep, tally)
+            .err()?;
+        let broke: Vec<String> = tally.failed.drain(before..).collect();
+        tally.retry.extend(broke);
         if e.kind() == ErrorKind::NoSpace {
             return Some(no_room(e.to_string()));
         }
@@ -136,7 +145,6 @@ impl Actor {
     /// [`MAX_LANES`]` - 1` more connections to the same partner, one per
     /// core: each lane receives, writes and hashes its files on its own
     /// thread, taking the next name from a shared queue.
-    #[allow(clippy::too_many_arguments)]
     fn pull_all(
         &self,
         client: &mut Client,
@@ -144,9 +152,7 @@ impl Actor {
         pulls: &[(String, Option<FileState>)],
         remote: &Index,
         rep: &mut PartnerRound,
-        changes: &mut Vec<(String, Option<FileState>)>,
-        failed: &mut Vec<String>,
-        indexed: &mut Vec<String>,
+        tally: &mut Tally,
     ) -> Result<()> {
         let folder = &self.shared.folder;
         let expected: std::collections::HashMap<&str, Option<&FileState>> = pulls
@@ -248,8 +254,8 @@ impl Actor {
             drop(lanes_done);
             // What the recorder could not write goes with the round's other changes.
             let (unrecorded, now_indexed) = recorder.join().unwrap_or_default();
-            changes.extend(unrecorded);
-            indexed.extend(now_indexed);
+            tally.changes.extend(unrecorded);
+            tally.indexed.extend(now_indexed);
             batch
         });
         let results = results.into_inner().unwrap_or_default();
@@ -260,8 +266,8 @@ impl Actor {
             .filter(|(p, _)| !tried.contains(p.as_str()))
             .map(|(p, _)| p.clone())
             .collect();
-        failed.extend(untried);
-        self.note_pulls(results, rep, failed);
+        tally.failed.extend(untried);
+        self.note_pulls(results, rep, &mut tally.failed);
         match full.into_inner().ok().flatten() {
             Some(e) => Err(e),
             None => batch,

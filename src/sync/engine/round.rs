@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::thread;
 use std::time::Instant;
 
-use super::pull::{connect_partner, no_room};
+use super::pull::{Tally, connect_partner, no_room};
 use super::stages::{PLAN_PART, Work, need_in};
 use super::{Actor, PartnerRound};
 use crate::client::Client;
@@ -131,7 +131,6 @@ impl Actor {
         if hold_deletions {
             rep.paused_deletions = plan.deletions();
         }
-        let mut changes: Vec<(String, Option<FileState>)> = Vec::new();
         // Pulls go in one pipelined batch; everything else runs in plan
         // order around it (folders and renames before, modes and deletions
         // after). A failure is this path's alone, and is not tried again
@@ -140,8 +139,7 @@ impl Actor {
         // Failed here: left alone while neither side changes. To retry:
         // pending too, but not held against the path (left alone already,
         // or its connection broke: the partner went away, not the action).
-        let mut failed: Vec<String> = Vec::new();
-        let mut retry: Vec<String> = Vec::new();
+        let mut tally = Tally::default();
         let mut touched = BTreeSet::new();
         let mut folders = HashSet::new();
         let now = Instant::now();
@@ -157,19 +155,10 @@ impl Actor {
                 // (A failure asks for a whole scan; the pulls go on.)
                 let _ = self.scan_paths(&std::mem::take(&mut touched));
                 let batch = std::mem::take(&mut pulls);
-                let mut indexed = Vec::new();
-                disk_full = disk_full.or(self.pull_batch(
-                    client,
-                    remote_id,
-                    &batch,
-                    remote,
-                    rep,
-                    &mut changes,
-                    &mut failed,
-                    &mut retry,
-                    &mut indexed,
-                ));
-                let indexed: HashSet<String> = indexed.into_iter().collect();
+                let full = self.pull_batch(client, remote_id, &batch, remote, rep, &mut tally);
+                disk_full = disk_full.or(full);
+                let indexed: HashSet<String> =
+                    std::mem::take(&mut tally.indexed).into_iter().collect();
                 touched.extend(
                     batch
                         .into_iter()
@@ -183,7 +172,7 @@ impl Actor {
             let (l, r) = (planned_local(action, path, local), remote.get(path));
             if !action.is_bookkeeping() && self.stuck.left_alone(remote_id, path, l, r, now) {
                 rep.left_alone += 1;
-                retry.push(path.clone());
+                tally.retry.push(path.clone());
                 continue;
             }
             if !action.is_bookkeeping() {
@@ -196,21 +185,27 @@ impl Actor {
                 Action::Pull | Action::ConflictPull => self
                     .prepare_pull(path, action, l, rep, &mut folders)
                     .map(|expect| pulls.push((path.clone(), expect))),
-                _ => self.apply(path, action, l, r, hold_deletions, rep, &mut changes),
+                _ => self.apply(path, action, l, r, hold_deletions, rep, &mut tally.changes),
             };
             match outcome {
                 Err(e) if e.kind() == ErrorKind::NoSpace => {
-                    retry.push(path.clone());
+                    tally.retry.push(path.clone());
                     disk_full = Some(no_room(format!("{path}: {e}")));
                 }
                 Err(e) => {
                     rep.error(format!("{path}: {e}"));
                     self.log(&addr, &format!("sync {path}"), &format!("error: {e}"), 0);
-                    failed.push(path.clone());
+                    tally.failed.push(path.clone());
                 }
                 Ok(()) => {}
             }
         }
+        let Tally {
+            changes,
+            mut failed,
+            retry,
+            ..
+        } = tally;
         let failed_here: HashSet<&str> = failed.iter().map(String::as_str).collect();
         for (path, action) in &plan.actions {
             if failed_here.contains(path.as_str()) {
