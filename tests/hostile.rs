@@ -248,6 +248,105 @@ fn endless_sync_entries_are_cut_off_and_memory_and_disk_stay_bounded() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// A sync partner that answers a hello with its own, then, once the
+/// syncing peer has sent its entries, streams entries without end (names
+/// of 1.9 KiB, `more` always set). Returns its address and a channel that
+/// tells how many MiB it got out before the peer hung up.
+fn endless_partner() -> (String, std::sync::mpsc::Receiver<usize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let creds = new_credentials();
+    let id = creds.keys.id().to_string();
+    let (told, cut) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let Ok((_, mut r, w)) = dropbox_shell::secure::accept_raw(s, &creds) else {
+                continue;
+            };
+            let mut w = Eager(w);
+            let mut buf = Vec::new();
+            while let Ok(req) = proto::read_msg::<Request>(&mut r, &mut buf) {
+                let answer = match req {
+                    Request::SyncHello { .. } => Response::SyncHello {
+                        peer_id: id.clone(),
+                        index_id: "endless".into(),
+                        seen: None,
+                    },
+                    Request::SyncDelta { more: true, .. } => continue,
+                    Request::SyncDelta { more: false, .. } => {
+                        let mut sent = 0usize;
+                        for k in 0usize.. {
+                            let entries = (0..2000)
+                                .map(|i| {
+                                    let n = k * 2000 + i + 1;
+                                    proto::SyncEntry {
+                                        name: format!("{n:08}-{}", "x".repeat(1900)),
+                                        kind: proto::Kind::File,
+                                        size: 1,
+                                        mtime_ns: 1,
+                                        mode: 0o644,
+                                        md5: Some("0".repeat(32)),
+                                        deleted: false,
+                                        agreed: false,
+                                        ignored: false,
+                                        seq: n as u64,
+                                    }
+                                })
+                                .collect();
+                            let mut frame = Vec::new();
+                            let batch = Response::SyncDelta {
+                                entries,
+                                more: true,
+                            };
+                            proto::write_msg(&mut frame, &batch).unwrap();
+                            if w.write_all(&frame).is_err() {
+                                break;
+                            }
+                            sent += frame.len();
+                        }
+                        let _ = told.send(sent >> 20);
+                        break;
+                    }
+                    _ => Response::Error {
+                        message: "not here".into(),
+                    },
+                };
+                if proto::write_msg(&mut w, &answer).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (addr, cut)
+}
+
+#[test]
+fn a_sync_partner_streaming_endless_entries_is_cut_off_and_the_peer_goes_on() {
+    let (partner, cut) = endless_partner();
+    let me = Peer::start(&["--sync", "--interval", "3600", "--peer", &partner]);
+    // The exchange stops at its bound (128 MiB of names), well before this.
+    let sent = cut
+        .recv_timeout(EVENTUALLY)
+        .expect("the peer kept taking entries");
+    assert!(sent < 640, "the peer took {sent} MiB of entries");
+    let rss = resident_mib(me.child.id());
+    assert!(rss < 400, "the peer holds {rss} MiB");
+    let db = fs::metadata(me.path(".dropbox-shell/sync.db"))
+        .unwrap()
+        .len()
+        + fs::metadata(me.path(".dropbox-shell/sync.db-wal")).map_or(0, |m| m.len());
+    assert!(db < 600 << 20, "the sync database holds {} MiB", db >> 20);
+    // The round says why it failed, and the peer still serves.
+    let said = wait_for(EVENTUALLY, || {
+        fs::read_to_string(me.path(".dropbox-shell/history.log"))
+            .is_ok_and(|h| h.contains("MiB of names in one exchange; refused"))
+    });
+    assert!(said, "no refusal in the history");
+    let other = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_json(other.path(), &me.addr, &["index longlist"]);
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn a_server_streaming_endless_entries_is_cut_off() {
     let addr = fake_peer(|req, s| {

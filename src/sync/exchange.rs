@@ -5,8 +5,9 @@
 //! database started over), in the order of their sequence numbers, and
 //! the receiver stores them as they come. A change on one side costs one
 //! small message each way; the whole index travels only when it must.
-//! The client's half is [`exchange`]; the server's is [`answer_hello`]
-//! and [`send_since`], called from its connection.
+//! The client's half is [`exchange`] (it reads the next batch while the
+//! last is stored); the server's is [`answer_hello`] and [`send_since`],
+//! called from its connection.
 
 use super::db::SyncDb;
 use crate::client::Client;
@@ -123,16 +124,42 @@ pub fn exchange(
     send_since(db, &their_id, their_seen.as_ref(), &mut |b, more| {
         client.send_delta(b, more)
     })?;
+    // Batches are read and decoded here while the one before is stored
+    // on a thread of its own: storing is the slow half, and the first
+    // contact with a large index (all of it) waits for both.
     let mut intake = Intake::default();
-    loop {
-        let (entries, more) = client.recv_delta()?;
-        intake.take(&entries)?;
-        db.remote_store(&their_id, &their_index, &entries)?;
-        if !more {
-            return Ok(their_id);
-        }
-    }
+    let (batches, stored) = crossbeam_channel::bounded::<Vec<SyncEntry>>(STORE_AHEAD);
+    std::thread::scope(|s| {
+        let storer = s.spawn(|| -> Result<()> {
+            for entries in stored {
+                db.remote_store(&their_id, &their_index, &entries)?;
+            }
+            Ok(())
+        });
+        let received = loop {
+            let (entries, more) = match client.recv_delta() {
+                Ok(got) => got,
+                Err(e) => break Err(e),
+            };
+            if let Err(e) = intake.take(&entries) {
+                break Err(e);
+            }
+            // A closed channel: the storer failed, and says why below.
+            if batches.send(entries).is_err() || !more {
+                break Ok(());
+            }
+        };
+        drop(batches);
+        let stored = storer
+            .join()
+            .unwrap_or_else(|_| Err(crate::Error::new("storing the partner's entries failed")));
+        received.and(stored)
+    })?;
+    Ok(their_id)
 }
+
+/// Batches of a partner's entries read ahead of the one being stored.
+const STORE_AHEAD: usize = 2;
 
 #[cfg(test)]
 mod tests {
