@@ -678,60 +678,48 @@ fn stores_find_and_replace_a_rotten_copy_with_the_owner_away() {
 /// A store that lies: it lists the owner's real record (copied from a real
 /// store's disk) but sends other bytes under another record when asked.
 fn lying_store(real: dropbox_shell::proto::Record) -> String {
-    use dropbox_shell::proto::{Held, Request, Response, StoreStatus, read_msg, write_msg};
+    use dropbox_shell::proto::{Held, Request, Response, StoreStatus, write_msg};
     let keys = dropbox_shell::secure::Keypair::generate().unwrap();
     let id = keys.id().to_string();
     let creds = dropbox_shell::secure::Credentials::open(keys);
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let Ok((_, mut r, w)) = dropbox_shell::secure::accept_raw(s, &creds) else {
-                continue;
-            };
-            let mut w = Eager(w);
-            let mut buf = Vec::new();
-            while let Ok(req) = read_msg::<Request>(&mut r, &mut buf) {
-                let held = |record| Response::Held {
-                    held: Some(Held {
-                        record,
-                        state: dropbox_shell::proto::CopyState::Ok,
-                    }),
-                };
-                let answer = match req {
-                    Request::Info => Response::Info {
-                        peer_id: id.clone(),
-                        allow_upload: false,
-                        zone: Some("liar".into()),
-                        store: Some(StoreStatus {
-                            free: 1 << 40,
-                            used: 0,
-                            quota: None,
-                        }),
-                    },
-                    Request::StoreList { .. } => Response::Stores { addrs: vec![] },
-                    Request::DepositStat { .. } => held(real.clone()),
-                    Request::DepositGet { .. } => {
-                        let evil = b"evil bytes, longer than the real ones".to_vec();
-                        let mut fake = real.clone();
-                        fake.size = evil.len() as u64;
-                        fake.md5 = md5_hex(&evil);
-                        let _ = write_msg(&mut w, &held(fake));
-                        let _ = std::io::Write::write_all(&mut w, &evil);
-                        Response::Done {
-                            md5: md5_hex(&evil),
-                        }
-                    }
-                    _ => Response::Error {
-                        message: "no".into(),
-                    },
-                };
-                let _ = write_msg(&mut w, &answer);
-                let _ = std::io::Write::flush(&mut w);
+    fake_peer_with(creds, move |req, w| {
+        let held = |record| Response::Held {
+            held: Some(Held {
+                record,
+                state: dropbox_shell::proto::CopyState::Ok,
+            }),
+        };
+        let answer = match req {
+            Request::Info => Response::Info {
+                peer_id: id.clone(),
+                allow_upload: false,
+                zone: Some("liar".into()),
+                store: Some(StoreStatus {
+                    free: 1 << 40,
+                    used: 0,
+                    quota: None,
+                }),
+            },
+            Request::StoreList { .. } => Response::Stores { addrs: vec![] },
+            Request::DepositStat { .. } => held(real.clone()),
+            Request::DepositGet { .. } => {
+                let evil = b"evil bytes, longer than the real ones".to_vec();
+                let mut fake = real.clone();
+                fake.size = evil.len() as u64;
+                fake.md5 = md5_hex(&evil);
+                let _ = write_msg(w, &held(fake));
+                let _ = std::io::Write::write_all(w, &evil);
+                Response::Done {
+                    md5: md5_hex(&evil),
+                }
             }
-        }
-    });
-    addr
+            _ => Response::Error {
+                message: "no".into(),
+            },
+        };
+        let _ = write_msg(w, &answer);
+        let _ = std::io::Write::flush(w);
+    })
 }
 
 #[test]

@@ -188,23 +188,8 @@ fn endless_sync_entries_are_cut_off_and_memory_and_disk_stay_bounded() {
     assert!(matches!(answer, Response::SyncHello { .. }), "{answer:?}");
     let mut n = 0usize;
     let mut batch = || {
-        let entries: Vec<proto::SyncEntry> = (0..2000)
-            .map(|_| {
-                n += 1;
-                proto::SyncEntry {
-                    name: format!("{n:08}-{}", "x".repeat(1900)),
-                    kind: proto::Kind::File,
-                    size: 1,
-                    mtime_ns: 1,
-                    mode: 0o644,
-                    md5: Some("0".repeat(32)),
-                    deleted: false,
-                    agreed: false,
-                    ignored: false,
-                    seq: n as u64,
-                }
-            })
-            .collect();
+        let entries = flood_batch(n + 1);
+        n += entries.len();
         let mut frame = Vec::new();
         proto::write_msg(
             &mut frame,
@@ -248,74 +233,63 @@ fn endless_sync_entries_are_cut_off_and_memory_and_disk_stay_bounded() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// A batch of 2,000 sync entries numbered from `first`, each a name of
+/// about 1.9 KiB: 4 MiB of names a frame.
+fn flood_batch(first: usize) -> Vec<proto::SyncEntry> {
+    (first..first + 2000)
+        .map(|n| proto::SyncEntry {
+            name: format!("{n:08}-{}", "x".repeat(1900)),
+            kind: proto::Kind::File,
+            size: 1,
+            mtime_ns: 1,
+            mode: 0o644,
+            md5: Some("0".repeat(32)),
+            deleted: false,
+            agreed: false,
+            ignored: false,
+            seq: n as u64,
+        })
+        .collect()
+}
+
 /// A sync partner that answers a hello with its own, then, once the
-/// syncing peer has sent its entries, streams entries without end (names
-/// of 1.9 KiB, `more` always set). Returns its address and a channel that
-/// tells how many MiB it got out before the peer hung up.
+/// syncing peer has sent its entries, streams [`flood_batch`]es without
+/// end (`more` always set). Returns its address and a channel that tells
+/// how many MiB it got out before the peer hung up.
 fn endless_partner() -> (String, std::sync::mpsc::Receiver<usize>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
     let creds = new_credentials();
     let id = creds.keys.id().to_string();
     let (told, cut) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let Ok((_, mut r, w)) = dropbox_shell::secure::accept_raw(s, &creds) else {
-                continue;
-            };
-            let mut w = Eager(w);
-            let mut buf = Vec::new();
-            while let Ok(req) = proto::read_msg::<Request>(&mut r, &mut buf) {
-                let answer = match req {
-                    Request::SyncHello { .. } => Response::SyncHello {
-                        peer_id: id.clone(),
-                        index_id: "endless".into(),
-                        seen: None,
-                    },
-                    Request::SyncDelta { more: true, .. } => continue,
-                    Request::SyncDelta { more: false, .. } => {
-                        let mut sent = 0usize;
-                        for k in 0usize.. {
-                            let entries = (0..2000)
-                                .map(|i| {
-                                    let n = k * 2000 + i + 1;
-                                    proto::SyncEntry {
-                                        name: format!("{n:08}-{}", "x".repeat(1900)),
-                                        kind: proto::Kind::File,
-                                        size: 1,
-                                        mtime_ns: 1,
-                                        mode: 0o644,
-                                        md5: Some("0".repeat(32)),
-                                        deleted: false,
-                                        agreed: false,
-                                        ignored: false,
-                                        seq: n as u64,
-                                    }
-                                })
-                                .collect();
-                            let mut frame = Vec::new();
-                            let batch = Response::SyncDelta {
-                                entries,
-                                more: true,
-                            };
-                            proto::write_msg(&mut frame, &batch).unwrap();
-                            if w.write_all(&frame).is_err() {
-                                break;
-                            }
-                            sent += frame.len();
-                        }
-                        let _ = told.send(sent >> 20);
+    let addr = fake_peer_with(creds, move |req, w| {
+        let answer = match req {
+            Request::SyncHello { .. } => Response::SyncHello {
+                peer_id: id.clone(),
+                index_id: "endless".into(),
+                seen: None,
+            },
+            Request::SyncDelta { more: true, .. } => return,
+            Request::SyncDelta { more: false, .. } => {
+                let mut sent = 0usize;
+                for k in 0usize.. {
+                    let mut frame = Vec::new();
+                    let batch = Response::SyncDelta {
+                        entries: flood_batch(k * 2000 + 1),
+                        more: true,
+                    };
+                    proto::write_msg(&mut frame, &batch).unwrap();
+                    if w.write_all(&frame).is_err() {
                         break;
                     }
-                    _ => Response::Error {
-                        message: "not here".into(),
-                    },
-                };
-                if proto::write_msg(&mut w, &answer).is_err() {
-                    break;
+                    sent += frame.len();
                 }
+                let _ = told.send(sent >> 20);
+                return;
             }
-        }
+            _ => Response::Error {
+                message: "not here".into(),
+            },
+        };
+        let _ = proto::write_msg(w, &answer);
     });
     (addr, cut)
 }

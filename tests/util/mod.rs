@@ -490,13 +490,22 @@ pub fn raw_client(addr: &str) -> (RawOut, RawIn, String) {
 /// A fake peer on loopback: it speaks the handshake, then hands every
 /// request to `answer` with the connection. Returns its address.
 pub fn fake_peer(answer: fn(dropbox_shell::proto::Request, &mut RawOut)) -> String {
+    fake_peer_with(new_credentials(), answer)
+}
+
+/// [`fake_peer`] with the identity `creds` (so its answers can name its
+/// id) and any answer that can be shared by its connections' threads.
+pub fn fake_peer_with(
+    creds: dropbox_shell::secure::Credentials,
+    answer: impl Fn(dropbox_shell::proto::Request, &mut RawOut) + Send + Sync + 'static,
+) -> String {
     use dropbox_shell::proto::{Request, read_msg};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    let creds = new_credentials();
+    let answer = std::sync::Arc::new(answer);
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
-            let creds = creds.clone();
+            let (creds, answer) = (creds.clone(), answer.clone());
             std::thread::spawn(move || {
                 let Ok((_, mut r, w)) = dropbox_shell::secure::accept_raw(s, &creds) else {
                     return;
