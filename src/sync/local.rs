@@ -51,7 +51,6 @@ pub enum LocalChange {
     Ignored(String),
 }
 
-/// Our present state of the path `?1`.
 /// Our index (see [`super::reads`]); `deleted` and `ignored` follow the
 /// state, for [`present_state`].
 pub(super) const LOCAL_READS: super::reads::Reads = super::reads::Reads {
